@@ -1,0 +1,1 @@
+//! Load-balancing core: backend snapshots, selection, health hysteresis, persistence (pure).

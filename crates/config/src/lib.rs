@@ -1,0 +1,1 @@
+//! Configuration model of the Tandem appliance: parse, validate, diff.

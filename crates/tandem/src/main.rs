@@ -1,0 +1,5 @@
+//! `tandem`: the multi-call binary (check, schema; later proxy, vrrp, sync, supervisor).
+
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}

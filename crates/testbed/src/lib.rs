@@ -1,0 +1,1 @@
+//! Test hosts in network namespaces for Tandem's network tests.

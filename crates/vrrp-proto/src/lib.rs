@@ -1,0 +1,1 @@
+//! VRRPv3 codec and router state machine (sans-IO).
