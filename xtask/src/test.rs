@@ -1,0 +1,39 @@
+//! The test tiers: what `cargo xtask test` runs, in order.
+//!
+//! Owns: the list of tiers and how each is invoked. Tests themselves live in the
+//! crates (unit, integration, network-namespace) and, later, in the QEMU pair suite.
+//! Tests that need root skip with a notice outside CI and fail inside it (`CI` set).
+
+use anyhow::Result;
+use xshell::{Shell, cmd};
+
+use crate::{host, lint, section};
+
+#[derive(clap::Args, Default)]
+pub struct Args {
+    /// Skip the lint tier (fmt, clippy, isolation checks).
+    #[arg(long)]
+    pub no_lint: bool,
+    /// Extra arguments passed to `cargo test` (e.g. a test name filter).
+    #[arg(last = true)]
+    pub cargo_args: Vec<String>,
+}
+
+pub fn run(sh: &Shell, args: Args, ci: bool) -> Result<()> {
+    if !args.no_lint {
+        lint::run(sh)?;
+    }
+    if !host::nix_is_root() {
+        eprintln!(
+            "note: not root: network-namespace tests will skip with a notice (CI runs them as root)"
+        );
+    }
+    section("cargo test (unit, integration, network namespaces)");
+    let extra = &args.cargo_args;
+    let mut c = cmd!(sh, "cargo test --workspace --locked -- {extra...}");
+    if ci {
+        c = c.env("CI", "true");
+    }
+    c.run()?;
+    Ok(())
+}
