@@ -13,6 +13,48 @@
 //! - [`effective_weight`]: slow start (`slowstart`);
 //! - [`ServerId::to_cookie`] / [`StickTable`]: persistence (`server`, `persist`);
 //! - [`BalanceError`]: everything that can be rejected (`error`).
+//!
+//! # How the proxy uses it
+//!
+//! ```
+//! use std::net::{IpAddr, Ipv4Addr};
+//! use std::time::Instant;
+//! use tandem_balance::{Backend, BackendSpec, Balance, Pick, Request, ServerId, ServerSpec};
+//!
+//! let spec = BackendSpec {
+//!     name: "web".into(),
+//!     balance: Balance::RoundRobin,
+//!     servers: vec![
+//!         ServerSpec::new("a", "192.0.2.1:80".parse().unwrap()).weight(2),
+//!         ServerSpec::new("b", "192.0.2.2:80".parse().unwrap()),
+//!     ],
+//!     all_backups: false,
+//! };
+//! // Built once per config load; the proxy stores it in an `ArcSwap<Backend>`.
+//! let backend = Backend::new(spec, 0x5eed).unwrap();
+//! // Runtime state; the proxy implements `LiveView` over its per-server atomics instead.
+//! let mut live = backend.initial_live();
+//!
+//! let now = Instant::now(); // the caller's clock, read once per request
+//! let client = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+//! // A persistence cookie from the request, if any, decodes into a `ServerId`.
+//! let persist = ServerId::from_cookie("0123456789abcdef").ok();
+//! let mut req = Request::new(client).path("/cart");
+//! req.persist = persist;
+//!
+//! let mut tried = Vec::new();
+//! match backend.pick(now, &req, &live, &tried) {
+//!     Pick::Picked(chosen) => {
+//!         live[chosen.index].active += 1; // an atomic increment in the proxy
+//!         // On connect failure: tried.push(chosen.index) and pick again.
+//!         tried.push(chosen.index);
+//!         // Set-Cookie value for new users:
+//!         let _cookie = chosen.id.to_cookie();
+//!     }
+//!     Pick::AllFull => { /* queue the request, pick again when a slot frees */ }
+//!     Pick::NoServer => { /* 503 */ }
+//! }
+//! ```
 
 mod backend;
 mod error;

@@ -268,7 +268,10 @@ mod tests {
     fn derived_ids_are_pinned() {
         // Cookies in browsers and stick tables on the peer hold these values: changing the
         // derivation logs every persistent user out. Change only with a migration plan.
-        assert_eq!(ServerId::derive("web", "s1").to_string(), "54d8501ec308aa74");
+        assert_eq!(
+            ServerId::derive("web", "s1").to_string(),
+            "54d8501ec308aa74"
+        );
     }
 
     #[test]

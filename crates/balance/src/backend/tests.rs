@@ -126,6 +126,13 @@ fn all_algorithms() -> Vec<Balance> {
 // ---------------------------------------------------------------- spec validation
 
 #[test]
+fn snapshot_is_shareable_across_threads() {
+    // The proxy shares one snapshot between all worker threads through `ArcSwap`.
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Backend>();
+}
+
+#[test]
 fn rejects_invalid_specs() {
     let mut s = spec(Balance::RoundRobin, &[1, 257]);
     assert!(matches!(
