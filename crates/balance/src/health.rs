@@ -233,6 +233,16 @@ pub struct Transition {
     pub reason: Reason,
 }
 
+impl Transition {
+    /// Whether the server just became able to take new users (from down, maint or drain).
+    ///
+    /// The caller records `now` as the server's `up_since` ([`crate::Live::up_since`]) when this
+    /// is true, which starts its slow-start ramp.
+    pub fn came_up(&self) -> bool {
+        !self.from.accepts_new() && self.to.accepts_new()
+    }
+}
+
 /// Per-server runtime state machine: active checks + passive observations + admin commands.
 ///
 /// Contract: every input method returns `Some(Transition)` exactly when [`ServerMonitor::status`]
@@ -565,6 +575,25 @@ mod tests {
             Some(Reason::AdminDrain)
         );
         assert_eq!(m.set_admin(AdminState::Ready).map(|t| t.to), Some(DOWN));
+    }
+
+    #[test]
+    fn came_up_marks_the_start_of_slow_start() {
+        let mut m = monitor(None, None);
+        assert!(!m.set_admin(AdminState::Maint).expect("changed").came_up());
+        assert!(m.set_admin(AdminState::Ready).expect("changed").came_up());
+        assert!(!m.set_admin(AdminState::Drain).expect("changed").came_up());
+        assert!(m.set_admin(AdminState::Ready).expect("changed").came_up());
+        for _ in 0..2 {
+            assert_eq!(m.on_check(Err(CheckFailure::Timeout)), None);
+        }
+        assert!(
+            !m.on_check(Err(CheckFailure::Timeout))
+                .expect("down")
+                .came_up()
+        );
+        assert_eq!(m.on_check(Ok(())), None);
+        assert!(m.on_check(Ok(())).expect("up").came_up());
     }
 
     #[test]

@@ -43,6 +43,10 @@ struct Slot {
 }
 
 /// Bounded client IP → server table with expiry; see the module doc for the eviction rule.
+///
+/// Request flow in the proxy: `lookup(now, ip)` → [`crate::Request::persist`] →
+/// [`crate::Backend::pick`]; when the chosen server is not `persistent` (new client, or its
+/// server died), `insert(now, ip, chosen.id)` so the client sticks to the new server.
 #[derive(Debug, Clone)]
 pub struct StickTable {
     expire: Duration,
