@@ -1,0 +1,151 @@
+//! `tandem-proxy`: the data plane of a Tandem node (HAProxy-class HTTP and TCP proxy).
+//!
+//! Owns: listeners, connections, forwarding, server selection with limits and queueing,
+//! health checks, and reload of the compiled configuration ([`Plan`]).
+//! Does not own: parsing or validating the YAML configuration (`tandem-config`), addresses
+//! on interfaces (VRRP daemon), or talking to systemd (supervisor).
+//!
+//! Layout, request path first:
+//! - [`proxy`]: [`Proxy`], accept loops, frontend `max_connections`, reload, shutdown;
+//! - [`http`]/[`tcp`]: one client connection in `mode http` / `mode tcp`;
+//! - [`queue`]: picking a server and waiting for a slot ([`select`] holds the pure policy);
+//! - [`live`]: atomics and pools keyed by server identity, surviving reloads;
+//! - [`health`]: active checks; [`plan`]: the immutable compiled view; [`error`]: classification.
+//!
+//! The binary calls [`run`] with a [`PlanSource`] and a shutdown future.
+
+pub mod body;
+mod connect;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod live;
+pub mod plan;
+pub mod proxy;
+pub mod queue;
+pub mod select;
+pub mod tcp;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tracing::{error, info};
+
+pub use crate::error::{ProxyError, Side};
+pub use crate::plan::Plan;
+pub use crate::proxy::{Proxy, ReloadError};
+
+/// How long shutdown waits for open connections to finish, in seconds.
+pub const SHUTDOWN_GRACE_SECS: u64 = 10;
+
+/// Why a configuration could not be turned into a [`Plan`].
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The configuration file could not be read.
+    #[error("failed to read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The configuration is invalid (all problems, one per line).
+    #[error("invalid configuration {path}:\n{problems}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Every problem found.
+        problems: String,
+    },
+    /// The configuration model is not available to the proxy yet.
+    #[error("cannot load {path}: {why}")]
+    Unsupported {
+        /// The file.
+        path: PathBuf,
+        /// What is missing.
+        why: &'static str,
+    },
+}
+
+/// Where [`run`] gets its plan from, at start and on every SIGHUP.
+pub trait PlanSource: Send + Sync {
+    /// Reads and compiles the configuration.
+    fn load(&self) -> Result<Plan, LoadError>;
+}
+
+impl<F: Fn() -> Result<Plan, LoadError> + Send + Sync> PlanSource for F {
+    fn load(&self) -> Result<Plan, LoadError> {
+        self()
+    }
+}
+
+/// The node's configuration file, compiled for one node of the pair.
+#[derive(Clone, Debug)]
+pub struct ConfigFile {
+    /// Path of the YAML file.
+    pub path: PathBuf,
+    /// Node name, selecting per-node settings; `None` for a single node.
+    pub node: Option<String>,
+}
+
+impl PlanSource for ConfigFile {
+    fn load(&self) -> Result<Plan, LoadError> {
+        std::fs::metadata(&self.path).map_err(|source| LoadError::Read {
+            path: self.path.clone(),
+            source,
+        })?;
+        // The adapter `Plan::from_config(&tandem_config::Config, node)` lands once
+        // `tandem-config` exposes its model.
+        Err(LoadError::Unsupported {
+            path: self.path.clone(),
+            why: "tandem-config has no model yet",
+        })
+    }
+}
+
+/// Why [`run`] stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The initial configuration could not be loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The initial plan could not be installed.
+    #[error(transparent)]
+    Start(#[from] ReloadError),
+    /// The SIGHUP handler could not be installed.
+    #[error("failed to install the SIGHUP handler: {0}")]
+    Signal(std::io::Error),
+}
+
+/// Runs the proxy until `shutdown` completes; SIGHUP reloads from `source`.
+///
+/// An invalid configuration on SIGHUP is logged and refused; the old plan keeps serving.
+/// On shutdown, listeners close and open connections get [`SHUTDOWN_GRACE_SECS`] to finish.
+pub async fn run(
+    source: impl PlanSource,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(RunError::Signal)?;
+    let proxy = Proxy::start(source.load()?).await?;
+    info!(generation = proxy.generation(), "proxy started");
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = hup.recv() => match source.load() {
+                Ok(plan) => match proxy.reload(plan).await {
+                    Ok(generation) => info!(generation, "reloaded on SIGHUP"),
+                    Err(e) => error!(cause = %e, "reload refused, previous configuration keeps serving"),
+                },
+                Err(e) => error!(cause = %e, "reload refused, previous configuration keeps serving"),
+            },
+        }
+    }
+    info!("shutting down");
+    proxy
+        .shutdown(Duration::from_secs(SHUTDOWN_GRACE_SECS))
+        .await;
+    Ok(())
+}
