@@ -1,5 +1,169 @@
-//! `tandem`: the multi-call binary (check, schema; later proxy, vrrp, sync, supervisor).
+//! `tandem`: the multi-call binary of the appliance.
+//!
+//! Owns the command line: `tandem check FILE` (validate a configuration, like `haproxy -c`)
+//! and `tandem schema` (JSON Schema of the file for editors).
+//! Later subcommands (`proxy`, `vrrp`, `sync`, `supervisor`) plug into [`Command`].
+//! All configuration logic lives in `tandem-config`; this file only formats its results.
 
-fn main() -> anyhow::Result<()> {
-    Ok(())
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tandem_config::{Config, Persistence};
+
+/// Tandem load-balancer appliance.
+#[derive(Debug, Parser)]
+#[command(name = "tandem", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands; daemons (`proxy`, `vrrp`, `sync`, `supervisor`) will be added here.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a configuration file: print a summary and warnings and exit 0, or print every
+    /// problem and exit 1. Certificate paths are relative to the file's directory.
+    Check {
+        /// The YAML configuration file.
+        file: PathBuf,
+    },
+    /// Print the JSON Schema of the configuration file (for editor completion and checks).
+    Schema,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tandem: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Check { file } => Ok(check(&file)),
+        Command::Schema => {
+            let text = serde_json::to_string_pretty(&tandem_config::json_schema())
+                .context("failed to render the JSON schema")?;
+            println!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `tandem check`: exit 0 with a summary when valid, 1 with every diagnostic when not.
+fn check(file: &std::path::Path) -> ExitCode {
+    match tandem_config::load(file) {
+        Ok(loaded) => {
+            print!("{}", summary(&loaded.config));
+            for w in &loaded.warnings {
+                println!("{w}");
+            }
+            println!(
+                "{}: configuration is valid ({} warning{})",
+                file.display(),
+                loaded.warnings.len(),
+                if loaded.warnings.len() == 1 { "" } else { "s" }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(report) => {
+            println!("{report}");
+            println!("{}: configuration is invalid", file.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One screen describing what the configuration does.
+fn summary(c: &Config) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail; the results are ignored on purpose.
+    if let Some(cl) = &c.cluster {
+        let nodes: Vec<String> = cl
+            .nodes
+            .iter()
+            .map(|(n, node)| format!("{n} ({}, priority {})", node.lan_address, node.priority))
+            .collect();
+        let _ = writeln!(out, "cluster {}: {}", cl.name, nodes.join(", "));
+    } else {
+        let _ = writeln!(out, "single node (no cluster)");
+    }
+    for v in &c.vrrp {
+        let vips: Vec<String> = v.addresses.iter().map(ToString::to_string).collect();
+        let _ = writeln!(
+            out,
+            "vrrp {}: {} vrid {}, VIPs {}{}",
+            v.name,
+            v.interface,
+            v.vrid,
+            vips.join(", "),
+            if v.unicast { ", unicast" } else { "" }
+        );
+    }
+    for f in &c.frontends {
+        let binds: Vec<String> = f.bind.iter().map(|b| b.address.to_string()).collect();
+        let mut targets: Vec<String> = f.routes.iter().map(|r| r.backend.to_string()).collect();
+        if let Some(d) = &f.default_backend {
+            targets.push(format!("{d} (default)"));
+        }
+        let _ = writeln!(
+            out,
+            "frontend {} ({}{}): {} -> {}",
+            f.name,
+            mode(f.mode),
+            if f.tls.is_some() { ", tls" } else { "" },
+            binds.join(", "),
+            targets.join(", ")
+        );
+    }
+    for b in &c.backends {
+        let persistence = match &b.persistence {
+            Some(Persistence::Cookie { name }) => format!(", cookie {name}"),
+            Some(Persistence::Source { .. }) => ", source persistence".to_owned(),
+            None => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "backend {} ({}, {}{}): {} server{}",
+            b.name,
+            mode(b.mode),
+            b.balance,
+            persistence,
+            b.servers.len(),
+            if b.servers.len() == 1 { "" } else { "s" }
+        );
+        for s in &b.servers {
+            let mut flags = format!("weight {}", s.weight);
+            if let Some(m) = s.max_connections {
+                let _ = write!(flags, ", max_connections {m}");
+            }
+            if s.backup {
+                flags.push_str(", backup");
+            }
+            if s.state != tandem_config::ServerState::Ready {
+                let _ = write!(flags, ", {:?}", s.state);
+            }
+            let _ = writeln!(
+                out,
+                "  server {} {} ({})",
+                s.name,
+                s.address,
+                flags.to_lowercase()
+            );
+        }
+    }
+    out
+}
+
+fn mode(m: tandem_config::Mode) -> &'static str {
+    match m {
+        tandem_config::Mode::Http => "http",
+        tandem_config::Mode::Tcp => "tcp",
+    }
 }
