@@ -91,7 +91,7 @@ pub const SKIP_MESSAGE: &str = "skipped: needs root (network namespaces); CI run
 
 /// Whether the calling test may use a testbed: `true` when running as root.
 ///
-/// When not root it prints [`SKIP_MESSAGE`] and returns `false`, so the test can `return`; but
+/// When not root it prints [`SKIP_MESSAGE`] (uncaptured, so it shows in `cargo test` output) and returns `false`, so the test can `return`; but
 /// when the `CI` environment variable is set (to anything) it panics instead: CI runs as root,
 /// and a test that silently skips there would hide a broken runner.
 pub fn require_root() -> bool {
@@ -99,7 +99,10 @@ pub fn require_root() -> bool {
     match decide(is_root, std::env::var_os("CI").is_some()) {
         Decision::Run => true,
         Decision::Skip => {
-            eprintln!("{SKIP_MESSAGE}");
+            // Written to the real stderr, not through `eprintln!`, which the test harness
+            // captures and only shows for failed tests: a skip must be visible.
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "{SKIP_MESSAGE}");
             false
         }
         Decision::Fail => panic!(

@@ -33,12 +33,16 @@ fn tcp_round_trip_between_two_hosts() {
         return;
     };
     let (_lan, a, b) = two_hosts(&bed);
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
     let server = a
-        .spawn_thread(|| {
+        .spawn_thread(move || {
             let listener = TcpListener::bind("198.18.0.1:7000").expect("bind in a");
+            ready_tx.send(()).expect("signal ready");
             serve_one_line(&listener, "a got: ")
         })
         .expect("server thread");
+    // Connecting before the bind would be refused: wait (bounded) for the server.
+    ready_rx.recv_timeout(STEP).expect("server listening");
     let reply = b
         .run(|| request(addr("198.18.0.1:7000"), "hello from b\n"))
         .expect("run in b");

@@ -1,7 +1,8 @@
 //! Helpers shared by the testbed's integration tests: skipping without root, tracing, bounded
 //! socket helpers and checks that something is gone.
 //!
-//! Owns nothing of the library; it must not create namespaces itself (only through `Testbed`).
+//! Owns nothing of the library; it must not create namespaces itself (only through `Testbed`;
+//! `tests/sweep.rs` fakes leftovers on purpose and cleans them up itself).
 
 #![allow(dead_code)] // Each test binary uses a different subset of these helpers.
 

@@ -1,0 +1,95 @@
+//! Integration test of the sweep: leftovers of a SIGKILLed test process are removed by the next
+//! `Testbed::new`, while namespaces of live testbeds are left alone.
+//!
+//! Owns only this test. To fake "a test process that was SIGKILLed" it creates, by hand, exactly
+//! what such a process leaves behind (a `tandem-<pid>-...` namespace with a process inside and a
+//! free lock file) for a pid it killed itself; a guard deletes them if the sweep does not.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+
+use common::{STEP, process_gone_within};
+use tandem_testbed::Testbed;
+
+/// Deletes the hand-made leftovers if the test fails before the sweep did.
+struct Leftovers {
+    netns: String,
+    lock: std::path::PathBuf,
+    sleeper: Child,
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        let _ = self.sleeper.kill();
+        let _ = self.sleeper.wait();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
+        let _ = std::fs::remove_file(&self.lock);
+    }
+}
+
+#[test]
+fn leftovers_of_a_killed_test_process_are_swept() {
+    if !common::root_or_skip() {
+        return;
+    }
+    // A live testbed in this process must survive the sweep.
+    let live = Testbed::new("sweep_live").expect("testbed");
+    let live_host = live.host("a").expect("host");
+
+    // The "test process": spawned, then SIGKILLed, so its pid is dead.
+    let mut dead = Command::new("sleep")
+        .arg("300")
+        .spawn()
+        .expect("spawn sleep");
+    let dead_pid = dead.id();
+    dead.kill().expect("kill");
+    dead.wait().expect("reap");
+
+    let netns = format!("tandem-{dead_pid}-0-killed-h-lb1");
+    let lock = std::path::PathBuf::from(format!("/run/tandem-testbed/{dead_pid}.lock"));
+    std::fs::create_dir_all("/run/tandem-testbed").expect("lock dir");
+    std::fs::write(&lock, "").expect("lock file without a holder");
+    let status = Command::new("ip")
+        .args(["netns", "add", &netns])
+        .status()
+        .expect("ip netns add");
+    assert!(status.success(), "ip netns add {netns}");
+    let sleeper = Command::new("ip")
+        .args(["netns", "exec", &netns, "sleep", "300"])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("sleep inside the leftover namespace");
+    let leftovers = Leftovers {
+        netns: netns.clone(),
+        lock: lock.clone(),
+        sleeper,
+    };
+    let sleeper_pid = leftovers.sleeper.id();
+    assert!(common::netns_list().contains(&netns));
+
+    let next = Testbed::new("sweep_next").expect("testbed");
+
+    assert!(
+        !common::netns_list().contains(&netns),
+        "leftover namespace {netns} was not swept"
+    );
+    assert!(
+        process_gone_within(sleeper_pid, STEP),
+        "process {sleeper_pid} in the leftover was not killed"
+    );
+    assert!(
+        !lock.exists(),
+        "lock file of the dead process was not removed"
+    );
+    assert!(
+        common::netns_list().contains(&live_host.netns().to_owned()),
+        "the sweep deleted a live namespace"
+    );
+    live_host.run(|| ()).expect("the live host still works");
+    drop(leftovers);
+    drop(next);
+    drop(live);
+}
