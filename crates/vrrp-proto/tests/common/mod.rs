@@ -268,10 +268,7 @@ impl Pair {
     fn drain(&mut self, i: usize) -> bool {
         let mut any = false;
         let now = self.time;
-        loop {
-            let Some(out) = self.nodes[i].router.as_mut().and_then(Router::poll_output) else {
-                break;
-            };
+        while let Some(out) = self.nodes[i].router.as_mut().and_then(Router::poll_output) {
             any = true;
             let name = self.nodes[i].name;
             match out {
