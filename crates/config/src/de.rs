@@ -496,15 +496,20 @@ impl<'de> de::Deserializer<'de> for NodeDe<'_> {
         visitor: V,
     ) -> Result<V::Value, DeError> {
         // An empty value (`tcp:`) reads as an empty mapping, so every key takes its default.
-        let r = if self.node.is_null() {
-            visitor.visit_map(MapAccess {
+        // Anything but a mapping is refused here: serde's derived visitors would otherwise
+        // read a list as a tuple of fields, and report a confusing error about the first one.
+        let r = match &self.node.kind {
+            _ if self.node.is_null() => visitor.visit_map(MapAccess {
                 pairs: &[],
                 next: 0,
                 path: &self.path,
                 value: None,
-            })
-        } else {
-            self.any(visitor)
+            }),
+            NodeKind::Map(_) => self.any(visitor),
+            NodeKind::Seq(_) => Err(de::Error::invalid_type(Unexpected::Seq, &"a mapping")),
+            NodeKind::Scalar { .. } => self
+                .any(NotAMapping)
+                .map(|_| unreachable!("NotAMapping accepts nothing")),
         };
         self.annotate(r)
     }
@@ -672,5 +677,16 @@ impl<'de> de::VariantAccess<'de> for UnitVariant<'_> {
             "expected a mapping under `{}`, found nothing",
             self.value
         )))
+    }
+}
+
+/// Produces "expected a mapping, found X" for a scalar where a struct is expected.
+struct NotAMapping;
+
+impl<'de> Visitor<'de> for NotAMapping {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping")
     }
 }

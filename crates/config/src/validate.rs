@@ -103,6 +103,17 @@ impl<'a> Ctx<'a> {
         });
     }
 
+    /// Reports an empty list at `raw`, unless elements were removed from it for structural errors.
+    fn empty(&mut self, raw: &str, message: impl Into<String>) {
+        let (path, _) = self.locate(raw, false);
+        let pruned = self.suppressed.iter().any(|s| {
+            s.starts_with(path.as_str()) && matches!(s.as_bytes().get(path.len()), Some(b'['))
+        });
+        if !pruned {
+            self.error(raw, message);
+        }
+    }
+
     fn error(&mut self, raw: &str, message: impl Into<String>) {
         self.push(Severity::Error, raw, false, message.into());
     }
@@ -274,7 +285,7 @@ pub fn validate(raw: &RawConfig, ctx: &mut Ctx<'_>) -> Option<Config> {
             );
         }
         if v.addresses.is_empty() {
-            ctx.error(
+            ctx.empty(
                 &format!("{p}.addresses"),
                 "expected at least one VIP address",
             );
@@ -352,7 +363,7 @@ pub fn validate(raw: &RawConfig, ctx: &mut Ctx<'_>) -> Option<Config> {
         }
         let mode = f.mode.unwrap_or_default();
         if f.bind.is_empty() {
-            ctx.error(
+            ctx.empty(
                 &format!("{p}.bind"),
                 "expected at least one address to listen on",
             );
@@ -401,7 +412,7 @@ pub fn validate(raw: &RawConfig, ctx: &mut Ctx<'_>) -> Option<Config> {
         }
         let tls = f.tls.as_ref().map(|t| {
             if t.certificates.is_empty() {
-                ctx.error(
+                ctx.empty(
                     &format!("{p}.tls.certificates"),
                     "expected at least one certificate file",
                 );
@@ -549,9 +560,16 @@ pub fn validate(raw: &RawConfig, ctx: &mut Ctx<'_>) -> Option<Config> {
         }
     }
     if raw.frontends.is_empty() {
-        ctx.error("frontends", "expected at least one frontend");
+        ctx.empty("frontends", "expected at least one frontend");
     }
-    for (i, b) in raw.backends.iter().enumerate() {
+    // An undefined reference is most likely a typo of an existing name: then "unused" is noise.
+    let references_resolved = used_backends.iter().all(|n| backend_modes.contains_key(n));
+    for (i, b) in raw
+        .backends
+        .iter()
+        .enumerate()
+        .filter(|_| references_resolved)
+    {
         if let Some(n) = &b.name {
             if !used_backends.contains(n) {
                 ctx.warn(
@@ -758,7 +776,7 @@ fn backend(
         }
     });
     if b.servers.is_empty() {
-        ctx.error(&format!("{p}.servers"), "expected at least one server");
+        ctx.empty(&format!("{p}.servers"), "expected at least one server");
     }
     let mut names = Names::new("server");
     let mut servers = Vec::new();
