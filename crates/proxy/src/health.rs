@@ -48,12 +48,18 @@ pub async fn probe(
 ) -> Result<(), CheckFailure> {
     let run = async {
         let mut s = TcpStream::connect(addr).await?;
-        let CheckKind::Http { path, host } = kind else {
+        let CheckKind::Http {
+            method,
+            path,
+            host,
+            expect,
+        } = kind
+        else {
             return Ok(());
         };
         let host = host.clone().unwrap_or_else(|| addr.to_string());
         let req = format!(
-            "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: tandem-check\r\nConnection: close\r\n\r\n"
+            "{method} {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: tandem-check\r\nConnection: close\r\n\r\n"
         );
         s.write_all(req.as_bytes()).await?;
         let mut buf = [0u8; MAX_STATUS_LINE_BYTES];
@@ -73,7 +79,7 @@ pub async fn probe(
             .ok()
             .and_then(|c| c.parse::<u16>().ok())
             .ok_or(CheckFailure::BadResponse)?;
-        if (200..400).contains(&code) {
+        if (expect.0..=expect.1).contains(&code) {
             Ok(())
         } else {
             Err(CheckFailure::Status(code))
@@ -147,10 +153,7 @@ mod tests {
     #[tokio::test]
     async fn http_probe_reads_status() {
         let t = Duration::from_secs(2);
-        let http = |p: &str| CheckKind::Http {
-            path: p.into(),
-            host: None,
-        };
+        let http = CheckKind::http;
         let ok = one_shot_http("HTTP/1.1 204 No Content\r\n\r\n").await;
         probe(&http("/"), ok, t).await.expect("204 is healthy");
         let bad = one_shot_http("HTTP/1.1 503 Unavailable\r\n\r\n").await;

@@ -174,10 +174,12 @@ fn route(fe: &Frontend, req: &Request<Incoming>) -> Result<BackendId, ProxyError
         {
             continue;
         }
-        if let Some((name, value)) = &r.header
-            && req.headers().get(name) != Some(value)
-        {
-            continue;
+        if let Some((name, want)) = &r.header {
+            match (req.headers().get(name), want) {
+                (None, _) => continue,
+                (Some(got), Some(want)) if got != want => continue,
+                _ => {}
+            }
         }
         return Ok(id);
     }

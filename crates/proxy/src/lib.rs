@@ -17,6 +17,7 @@
 pub mod body;
 mod connect;
 pub mod error;
+pub mod from_config;
 pub mod health;
 pub mod http;
 pub mod live;
@@ -42,29 +43,13 @@ pub const SHUTDOWN_GRACE_SECS: u64 = 10;
 /// Why a configuration could not be turned into a [`Plan`].
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    /// The configuration file could not be read.
-    #[error("failed to read {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The configuration is invalid (all problems, one per line).
+    /// The configuration is unreadable or invalid (all problems, one per line).
     #[error("invalid configuration {path}:\n{problems}")]
     Invalid {
         /// The file.
         path: PathBuf,
         /// Every problem found.
         problems: String,
-    },
-    /// The configuration model is not available to the proxy yet.
-    #[error("cannot load {path}: {why}")]
-    Unsupported {
-        /// The file.
-        path: PathBuf,
-        /// What is missing.
-        why: &'static str,
     },
 }
 
@@ -91,15 +76,22 @@ pub struct ConfigFile {
 
 impl PlanSource for ConfigFile {
     fn load(&self) -> Result<Plan, LoadError> {
-        std::fs::metadata(&self.path).map_err(|source| LoadError::Read {
+        let loaded = tandem_config::load(&self.path).map_err(|report| LoadError::Invalid {
             path: self.path.clone(),
-            source,
+            problems: report.to_string(),
         })?;
-        // The adapter `Plan::from_config(&tandem_config::Config, node)` lands once
-        // `tandem-config` exposes its model.
-        Err(LoadError::Unsupported {
-            path: self.path.clone(),
-            why: "tandem-config has no model yet",
+        for w in &loaded.warnings {
+            tracing::warn!(warning = %w.message, line = w.line, key = %w.path, "configuration warning");
+        }
+        Plan::from_config(&loaded.config, self.node.as_deref()).map_err(|errors| {
+            LoadError::Invalid {
+                path: self.path.clone(),
+                problems: errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            }
         })
     }
 }

@@ -141,8 +141,8 @@ pub struct Route {
     pub host: Option<String>,
     /// Path prefix, e.g. `/api/`; `None` matches any.
     pub path_prefix: Option<String>,
-    /// A header that must be present with exactly this value.
-    pub header: Option<(HeaderName, HeaderValue)>,
+    /// A header that must be present, with exactly this value when one is given.
+    pub header: Option<(HeaderName, Option<HeaderValue>)>,
     /// Name of the target backend.
     pub backend: String,
 }
@@ -226,12 +226,16 @@ impl Frontend {
 pub enum CheckKind {
     /// A TCP connect succeeds.
     Tcp,
-    /// An HTTP GET of `path` answers 2xx or 3xx.
+    /// An HTTP request for `path` answers a status in `expect`.
     Http {
+        /// Request method, e.g. `GET`.
+        method: &'static str,
         /// Request path, e.g. `/healthz`.
         path: String,
-        /// Host header to send.
+        /// Host header to send; the server address when `None`.
         host: Option<String>,
+        /// Healthy statuses, inclusive range (HAProxy default: 200 to 399).
+        expect: (u16, u16),
     },
 }
 
@@ -248,6 +252,18 @@ pub struct HealthCheck {
     pub rise: u32,
     /// Consecutive failures to mark an up server down.
     pub fall: u32,
+}
+
+impl CheckKind {
+    /// An http check of `path` with `GET`, any host, and 2xx/3xx healthy.
+    pub fn http(path: &str) -> Self {
+        CheckKind::Http {
+            method: "GET",
+            path: path.to_owned(),
+            host: None,
+            expect: (200, 399),
+        }
+    }
 }
 
 impl HealthCheck {
