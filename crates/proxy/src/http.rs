@@ -9,7 +9,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
@@ -24,6 +24,7 @@ use tracing::{Instrument, debug, info, warn};
 
 use crate::body::{ProxyBody, Release, error_page};
 use crate::error::ProxyError;
+use crate::guard::Guarded;
 use crate::live::Snapshot;
 use crate::plan::{Backend, BackendId, Frontend, Server};
 use crate::queue::{Slot, Tried, acquire};
@@ -44,6 +45,9 @@ struct ConnCtx {
     peer: SocketAddr,
     /// `X-Forwarded-For` value: the client address, formatted once per connection.
     peer_value: HeaderValue,
+    /// Raised by the raw head guard when a request had both Content-Length and
+    /// Transfer-Encoding; every request from then on gets 400 and the connection closes.
+    conflict: Arc<AtomicBool>,
 }
 
 /// Serves one client connection until it closes or `shutdown` fires (then drains gracefully).
@@ -64,17 +68,19 @@ pub(crate) async fn serve(
         .keep_alive(true);
     let peer_value = HeaderValue::try_from(peer.ip().to_string())
         .expect("an IP address is a valid header value");
+    let conflict = Arc::new(AtomicBool::new(false));
     let ctx = Arc::new(ConnCtx {
         snap: snap.clone(),
         frontend,
         peer,
         peer_value,
+        conflict: conflict.clone(),
     });
     let svc = service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(handle(&ctx, req).await) }
     });
-    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    let conn = builder.serve_connection(TokioIo::new(Guarded::new(stream, conflict)), svc);
     tokio::pin!(conn);
     let res = tokio::select! {
         res = conn.as_mut() => res,
@@ -92,7 +98,7 @@ async fn handle(ctx: &ConnCtx, req: Request<Incoming>) -> Response<ProxyBody> {
     let plan = &ctx.snap.plan;
     let fe = &plan.frontends()[ctx.frontend];
     let method = req.method().clone();
-    let res = match check_request(&req).and_then(|()| route(fe, &req)) {
+    let res = match check_request(ctx, &req).and_then(|()| route(fe, &req)) {
         Err(e) => Err(e),
         Ok(id) => forward(ctx, id, req).await,
     };
@@ -125,7 +131,12 @@ pub(crate) fn error_response(status: StatusCode) -> Response<ProxyBody> {
 }
 
 /// Smuggling defence on what hyper has parsed (hyper already rejects most ambiguous framing).
-fn check_request(req: &Request<Incoming>) -> Result<(), ProxyError> {
+fn check_request(ctx: &ConnCtx, req: &Request<Incoming>) -> Result<(), ProxyError> {
+    if ctx.conflict.load(Ordering::Acquire) {
+        return Err(ProxyError::BadRequest {
+            reason: "both content-length and transfer-encoding",
+        });
+    }
     let h = req.headers();
     if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
         return Err(ProxyError::BadRequest {

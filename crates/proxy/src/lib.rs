@@ -18,6 +18,7 @@ pub mod body;
 mod connect;
 pub mod error;
 pub mod from_config;
+pub mod guard;
 pub mod health;
 pub mod http;
 pub mod live;

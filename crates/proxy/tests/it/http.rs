@@ -248,6 +248,14 @@ async fn request_smuggling_corpus_is_rejected_before_any_server() {
     .await;
     let corpus: &[(&str, &str)] = &[
         (
+            "cl+te",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "te+cl",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n",
+        ),
+        (
             "two different cl",
             "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
         ),
@@ -320,11 +328,10 @@ async fn slow_request_head_is_cut_after_client_header_timeout() {
     assert_eq!(hits(&s), 0);
 }
 
-/// Framing conflicts hyper normalizes instead of refusing: it drops Content-Length when
-/// Transfer-Encoding is present, and only fails a bad chunk size after the head went out.
+/// A malformed chunk size is only seen while the body streams: the head has gone to the
+/// server, which gets an aborted request (never a second, smuggled one); the client a 502.
 #[tokio::test]
-#[ignore = "needs the raw request-head guard (next step): hyper hides CL+TE from the handler"]
-async fn framing_conflicts_hyper_normalizes_are_rejected_too() {
+async fn bad_chunk_size_aborts_the_request() {
     let s = http_server("a").await;
     let (_proxy, addr) = start(plan(
         Mode::Http,
@@ -332,27 +339,8 @@ async fn framing_conflicts_hyper_normalizes_are_rejected_too() {
         backend(Mode::Http, vec![server(&s, 1)]),
     ))
     .await;
-    let corpus: &[(&str, &str)] = &[
-        (
-            "cl+te",
-            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-        ),
-        (
-            "te+cl",
-            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n",
-        ),
-        (
-            "bare lf in chunk size",
-            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4;\nabcd\r\n0\r\n\r\n",
-        ),
-    ];
-    for (name, raw) in corpus {
-        let resp = raw_exchange(addr, raw.as_bytes()).await;
-        assert!(
-            resp.starts_with("HTTP/1.1 400"),
-            "{name}: {:?}",
-            resp.lines().next()
-        );
-    }
-    assert_eq!(hits(&s), 0, "a smuggling attempt reached the server");
+    let raw = "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4;\nabcd\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    let resp = raw_exchange(addr, raw.as_bytes()).await;
+    assert!(!resp.contains("HTTP/1.1 200"), "{resp}");
+    assert!(hits(&s) <= 1, "the smuggled request reached the server");
 }
