@@ -338,10 +338,10 @@ impl NodeDe<'_> {
                         },
                     };
                 }
-                if looks_like_float(value) {
-                    if let Ok(f) = value.parse::<f64>() {
-                        return visitor.visit_f64(f);
-                    }
+                if looks_like_float(value)
+                    && let Ok(f) = value.parse::<f64>()
+                {
+                    return visitor.visit_f64(f);
                 }
                 visitor.visit_str(value)
             }

@@ -280,8 +280,7 @@ pub struct Backend {
 }
 
 /// Session persistence.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Persistence {
     /// Cookie naming the server.
     Cookie {
@@ -293,6 +292,30 @@ pub enum Persistence {
         /// Entry lifetime after the last connection.
         expire: Duration,
     },
+}
+
+impl Serialize for Persistence {
+    /// Writes the file shape `{ cookie: { name } }` or `{ source: { expire } }`; a derived
+    /// impl would make serde_norway emit a YAML tag (`!cookie`), which the file does not use.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        #[derive(Serialize)]
+        struct Cookie<'a> {
+            name: &'a str,
+        }
+        #[derive(Serialize)]
+        struct Source {
+            expire: Duration,
+        }
+        let mut map = s.serialize_map(Some(1))?;
+        match self {
+            Persistence::Cookie { name } => map.serialize_entry("cookie", &Cookie { name })?,
+            Persistence::Source { expire } => {
+                map.serialize_entry("source", &Source { expire: *expire })?
+            }
+        }
+        map.end()
+    }
 }
 
 /// Health checks.

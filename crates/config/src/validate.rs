@@ -216,13 +216,15 @@ impl<'s> Names<'s> {
 /// Turns `raw` into a `Config`; `None` when any error was found (all are in `ctx.problems`).
 pub fn validate(raw: &RawConfig, ctx: &mut Ctx<'_>) -> Option<Config> {
     let version = ctx.require(&raw.version, "version");
-    if let Some(v) = version {
-        if v != SUPPORTED_VERSION {
-            ctx.error(
-                "version",
-                format!("unsupported config version {v}, this firmware reads version {SUPPORTED_VERSION}"),
-            );
-        }
+    if let Some(v) = version
+        && v != SUPPORTED_VERSION
+    {
+        ctx.error(
+            "version",
+            format!(
+                "unsupported config version {v}, this firmware reads version {SUPPORTED_VERSION}"
+            ),
+        );
     }
 
     let interfaces = raw.interfaces.as_ref().map(|m| {
@@ -489,21 +491,21 @@ pub fn validate(raw: &RawConfig, ctx: &mut Ctx<'_>) -> Option<Config> {
                     "a route needs at least one of `host`, `path_prefix` or `header`",
                 );
             }
-            if let Some(h) = &r.host {
-                if h.is_empty() || h.contains(|c: char| c.is_whitespace() || c == '/') {
-                    ctx.error(
-                        &format!("{at}.host"),
-                        format!("expected a host name like `api.shop.example`, found `{h}`"),
-                    );
-                }
+            if let Some(h) = &r.host
+                && (h.is_empty() || h.contains(|c: char| c.is_whitespace() || c == '/'))
+            {
+                ctx.error(
+                    &format!("{at}.host"),
+                    format!("expected a host name like `api.shop.example`, found `{h}`"),
+                );
             }
-            if let Some(pp) = &r.path_prefix {
-                if !pp.starts_with('/') {
-                    ctx.error(
-                        &format!("{at}.path_prefix"),
-                        format!("expected a path starting with `/`, found `{pp}`"),
-                    );
-                }
+            if let Some(pp) = &r.path_prefix
+                && !pp.starts_with('/')
+            {
+                ctx.error(
+                    &format!("{at}.path_prefix"),
+                    format!("expected a path starting with `/`, found `{pp}`"),
+                );
             }
             let header = r.header.as_ref().and_then(|h| {
                 let name = ctx.require(&h.name, &format!("{at}.header.name"))?;
@@ -570,13 +572,13 @@ pub fn validate(raw: &RawConfig, ctx: &mut Ctx<'_>) -> Option<Config> {
         .enumerate()
         .filter(|_| references_resolved)
     {
-        if let Some(n) = &b.name {
-            if !used_backends.contains(n) {
-                ctx.warn(
-                    &format!("backends[{i}].name"),
-                    format!("backend `{n}` is not used by any frontend"),
-                );
-            }
+        if let Some(n) = &b.name
+            && !used_backends.contains(n)
+        {
+            ctx.warn(
+                &format!("backends[{i}].name"),
+                format!("backend `{n}` is not used by any frontend"),
+            );
         }
     }
 
@@ -652,21 +654,21 @@ fn cluster(c: &RawCluster, ctx: &mut Ctx<'_>) -> Option<Cluster> {
         let lan_address = ctx.require(&node.lan_address, &format!("{p}.lan_address"));
         let sync_address = ctx.require(&node.sync_address, &format!("{p}.sync_address"));
         let priority = ctx.require(&node.priority, &format!("{p}.priority"));
-        if let Some(pr) = priority {
-            if let Some(other) = priorities.insert(pr, n.clone()) {
-                ctx.error(
+        if let Some(pr) = priority
+            && let Some(other) = priorities.insert(pr, n.clone())
+        {
+            ctx.error(
                     &format!("{p}.priority"),
                     format!("priority {pr} is also the priority of node `{other}`, node priorities must differ"),
                 );
-            }
         }
-        if let Some(a) = lan_address {
-            if let Some(other) = lan.insert(a.0, n.clone()) {
-                ctx.error(
-                    &format!("{p}.lan_address"),
-                    format!("{} is also the LAN address of node `{other}`", a.0),
-                );
-            }
+        if let Some(a) = lan_address
+            && let Some(other) = lan.insert(a.0, n.clone())
+        {
+            ctx.error(
+                &format!("{p}.lan_address"),
+                format!("{} is also the LAN address of node `{other}`", a.0),
+            );
         }
         if let (Some(l), Some(s), Some(priority)) = (lan_address, sync_address, priority) {
             nodes.insert(
@@ -905,7 +907,7 @@ fn mode_name(m: Mode) -> &'static str {
 
 // The defaults below are constants within range; the fallbacks are never taken.
 fn count(v: u32) -> Count {
-    Count::new(v).unwrap_or(Count::new(1).unwrap_or_else(|| unreachable!()))
+    Count::new(v).unwrap_or_else(|| unreachable!("default count {v} is in range"))
 }
 
 fn port(v: u16) -> Port {

@@ -183,7 +183,7 @@ impl fmt::Display for Duration {
         }
         let (unit, per) = DURATION_UNITS
             .iter()
-            .find(|(_, per)| self.millis % per == 0)
+            .find(|(_, per)| self.millis.is_multiple_of(*per))
             .copied()
             .unwrap_or(("ms", 1));
         write!(f, "{}{}", self.millis / per, unit)
@@ -740,16 +740,12 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_input() {
-        let cases: [(&str, String); 6] = [
+        let cases: [(&str, String); 5] = [
             ("5", "5".parse::<Duration>().unwrap_err().to_string()),
             ("0/10s", "0/10s".parse::<Rate>().unwrap_err().to_string()),
             (
                 "399-200",
                 "399-200".parse::<StatusRange>().unwrap_err().to_string(),
-            ),
-            (
-                "header()",
-                "header()".parse::<Balance>().unwrap_err().to_string(),
             ),
             (
                 "10.0.0.1/33",
