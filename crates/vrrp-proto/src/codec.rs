@@ -3,7 +3,7 @@
 //! Owns encoding and structural decoding of the VRRP message (the IP payload), including the
 //! checksum over the IPv4 (RFC 768 style) or IPv6 (RFC 2460 §8.1) pseudo-header.
 //! Must not look at IP headers, TTLs or the local configuration: the policy checks of §7.1
-//! that need those live in [`crate::validate`].
+//! that need those live in [`mod@crate::validate`].
 //!
 //! ```text
 //!  0                   1                   2                   3

@@ -51,6 +51,11 @@ pub struct Config {
     /// Unicast peers. Empty: advertise to the multicast group. Otherwise one advert per peer is
     /// sent to each peer's address, and adverts from any other source are rejected.
     pub unicast_peers: Vec<IpAddr>,
+    /// Drop a non-owner advert whose address list differs from `virtual_addresses`
+    /// (RFC 3768 §7.1 wording, kept in RFC 5798 §7.1 as a detached bullet; keepalived drops too).
+    /// Off by default: the mismatch is only logged and counted, because dropping makes both
+    /// nodes master while a VIP change is being rolled out to the pair.
+    pub drop_on_address_mismatch: bool,
 }
 
 /// A configuration that cannot run.
@@ -76,6 +81,14 @@ pub enum ConfigError {
     /// The primary address is unspecified or multicast.
     #[error("primary address {addr} for vrid {vrid} is not a unicast address")]
     PrimaryAddress {
+        /// The virtual router.
+        vrid: u8,
+        /// The configured primary address.
+        addr: IpAddr,
+    },
+    /// An IPv6 primary address must be the interface's link-local address (RFC 5798 §5.1.2.1).
+    #[error("ipv6 primary address {addr} for vrid {vrid} is not link-local (fe80::/10)")]
+    Ipv6PrimaryNotLinkLocal {
         /// The virtual router.
         vrid: u8,
         /// The configured primary address.
@@ -118,6 +131,7 @@ impl Config {
             preempt_delay: DEFAULT_PREEMPT_DELAY,
             switchover_hold: DEFAULT_SWITCHOVER_HOLD,
             unicast_peers: Vec::new(),
+            drop_on_address_mismatch: false,
         }
     }
 
@@ -140,6 +154,14 @@ impl Config {
         let primary = self.primary_address;
         if primary.is_unspecified() || primary.is_multicast() {
             return Err(ConfigError::PrimaryAddress {
+                vrid,
+                addr: primary,
+            });
+        }
+        if let IpAddr::V6(v6) = primary
+            && v6.segments()[0] & 0xffc0 != 0xfe80
+        {
+            return Err(ConfigError::Ipv6PrimaryNotLinkLocal {
                 vrid,
                 addr: primary,
             });
@@ -220,6 +242,16 @@ mod tests {
             ConfigError::PrimaryAddress {
                 vrid: 51,
                 addr: ip("224.0.0.18"),
+            },
+        );
+        check(
+            &|c| {
+                c.primary_address = ip("2001:db8::1");
+                c.virtual_addresses = vec![ip("2001:db8::100")];
+            },
+            ConfigError::Ipv6PrimaryNotLinkLocal {
+                vrid: 51,
+                addr: ip("2001:db8::1"),
             },
         );
         check(

@@ -32,11 +32,13 @@ pub enum InvalidReason {
     ZeroInterval,
     /// The local router is the address owner, which discards all adverts (RFC 5798 §7.1).
     LocalIsOwner,
+    /// Address list differs from ours and `drop_on_address_mismatch` is set.
+    AddressList,
 }
 
 impl InvalidReason {
     /// Every reason, in declaration order.
-    pub const ALL: [InvalidReason; 12] = [
+    pub const ALL: [InvalidReason; 13] = [
         InvalidReason::Ttl,
         InvalidReason::Family,
         InvalidReason::Destination,
@@ -49,6 +51,7 @@ impl InvalidReason {
         InvalidReason::Checksum,
         InvalidReason::ZeroInterval,
         InvalidReason::LocalIsOwner,
+        InvalidReason::AddressList,
     ];
 
     /// Stable snake_case label for metrics.
@@ -66,6 +69,7 @@ impl InvalidReason {
             InvalidReason::Checksum => "checksum",
             InvalidReason::ZeroInterval => "zero_interval",
             InvalidReason::LocalIsOwner => "local_is_owner",
+            InvalidReason::AddressList => "address_list",
         }
     }
 }
@@ -85,7 +89,8 @@ pub struct Counters {
     pub other_vrid: u64,
     /// Our own adverts looped back (source is our primary address).
     pub own_looped: u64,
-    /// Valid adverts whose address list differs from ours (misconfiguration, RFC 5798 §7.1 "MAY verify").
+    /// Adverts whose address list differs from ours (misconfiguration, RFC 5798 §7.1 "MAY verify"),
+    /// whether then processed or dropped.
     pub address_list_mismatch: u64,
     /// Valid adverts received while in Initialize or Fault, hence ignored.
     pub received_while_down: u64,

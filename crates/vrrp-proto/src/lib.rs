@@ -1,7 +1,7 @@
 //! VRRPv3 (RFC 5798) codec and router state machine, sans-IO.
 //!
 //! This crate owns the protocol: the advertisement wire format ([`codec`]), receive-side
-//! validation of RFC 5798 §7.1 ([`validate`]), the link-layer announcement frames a new master
+//! validation of RFC 5798 §7.1 ([`mod@validate`]), the link-layer announcement frames a new master
 //! sends ([`frames`]), and the per-virtual-router state machine of RFC 5798 §6 ([`Router`]).
 //!
 //! It deliberately does **not** touch sockets, netlink, the clock, threads or tokio.
@@ -22,7 +22,7 @@ pub use codec::{Advertisement, DecodeError, EncodeError};
 pub use config::{Config, ConfigError};
 pub use counters::{Counters, InvalidReason};
 pub use frames::{garp_frame, unsolicited_na_frame, virtual_mac};
-pub use router::{Command, Output, Reason, Router, RxDisposition, State, Transmit};
+pub use router::{Command, CommandError, Output, Reason, Router, RxDisposition, State, Transmit};
 pub use time::Instant;
 pub use timer::Timer;
 pub use validate::{Received, RxError, RxMeta, validate};

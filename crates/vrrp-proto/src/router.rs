@@ -406,6 +406,9 @@ impl Router {
         let received = match validate(meta, bytes, &self.config, self.effective_priority()) {
             Ok(r) => r,
             Err(e) => {
+                if matches!(e, RxError::AddressList { .. }) {
+                    self.counters.address_list_mismatch += 1;
+                }
                 self.counters.count_invalid(e.reason());
                 debug!(vrid, src = %meta.src, reason = e.reason().as_str(), error = %e, "vrrp packet discarded");
                 return Err(e);
