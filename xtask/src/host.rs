@@ -51,9 +51,12 @@ pub fn ensure_packages(sh: &Shell) -> Result<()> {
     cmd!(sh, "apt-get update -q")
         .env("DEBIAN_FRONTEND", "noninteractive")
         .run()?;
-    cmd!(sh, "apt-get install -y -q --no-install-recommends {missing...}")
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .run()?;
+    cmd!(
+        sh,
+        "apt-get install -y -q --no-install-recommends {missing...}"
+    )
+    .env("DEBIAN_FRONTEND", "noninteractive")
+    .run()?;
     Ok(())
 }
 

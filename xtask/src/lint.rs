@@ -50,8 +50,15 @@ fn isolation(sh: &Shell) -> Result<()> {
         }
     }
     if !bad.is_empty() {
-        bail!("pure core crates must not depend on IO crates:\n{}", bad.join("\n"));
+        bail!(
+            "pure core crates must not depend on IO crates:\n{}",
+            bad.join("\n")
+        );
     }
-    eprintln!("ok: {} pure crates free of {:?}", PURE_CRATES.len(), FORBIDDEN_IN_PURE);
+    eprintln!(
+        "ok: {} pure crates free of {:?}",
+        PURE_CRATES.len(),
+        FORBIDDEN_IN_PURE
+    );
     Ok(())
 }

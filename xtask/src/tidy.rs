@@ -32,7 +32,11 @@ fn rust_files() -> Vec<PathBuf> {
     for dir in ["crates", "xtask", "tests"] {
         files_with_ext(&root.join(dir), "rs", &mut out);
     }
-    assert!(!out.is_empty(), "tidy found no Rust files under {}", root.display());
+    assert!(
+        !out.is_empty(),
+        "tidy found no Rust files under {}",
+        root.display()
+    );
     out
 }
 
@@ -57,9 +61,16 @@ fn no_stray_dbg_macros() {
     let needle = concat!("dbg", "!(");
     let offenders: Vec<_> = rust_files()
         .into_iter()
-        .filter(|p| std::fs::read_to_string(p).unwrap_or_default().contains(needle))
+        .filter(|p| {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .contains(needle)
+        })
         .collect();
-    assert!(offenders.is_empty(), "remove debugging macros from: {offenders:#?}");
+    assert!(
+        offenders.is_empty(),
+        "remove debugging macros from: {offenders:#?}"
+    );
 }
 
 #[test]
@@ -70,7 +81,10 @@ fn every_unsafe_block_has_a_safety_comment() {
         let lines: Vec<&str> = text.lines().collect();
         for (i, line) in lines.iter().enumerate() {
             let code = line.split("//").next().unwrap_or("");
-            if code.contains("unsafe {") || code.contains("unsafe fn") || code.contains("unsafe impl") {
+            if code.contains("unsafe {")
+                || code.contains("unsafe fn")
+                || code.contains("unsafe impl")
+            {
                 let window = &lines[i.saturating_sub(4)..i];
                 if !window.iter().any(|l| l.contains("SAFETY:")) && !line.contains("SAFETY:") {
                     offenders.push(format!("{}:{}", p.display(), i + 1));
@@ -78,7 +92,10 @@ fn every_unsafe_block_has_a_safety_comment() {
             }
         }
     }
-    assert!(offenders.is_empty(), "unsafe without a `// SAFETY:` comment: {offenders:#?}");
+    assert!(
+        offenders.is_empty(),
+        "unsafe without a `// SAFETY:` comment: {offenders:#?}"
+    );
 }
 
 #[test]
@@ -87,9 +104,16 @@ fn every_systemd_unit_has_a_description() {
     files_with_ext(&project_root().join("systemd"), "service", &mut units);
     let offenders: Vec<_> = units
         .into_iter()
-        .filter(|p| !std::fs::read_to_string(p).unwrap_or_default().contains("Description="))
+        .filter(|p| {
+            !std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .contains("Description=")
+        })
         .collect();
-    assert!(offenders.is_empty(), "units without Description=: {offenders:#?}");
+    assert!(
+        offenders.is_empty(),
+        "units without Description=: {offenders:#?}"
+    );
 }
 
 #[test]
@@ -97,7 +121,9 @@ fn every_crate_inherits_workspace_lints() {
     let mut manifests = Vec::new();
     let root = project_root();
     for dir in ["crates", "tests"] {
-        let Ok(rd) = std::fs::read_dir(root.join(dir)) else { continue };
+        let Ok(rd) = std::fs::read_dir(root.join(dir)) else {
+            continue;
+        };
         for e in rd.flatten() {
             let m = e.path().join("Cargo.toml");
             if m.exists() {
@@ -113,11 +139,17 @@ fn every_crate_inherits_workspace_lints() {
             !t.contains("[lints]") || !t.contains("workspace = true")
         })
         .collect();
-    assert!(offenders.is_empty(), "add `[lints] workspace = true` to: {offenders:#?}");
+    assert!(
+        offenders.is_empty(),
+        "add `[lints] workspace = true` to: {offenders:#?}"
+    );
 }
 
 #[test]
 fn host_packages_list_is_not_empty() {
     let pkgs = crate::host::wanted().expect("xtask/host-packages.txt is readable");
-    assert!(pkgs.iter().any(|p| p == "iproute2"), "the test bed needs iproute2: {pkgs:?}");
+    assert!(
+        pkgs.iter().any(|p| p == "iproute2"),
+        "the test bed needs iproute2: {pkgs:?}"
+    );
 }

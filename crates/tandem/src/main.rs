@@ -2,7 +2,8 @@
 //!
 //! Owns the command line: `tandem check FILE` (validate a configuration, like `haproxy -c`)
 //! and `tandem schema` (JSON Schema of the file for editors).
-//! Later subcommands (`proxy`, `vrrp`, `sync`, `supervisor`) plug into [`Command`].
+//! and `tandem proxy` (the data plane, `tandem-proxy`).
+//! Later subcommands (`vrrp`, `sync`, `supervisor`) plug into [`Command`].
 //! All configuration logic lives in `tandem-config`; this file only formats its results.
 
 use std::fmt::Write as _;
@@ -32,6 +33,20 @@ enum Command {
     },
     /// Print the JSON Schema of the configuration file (for editor completion and checks).
     Schema,
+    /// Run the data plane: the frontends and backends of the configuration.
+    /// SIGHUP reloads the file (an invalid file is refused and the old one keeps serving);
+    /// SIGTERM and SIGINT stop accepting and drain in-flight requests.
+    Proxy {
+        /// The YAML configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// This node's name in `cluster.nodes` (omit on a single-node configuration).
+        #[arg(long)]
+        node: Option<String>,
+        /// Worker threads; 1 runs the proxy on a single-threaded runtime.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -53,6 +68,67 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{text}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Proxy {
+            config,
+            node,
+            threads,
+        } => {
+            init_tracing();
+            let runtime = runtime(threads)?;
+            runtime
+                .block_on(tandem_proxy::run(
+                    tandem_proxy::ConfigFile { path: config, node },
+                    shutdown_signal(),
+                ))
+                .context("proxy stopped")?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Logs go to stderr; `RUST_LOG` filters them (default `info`), `TANDEM_LOG=json`
+/// switches to one JSON object per line for log collectors.
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("TANDEM_LOG").is_ok_and(|v| v == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// A tokio runtime with `threads` workers; one thread means the current-thread scheduler.
+fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    builder
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install SIGTERM/SIGINT handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
+        _ = int.recv() => tracing::info!(signal = "SIGINT", "shutting down"),
     }
 }
 
