@@ -38,6 +38,7 @@
 mod certs;
 mod de;
 mod diag;
+pub mod diff;
 mod model;
 pub mod raw;
 mod validate;
@@ -48,6 +49,7 @@ use std::path::{Path, PathBuf};
 
 pub use certs::{CertFiles, FileError, FsCertFiles, MemoryCertFiles};
 pub use diag::{Diagnostic, Report, Severity};
+pub use diff::{Change, ChangeKind, Fingerprint, diff, fingerprint, fingerprints};
 pub use model::*;
 pub use raw::{RawConfig, SUPPORTED_VERSION};
 pub use values::{
