@@ -30,7 +30,10 @@ pub fn run(sh: &Shell, args: Args, ci: bool) -> Result<()> {
     }
     section("cargo test (unit, integration, network namespaces)");
     let extra = &args.cargo_args;
-    let mut c = cmd!(sh, "cargo test --workspace --locked -- {extra...}");
+    let mut c = cmd!(
+        sh,
+        "cargo test --workspace --locked --no-fail-fast -- {extra...}"
+    );
     if ci {
         c = c.env("CI", "true");
     }
