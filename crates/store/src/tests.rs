@@ -1,0 +1,183 @@
+//! Unit tests of the store on the in-memory filesystem: commit, history, rollback, pruning,
+//! refusal of invalid candidates, recovery, and a crash at every mutation of a commit.
+//! Must not touch the real filesystem (the crash test in `tests/crash.rs` does).
+
+use super::*;
+use tandem_config::MemoryCertFiles;
+
+fn sample(weight: u32) -> String {
+    format!(
+        "version: 1\nfrontends:\n  - name: web\n    bind: [\"127.0.0.1:8080\"]\n    default_backend: app\nbackends:\n  - name: app\n    servers:\n      - {{ name: app1, address: 127.0.0.1:9001, weight: {weight} }}\n"
+    )
+}
+
+fn store(fs: &MemFs) -> Store {
+    Store::with_fs(
+        Box::new(fs.clone()),
+        PathBuf::from("/data/config"),
+        Box::new(MemoryCertFiles::default()),
+    )
+    .expect("open store")
+}
+
+fn info(comment: &str, time_ms: u64) -> CommitInfo {
+    CommitInfo {
+        author: "admin".into(),
+        node: Some("lb1".into()),
+        time_ms,
+        comment: comment.into(),
+    }
+}
+
+#[test]
+fn empty_store_says_what_to_do() {
+    let s = store(&MemFs::new());
+    let err = s.load_current().unwrap_err();
+    assert!(matches!(err, StoreError::Empty(_)));
+    assert!(err.to_string().contains("config commit"), "{err}");
+    assert!(s.history().unwrap().is_empty());
+}
+
+#[test]
+fn commits_are_numbered_and_chained() {
+    let s = store(&MemFs::new());
+    let g1 = s.commit(&sample(10), &info("first", 1000)).unwrap();
+    let g2 = s.commit(&sample(20), &info("second", 2000)).unwrap();
+    assert_eq!((g1.meta.number, g2.meta.number), (1, 2));
+    assert_eq!(g2.meta.parent, Some(1));
+    assert_eq!(
+        g2.meta.parent_fingerprint.as_deref(),
+        Some(g1.meta.fingerprint.as_str())
+    );
+    assert_eq!(g2.meta.schema_version, 1);
+    let cur = s.load_current().unwrap();
+    assert_eq!(cur, g2);
+    assert_eq!(cur.text, sample(20), "text is kept as written");
+    let h = s.history().unwrap();
+    assert_eq!(h.iter().map(|m| m.number).collect::<Vec<_>>(), vec![2, 1]);
+    assert_eq!(h[1].comment, "first");
+    assert_eq!(h[1].time_ms, 1000);
+}
+
+#[test]
+fn invalid_candidate_is_refused_with_positions_and_nothing_is_written() {
+    let fs = MemFs::new();
+    let s = store(&fs);
+    s.commit(&sample(10), &info("", 1)).unwrap();
+    let before = fs.paths();
+    let bad = sample(10).replace("weight: 10", "weight: lots");
+    let err = s.commit(&bad, &info("", 2)).unwrap_err();
+    let StoreError::Invalid(report) = err else {
+        panic!("expected Invalid, got {err:?}")
+    };
+    let d = &report.diagnostics[0];
+    assert_eq!((d.line, d.column), (9, 56), "{report}");
+    assert!(d.path.contains("weight"), "{d}");
+    assert_eq!(fs.paths(), before);
+    assert_eq!(s.load_current().unwrap().meta.number, 1);
+}
+
+#[test]
+fn rollback_commits_the_old_text_as_a_new_generation() {
+    let s = store(&MemFs::new());
+    s.commit(&sample(10), &info("", 1)).unwrap();
+    s.commit(&sample(20), &info("", 2)).unwrap();
+    let g3 = s.rollback(1, &info("back", 3)).unwrap();
+    assert_eq!(g3.meta.number, 3);
+    assert_eq!(g3.meta.restores, Some(1));
+    assert_eq!(g3.text, sample(10));
+    assert_eq!(
+        g3.meta.fingerprint,
+        s.generation(1).unwrap().meta.fingerprint
+    );
+    assert!(matches!(
+        s.rollback(99, &info("", 4)),
+        Err(StoreError::NoSuchGeneration(99))
+    ));
+}
+
+#[test]
+fn history_is_pruned_to_the_newest_hundred() {
+    let s = store(&MemFs::new());
+    for i in 1..=(KEEP_GENERATIONS as u32 + 5) {
+        s.commit(&sample(i), &info("", u64::from(i))).unwrap();
+    }
+    let h = s.history().unwrap();
+    assert_eq!(h.len(), KEEP_GENERATIONS);
+    assert_eq!(h.first().unwrap().number, KEEP_GENERATIONS as u64 + 5);
+    assert_eq!(h.last().unwrap().number, 6);
+    assert!(matches!(
+        s.generation(5),
+        Err(StoreError::NoSuchGeneration(5))
+    ));
+}
+
+#[test]
+fn candidate_and_pending_confirm_round_trip() {
+    let s = store(&MemFs::new());
+    assert_eq!(s.candidate().unwrap(), None);
+    s.set_candidate("not even yaml: [").unwrap();
+    assert_eq!(s.candidate().unwrap().as_deref(), Some("not even yaml: ["));
+    s.clear_candidate().unwrap();
+    assert_eq!(s.candidate().unwrap(), None);
+    let p = PendingConfirm {
+        generation: 4,
+        restore: 3,
+        deadline_ms: 99,
+        author: "admin".into(),
+    };
+    s.set_pending_confirm(&p).unwrap();
+    assert_eq!(s.pending_confirm().unwrap(), Some(p));
+    s.clear_pending_confirm().unwrap();
+    assert_eq!(s.pending_confirm().unwrap(), None);
+}
+
+#[test]
+fn a_tampered_generation_is_reported_not_loaded() {
+    let fs = MemFs::new();
+    let s = store(&fs);
+    s.commit(&sample(10), &info("", 1)).unwrap();
+    fs.write_atomic(
+        Path::new("/data/config/generations/000001.yaml"),
+        sample(11).as_bytes(),
+    )
+    .unwrap();
+    let err = s.load_current().unwrap_err();
+    assert!(
+        matches!(err, StoreError::Corrupt { number: 1, .. }),
+        "{err}"
+    );
+}
+
+/// A crash after every possible number of completed mutations of a commit: the reopened
+/// store always loads, and holds the old or the new generation.
+#[test]
+fn crash_at_every_step_of_a_commit_leaves_old_or_new() {
+    for steps in 0..10 {
+        let fs = MemFs::new();
+        let s = store(&fs);
+        for i in 1..=3 {
+            s.commit(&sample(i), &info("", 1)).unwrap();
+        }
+        fs.fail_after(Some(steps));
+        let result = s.commit(&sample(50), &info("", 2));
+        fs.fail_after(None);
+        let reopened = store(&fs);
+        let cur = reopened.load_current().expect("store loads after a crash");
+        match cur.meta.number {
+            3 => {
+                assert!(
+                    result.is_err(),
+                    "steps={steps}: commit said ok but old is current"
+                );
+                assert_eq!(cur.text, sample(3));
+            }
+            4 => assert_eq!(cur.text, sample(50)),
+            n => panic!("steps={steps}: unexpected current generation {n}"),
+        }
+        // No orphan stays behind, and the next commit continues the numbering.
+        let next = reopened.commit(&sample(60), &info("", 3)).unwrap();
+        assert_eq!(next.meta.number, cur.meta.number + 1);
+        assert_eq!(next.meta.parent, Some(cur.meta.number));
+    }
+}
