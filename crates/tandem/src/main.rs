@@ -2,8 +2,9 @@
 //!
 //! Owns the command line: `tandem check FILE` (validate a configuration, like `haproxy -c`)
 //! and `tandem schema` (JSON Schema of the file for editors).
-//! and `tandem proxy` (the data plane, `tandem-proxy`).
-//! Later subcommands (`vrrp`, `sync`, `supervisor`) plug into [`Command`].
+//! and `tandem proxy` (the data plane, `tandem-proxy`)
+//! and `tandem vrrp` (the failover daemon, `tandem-vrrpd`, plus its hidden `vrrp-guardian`).
+//! Later subcommands (`sync`, `supervisor`) plug into [`Command`].
 //! All configuration logic lives in `tandem-config`; this file only formats its results.
 
 use std::fmt::Write as _;
@@ -47,6 +48,29 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },
+    /// Run the VRRP daemon: elect a master with the peer and hold the VIPs while master.
+    /// SIGTERM and SIGINT resign (priority-0 advert), remove the VIPs and exit 0.
+    Vrrp {
+        /// The YAML configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// This node's name in `cluster.nodes`.
+        #[arg(long)]
+        node: String,
+        /// Control socket (line-delimited JSON: status, switchover, watch).
+        #[arg(long, default_value = tandem_vrrpd::DEFAULT_CONTROL_SOCKET)]
+        control_socket: PathBuf,
+        /// Health-probe the local proxy by connecting to this address (for `track.proxy`);
+        /// without it proxy tracking is inert.
+        #[arg(long)]
+        proxy_probe_tcp: Option<std::net::SocketAddr>,
+        /// Run without the VIP guardian process (VIPs then outlive a crash until their lifetime ends).
+        #[arg(long)]
+        no_guardian: bool,
+    },
+    /// Internal: the VIP guardian started by `tandem vrrp` (reads its protocol on stdin).
+    #[command(hide = true)]
+    VrrpGuardian,
 }
 
 fn main() -> ExitCode {
@@ -81,6 +105,49 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     shutdown_signal(),
                 ))
                 .context("proxy stopped")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Vrrp {
+            config,
+            node,
+            control_socket,
+            proxy_probe_tcp,
+            no_guardian,
+        } => {
+            init_tracing();
+            let loaded = tandem_config::load(&config).map_err(|report| {
+                anyhow::anyhow!("{}: configuration is invalid\n{report}", config.display())
+            })?;
+            let guardian = if no_guardian {
+                None
+            } else {
+                Some(tandem_vrrpd::GuardianCommand {
+                    program: std::env::current_exe()
+                        .context("failed to find this executable for the vip guardian")?,
+                    args: vec!["vrrp-guardian".into()],
+                })
+            };
+            let options = tandem_vrrpd::Options {
+                control_socket: Some(control_socket),
+                guardian,
+                proxy_probe: proxy_probe_tcp.map(|addr| {
+                    std::sync::Arc::new(tandem_vrrpd::TcpConnectProbe { addr })
+                        as std::sync::Arc<dyn tandem_vrrpd::ProxyProbe>
+                }),
+            };
+            runtime(1)?
+                .block_on(tandem_vrrpd::run(
+                    &loaded.config,
+                    &node,
+                    options,
+                    shutdown_signal(),
+                ))
+                .context("vrrp daemon failed")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::VrrpGuardian => {
+            init_tracing();
+            tandem_vrrpd::guardian_main().context("vip guardian failed")?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -1,0 +1,504 @@
+//! End-to-end failover tests of `tandem vrrp` in network namespaces (tandem-testbed).
+//!
+//! Owns the two-LB pair scenarios: election, link loss, SIGKILL (guardian), SIGSTOP/SIGCONT,
+//! SIGTERM, preempt on and off, and a planned switchover through the control socket. Each test
+//! builds its own testbed (lb1 198.18.0.11 priority 150, lb2 198.18.0.12 priority 100, a client
+//! 198.18.0.2, VIP 198.18.0.100/24, advert interval 100 ms) and asserts what a user sees: which
+//! host has the VIP, and which node answers a client connecting to the VIP.
+//! Must not send traffic from the root namespace (only from test hosts) and never edits the
+//! daemon's state other than through signals, links and its control socket. Needs root:
+//! without it each test prints a skip notice (and fails in CI).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use tandem_testbed::{Host, HostThread, Process, Testbed, require_root};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+const IFACE: &str = "eth1";
+const PORT: u16 = 8080;
+
+/// The tests are timing-sensitive and the machine is small: run them one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn config_yaml(preempt: bool) -> String {
+    format!(
+        r#"version: 1
+cluster:
+  name: test
+  nodes:
+    lb1: {{ lan_address: 198.18.0.11, sync_address: 198.18.1.1, priority: 150 }}
+    lb2: {{ lan_address: 198.18.0.12, sync_address: 198.18.1.2, priority: 100 }}
+vrrp:
+  - name: www
+    interface: {IFACE}
+    vrid: 51
+    advert_interval: 100ms
+    preempt: {preempt}
+    addresses: [198.18.0.100/24]
+frontends:
+  - name: web
+    bind: ["198.18.0.100:80"]
+    default_backend: app
+backends:
+  - name: app
+    servers:
+      - {{ name: app1, address: 198.18.0.20:8080 }}
+"#
+    )
+}
+
+/// A TCP responder inside an LB host: answers every connection with the node's name. Binds
+/// 0.0.0.0, so it answers on the VIP while the VIP is on this host.
+struct Responder {
+    stop: Arc<AtomicBool>,
+    thread: Option<HostThread<()>>,
+}
+
+impl Responder {
+    fn start(host: &Host, name: &'static str) -> Responder {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = host
+            .spawn_thread(move || {
+                let listener = TcpListener::bind(("0.0.0.0", PORT)).expect("bind responder");
+                listener.set_nonblocking(true).expect("nonblocking");
+                let deadline = Instant::now() + Duration::from_secs(180);
+                while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    match listener.accept() {
+                        Ok((mut s, _)) => {
+                            let _ = s.write_all(name.as_bytes());
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                    }
+                }
+            })
+            .expect("spawn responder");
+        Responder {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Two LB hosts and a client on one segment, with the daemon config written to a temp dir.
+struct Pair {
+    lb1: Host,
+    lb2: Host,
+    client: Host,
+    dir: PathBuf,
+    _responders: Vec<Responder>,
+    // Dropped last: tears the namespaces down after the responders stopped.
+    bed: Testbed,
+}
+
+impl Pair {
+    fn new(name: &str, preempt: bool) -> Pair {
+        let bed = Testbed::new(name).expect("testbed");
+        let lan = bed.segment("lan").expect("segment");
+        let lb1 = bed.host("lb1").expect("host lb1");
+        let lb2 = bed.host("lb2").expect("host lb2");
+        let client = bed.host("client").expect("host client");
+        lb1.attach(&lan, IFACE, "198.18.0.11/24")
+            .expect("attach lb1");
+        lb2.attach(&lan, IFACE, "198.18.0.12/24")
+            .expect("attach lb2");
+        client
+            .attach(&lan, IFACE, "198.18.0.2/24")
+            .expect("attach client");
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "tandem-vrrp-{}-{}-{name}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(dir.join("tandem.yaml"), config_yaml(preempt)).expect("write config");
+        let responders = vec![Responder::start(&lb1, "lb1"), Responder::start(&lb2, "lb2")];
+        Pair {
+            lb1,
+            lb2,
+            client,
+            dir,
+            _responders: responders,
+            bed,
+        }
+    }
+
+    fn host(&self, node: &str) -> &Host {
+        match node {
+            "lb1" => &self.lb1,
+            _ => &self.lb2,
+        }
+    }
+
+    fn socket(&self, node: &str) -> PathBuf {
+        self.dir.join(format!("{node}.sock"))
+    }
+
+    fn start(&self, node: &str) -> Process {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tandem"));
+        cmd.arg("vrrp")
+            .arg("--config")
+            .arg(self.dir.join("tandem.yaml"))
+            .args(["--node", node])
+            .arg("--control-socket")
+            .arg(self.socket(node))
+            .env("RUST_LOG", "info");
+        self.host(node).spawn(&mut cmd).expect("spawn tandem vrrp")
+    }
+
+    fn has_vip(&self, node: &str) -> bool {
+        self.host(node)
+            .has_address(IFACE, VIP)
+            .expect("read addresses")
+    }
+
+    fn wait_vip(&self, node: &str, present: bool, timeout: Duration) -> Duration {
+        let t0 = Instant::now();
+        self.host(node)
+            .wait_for_address(IFACE, VIP, present, timeout)
+            .unwrap_or_else(|e| panic!("{node}: {e}"));
+        t0.elapsed()
+    }
+
+    /// Who answers a new connection from the client to the VIP (None: nobody within 300 ms).
+    fn ask(&self) -> Option<String> {
+        self.client
+            .run(|| {
+                let addr = SocketAddr::from((VIP, PORT));
+                let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()?;
+                s.set_read_timeout(Some(Duration::from_millis(300))).ok()?;
+                let mut out = String::new();
+                s.read_to_string(&mut out).ok()?;
+                Some(out)
+            })
+            .expect("client run")
+    }
+
+    /// Waits until the client is answered by `node` (bounded).
+    fn wait_answer(&self, node: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        while Instant::now() < deadline {
+            last = self.ask();
+            if last.as_deref() == Some(node) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("client was not answered by {node} within {timeout:?} (last answer {last:?})");
+    }
+
+    /// Asserts that during `span` the VIP stays on `node` only.
+    fn assert_stable(&self, node: &str, span: Duration) {
+        let other = if node == "lb1" { "lb2" } else { "lb1" };
+        let deadline = Instant::now() + span;
+        while Instant::now() < deadline {
+            assert!(self.has_vip(node), "VIP left {node}");
+            assert!(!self.has_vip(other), "VIP also on {other}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts both daemons and waits for the initial election (lb1 master).
+    fn elect(&self) -> (Process, Process) {
+        let d1 = self.start("lb1");
+        let d2 = self.start("lb2");
+        self.wait_vip("lb1", true, Duration::from_secs(5));
+        self.wait_answer("lb1", Duration::from_secs(3));
+        (d1, d2)
+    }
+
+    fn control(&self, node: &str, request: &str) -> serde_json::Value {
+        let mut s = UnixStream::connect(self.socket(node)).expect("connect control socket");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        s.write_all(format!("{request}\n").as_bytes())
+            .expect("write");
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).expect("read reply");
+        serde_json::from_str(&line).expect("reply is json")
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+        let _ = &self.bed;
+    }
+}
+
+fn logs(p: &Process) -> String {
+    p.stderr().unwrap_or_default()
+}
+
+/// Polls both hosts until `node` has the VIP, recording whether both ever held it together.
+fn watch_takeover(
+    pair: &Pair,
+    from: &str,
+    to: &str,
+    timeout: Duration,
+) -> (Option<Duration>, Duration, bool) {
+    let t0 = Instant::now();
+    let mut gone = None;
+    let mut both = false;
+    loop {
+        let a = pair.has_vip(from);
+        let b = pair.has_vip(to);
+        if !a && gone.is_none() {
+            gone = Some(t0.elapsed());
+        }
+        both |= a && b;
+        if b && !a {
+            return (gone, t0.elapsed(), both);
+        }
+        assert!(
+            t0.elapsed() < timeout,
+            "no takeover by {to} within {timeout:?} (from has {a}, to has {b})"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn initial_election_puts_the_vip_on_the_higher_priority_node_only() {
+    if !require_root() {
+        return;
+    }
+    let _s = serial();
+    let pair = Pair::new("vrrp-elect", true);
+    let (d1, d2) = pair.elect();
+    pair.assert_stable("lb1", Duration::from_secs(1));
+    assert_eq!(pair.ask().as_deref(), Some("lb1"));
+    let st = pair.control("lb1", r#"{"cmd":"status"}"#);
+    assert_eq!(st["ok"], true, "{st}");
+    assert_eq!(st["instances"][0]["state"], "master", "{st}");
+    assert!(
+        st["instances"][0]["counters"]["adverts_sent"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{st}"
+    );
+    let st2 = pair.control("lb2", r#"{"cmd":"status"}"#);
+    assert_eq!(st2["instances"][0]["state"], "backup", "{st2}");
+    assert_eq!(st2["instances"][0]["master"], "198.18.0.11", "{st2}");
+    drop((d1, d2));
+}
+
+#[test]
+fn link_loss_fails_over_and_preempt_fails_back() {
+    if !require_root() {
+        return;
+    }
+    let _s = serial();
+    let pair = Pair::new("vrrp-link", true);
+    let (d1, d2) = pair.elect();
+    pair.lb1.link_down(IFACE).expect("link down");
+    let took = pair.wait_vip("lb2", true, Duration::from_secs(2));
+    eprintln!("link down: lb2 has the VIP after {took:?}");
+    pair.wait_answer("lb2", Duration::from_secs(2));
+    // The isolated node drops its VIP too (Fault), so it cannot answer when the link returns.
+    pair.wait_vip("lb1", false, Duration::from_secs(1));
+    pair.lb1.link_up(IFACE).expect("link up");
+    pair.wait_vip("lb1", true, Duration::from_secs(3));
+    pair.wait_vip("lb2", false, Duration::from_secs(1));
+    pair.wait_answer("lb1", Duration::from_secs(3));
+    pair.assert_stable("lb1", Duration::from_millis(500));
+    drop((d1, d2));
+}
+
+#[test]
+fn sigkill_of_the_master_leaves_no_vip_behind() {
+    if !require_root() {
+        return;
+    }
+    let _s = serial();
+    let pair = Pair::new("vrrp-kill", true);
+    let (mut d1, d2) = pair.elect();
+    d1.signal(Signal::SIGKILL)
+        .expect("kill -9 the daemon's process group");
+    let (gone, took, both) = watch_takeover(&pair, "lb1", "lb2", Duration::from_secs(3));
+    let gone = gone.expect("VIP left lb1");
+    eprintln!(
+        "sigkill: VIP gone from lb1 after {gone:?}, on lb2 after {took:?}, both at once: {both}"
+    );
+    assert!(
+        gone <= Duration::from_millis(400),
+        "VIP stayed on the killed master for {gone:?}\n{}",
+        logs(&d1)
+    );
+    assert!(!both, "both nodes held the VIP at once");
+    pair.wait_answer("lb2", Duration::from_secs(2));
+    // And it stays that way: the dead node never gets it back.
+    pair.assert_stable("lb2", Duration::from_secs(1));
+    drop(d2);
+}
+
+#[test]
+fn sigstop_of_the_master_removes_its_vip_and_sigcont_leaves_one_master() {
+    if !require_root() {
+        return;
+    }
+    let _s = serial();
+    let pair = Pair::new("vrrp-stop", true);
+    let (mut d1, d2) = pair.elect();
+    d1.signal(Signal::SIGSTOP).expect("freeze the daemon");
+    let (gone, took, both) = watch_takeover(&pair, "lb1", "lb2", Duration::from_secs(3));
+    let gone = gone.expect("VIP left lb1");
+    eprintln!("sigstop: VIP gone from lb1 after {gone:?}, on lb2 after {took:?}, both: {both}");
+    assert!(
+        gone <= Duration::from_millis(700),
+        "guardian did not remove the frozen master's VIP in time: {gone:?}"
+    );
+    assert!(!both, "both nodes held the VIP while lb1 was frozen");
+    pair.wait_answer("lb2", Duration::from_secs(2));
+    d1.signal(Signal::SIGCONT).expect("thaw");
+    // lb1 has the higher priority and preempts: after settling exactly one master, lb1.
+    pair.wait_vip("lb1", true, Duration::from_secs(3));
+    pair.wait_vip("lb2", false, Duration::from_secs(2));
+    std::thread::sleep(Duration::from_millis(300));
+    pair.assert_stable("lb1", Duration::from_secs(1));
+    pair.wait_answer("lb1", Duration::from_secs(2));
+    let s1 = pair.control("lb1", r#"{"cmd":"status"}"#);
+    let s2 = pair.control("lb2", r#"{"cmd":"status"}"#);
+    assert_eq!(s1["instances"][0]["state"], "master", "{s1}");
+    assert_eq!(s2["instances"][0]["state"], "backup", "{s2}");
+    drop((d1, d2));
+}
+
+#[test]
+fn sigterm_resigns_fast_and_exits_zero() {
+    if !require_root() {
+        return;
+    }
+    let _s = serial();
+    let pair = Pair::new("vrrp-term", true);
+    let (mut d1, d2) = pair.elect();
+    let t0 = Instant::now();
+    // SIGTERM to the daemon process only (as systemd's KillMode=mixed would first).
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(d1.pid()).expect("pid")),
+        Signal::SIGTERM,
+    )
+    .expect("sigterm");
+    let (gone, took, both) = watch_takeover(&pair, "lb1", "lb2", Duration::from_secs(2));
+    eprintln!("sigterm: VIP gone from lb1 after {gone:?}, on lb2 after {took:?}");
+    assert!(!both, "both nodes held the VIP");
+    // Priority 0 makes the backup take over after Skew_Time (~61 ms), not Master_Down_Interval.
+    assert!(
+        took < Duration::from_millis(300),
+        "takeover after SIGTERM took {took:?}"
+    );
+    let status = d1
+        .wait_timeout(Duration::from_secs(5))
+        .expect("daemon exits");
+    assert!(status.success(), "exit status {status:?}\n{}", logs(&d1));
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    pair.wait_answer("lb2", Duration::from_secs(2));
+    // Restarted, lb1 preempts again (fail-back with preempt).
+    let d1 = pair.start("lb1");
+    pair.wait_vip("lb1", true, Duration::from_secs(3));
+    pair.wait_vip("lb2", false, Duration::from_secs(1));
+    pair.wait_answer("lb1", Duration::from_secs(2));
+    drop((d1, d2));
+}
+
+#[test]
+fn without_preempt_a_returning_higher_priority_node_stays_backup() {
+    if !require_root() {
+        return;
+    }
+    let _s = serial();
+    let pair = Pair::new("vrrp-nopreempt", false);
+    let d2 = pair.start("lb2");
+    pair.wait_vip("lb2", true, Duration::from_secs(5));
+    let d1 = pair.start("lb1");
+    // lb1 (150) joins while lb2 (100) is master: with preempt off it must not take over.
+    std::thread::sleep(Duration::from_millis(500));
+    pair.assert_stable("lb2", Duration::from_secs(2));
+    pair.wait_answer("lb2", Duration::from_secs(1));
+    let s1 = pair.control("lb1", r#"{"cmd":"status"}"#);
+    assert_eq!(s1["instances"][0]["state"], "backup", "{s1}");
+    drop((d1, d2));
+}
+
+#[test]
+fn planned_switchover_through_the_control_socket() {
+    if !require_root() {
+        return;
+    }
+    let _s = serial();
+    let pair = Pair::new("vrrp-switch", true);
+    let (d1, d2) = pair.elect();
+    // Watch lb2's events while the switchover happens.
+    let mut watch = UnixStream::connect(pair.socket("lb2")).expect("connect watch");
+    watch
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    watch
+        .write_all(b"{\"cmd\":\"watch\"}\n")
+        .expect("write watch");
+    let mut watch = BufReader::new(watch);
+    let mut line = String::new();
+    watch.read_line(&mut line).expect("watch ack");
+    assert!(line.contains("\"watching\":true"), "{line}");
+
+    let reply = pair.control("lb1", r#"{"cmd":"switchover"}"#);
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["switched"][0], "www", "{reply}");
+    let (_, took, both) = watch_takeover(&pair, "lb1", "lb2", Duration::from_secs(2));
+    eprintln!("switchover: lb2 has the VIP after {took:?}");
+    assert!(!both, "both nodes held the VIP");
+    pair.wait_answer("lb2", Duration::from_secs(2));
+    // lb1 keeps its hands off during the switchover hold despite its higher priority.
+    pair.assert_stable("lb2", Duration::from_secs(1));
+
+    line.clear();
+    watch.read_line(&mut line).expect("state event");
+    let ev: serde_json::Value = serde_json::from_str(&line).expect("event json");
+    assert_eq!(ev["event"], "state", "{ev}");
+    assert_eq!(ev["from"], "backup", "{ev}");
+    assert_eq!(ev["to"], "master", "{ev}");
+    assert_eq!(ev["instance"], "www", "{ev}");
+    assert!(
+        ev["seq"].as_u64().is_some() && ev["ts_ms"].as_u64().is_some(),
+        "{ev}"
+    );
+
+    // A second switchover on lb1 (now backup) is refused with a reason.
+    let again = pair.control("lb1", r#"{"cmd":"switchover"}"#);
+    assert_eq!(again["ok"], false, "{again}");
+    let bad = pair.control("lb1", r#"{"cmd":"explode"}"#);
+    assert_eq!(bad["ok"], false, "{bad}");
+    let st = pair.control("lb1", r#"{"cmd":"status"}"#);
+    assert_eq!(st["instances"][0]["state"], "backup", "{st}");
+    assert!(
+        st["instances"][0]["counters"]["priority_zero_sent"].as_u64() >= Some(1),
+        "{st}"
+    );
+    drop((d1, d2));
+}

@@ -1,0 +1,242 @@
+//! Route netlink, synchronously: interface lookup, link state, and VIP add/replace/remove with
+//! finite address lifetimes.
+//!
+//! Owns the one place where Tandem talks `NETLINK_ROUTE` (`netlink-packet-route` messages over a
+//! blocking `netlink-sys` socket with a receive timeout). It is synchronous on purpose: the
+//! guardian process uses it without an async runtime, and every request is a sub-millisecond
+//! kernel round trip, so the daemon calls it inline.
+//! Must not decide *when* to change addresses (the instance task and the guardian do) and never
+//! touches an address it was not asked about.
+
+use std::io;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkHeader,
+    NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope, CacheInfo};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+/// How long one request waits for the kernel's answer before failing with `TimedOut`.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Most messages accepted in one reply (a dump of addresses on a busy box is still far below).
+const MAX_REPLY_MESSAGES: usize = 4096;
+
+/// What the daemon needs to know about an interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkInfo {
+    /// Kernel interface index.
+    pub index: u32,
+    /// Administratively up (`IFF_UP`) *and* carrier present (`IFF_LOWER_UP`).
+    pub up: bool,
+    /// Hardware address, when the link has an Ethernet one.
+    pub mac: Option<[u8; 6]>,
+}
+
+/// A blocking route-netlink client; one per thread or task (not shared).
+#[derive(Debug)]
+pub struct Netlink {
+    socket: Socket,
+    seq: u32,
+}
+
+impl Netlink {
+    /// Opens a route-netlink socket in the caller's network namespace.
+    pub fn new() -> io::Result<Netlink> {
+        let mut socket = Socket::new(NETLINK_ROUTE)?;
+        socket.bind_auto()?;
+        socket.connect(&SocketAddr::new(0, 0))?;
+        let timeout =
+            nix::sys::time::TimeVal::new(i64::try_from(REPLY_TIMEOUT.as_secs()).unwrap_or(2), 0);
+        nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::ReceiveTimeout, &timeout)
+            .map_err(io::Error::from)?;
+        Ok(Netlink { socket, seq: 0 })
+    }
+
+    /// Looks an interface up by name; `Ok(None)` when it does not exist.
+    pub fn link_by_name(&mut self, name: &str) -> io::Result<Option<LinkInfo>> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
+        match self.request(RouteNetlinkMessage::GetLink(msg), 0) {
+            Ok(replies) => Ok(replies.into_iter().find_map(link_info)),
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Looks an interface up by index; `Ok(None)` when it does not exist (any more).
+    pub fn link_by_index(&mut self, index: u32) -> io::Result<Option<LinkInfo>> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        match self.request(RouteNetlinkMessage::GetLink(msg), 0) {
+            Ok(replies) => Ok(replies.into_iter().find_map(link_info)),
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Adds `addr/prefix` on interface `index`, or replaces it if present (which renews its
+    /// lifetime). `lifetime` is rounded up to whole seconds, the kernel's granularity; `None`
+    /// means permanent.
+    pub fn add_address(
+        &mut self,
+        index: u32,
+        addr: IpAddr,
+        prefix: u8,
+        lifetime: Option<Duration>,
+    ) -> io::Result<()> {
+        let mut msg = address_message(index, addr, prefix);
+        if let Some(lifetime) = lifetime {
+            let secs = lifetime.as_secs() + u64::from(lifetime.subsec_nanos() > 0);
+            let secs = u32::try_from(secs.max(1)).unwrap_or(u32::MAX - 1);
+            let mut info = CacheInfo::default();
+            info.ifa_preferred = secs;
+            info.ifa_valid = secs;
+            msg.attributes.push(AddressAttribute::CacheInfo(info));
+        }
+        self.request(
+            RouteNetlinkMessage::NewAddress(msg),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )?;
+        Ok(())
+    }
+
+    /// Removes `addr/prefix` from interface `index`. Returns `Ok(false)` when it was not there.
+    pub fn del_address(&mut self, index: u32, addr: IpAddr, prefix: u8) -> io::Result<bool> {
+        let msg = address_message(index, addr, prefix);
+        match self.request(RouteNetlinkMessage::DelAddress(msg), 0) {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(nix::libc::EADDRNOTAVAIL) => Ok(false),
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENODEV) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The addresses on interface `index`, with their prefix lengths.
+    pub fn addresses(&mut self, index: u32) -> io::Result<Vec<(IpAddr, u8)>> {
+        let replies = self.request(
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            NLM_F_DUMP,
+        )?;
+        let mut out = Vec::new();
+        for r in replies {
+            if let RouteNetlinkMessage::NewAddress(a) = r {
+                if a.header.index != index {
+                    continue;
+                }
+                let local = a.attributes.iter().find_map(|at| match at {
+                    AddressAttribute::Local(ip) => Some(*ip),
+                    _ => None,
+                });
+                let addr = local.or_else(|| {
+                    a.attributes.iter().find_map(|at| match at {
+                        AddressAttribute::Address(ip) => Some(*ip),
+                        _ => None,
+                    })
+                });
+                if let Some(ip) = addr {
+                    out.push((ip, a.header.prefix_len));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sends one request and collects the inner messages of its reply, until the ACK (plain
+    /// requests) or `NLMSG_DONE` (dumps). A NACK becomes the kernel's errno as an `io::Error`.
+    fn request(
+        &mut self,
+        message: RouteNetlinkMessage,
+        flags: u16,
+    ) -> io::Result<Vec<RouteNetlinkMessage>> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | flags | if dump { 0 } else { NLM_F_ACK };
+        header.sequence_number = seq;
+        let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(message));
+        packet.finalize();
+        let mut buf = vec![0u8; packet.buffer_len()];
+        packet.serialize(&mut buf);
+        self.socket.send(&buf, 0)?;
+
+        let mut out = Vec::new();
+        loop {
+            let (data, _) = self.socket.recv_from_full()?;
+            let mut offset = 0;
+            while offset < data.len() {
+                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[offset..])
+                    .map_err(|e| {
+                        io::Error::new(io::ErrorKind::InvalidData, format!("bad reply: {e}"))
+                    })?;
+                let len = usize::try_from(msg.header.length).unwrap_or(0);
+                if len == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "zero-length netlink message",
+                    ));
+                }
+                // Netlink messages are 4-byte aligned in a datagram.
+                offset += (len + 3) & !3;
+                if msg.header.sequence_number != seq {
+                    continue; // a late reply to an earlier, timed-out request
+                }
+                match msg.payload {
+                    NetlinkPayload::Done(_) => return Ok(out),
+                    NetlinkPayload::Error(e) => {
+                        return match e.code {
+                            None => Ok(out),
+                            Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
+                        };
+                    }
+                    NetlinkPayload::InnerMessage(m) => {
+                        if out.len() >= MAX_REPLY_MESSAGES {
+                            return Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                "netlink reply too long",
+                            ));
+                        }
+                        out.push(m);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+fn address_message(index: u32, addr: IpAddr, prefix: u8) -> AddressMessage {
+    let mut msg = AddressMessage::default();
+    msg.header.family = match addr {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    };
+    msg.header.prefix_len = prefix;
+    msg.header.scope = AddressScope::Universe;
+    msg.header.index = index;
+    msg.attributes.push(AddressAttribute::Local(addr));
+    msg.attributes.push(AddressAttribute::Address(addr));
+    msg
+}
+
+fn link_info(msg: RouteNetlinkMessage) -> Option<LinkInfo> {
+    let RouteNetlinkMessage::NewLink(link) = msg else {
+        return None;
+    };
+    let flags = link.header.flags;
+    let mac = link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Address(bytes) => <[u8; 6]>::try_from(bytes.as_slice()).ok(),
+        _ => None,
+    });
+    Some(LinkInfo {
+        index: link.header.index,
+        up: flags.contains(LinkFlags::Up) && flags.contains(LinkFlags::LowerUp),
+        mac,
+    })
+}

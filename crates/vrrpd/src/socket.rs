@@ -1,0 +1,272 @@
+//! The VRRP raw socket (IPv4, IP protocol 112) of one instance, registered with tokio.
+//!
+//! Owns opening and configuring the socket (SO_BINDTODEVICE, 224.0.0.18 membership on the
+//! interface, IP_MULTICAST_IF, multicast TTL 255 and no loopback, unicast TTL 255, IP_PKTINFO
+//! and IP_RECVTTL) and turning datagrams into `(RxMeta, payload)` with the real TTL and
+//! destination, so vrrp-proto's RFC 5798 §7.1 checks see what the wire carried.
+//! Must not interpret VRRP payloads (vrrp-proto does) and never panics on what it receives:
+//! a datagram whose IPv4 header does not parse is reported as [`Rx::Malformed`].
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+
+use nix::libc;
+use nix::sys::socket::{
+    ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, recvmsg, sendmsg, setsockopt,
+    sockopt,
+};
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
+use tandem_vrrp_proto::{IPPROTO_VRRP, RxMeta, Transmit, VRRP_GROUP_V4, VRRP_TTL};
+use tokio::io::unix::AsyncFd;
+
+use crate::error::Error;
+
+/// Largest datagram read: an IPv4 header with options (60) plus the largest VRRP message
+/// (8 + 255 × 16) fits comfortably.
+pub const RX_BUFFER: usize = 4608;
+
+/// One received datagram.
+#[derive(Debug)]
+pub enum Rx {
+    /// An IPv4 packet with protocol 112: metadata and the payload's range in the buffer.
+    Packet {
+        /// Source, destination and TTL from the IP header (TTL from IP_RECVTTL when present).
+        meta: RxMeta,
+        /// Start of the VRRP payload in the buffer.
+        start: usize,
+        /// End of the VRRP payload (trimmed to the IP total length).
+        end: usize,
+    },
+    /// The datagram is not a well-formed IPv4 packet with protocol 112 (counted and dropped).
+    Malformed(&'static str),
+}
+
+/// The raw socket of one instance.
+#[derive(Debug)]
+pub struct VrrpSocket {
+    fd: AsyncFd<Socket>,
+    ifindex: u32,
+    primary: Ipv4Addr,
+}
+
+impl VrrpSocket {
+    /// Opens the socket on `interface` (index `ifindex`), sending from `primary`.
+    /// With `multicast` it joins 224.0.0.18 on the interface; in unicast mode it only receives
+    /// what is addressed to this host.
+    pub fn open(
+        interface: &str,
+        ifindex: u32,
+        primary: Ipv4Addr,
+        vrid: u8,
+        multicast: bool,
+    ) -> Result<VrrpSocket, Error> {
+        let err = |action: &'static str| {
+            let interface = interface.to_owned();
+            move |source: io::Error| Error::Socket {
+                action,
+                interface,
+                vrid,
+                source,
+            }
+        };
+        let socket = Socket::new(
+            Domain::IPV4,
+            Type::RAW,
+            Some(Protocol::from(i32::from(IPPROTO_VRRP))),
+        )
+        .map_err(err("open a raw ip protocol 112 socket"))?;
+        socket
+            .bind_device(Some(interface.as_bytes()))
+            .map_err(err("bind to the interface (SO_BINDTODEVICE)"))?;
+        if multicast {
+            socket
+                .join_multicast_v4_n(&VRRP_GROUP_V4, &InterfaceIndexOrAddress::Index(ifindex))
+                .map_err(err("join 224.0.0.18"))?;
+        }
+        socket
+            .set_multicast_if_v4(&primary)
+            .map_err(err("set IP_MULTICAST_IF"))?;
+        socket
+            .set_multicast_ttl_v4(u32::from(VRRP_TTL))
+            .map_err(err("set IP_MULTICAST_TTL 255"))?;
+        socket
+            .set_multicast_loop_v4(false)
+            .map_err(err("disable IP_MULTICAST_LOOP"))?;
+        socket
+            .set_ttl_v4(u32::from(VRRP_TTL))
+            .map_err(err("set IP_TTL 255"))?;
+        setsockopt(&socket, sockopt::Ipv4PacketInfo, &true)
+            .map_err(|e| err("enable IP_PKTINFO")(e.into()))?;
+        setsockopt(&socket, sockopt::Ipv4RecvTtl, &true)
+            .map_err(|e| err("enable IP_RECVTTL")(e.into()))?;
+        socket
+            .set_nonblocking(true)
+            .map_err(err("make the socket non-blocking"))?;
+        // SAFETY: `socket` is an open socket2::Socket that the AsyncFd takes ownership of; its
+        // fd stays open and unchanged until the AsyncFd (and the Socket inside it) is dropped.
+        let fd = unsafe { AsyncFd::register(socket) }
+            .map_err(|e| err("register the socket with tokio")(io::Error::other(e.to_string())))?;
+        Ok(VrrpSocket {
+            fd,
+            ifindex,
+            primary,
+        })
+    }
+
+    /// Waits for and reads one datagram into `buf`.
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<Rx> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            match guard.try_io(|s| recv_one(s.get_ref().as_raw_fd(), buf)) {
+                Ok(result) => return result,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// Sends one advert from the primary address out of the interface (IP_PKTINFO), without
+    /// blocking: a full socket buffer is an error the caller counts.
+    pub fn send(&self, t: &Transmit) -> io::Result<()> {
+        let IpAddr::V4(dst) = t.dst else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "ipv6 destination on an ipv4 socket",
+            ));
+        };
+        let pktinfo = libc::in_pktinfo {
+            ipi_ifindex: i32::try_from(self.ifindex).unwrap_or(0),
+            ipi_spec_dst: libc::in_addr {
+                s_addr: u32::from(self.primary).to_be(),
+            },
+            ipi_addr: libc::in_addr { s_addr: 0 },
+        };
+        let dest = SockaddrIn::from(SocketAddrV4::new(dst, 0));
+        let iov = [IoSlice::new(&t.payload)];
+        let cmsg = [ControlMessage::Ipv4PacketInfo(&pktinfo)];
+        sendmsg(
+            self.fd.get_ref().as_raw_fd(),
+            &iov,
+            &cmsg,
+            MsgFlags::MSG_DONTWAIT,
+            Some(&dest),
+        )
+        .map_err(io::Error::from)?;
+        Ok(())
+    }
+}
+
+/// One non-blocking `recvmsg`, then the IPv4 header parse.
+fn recv_one(fd: i32, buf: &mut [u8]) -> io::Result<Rx> {
+    let mut cmsg = nix::cmsg_space!(libc::in_pktinfo, libc::c_int);
+    let (len, cmsg_ttl, truncated) = {
+        let mut iov = [IoSliceMut::new(buf)];
+        let msg = recvmsg::<SockaddrIn>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_DONTWAIT)
+            .map_err(io::Error::from)?;
+        let mut ttl = None;
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for c in cmsgs {
+                if let ControlMessageOwned::Ipv4Ttl(t) = c {
+                    ttl = u8::try_from(t).ok();
+                }
+            }
+        }
+        (msg.bytes, ttl, msg.flags.contains(MsgFlags::MSG_TRUNC))
+    };
+    if truncated {
+        return Ok(Rx::Malformed("datagram larger than the receive buffer"));
+    }
+    Ok(parse_ipv4(&buf[..len.min(buf.len())], cmsg_ttl))
+}
+
+/// Parses the IPv4 header a raw socket delivers in front of the payload.
+pub fn parse_ipv4(packet: &[u8], cmsg_ttl: Option<u8>) -> Rx {
+    if packet.len() < 20 {
+        return Rx::Malformed("shorter than an ipv4 header");
+    }
+    if packet[0] >> 4 != 4 {
+        return Rx::Malformed("not ipv4");
+    }
+    let ihl = usize::from(packet[0] & 0x0f) * 4;
+    if ihl < 20 || ihl > packet.len() {
+        return Rx::Malformed("bad ipv4 header length");
+    }
+    if packet[9] != IPPROTO_VRRP {
+        return Rx::Malformed("not ip protocol 112");
+    }
+    let total = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
+    if total < ihl {
+        return Rx::Malformed("ipv4 total length shorter than its header");
+    }
+    let end = total.min(packet.len());
+    let src = Ipv4Addr::new(packet[12], packet[13], packet[14], packet[15]);
+    let dst = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
+    Rx::Packet {
+        meta: RxMeta {
+            src: IpAddr::V4(src),
+            dst: IpAddr::V4(dst),
+            ttl: cmsg_ttl.unwrap_or(packet[8]),
+        },
+        start: ihl,
+        end,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(ttl: u8, proto: u8, total: u16) -> Vec<u8> {
+        let mut h = vec![
+            0x45, 0, 0, 0, 0, 0, 0, 0, ttl, proto, 0, 0, 198, 18, 0, 11, 224, 0, 0, 18,
+        ];
+        h[2..4].copy_from_slice(&total.to_be_bytes());
+        h
+    }
+
+    #[test]
+    fn parses_header_and_trims_to_total_length() {
+        let mut p = header(255, 112, 28);
+        p.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8, 0xee, 0xee]); // 2 bytes of padding
+        match parse_ipv4(&p, None) {
+            Rx::Packet { meta, start, end } => {
+                assert_eq!(meta.ttl, 255);
+                assert_eq!(meta.src, IpAddr::V4(Ipv4Addr::new(198, 18, 0, 11)));
+                assert_eq!(meta.dst, IpAddr::V4(VRRP_GROUP_V4));
+                assert_eq!((start, end), (20, 28));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // The TTL from IP_RECVTTL wins over the header's.
+        assert!(matches!(parse_ipv4(&p, Some(1)), Rx::Packet { meta, .. } if meta.ttl == 1));
+    }
+
+    #[test]
+    fn malformed_headers_are_reported_not_panicked_on() {
+        let cases: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![0x45; 19],
+            {
+                let mut h = header(255, 112, 20);
+                h[0] = 0x65; // version 6
+                h
+            },
+            {
+                let mut h = header(255, 112, 20);
+                h[0] = 0x4f; // ihl 60 > len
+                h
+            },
+            header(255, 6, 20),
+            header(255, 112, 10),
+        ];
+        for c in cases {
+            assert!(matches!(parse_ipv4(&c, None), Rx::Malformed(_)), "{c:?}");
+        }
+        // Every prefix of a valid packet is handled without panicking.
+        let mut p = header(255, 112, 28);
+        p.extend_from_slice(&[0; 8]);
+        for n in 0..p.len() {
+            let _ = parse_ipv4(&p[..n], None);
+        }
+    }
+}
