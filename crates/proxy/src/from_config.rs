@@ -24,31 +24,45 @@ impl Plan {
     /// Compiles a validated configuration for node `node` (per-node settings are not used
     /// by the proxy yet; the argument is part of the contract for when they are).
     pub fn from_config(config: &cfg::Config, node: Option<&str>) -> Result<Plan, Vec<PlanError>> {
+        Self::from_config_file(config, node, std::path::Path::new(""))
+    }
+
+    /// Like [`Plan::from_config`], loading certificate and CA files (the only IO here) with
+    /// relative paths taken from the directory of `config_file`; every failure is reported.
+    pub fn from_config_file(
+        config: &cfg::Config,
+        node: Option<&str>,
+        config_file: &std::path::Path,
+    ) -> Result<Plan, Vec<PlanError>> {
         let _ = node;
-        let frontends = config.frontends.iter().map(frontend).collect();
-        let backends = config.backends.iter().map(backend).collect();
-        Plan::new(frontends, backends)
+        let mut tls_errors = Vec::new();
+        let frontends = config
+            .frontends
+            .iter()
+            .map(|f| crate::tls::with_frontend_tls(frontend(f), f, config_file, &mut tls_errors))
+            .collect();
+        let backends = config
+            .backends
+            .iter()
+            .map(|b| crate::tls::with_backend_tls(backend(b), b, config_file, &mut tls_errors))
+            .collect();
+        match Plan::new(frontends, backends) {
+            Ok(plan) if tls_errors.is_empty() => Ok(plan),
+            Ok(_) => Err(tls_errors),
+            Err(mut errors) => {
+                tls_errors.append(&mut errors);
+                Err(tls_errors)
+            }
+        }
     }
 }
 
 fn frontend(f: &cfg::Frontend) -> Frontend {
     let name = f.name.as_str();
-    if f.tls.is_some() {
-        warn!(
-            frontend = name,
-            "tls termination is not implemented yet; serving plain text"
-        );
-    }
     if f.protect.is_some() {
         warn!(
             frontend = name,
             "protect (rate limits) is not implemented yet"
-        );
-    }
-    if f.bind.iter().any(|b| b.proxy_protocol) {
-        warn!(
-            frontend = name,
-            "proxy_protocol on bind is not implemented yet"
         );
     }
     let first = f
@@ -94,12 +108,6 @@ fn backend(b: &cfg::Backend) -> Backend {
     }
     if b.persistence.is_some() {
         warn!(backend = name, "persistence is not implemented yet");
-    }
-    if b.tls.is_some() || b.send_proxy != cfg::SendProxy::default() {
-        warn!(
-            backend = name,
-            "tls and send_proxy to servers are not implemented yet"
-        );
     }
     let servers = b
         .servers

@@ -1,4 +1,8 @@
-//! `mode http`: serve HTTP/1.1 clients, route, and forward to pooled server connections.
+//! `mode http`: serve HTTP/1.1 and HTTP/2 clients, route, and forward to pooled server
+//! connections (HTTP/1.1 keep-alive, as HAProxy 2.6 does by default).
+//!
+//! HTTP/2 comes from ALPN `h2` on TLS, or from the client preface on plain text (h2c prior
+//! knowledge); each stream is one request, routed and balanced on its own.
 //!
 //! Owns: the per-connection hyper server setup (keep-alive, header timeout and limits), the
 //! request handler (smuggling checks, routing, header rewriting, the retry loop), upstream
@@ -14,11 +18,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode, Uri, Version};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpStream;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::sync::watch;
 use tracing::{Instrument, debug, info, warn};
 
@@ -28,9 +31,13 @@ use crate::guard::Guarded;
 use crate::live::Snapshot;
 use crate::plan::{Backend, BackendId, Frontend, Server};
 use crate::queue::{Slot, Tried, acquire};
+use crate::tls::Accepted;
 
 /// Smallest read buffer hyper accepts.
 const MIN_BUF_BYTES: usize = 8192;
+/// Most concurrent streams on one HTTP/2 client connection (HAProxy
+/// `tune.h2.max-concurrent-streams`).
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -42,7 +49,12 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 struct ConnCtx {
     snap: Arc<Snapshot>,
     frontend: usize,
+    /// The client: from the PROXY header when the bind expects one, else the TCP peer.
     peer: SocketAddr,
+    /// Where the client connected to (PROXY header destination, else our address).
+    local: SocketAddr,
+    /// `X-Forwarded-Proto` value: `https` when TLS was terminated.
+    proto: HeaderValue,
     /// `X-Forwarded-For` value: the client address, formatted once per connection.
     peer_value: HeaderValue,
     /// Raised by the raw head guard when a request had both Content-Length and
@@ -52,20 +64,32 @@ struct ConnCtx {
 
 /// Serves one client connection until it closes or `shutdown` fires (then drains gracefully).
 pub(crate) async fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
+    acc: Accepted,
     snap: Arc<Snapshot>,
     frontend: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let fe: &Frontend = &snap.plan.frontends()[frontend];
-    let mut builder = http1::Builder::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
+        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(fe.timeouts.header)
         .max_headers(fe.max_headers)
         .max_buf_size(fe.max_header_bytes.max(MIN_BUF_BYTES))
         .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(u32::try_from(fe.max_header_bytes).unwrap_or(u32::MAX));
+    // On TLS, ALPN has decided; on plain text the client preface does (h2c prior knowledge).
+    let builder = match (acc.tls, acc.h2) {
+        (true, true) => builder.http2_only(),
+        (true, false) => builder.http1_only(),
+        (false, _) => builder,
+    };
+    let peer = acc.client;
     let peer_value = HeaderValue::try_from(peer.ip().to_string())
         .expect("an IP address is a valid header value");
     let conflict = Arc::new(AtomicBool::new(false));
@@ -73,6 +97,8 @@ pub(crate) async fn serve(
         snap: snap.clone(),
         frontend,
         peer,
+        local: acc.local,
+        proto: HeaderValue::from_static(if acc.tls { "https" } else { "http" }),
         peer_value,
         conflict: conflict.clone(),
     });
@@ -80,7 +106,7 @@ pub(crate) async fn serve(
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(handle(&ctx, req).await) }
     });
-    let conn = builder.serve_connection(TokioIo::new(Guarded::new(stream, conflict)), svc);
+    let conn = builder.serve_connection(TokioIo::new(Guarded::new(acc.stream, conflict)), svc);
     tokio::pin!(conn);
     let res = tokio::select! {
         res = conn.as_mut() => res,
@@ -232,14 +258,19 @@ async fn forward(
     let backend: &Backend = &ctx.snap.plan.backends()[id];
     let live = &ctx.snap.backends[id];
     let (mut parts, body) = req.into_parts();
-    let host = parts.headers.get(header::HOST).cloned();
+    // HTTP/2 carries the host in `:authority`; HTTP/1.1 servers need a Host header.
+    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        let value = HeaderValue::from_str(parts.uri.authority()?.as_str()).ok()?;
+        parts.headers.insert(header::HOST, value.clone());
+        Some(value)
+    });
     strip_hop_by_hop(&mut parts.headers);
     parts
         .headers
         .append(X_FORWARDED_FOR.clone(), ctx.peer_value.clone());
     parts
         .headers
-        .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        .insert(X_FORWARDED_PROTO.clone(), ctx.proto.clone());
     if let Some(host) = host {
         parts.headers.insert(X_FORWARDED_HOST.clone(), host);
     }
@@ -264,7 +295,7 @@ async fn forward(
             Err(e) => return Err(e),
         };
         let server: &Server = &backend.servers[slot.index];
-        let (mut conn, reused) = match connection(backend, server, &slot).await {
+        let (mut conn, reused) = match connection(ctx, backend, server, &slot).await {
             Ok(c) => c,
             Err(e) => {
                 debug_assert!(e.retry_safe());
@@ -294,7 +325,12 @@ async fn forward(
                 let release = Release {
                     conn,
                     slot,
-                    max_idle: backend.max_idle_per_server,
+                    // A connection that carried a client's PROXY header is that client's.
+                    max_idle: if backend.send_proxy.is_some() {
+                        0
+                    } else {
+                        backend.max_idle_per_server
+                    },
                 };
                 let name: Arc<str> = Arc::from(server.name.as_str());
                 return Ok((
@@ -324,17 +360,21 @@ async fn forward(
 
 /// A ready connection to `server`: a pooled one, else a new one. `true` if reused.
 async fn connection(
+    ctx: &ConnCtx,
     backend: &Backend,
     server: &Server,
     slot: &Slot,
 ) -> Result<(SendRequest<Incoming>, bool), ProxyError> {
-    while let Some(mut c) = slot.server.take_idle() {
+    // With `send_proxy`, a connection is bound to the client it was opened for: never shared.
+    while backend.send_proxy.is_none()
+        && let Some(mut c) = slot.server.take_idle()
+    {
         // A connection whose last response just ended becomes ready as soon as its task runs.
         if let Ok(Ok(())) = tokio::time::timeout(backend.timeouts.connect, c.ready()).await {
             return Ok((c, true));
         }
     }
-    let stream = crate::connect::connect(server, backend.timeouts.connect).await?;
+    let stream = crate::connect::open(server, backend, ctx.peer, ctx.local).await?;
     let (send, conn) = hyper::client::conn::http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await

@@ -7,7 +7,10 @@
 //!
 //! Layout, request path first:
 //! - [`proxy`]: [`Proxy`], accept loops, frontend `max_connections`, reload, shutdown;
-//! - [`http`]/[`tcp`]: one client connection in `mode http` / `mode tcp`;
+//! - [`tls`]: PROXY header ([`proxy_protocol`]) and TLS handshake of a new client
+//!   connection, certificates and upstream TLS;
+//! - [`http`]/[`tcp`]: one client connection in `mode http` (HTTP/1.1 and HTTP/2 from
+//!   clients, HTTP/1.1 to servers) / `mode tcp`;
 //! - [`queue`]: picking a server and waiting for a slot ([`select`] holds the pure policy);
 //! - [`live`]: atomics and pools keyed by server identity, surviving reloads;
 //! - [`health`]: active checks; [`plan`]: the immutable compiled view; [`error`]: classification.
@@ -24,9 +27,11 @@ pub mod http;
 pub mod live;
 pub mod plan;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod queue;
 pub mod select;
 pub mod tcp;
+pub mod tls;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -84,7 +89,7 @@ impl PlanSource for ConfigFile {
         for w in &loaded.warnings {
             tracing::warn!(warning = %w.message, line = w.line, key = %w.path, "configuration warning");
         }
-        Plan::from_config(&loaded.config, self.node.as_deref()).map_err(|errors| {
+        Plan::from_config_file(&loaded.config, self.node.as_deref(), &self.path).map_err(|errors| {
             LoadError::Invalid {
                 path: self.path.clone(),
                 problems: errors

@@ -124,6 +124,16 @@ pub enum PlanError {
         /// The repeated server name.
         server: String,
     },
+    /// TLS material of a frontend or backend could not be loaded.
+    #[error("{kind} {owner:?}: {source}")]
+    Tls {
+        /// `frontend` or `backend`.
+        kind: &'static str,
+        /// Its name.
+        owner: String,
+        /// What failed.
+        source: crate::tls::TlsError,
+    },
     /// A number that must be positive is zero.
     #[error("{what} must be positive in {owner:?}")]
     Zero {
@@ -186,6 +196,10 @@ pub struct Frontend {
     pub max_headers: usize,
     /// Most bytes of a request head.
     pub max_header_bytes: usize,
+    /// TLS termination on every bind (`tls`); `None` is plain text.
+    pub tls: Option<crate::tls::FrontendTls>,
+    /// Binds that expect a PROXY protocol header (v1 or v2) before anything else.
+    pub accept_proxy: Vec<SocketAddr>,
     /// Resolved route targets, filled by [`Plan::new`].
     route_ids: Vec<BackendId>,
     /// Resolved default backend, filled by [`Plan::new`].
@@ -205,6 +219,8 @@ impl Frontend {
             max_connections: None,
             max_headers: DEFAULT_MAX_HEADERS,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            tls: None,
+            accept_proxy: Vec::new(),
             route_ids: Vec::new(),
             default_id: None,
         }
@@ -349,6 +365,10 @@ pub struct Backend {
     pub max_idle_per_server: usize,
     /// Active health check; `None` means servers are always considered up.
     pub health_check: Option<HealthCheck>,
+    /// PROXY protocol header sent first on each new server connection (`send_proxy`).
+    pub send_proxy: Option<crate::proxy_protocol::Version>,
+    /// TLS to the servers; `None` is plain text.
+    pub tls: Option<crate::tls::UpstreamTls>,
 }
 
 impl Backend {
@@ -364,6 +384,8 @@ impl Backend {
             max_queue: DEFAULT_MAX_QUEUE,
             max_idle_per_server: DEFAULT_MAX_IDLE_PER_SERVER,
             health_check: None,
+            send_proxy: None,
+            tls: None,
         }
     }
 }

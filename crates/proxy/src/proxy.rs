@@ -295,9 +295,17 @@ async fn accept_loop(
         let shutdown = inner.shutdown.subscribe();
         tokio::spawn(
             async move {
-                match mode {
-                    Mode::Http => crate::http::serve(stream, peer, snap, fi, shutdown).await,
-                    Mode::Tcp => crate::tcp::serve(stream, peer, snap, fi).await,
+                // PROXY header and TLS handshake first, bounded by `timeout client_header`.
+                let accepted =
+                    crate::tls::accept_client(stream, peer, &snap.plan.frontends()[fi], bind).await;
+                match accepted {
+                    Err(e) => {
+                        info!(kind = e.kind(), cause = %e, "client connection dropped before serving");
+                    }
+                    Ok(acc) => match mode {
+                        Mode::Http => crate::http::serve(acc, snap, fi, shutdown).await,
+                        Mode::Tcp => crate::tcp::serve(acc, snap, fi).await,
+                    },
                 }
                 drop(permit);
                 drop(guard);

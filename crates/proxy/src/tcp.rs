@@ -9,27 +9,23 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
 use crate::error::ProxyError;
 use crate::live::Snapshot;
 use crate::queue::{Slot, Tried, acquire};
+use crate::tls::{Accepted, ServerStream};
 
 /// Relays one client connection to a server of the frontend's backend until both sides close.
-pub(crate) async fn serve(
-    mut client: TcpStream,
-    peer: SocketAddr,
-    snap: Arc<Snapshot>,
-    frontend: usize,
-) {
+pub(crate) async fn serve(acc: Accepted, snap: Arc<Snapshot>, frontend: usize) {
+    let (mut client, peer, local) = (acc.stream, acc.client, acc.local);
     let fe = &snap.plan.frontends()[frontend];
     let Some(id) = fe.default_id() else {
         // Plan validation guarantees a default backend for tcp frontends.
         debug_assert!(false, "tcp frontend {} without backend", fe.name);
         return;
     };
-    let (mut server, slot) = match connect_any(&snap, id).await {
+    let (mut server, slot) = match connect_any(&snap, id, peer, local).await {
         Ok(pair) => pair,
         Err(e) => {
             warn!(frontend = %fe.name, client = %peer, kind = e.kind(), side = ?e.side(), cause = %e, "tcp connection refused");
@@ -43,7 +39,12 @@ pub(crate) async fn serve(
     drop(slot);
 }
 
-async fn connect_any(snap: &Snapshot, id: usize) -> Result<(TcpStream, Slot), ProxyError> {
+async fn connect_any(
+    snap: &Snapshot,
+    id: usize,
+    client: SocketAddr,
+    local: SocketAddr,
+) -> Result<(ServerStream, Slot), ProxyError> {
     let backend = &snap.plan.backends()[id];
     let live = &snap.backends[id];
     let mut tried = Tried::default();
@@ -55,7 +56,7 @@ async fn connect_any(snap: &Snapshot, id: usize) -> Result<(TcpStream, Slot), Pr
             Err(e) => return Err(e),
         };
         let server = &backend.servers[slot.index];
-        match crate::connect::connect(server, backend.timeouts.connect).await {
+        match crate::connect::open(server, backend, client, local).await {
             Ok(s) => {
                 slot.server.sent.fetch_add(1, Ordering::Relaxed);
                 return Ok((s, slot));

@@ -6,5 +6,7 @@
 mod common;
 mod http;
 mod limits;
+mod proxy_protocol;
 mod reload;
 mod tcp;
+mod tls;
