@@ -1,0 +1,562 @@
+//! The command grammar of `tandemctl` (clap) and what each command asks the supervisor.
+//!
+//! Owns: parsing (`config commit confirmed 30s "comment"`, durations, `server NAME weight N`),
+//! building requests, choosing the renderer, `config edit` (the editor round trip), and the exit
+//! code (0 done, 1 refused by the supervisor, 2 could not ask).
+//! Must not format tables itself (`render`) nor speak the socket (`client`).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+
+use crate::client::Client;
+use crate::render;
+
+/// Default control socket of the supervisor.
+pub const DEFAULT_SOCKET: &str = "/run/tandem/supervisor.sock";
+
+/// tandemctl: operate a Tandem load-balancer node. Without a command: an interactive prompt.
+#[derive(Debug, Parser)]
+#[command(name = "tandemctl", version, about)]
+pub struct Cli {
+    /// Options for every command.
+    #[command(flatten)]
+    pub global: Global,
+    /// The command; none starts the interactive prompt.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Options for every command.
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// The supervisor's control socket.
+    #[arg(long, global = true, default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Print the supervisor's JSON reply instead of tables (for scripts).
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Node, configuration generation, role per VIP, peer, sync, services, alarms.
+    Status,
+    /// Show part of the node's configuration or state.
+    Show {
+        /// What to show.
+        what: ShowWhat,
+        /// For `config`: the generation (default: current).
+        #[arg(long)]
+        generation: Option<u64>,
+        /// For `history`: how many generations.
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+    },
+    /// Change a server at run time: `server web1 drain`, `server shop/web1 weight 50`.
+    Server {
+        /// `SERVER` or `BACKEND/SERVER` when the name is not unique.
+        name: String,
+        /// drain, ready, maint or weight.
+        action: ServerAction,
+        /// The weight, for `weight`.
+        value: Option<u32>,
+    },
+    /// The configuration: candidate, validation, diff, commit, confirm, rollback.
+    Config {
+        /// The configuration command.
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Planned switchover: hand the VIPs this node holds to the peer.
+    Failover {
+        /// Only this VRRP instance.
+        #[arg(long)]
+        instance: Option<String>,
+    },
+    /// Maintenance mode: `on` hands over the VIPs and flags the node; `off` ends it.
+    Maintenance {
+        /// on or off.
+        state: OnOff,
+    },
+    /// Pair this node with its peer (shows both certificate fingerprints).
+    Pair,
+    /// Recent log lines of a service (proxy, vrrp, supervisor), or of all.
+    Logs {
+        /// The service; all when omitted.
+        service: Option<String>,
+        /// How many lines.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: u64,
+    },
+}
+
+/// `show` targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShowWhat {
+    /// Frontends: binds, TLS, backends.
+    Frontends,
+    /// Backends: balance, servers, persistence, checks.
+    Backends,
+    /// Servers of every backend.
+    Servers,
+    /// Traffic statistics.
+    Stats,
+    /// VRRP instances and this node's role in each.
+    Vrrp,
+    /// Config sync with the peer.
+    Sync,
+    /// Committed generations.
+    History,
+    /// The configuration text.
+    Config,
+}
+
+/// `server` actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServerAction {
+    /// Finish current sessions, take no new ones.
+    Drain,
+    /// Back in service.
+    Ready,
+    /// Out of service at once.
+    Maint,
+    /// Set the weight.
+    Weight,
+}
+
+/// on / off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    /// On.
+    On,
+    /// Off.
+    Off,
+}
+
+/// `config` commands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Edit the candidate in $EDITOR (starting from the running configuration).
+    Edit,
+    /// Replace the candidate with FILE.
+    Load {
+        /// The YAML file.
+        file: PathBuf,
+    },
+    /// Check the candidate (every error with line and column).
+    Validate,
+    /// Changes from the running configuration (or `--generation N`) to the candidate.
+    Diff {
+        /// Compare with this generation instead of the running one.
+        #[arg(long)]
+        generation: Option<u64>,
+    },
+    /// Commit the candidate: `config commit [confirmed DURATION] [COMMENT...]`.
+    Commit {
+        /// `confirmed 30s` then an optional comment.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        words: Vec<String>,
+    },
+    /// Confirm a `commit confirmed` before it reverts.
+    Confirm,
+    /// Restore generation N (committed again as a new generation).
+    Rollback {
+        /// The generation (`show history`).
+        generation: u64,
+        /// Optional comment.
+        #[arg(trailing_var_arg = true)]
+        comment: Vec<String>,
+    },
+    /// Throw the candidate away.
+    Discard,
+}
+
+/// Parses `30s`, `5m`, `1h`, `500ms`, `1m30s`.
+pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+    let mut total = Duration::ZERO;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        bail!("empty duration; give one like 30s or 5m");
+    }
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            bail!("`{text}` is not a duration; give one like 30s, 5m or 1h");
+        }
+        let n: u64 = rest[..digits]
+            .parse()
+            .context("duration number too large")?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n * 60),
+            "h" => Duration::from_secs(n * 3600),
+            "" => bail!("`{text}` has no unit; write e.g. {n}s or {n}m"),
+            u => bail!("unknown unit `{u}` in `{text}`; use ms, s, m or h"),
+        };
+        total += unit;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+/// `[confirmed D] [comment...]` → (confirm window, comment).
+pub fn parse_commit_words(words: &[String]) -> anyhow::Result<(Option<Duration>, String)> {
+    match words.first().map(String::as_str) {
+        Some("confirmed") => {
+            let d = words.get(1).ok_or_else(|| {
+                anyhow!("`commit confirmed` needs a duration, e.g. `config commit confirmed 5m`")
+            })?;
+            Ok((Some(parse_duration(d)?), words[2..].join(" ")))
+        }
+        _ => Ok((None, words.join(" "))),
+    }
+}
+
+/// The login name recorded as a commit's author when the supervisor lets us say it
+/// (it trusts SO_PEERCRED; only root may name someone else).
+fn author() -> Option<String> {
+    std::env::var("SUDO_USER")
+        .ok()
+        .or_else(|| std::env::var("LOGNAME").ok())
+}
+
+/// Runs one command; writes its output to `out`; returns the exit code.
+pub fn run(global: &Global, command: Command, out: &mut dyn Write) -> anyhow::Result<i32> {
+    // Commands that need no supervisor.
+    if let Command::Pair = command {
+        writeln!(
+            out,
+            "not available yet: pairing comes with config sync (crates/sync); until then the nodes run without a peer"
+        )?;
+        return Ok(1);
+    }
+    let mut client = Client::connect(&global.socket)?;
+    let (request, view) = request(&command, &mut client)?;
+    let Some(request) = request else {
+        return Ok(0);
+    };
+    let reply = client.call(&request)?;
+    let ok = reply.get("ok") == Some(&Value::Bool(true));
+    if global.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&reply)?)?;
+    } else if !ok {
+        write!(out, "{}", render::error(&reply))?;
+    } else {
+        write!(out, "{}", view(&reply))?;
+    }
+    Ok(if ok { 0 } else { 1 })
+}
+
+type View = fn(&Value) -> String;
+
+fn message(v: &Value) -> String {
+    match v.get("message").and_then(Value::as_str) {
+        Some(m) => format!("{m}\n"),
+        None => "done\n".into(),
+    }
+}
+
+/// The request for `command` and how to render its reply; `None` when the command already
+/// did everything (an unchanged `config edit`).
+fn request(command: &Command, client: &mut Client) -> anyhow::Result<(Option<Value>, View)> {
+    Ok(match command {
+        Command::Status => (Some(json!({"cmd": "status"})), render::status),
+        Command::Show {
+            what,
+            generation,
+            limit,
+        } => match what {
+            ShowWhat::Frontends => (Some(json!({"cmd": "show_config"})), render::frontends),
+            ShowWhat::Backends => (Some(json!({"cmd": "show_config"})), render::backends),
+            ShowWhat::Servers => (Some(json!({"cmd": "show_config"})), render::servers),
+            ShowWhat::Config => (
+                Some(json!({"cmd": "show_config", "generation": generation})),
+                |v| {
+                    v.get("text")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned()
+                },
+            ),
+            ShowWhat::History => (
+                Some(json!({"cmd": "history", "limit": limit})),
+                render::history,
+            ),
+            ShowWhat::Vrrp => (Some(json!({"cmd": "status"})), |v| {
+                render::vrrp(v.get("vrrp").unwrap_or(&Value::Null))
+            }),
+            ShowWhat::Sync => (Some(json!({"cmd": "status"})), |_| {
+                "not available yet: config sync (crates/sync) is not running on this node; commits apply to this node only\n".into()
+            }),
+            ShowWhat::Stats => (Some(json!({"cmd": "status"})), |_| {
+                "not available yet: traffic statistics come from the proxy runtime API; `show servers` lists the configured servers\n".into()
+            }),
+        },
+        Command::Server {
+            name,
+            action,
+            value,
+        } => {
+            let (backend, server) = resolve_server(client, name)?;
+            let mut req = json!({"cmd": "server", "backend": backend, "server": server});
+            match action {
+                ServerAction::Weight => {
+                    let w = value.ok_or_else(|| {
+                        anyhow!(
+                            "`server {name} weight` needs a number, e.g. `server {name} weight 50`"
+                        )
+                    })?;
+                    if w > 256 {
+                        bail!("weight {w} is out of range; use 0 to 256");
+                    }
+                    req["action"] = json!("weight");
+                    req["weight"] = json!(w);
+                }
+                other => {
+                    req["action"] = json!(format!("{other:?}").to_lowercase());
+                }
+            }
+            (Some(req), |v| {
+                format!("done: {}\n", v.get("proxy").unwrap_or(&Value::Null))
+            })
+        }
+        Command::Failover { instance } => (
+            Some(json!({"cmd": "failover", "instance": instance})),
+            |v| {
+                format!(
+                    "switchover started: {}\n",
+                    v.get("vrrp").unwrap_or(&Value::Null)
+                )
+            },
+        ),
+        Command::Maintenance { state } => (
+            Some(json!({"cmd": "maintenance", "on": *state == OnOff::On})),
+            |v| {
+                if v.get("maintenance") == Some(&Value::Bool(true)) {
+                    "maintenance on: this node is flagged and hands over the VIPs it holds; `maintenance off` ends it\n".into()
+                } else {
+                    "maintenance off\n".into()
+                }
+            },
+        ),
+        Command::Pair => unreachable_pair(),
+        Command::Logs { service, lines } => (
+            Some(json!({"cmd": "logs", "service": service, "lines": lines})),
+            |v| {
+                let mut out = String::new();
+                for l in v
+                    .get("lines")
+                    .and_then(Value::as_array)
+                    .map_or(&[][..], Vec::as_slice)
+                {
+                    out.push_str(l.as_str().unwrap_or(""));
+                    out.push('\n');
+                }
+                out
+            },
+        ),
+        Command::Config { command } => match command {
+            ConfigCommand::Edit => (edit(client)?, render::candidate_saved),
+            ConfigCommand::Load { file } => {
+                let text = read_file(file)?;
+                (
+                    Some(json!({"cmd": "candidate_set", "text": text})),
+                    render::candidate_saved,
+                )
+            }
+            ConfigCommand::Validate => (Some(json!({"cmd": "validate"})), |v| {
+                let mut out = String::from(
+                    "candidate is valid; `config diff` to review, `config commit` to apply\n",
+                );
+                for w in v
+                    .get("warnings")
+                    .and_then(Value::as_array)
+                    .map_or(&[][..], Vec::as_slice)
+                {
+                    out.push_str(&format!("  {}\n", w.as_str().unwrap_or("")));
+                }
+                out
+            }),
+            ConfigCommand::Diff { generation } => (
+                Some(json!({"cmd": "diff", "generation": generation})),
+                render::diff,
+            ),
+            ConfigCommand::Commit { words } => {
+                let (confirm, comment) = parse_commit_words(words)?;
+                let mut req = json!({"cmd": "commit", "comment": comment, "author": author()});
+                if let Some(d) = confirm {
+                    req["confirm_ms"] = json!(d.as_millis() as u64);
+                }
+                (Some(req), render::commit)
+            }
+            ConfigCommand::Confirm => (Some(json!({"cmd": "confirm"})), |v| {
+                format!(
+                    "generation {} confirmed\n",
+                    v.get("confirmed").unwrap_or(&Value::Null)
+                )
+            }),
+            ConfigCommand::Rollback {
+                generation,
+                comment,
+            } => (
+                Some(
+                    json!({"cmd": "rollback", "generation": generation, "comment": comment.join(" "), "author": author()}),
+                ),
+                render::commit,
+            ),
+            ConfigCommand::Discard => (Some(json!({"cmd": "candidate_clear"})), |_| {
+                "candidate discarded\n".into()
+            }),
+        },
+    })
+}
+
+fn unreachable_pair() -> (Option<Value>, View) {
+    // `run` answers `pair` before connecting; this arm only keeps the match exhaustive.
+    (None, message)
+}
+
+fn read_file(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// `BACKEND/SERVER` as given, or the backend holding the only server named `name`.
+fn resolve_server(client: &mut Client, name: &str) -> anyhow::Result<(String, String)> {
+    if let Some((b, s)) = name.split_once('/') {
+        return Ok((b.to_owned(), s.to_owned()));
+    }
+    let reply = client.call(&json!({"cmd": "show_config"}))?;
+    let backends = reply
+        .pointer("/config/backends")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let holders: Vec<String> = backends
+        .iter()
+        .filter(|b| {
+            b.get("servers")
+                .and_then(Value::as_array)
+                .is_some_and(|ss| {
+                    ss.iter()
+                        .any(|s| s.get("name").and_then(Value::as_str) == Some(name))
+                })
+        })
+        .filter_map(|b| b.get("name").and_then(Value::as_str).map(str::to_owned))
+        .collect();
+    match holders.as_slice() {
+        [one] => Ok((one.clone(), name.to_owned())),
+        [] => bail!("no server named `{name}`; `show servers` lists them"),
+        many => bail!(
+            "server `{name}` is in several backends ({}); say which, e.g. `server {}/{name} ...`",
+            many.join(", "),
+            many[0]
+        ),
+    }
+}
+
+/// `config edit`: fetch the candidate (or the running text), open $EDITOR, save it back.
+fn edit(client: &mut Client) -> anyhow::Result<Option<Value>> {
+    let reply = client.call(&json!({"cmd": "candidate_get"}))?;
+    if reply.get("ok") != Some(&Value::Bool(true)) {
+        bail!("{}", render::error(&reply).trim_end());
+    }
+    let before = reply
+        .get("text")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let dir = std::env::temp_dir();
+    let path = dir.join(format!("tandemctl-candidate-{}.yaml", std::process::id()));
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        f.write_all(before.as_bytes())?;
+    }
+    let editor = std::env::var("VISUAL")
+        .or_else(|_| std::env::var("EDITOR"))
+        .unwrap_or_else(|_| "vi".into());
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("sh")
+        .arg(&path)
+        .status()
+        .with_context(|| format!("cannot run the editor `{editor}` (set EDITOR)"));
+    let after = std::fs::read_to_string(&path);
+    let _ = std::fs::remove_file(&path);
+    let status = status?;
+    if !status.success() {
+        bail!("the editor `{editor}` failed ({status}); the candidate was not changed");
+    }
+    let after = after.context("cannot read back the edited candidate")?;
+    if after == before {
+        println!("no changes made; the candidate is unchanged");
+        return Ok(None);
+    }
+    Ok(Some(json!({"cmd": "candidate_set", "text": after})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert!(parse_duration("5").unwrap_err().to_string().contains("5s"));
+        assert!(parse_duration("5 fortnights").is_err());
+    }
+
+    #[test]
+    fn commit_words() {
+        let w = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+        assert_eq!(
+            parse_commit_words(&w("confirmed 2m raise web1 weight")).unwrap(),
+            (Some(Duration::from_secs(120)), "raise web1 weight".into())
+        );
+        assert_eq!(
+            parse_commit_words(&w("just a comment")).unwrap(),
+            (None, "just a comment".into())
+        );
+        assert!(parse_commit_words(&w("confirmed")).is_err());
+    }
+
+    #[test]
+    fn grammar_parses_the_documented_commands() {
+        for line in [
+            "status",
+            "show servers",
+            "show history --limit 5",
+            "show config --generation 3",
+            "server web1 drain",
+            "server shop/web1 weight 50",
+            "config commit confirmed 30s change weights",
+            "config rollback 4",
+            "config load /tmp/x.yaml",
+            "maintenance on",
+            "logs proxy -n 10",
+            "--json status",
+        ] {
+            let args = std::iter::once("tandemctl").chain(line.split_whitespace());
+            if let Err(e) = Cli::try_parse_from(args) {
+                panic!("`{line}` does not parse: {e}");
+            }
+        }
+    }
+}

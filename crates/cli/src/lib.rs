@@ -1,0 +1,12 @@
+//! `tandem-cli`: `tandemctl`, the operator's CLI of a Tandem node (the serial console's login
+//! shell), one-shot (`tandemctl show servers`) or interactive (no arguments).
+//!
+//! Owns the command grammar ([`commands`]), the rendering for people ([`render`]), the
+//! interactive prompt ([`interactive`]) and the control-socket client ([`client`]).
+//! Must not change anything itself: every command is a request to the supervisor
+//! (protocol in `docs/control-api.md`).
+
+pub mod client;
+pub mod commands;
+pub mod interactive;
+pub mod render;

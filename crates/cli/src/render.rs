@@ -1,0 +1,506 @@
+//! Rendering of supervisor replies for people: aligned tables and short messages.
+//!
+//! Owns every human-readable output of `tandemctl` (the `--json` output is the reply itself).
+//! Pure: functions take the reply (`serde_json::Value`) and the current time, so snapshot
+//! tests cover them without a supervisor. Must not talk to the socket.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+/// An aligned text table; the last column is not padded.
+#[derive(Debug, Default)]
+pub struct Table {
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A table with a header row.
+    pub fn new(header: &[&str]) -> Table {
+        Table {
+            rows: vec![header.iter().map(|h| (*h).to_owned()).collect()],
+        }
+    }
+
+    /// Appends a row.
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    /// The table as text, two spaces between columns.
+    pub fn render(&self) -> String {
+        let cols = self.rows.iter().map(Vec::len).max().unwrap_or(0);
+        let width: Vec<usize> = (0..cols)
+            .map(|c| {
+                self.rows
+                    .iter()
+                    .filter_map(|r| r.get(c))
+                    .map(|s| s.chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let mut out = String::new();
+        for row in &self.rows {
+            let mut line = String::new();
+            for (c, cell) in row.iter().enumerate() {
+                if c + 1 == row.len() {
+                    line.push_str(cell);
+                } else {
+                    let _ = write!(line, "{cell:<w$}  ", w = width[c]);
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn get<'a>(v: &'a Value, key: &str) -> &'a Value {
+    v.get(key).unwrap_or(&Value::Null)
+}
+
+fn arr(v: &Value) -> &[Value] {
+    v.as_array().map_or(&[], Vec::as_slice)
+}
+
+/// `2025-03-01 14:02:07Z` from milliseconds since the Unix epoch (UTC, no time-zone database
+/// on the appliance's console).
+pub fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (H. Hinnant), valid for every date after 1970.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// `3s`, `4m12s`, `2h5m`, `3d4h`.
+pub fn ago(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{}s", s / 60, s % 60),
+        3600..86_400 => format!("{}h{}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+/// `status`.
+pub fn status(v: &Value) -> String {
+    let now = get(v, "now_ms").as_u64().unwrap_or(0);
+    let mut out = String::new();
+    let node = get(v, "node").as_str().unwrap_or("(unnamed node)");
+    let _ = writeln!(
+        out,
+        "node {node}  firmware {}  up {}{}",
+        s(get(v, "version")),
+        ago(get(v, "uptime_s").as_u64().unwrap_or(0) * 1000),
+        if get(v, "maintenance").as_bool() == Some(true) {
+            "  MAINTENANCE"
+        } else {
+            ""
+        }
+    );
+    match get(v, "generation") {
+        Value::Null => {
+            let _ = writeln!(out, "config   none committed");
+        }
+        g => {
+            let _ = writeln!(
+                out,
+                "config   generation {} by {} at {} ({} ago){}",
+                s(get(g, "number")),
+                s(get(g, "author")),
+                utc(get(g, "time_ms").as_u64().unwrap_or(0)),
+                ago(now.saturating_sub(get(g, "time_ms").as_u64().unwrap_or(0))),
+                match get(g, "comment").as_str() {
+                    Some(c) if !c.is_empty() => format!(": {c}"),
+                    _ => String::new(),
+                }
+            );
+        }
+    }
+    if let p @ Value::Object(_) = get(v, "pending_confirm") {
+        let left = get(p, "deadline_ms")
+            .as_u64()
+            .unwrap_or(0)
+            .saturating_sub(now);
+        let _ = writeln!(
+            out,
+            "confirm  generation {} reverts to {} in {} unless confirmed (`config confirm`)",
+            s(get(p, "generation")),
+            s(get(p, "restore")),
+            ago(left)
+        );
+    }
+    let peer = get(v, "peer");
+    let _ = writeln!(
+        out,
+        "peer     {} ({})",
+        s(get(peer, "state")),
+        s(get(peer, "detail"))
+    );
+    let _ = writeln!(out, "sync     {}", s(get(get(v, "sync"), "state")));
+    out.push('\n');
+    let mut t = Table::new(&[
+        "SERVICE",
+        "STATE",
+        "PID",
+        "UP",
+        "RESTARTS",
+        "HEALTH",
+        "LAST EXIT",
+    ]);
+    for svc in arr(get(v, "services")) {
+        let health = match get(svc, "healthy").as_bool() {
+            Some(true) => "ok",
+            Some(false) => "failed",
+            None => "-",
+        };
+        let mut state = s(get(svc, "state"));
+        if get(svc, "flapping").as_bool() == Some(true) {
+            state.push_str(" (flapping)");
+        }
+        t.row(vec![
+            s(get(svc, "name")),
+            state,
+            s(get(svc, "pid")),
+            ago(now.saturating_sub(get(svc, "since_ms").as_u64().unwrap_or(now))),
+            s(get(svc, "restarts")),
+            health.to_owned(),
+            s(get(svc, "last_exit")),
+        ]);
+    }
+    out.push_str(&t.render());
+    out.push('\n');
+    out.push_str(&vrrp(get(v, "vrrp")));
+    out.push('\n');
+    let alarms = arr(get(v, "alarms"));
+    if alarms.is_empty() {
+        out.push_str("no alarms\n");
+    } else {
+        let mut t = Table::new(&["SEVERITY", "SINCE", "ALARM"]);
+        for a in alarms {
+            t.row(vec![
+                s(get(a, "severity")).to_uppercase(),
+                utc(get(a, "since_ms").as_u64().unwrap_or(0)),
+                s(get(a, "message")),
+            ]);
+        }
+        out.push_str(&t.render());
+    }
+    out
+}
+
+/// `show vrrp` (the `vrrp` object of `status`).
+pub fn vrrp(v: &Value) -> String {
+    if get(v, "available").as_bool() != Some(true) {
+        return format!("vrrp: role unknown ({})\n", s(get(v, "reason")));
+    }
+    let mut t = Table::new(&["INSTANCE", "VRID", "ROLE", "VIPS", "MASTER"]);
+    for i in arr(get(v, "instances")) {
+        let vips: Vec<String> = arr(get(i, "vips")).iter().map(s).collect();
+        t.row(vec![
+            s(get(i, "name")),
+            s(get(i, "vrid")),
+            s(get(i, "state")),
+            vips.join(","),
+            s(get(i, "master")),
+        ]);
+    }
+    t.render()
+}
+
+/// `show servers` from a `show_config` reply.
+pub fn servers(v: &Value) -> String {
+    let mut t = Table::new(&[
+        "BACKEND", "SERVER", "ADDRESS", "WEIGHT", "STATE", "BACKUP", "MAXCONN",
+    ]);
+    for b in arr(get(get(v, "config"), "backends")) {
+        for srv in arr(get(b, "servers")) {
+            t.row(vec![
+                s(get(b, "name")),
+                s(get(srv, "name")),
+                s(get(srv, "address")),
+                s(get(srv, "weight")),
+                s(get(srv, "state")),
+                if get(srv, "backup").as_bool() == Some(true) {
+                    "yes"
+                } else {
+                    "no"
+                }
+                .to_owned(),
+                s(get(srv, "max_connections")),
+            ]);
+        }
+    }
+    let mut out = t.render();
+    let _ = writeln!(
+        out,
+        "(configured state, generation {}; live health needs the proxy runtime API)",
+        s(get(v, "generation"))
+    );
+    out
+}
+
+/// `show frontends` from a `show_config` reply.
+pub fn frontends(v: &Value) -> String {
+    let mut t = Table::new(&["FRONTEND", "MODE", "BIND", "TLS", "MAXCONN", "BACKENDS"]);
+    for f in arr(get(get(v, "config"), "frontends")) {
+        let binds: Vec<String> = arr(get(f, "bind"))
+            .iter()
+            .map(|b| s(get(b, "address")))
+            .collect();
+        let mut backends: Vec<String> = arr(get(f, "routes"))
+            .iter()
+            .map(|r| s(get(r, "backend")))
+            .collect();
+        if let Some(d) = get(f, "default_backend").as_str() {
+            backends.push(format!("{d} (default)"));
+        }
+        t.row(vec![
+            s(get(f, "name")),
+            s(get(f, "mode")),
+            binds.join(","),
+            if get(f, "tls").is_null() { "no" } else { "yes" }.to_owned(),
+            s(get(f, "max_connections")),
+            backends.join(", "),
+        ]);
+    }
+    t.render()
+}
+
+/// `show backends` from a `show_config` reply.
+pub fn backends(v: &Value) -> String {
+    let mut t = Table::new(&[
+        "BACKEND",
+        "MODE",
+        "BALANCE",
+        "SERVERS",
+        "PERSISTENCE",
+        "HEALTH CHECK",
+    ]);
+    for b in arr(get(get(v, "config"), "backends")) {
+        let persistence = match get(b, "persistence") {
+            Value::Object(m) => m.keys().cloned().collect::<Vec<_>>().join(","),
+            _ => "-".to_owned(),
+        };
+        let check = match get(b, "health_check") {
+            Value::Object(m) => {
+                let kind = if m.contains_key("http") {
+                    "http"
+                } else {
+                    "tcp"
+                };
+                format!(
+                    "{kind} every {}",
+                    s(get(get(b, "health_check"), "interval"))
+                )
+            }
+            _ => "-".to_owned(),
+        };
+        t.row(vec![
+            s(get(b, "name")),
+            s(get(b, "mode")),
+            s(get(b, "balance")),
+            arr(get(b, "servers")).len().to_string(),
+            persistence,
+            check,
+        ]);
+    }
+    t.render()
+}
+
+/// `show history`.
+pub fn history(v: &Value) -> String {
+    let current = get(v, "current").as_u64();
+    let mut t = Table::new(&["GEN", "TIME", "AUTHOR", "NODE", "COMMENT"]);
+    for g in arr(get(v, "generations")) {
+        let n = get(g, "number").as_u64();
+        t.row(vec![
+            format!(
+                "{}{}",
+                s(get(g, "number")),
+                if n == current { "*" } else { "" }
+            ),
+            utc(get(g, "time_ms").as_u64().unwrap_or(0)),
+            s(get(g, "author")),
+            s(get(g, "node")),
+            s(get(g, "comment")),
+        ]);
+    }
+    let mut out = t.render();
+    out.push_str("* current; `config rollback N` restores generation N as a new generation\n");
+    out
+}
+
+/// `config diff`.
+pub fn diff(v: &Value) -> String {
+    let changes = arr(get(v, "changes"));
+    let mut out = s(get(v, "text"));
+    let against = match get(v, "against") {
+        Value::Null => "an empty store".to_owned(),
+        n => format!("generation {}", s(n)),
+    };
+    let _ = writeln!(
+        out,
+        "{} change{} against {against}",
+        changes.len(),
+        if changes.len() == 1 { "" } else { "s" }
+    );
+    out
+}
+
+/// `config commit` and `config rollback`.
+pub fn commit(v: &Value) -> String {
+    let mut out = String::new();
+    if get(v, "committed").as_bool() != Some(true) {
+        let _ = writeln!(out, "{}", s(get(v, "message")));
+        if let Some(g) = get(v, "confirmed").as_u64() {
+            let _ = writeln!(out, "generation {g} confirmed");
+        }
+        return out;
+    }
+    let changes = arr(get(v, "changes"));
+    let nodes: Vec<String> = arr(get(v, "nodes")).iter().map(s).collect();
+    let _ = writeln!(
+        out,
+        "committed generation {} on {} ({} change{})",
+        s(get(v, "generation")),
+        nodes.join(" and "),
+        changes.len(),
+        if changes.len() == 1 { "" } else { "s" }
+    );
+    for c in changes {
+        let line = match s(get(c, "kind")).as_str() {
+            "added" => format!("+ {}", s(get(c, "path"))),
+            "removed" => format!("- {}", s(get(c, "path"))),
+            _ => format!(
+                "~ {}: {} -> {}",
+                s(get(c, "path")),
+                s(get(c, "old")),
+                s(get(c, "new"))
+            ),
+        };
+        let _ = writeln!(out, "  {line}");
+    }
+    for w in arr(get(v, "warnings")) {
+        let _ = writeln!(out, "{}", s(w));
+    }
+    if let Some(g) = get(v, "confirmed").as_u64() {
+        let _ = writeln!(out, "generation {g} confirmed by this commit");
+    }
+    if let p @ Value::Object(_) = get(v, "pending_confirm") {
+        let _ = writeln!(
+            out,
+            "reverts to generation {} at {} unless confirmed with `config confirm`",
+            s(get(p, "restore")),
+            utc(get(p, "deadline_ms").as_u64().unwrap_or(0))
+        );
+    }
+    if let Some(peer) = get(v, "peer").as_str() {
+        let _ = writeln!(out, "peer: {peer}");
+    }
+    out
+}
+
+/// A failed reply: the error, every diagnostic with line and column, and what to do next.
+pub fn error(v: &Value) -> String {
+    let mut out = format!("error: {}\n", s(get(v, "error")));
+    for d in arr(get(v, "diagnostics")) {
+        let _ = writeln!(out, "  {}", diagnostic(d));
+    }
+    if let Some(g) = get(v, "restored").as_u64() {
+        let _ = writeln!(out, "running configuration: generation {g}");
+    }
+    if let Some(h) = get(v, "hint").as_str() {
+        let _ = writeln!(out, "next: {h}");
+    }
+    out
+}
+
+/// `candidate:9:56: error: backends[0].servers[0].weight: expected ...`.
+pub fn diagnostic(d: &Value) -> String {
+    let mut line = s(get(d, "origin"));
+    let (l, c) = (
+        get(d, "line").as_u64().unwrap_or(0),
+        get(d, "column").as_u64().unwrap_or(0),
+    );
+    if l > 0 {
+        let _ = write!(line, ":{l}:{c}");
+    }
+    let _ = write!(line, ": {}: ", s(get(d, "severity")));
+    if let Some(p) = get(d, "path").as_str().filter(|p| !p.is_empty()) {
+        let _ = write!(line, "{p}: ");
+    }
+    line.push_str(&s(get(d, "message")));
+    line
+}
+
+/// The result of saving a candidate (`config edit`, `config load`).
+pub fn candidate_saved(v: &Value) -> String {
+    if get(v, "valid").as_bool() == Some(true) {
+        let mut out = String::from(
+            "candidate saved and valid; review with `config diff`, apply with `config commit`\n",
+        );
+        for w in arr(get(v, "warnings")) {
+            let _ = writeln!(out, "  {}", s(w));
+        }
+        return out;
+    }
+    let n = get(v, "error_count").as_u64().unwrap_or(0);
+    let mut out = format!(
+        "candidate saved with {n} error{}; fix them (`config edit`) and run `config validate`\n",
+        if n == 1 { "" } else { "s" }
+    );
+    for d in arr(get(v, "diagnostics")) {
+        let _ = writeln!(out, "  {}", diagnostic(d));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_and_ago() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00Z");
+        assert_eq!(utc(1_709_301_727_000), "2024-03-01 14:02:07Z");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00Z");
+        assert_eq!(ago(59_999), "59s");
+        assert_eq!(ago(252_000), "4m12s");
+        assert_eq!(ago(7_500_000), "2h5m");
+        assert_eq!(ago(273_600_000), "3d4h");
+    }
+
+    #[test]
+    fn table_aligns_and_does_not_pad_the_last_column() {
+        let mut t = Table::new(&["A", "LONGER", "C"]);
+        t.row(vec!["xyz".into(), "1".into(), "last".into()]);
+        assert_eq!(t.render(), "A    LONGER  C\nxyz  1       last\n");
+    }
+}

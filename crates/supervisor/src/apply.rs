@@ -1,0 +1,210 @@
+//! Applying a generation to the running services and checking the result.
+//!
+//! Owns what "applied and checked" means (see `LIFECYCLE.md`):
+//! the proxy acknowledged the reload (its `reloaded on SIGHUP` / `proxy started` log line, read
+//! from its JSON log on stderr), its process is still alive, and every frontend bind on a local
+//! address accepts a TCP connection; the VRRP daemon, when the node runs one, is (re)started
+//! when its sections changed and is still alive after [`VRRP_SETTLE`].
+//! Must not touch the store; the transaction code (`core`) decides what to restore.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::broadcast;
+use tokio::time::{Instant, timeout_at};
+
+use crate::state::ChildEvent;
+
+/// How long the proxy gets to acknowledge a reload or a start.
+pub const PROXY_ACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long every local bind gets to accept a connection after the acknowledgement.
+pub const LISTEN_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a (re)started VRRP daemon must stay up to count as applied.
+pub const VRRP_SETTLE: Duration = Duration::from_millis(1000);
+
+/// What the proxy said in one JSON log line, for the transaction code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyLog {
+    /// `proxy started` (listeners bound).
+    Started,
+    /// `reloaded on SIGHUP`, with the proxy's internal plan generation.
+    Reloaded,
+    /// `reload refused, previous configuration keeps serving`, with the cause.
+    Refused(String),
+    /// A fatal error line printed by `tandem` before exiting (`tandem: error: ...`).
+    Fatal(String),
+}
+
+/// Reads a proxy output line: `tracing-subscriber` JSON (`TANDEM_LOG=json`) or the binary's
+/// `tandem: error:` line. Couples to the proxy's log messages until the runtime API offers a
+/// reload acknowledgement (see `LIFECYCLE.md`).
+pub fn parse_proxy_line(line: &str) -> Option<ProxyLog> {
+    if let Some(rest) = line.strip_prefix("tandem: error: ") {
+        return Some(ProxyLog::Fatal(rest.to_owned()));
+    }
+    let v: Value = serde_json::from_str(line).ok()?;
+    let fields = v.get("fields")?;
+    let message = fields.get("message")?.as_str()?;
+    match message {
+        "proxy started" => Some(ProxyLog::Started),
+        "reloaded on SIGHUP" => Some(ProxyLog::Reloaded),
+        m if m.starts_with("reload refused") => Some(ProxyLog::Refused(
+            fields
+                .get("cause")
+                .and_then(Value::as_str)
+                .unwrap_or(m)
+                .to_owned(),
+        )),
+        _ => None,
+    }
+}
+
+/// Waits for the proxy's answer to a reload (`reload: true`) or a start, on `events`
+/// (subscribed before the signal was sent). `Ok` when it acknowledged.
+pub async fn wait_proxy_ack(
+    events: &mut broadcast::Receiver<ChildEvent>,
+    reload: bool,
+) -> Result<(), String> {
+    let deadline = Instant::now() + PROXY_ACK_TIMEOUT;
+    let mut fatal = None;
+    loop {
+        let ev = match timeout_at(deadline, events.recv()).await {
+            Err(_) => {
+                return Err(format!(
+                    "the proxy did not acknowledge the {} within {}s",
+                    if reload { "reload" } else { "start" },
+                    PROXY_ACK_TIMEOUT.as_secs()
+                ));
+            }
+            Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
+            Ok(Err(broadcast::error::RecvError::Closed)) => {
+                return Err("supervisor is stopping".into());
+            }
+            Ok(Ok(ev)) => ev,
+        };
+        match ev {
+            ChildEvent::Line {
+                service: "proxy",
+                line,
+            } => match parse_proxy_line(&line) {
+                Some(ProxyLog::Reloaded) if reload => return Ok(()),
+                Some(ProxyLog::Started) if !reload => return Ok(()),
+                Some(ProxyLog::Refused(cause)) if reload => {
+                    return Err(format!("the proxy refused the reload: {cause}"));
+                }
+                Some(ProxyLog::Fatal(cause)) => fatal = Some(cause),
+                _ => {}
+            },
+            ChildEvent::Exited {
+                service: "proxy",
+                how,
+                ..
+            } => {
+                return Err(match fatal {
+                    Some(cause) => format!("the proxy exited ({how}): {cause}"),
+                    None => format!("the proxy exited ({how})"),
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The addresses to connect to for checking `binds`: unspecified addresses become loopback,
+/// addresses this node does not hold (a VIP on the backup node) are skipped.
+pub fn local_check_targets(binds: &[SocketAddr]) -> Vec<SocketAddr> {
+    binds
+        .iter()
+        .filter_map(|a| {
+            let ip = match a.ip() {
+                IpAddr::V4(v) if v.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(v) if v.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+                ip => ip,
+            };
+            // Binding a UDP socket to ip:0 succeeds exactly when the address is local.
+            std::net::UdpSocket::bind((ip, 0))
+                .ok()
+                .map(|_| SocketAddr::new(ip, a.port()))
+        })
+        .collect()
+}
+
+/// Checks that every address of `targets` accepts a TCP connection within
+/// [`LISTEN_CHECK_TIMEOUT`] (retrying, the proxy binds right before it acknowledges).
+pub async fn check_listeners(targets: &[SocketAddr]) -> Result<(), String> {
+    let deadline = Instant::now() + LISTEN_CHECK_TIMEOUT;
+    for addr in targets {
+        loop {
+            match timeout_at(deadline, tokio::net::TcpStream::connect(addr)).await {
+                Ok(Ok(_)) => break,
+                Ok(Err(e)) if Instant::now() < deadline => {
+                    tracing::debug!(%addr, cause = %e, "listener not accepting yet");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Ok(Err(e)) => {
+                    return Err(format!(
+                        "frontend bind {addr} does not accept connections: {e}"
+                    ));
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "frontend bind {addr} did not accept a connection within {}s",
+                        LISTEN_CHECK_TIMEOUT.as_secs()
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_proxy_acknowledgements() {
+        let check = |line: &str| parse_proxy_line(line);
+        assert_eq!(
+            check(
+                r#"{"timestamp":"x","level":"INFO","fields":{"message":"reloaded on SIGHUP","generation":2},"target":"tandem_proxy"}"#
+            ),
+            Some(ProxyLog::Reloaded)
+        );
+        assert_eq!(
+            check(r#"{"fields":{"message":"proxy started","generation":1}}"#),
+            Some(ProxyLog::Started)
+        );
+        assert_eq!(
+            check(
+                r#"{"fields":{"message":"reload refused, previous configuration keeps serving","cause":"failed to bind 127.0.0.1:80: Address in use"}}"#
+            ),
+            Some(ProxyLog::Refused(
+                "failed to bind 127.0.0.1:80: Address in use".into()
+            ))
+        );
+        assert_eq!(
+            check("tandem: error: proxy stopped: failed to bind"),
+            Some(ProxyLog::Fatal("proxy stopped: failed to bind".into()))
+        );
+        assert_eq!(check(r#"{"fields":{"message":"accepted"}}"#), None);
+        assert_eq!(check("plain text"), None);
+    }
+
+    #[test]
+    fn check_targets_map_wildcards_to_loopback_and_skip_foreign_addresses() {
+        let binds: Vec<SocketAddr> = ["0.0.0.0:80", "127.0.0.1:81", "198.51.100.7:82"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let t = local_check_targets(&binds);
+        assert_eq!(
+            t,
+            vec![
+                "127.0.0.1:80".parse().unwrap(),
+                "127.0.0.1:81".parse().unwrap()
+            ]
+        );
+    }
+}

@@ -1,0 +1,1056 @@
+//! The supervisor's core: the children it runs, the configuration transactions, and the
+//! answers to control-socket requests.
+//!
+//! Owns the transaction: validate → diff → commit a generation → render `running.yaml` →
+//! apply to each service → check (see `apply`) → on failure, commit a generation restoring the
+//! previous one and apply that; `commit confirmed` arms a timer whose deadline is persisted in
+//! the store, so it survives a supervisor restart. Transactions are serialized by one async
+//! mutex. Must not parse the socket protocol (`control`) nor spawn processes itself (`child`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+use tandem_config::{Config, Report};
+use tandem_store::{CommitInfo, Generation, PendingConfirm, Store, StoreError};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use crate::apply::{self, ProxyLog};
+use crate::child::{self, ChildCmd, ChildHandle, ChildSpec};
+use crate::state::{ChildEvent, ServiceState, Severity, Shared, VrrpView, now_ms};
+
+/// Longest `commit confirmed` window accepted.
+pub const MAX_CONFIRM_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// How long a request to the VRRP daemon or the proxy runtime API may take.
+const PEER_SOCKET_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often the VRRP daemon's status is polled for the roles.
+pub const VRRP_POLL: Duration = Duration::from_secs(1);
+
+/// How the supervisor runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The data directory (`/data` on the appliance); the store lives in `DIR/config`.
+    pub data_dir: PathBuf,
+    /// This node's name in `cluster.nodes`, if any.
+    pub node: Option<String>,
+    /// The `tandem` multi-call binary the children run.
+    pub program: PathBuf,
+    /// Where to serve the control socket.
+    pub control_socket: PathBuf,
+    /// The VRRP daemon's control socket.
+    pub vrrp_socket: PathBuf,
+}
+
+/// A failed request: what went wrong, what to do next, and the config diagnostics if any.
+#[derive(Debug, Default)]
+pub struct Failure {
+    /// What failed, lowercase.
+    pub error: String,
+    /// What the operator should do next.
+    pub hint: Option<String>,
+    /// Extra fields merged into the reply (`diagnostics`, `generation`, `restored`, ...).
+    pub extra: serde_json::Map<String, Value>,
+}
+
+impl Failure {
+    /// A failure with a hint.
+    pub fn new(error: impl Into<String>, hint: impl Into<String>) -> Failure {
+        Failure {
+            error: error.into(),
+            hint: Some(hint.into()),
+            extra: serde_json::Map::new(),
+        }
+    }
+
+    fn with(mut self, key: &str, value: Value) -> Failure {
+        self.extra.insert(key.to_owned(), value);
+        self
+    }
+
+    /// The reply object: `{"ok":false,"error":...,"hint":...,...}`.
+    pub fn to_json(&self) -> Value {
+        let mut m = self.extra.clone();
+        m.insert("ok".into(), Value::Bool(false));
+        m.insert("error".into(), Value::String(self.error.clone()));
+        if let Some(h) = &self.hint {
+            m.insert("hint".into(), Value::String(h.clone()));
+        }
+        Value::Object(m)
+    }
+}
+
+/// A request's outcome: the reply object (without `ok`) or a failure.
+pub type Reply = Result<Value, Failure>;
+
+/// Diagnostics as JSON, for `tandemctl` to print with line and column.
+pub fn diagnostics_json(report: &Report) -> Value {
+    Value::Array(
+        report
+            .diagnostics
+            .iter()
+            .map(|d| {
+                json!({
+                    "severity": d.severity.to_string(),
+                    "origin": d.origin,
+                    "line": d.line,
+                    "column": d.column,
+                    "path": d.path,
+                    "message": d.message,
+                })
+            })
+            .collect(),
+    )
+}
+
+fn invalid(report: &Report) -> Failure {
+    let n = report.error_count();
+    Failure::new(
+        format!(
+            "the candidate has {n} error{}; nothing was changed",
+            if n == 1 { "" } else { "s" }
+        ),
+        "fix them (`config edit`) and run `config validate`",
+    )
+    .with("diagnostics", diagnostics_json(report))
+}
+
+fn store_failure(e: StoreError) -> Failure {
+    match e {
+        StoreError::Invalid(r) => invalid(&r),
+        StoreError::Empty(_) => Failure::new(
+            e.to_string(),
+            "load a configuration with `config load FILE`, then `config commit`",
+        ),
+        StoreError::NoSuchGeneration(_) => {
+            Failure::new(e.to_string(), "`show history` lists the generations kept")
+        }
+        other => Failure::new(
+            other.to_string(),
+            "check the data directory (disk full or read-only?) and `logs supervisor`",
+        ),
+    }
+}
+
+/// The supervisor's core; shared as `Arc<Core>` by the control socket and the timers.
+pub struct Core {
+    opts: Options,
+    store: Mutex<Store>,
+    /// The node state.
+    pub shared: Arc<Shared>,
+    children: Mutex<BTreeMap<&'static str, ChildHandle>>,
+    /// Serializes transactions (commit, rollback, confirm, confirm timeout).
+    txn: tokio::sync::Mutex<()>,
+    /// The armed `commit confirmed` timer, if any.
+    confirm_timer: Mutex<Option<JoinHandle<()>>>,
+    started: std::time::Instant,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // No holder panics (map and store calls return errors); recover anyway.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Core {
+    /// A core over `store`; nothing is started until [`Core::boot`].
+    pub fn new(opts: Options, store: Store) -> Arc<Core> {
+        Arc::new(Core {
+            shared: Arc::new(Shared::new(opts.node.clone())),
+            opts,
+            store: Mutex::new(store),
+            children: Mutex::default(),
+            txn: tokio::sync::Mutex::new(()),
+            confirm_timer: Mutex::new(None),
+            started: std::time::Instant::now(),
+        })
+    }
+
+    /// Runs `f` on the store. Store calls are short (a few small fsynced files), so they run
+    /// inline rather than on the blocking pool.
+    fn store<R>(&self, f: impl FnOnce(&Store) -> R) -> R {
+        f(&lock(&self.store))
+    }
+
+    fn event(&self, message: &str) {
+        info!(event = message, "supervisor event");
+        self.shared.log("supervisor", message);
+    }
+
+    /// Starts the services for the current generation and re-arms a pending confirm.
+    /// Returns once the proxy acknowledged its start (or failed to).
+    pub async fn boot(self: &Arc<Self>) {
+        self.spawn_watchers();
+        let current = match self.store(Store::load_current) {
+            Ok(g) => g,
+            Err(StoreError::Empty(_)) => {
+                self.shared.raise(
+                    "unconfigured",
+                    Severity::Warning,
+                    "no configuration committed; `config load FILE` then `config commit`".into(),
+                );
+                return;
+            }
+            Err(e) => {
+                error!(cause = %e, "cannot load the current generation");
+                self.shared.raise(
+                    "store",
+                    Severity::Critical,
+                    format!("cannot load the current configuration: {e}; `rollback N` to a good generation"),
+                );
+                return;
+            }
+        };
+        let _guard = self.txn.lock().await;
+        self.event(&format!("booting generation {}", current.meta.number));
+        if let Err(e) = self.apply(&current, None).await {
+            // Nothing to restore at boot: report it and keep supervising.
+            self.shared.raise(
+                "apply-failed",
+                Severity::Critical,
+                format!(
+                    "generation {} did not start cleanly: {e}",
+                    current.meta.number
+                ),
+            );
+        }
+        match self.store(Store::pending_confirm) {
+            Ok(Some(p)) if p.generation == current.meta.number => {
+                self.event(&format!(
+                    "re-arming commit confirmed of generation {} (deadline {} ms)",
+                    p.generation, p.deadline_ms
+                ));
+                self.arm_confirm(p);
+            }
+            Ok(Some(_)) => {
+                let _ = self.store(Store::clear_pending_confirm);
+            }
+            Ok(None) => {}
+            Err(e) => warn!(cause = %e, "cannot read the pending confirm"),
+        }
+    }
+
+    /// Background tasks: proxy health from its log, VRRP role polling.
+    fn spawn_watchers(self: &Arc<Self>) {
+        let shared = Arc::clone(&self.shared);
+        let mut events = shared.events.subscribe();
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(ChildEvent::Line {
+                        service: "proxy",
+                        line,
+                    }) => {
+                        if apply::parse_proxy_line(&line) == Some(ProxyLog::Started) {
+                            shared.service("proxy", |s| s.healthy = Some(true));
+                        }
+                    }
+                    Ok(ChildEvent::Exited { service, .. }) => {
+                        shared.service(service, |s| s.healthy = Some(false));
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        let core = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(VRRP_POLL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(core) = core.upgrade() else { return };
+                let view = core.poll_vrrp().await;
+                core.shared.set_vrrp(view);
+            }
+        });
+    }
+
+    async fn poll_vrrp(&self) -> VrrpView {
+        if !lock(&self.children).contains_key("vrrp") {
+            return VrrpView {
+                available: false,
+                reason: Some("no vrrp daemon on this node (no vrrp instances for it)".into()),
+                instances: Vec::new(),
+            };
+        }
+        match ask(&self.opts.vrrp_socket, &json!({"cmd": "status"})).await {
+            Ok(v) => VrrpView {
+                available: true,
+                reason: None,
+                instances: v
+                    .get("instances")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default(),
+            },
+            Err(e) => VrrpView {
+                available: false,
+                reason: Some(e),
+                instances: Vec::new(),
+            },
+        }
+    }
+
+    /// Stops every child (SIGTERM to each group, SIGKILL after the grace period).
+    pub async fn shutdown(&self) {
+        let handles: Vec<(&'static str, ChildHandle)> = std::mem::take(&mut *lock(&self.children))
+            .into_iter()
+            .collect();
+        for (name, h) in handles {
+            let (tx, rx) = oneshot::channel();
+            if h.tx.send(ChildCmd::Stop(tx)).await.is_ok() {
+                let _ = rx.await;
+            }
+            let _ = h.task.await;
+            info!(service = name, "service stopped for shutdown");
+        }
+    }
+
+    // ---- children -------------------------------------------------------------------------
+
+    fn spec(&self, service: &'static str, config: &Config) -> ChildSpec {
+        let running = self.store(Store::running_path).display().to_string();
+        let mut args = vec![service.to_owned(), "--config".into(), running];
+        let node_in_cluster = self.opts.node.as_ref().filter(|n| {
+            config
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.nodes.keys().any(|k| k.to_string() == **n))
+        });
+        if let Some(node) = node_in_cluster {
+            args.push("--node".into());
+            args.push(node.clone());
+        }
+        if service == "vrrp" {
+            args.push("--control-socket".into());
+            args.push(self.opts.vrrp_socket.display().to_string());
+            // `track.proxy`: the daemon probes the first local frontend bind over TCP until
+            // the proxy runtime API offers a health endpoint.
+            let tracks_proxy = config.vrrp.iter().any(|v| v.track.proxy.is_some());
+            let binds: Vec<_> = config
+                .frontends
+                .iter()
+                .flat_map(|f| f.bind.iter().map(|b| b.address.socket_addr()))
+                .collect();
+            if let Some(addr) = apply::local_check_targets(&binds)
+                .first()
+                .filter(|_| tracks_proxy)
+            {
+                args.push("--proxy-probe-tcp".into());
+                args.push(addr.to_string());
+            }
+        }
+        ChildSpec {
+            service,
+            program: self.opts.program.clone(),
+            args,
+            // JSON logs: the supervisor reads the proxy's reload acknowledgements from them.
+            env: vec![("TANDEM_LOG".into(), "json".into())],
+        }
+    }
+
+    fn is_started(&self, service: &str) -> bool {
+        lock(&self.children).contains_key(service)
+    }
+
+    fn start_child(&self, spec: ChildSpec) {
+        let name = spec.service;
+        let handle = child::spawn(spec, Arc::clone(&self.shared));
+        lock(&self.children).insert(name, handle);
+        self.event(&format!("started service {name}"));
+    }
+
+    async fn command(&self, service: &str, make: impl FnOnce() -> ChildCmd) -> bool {
+        let tx = lock(&self.children).get(service).map(|h| h.tx.clone());
+        match tx {
+            Some(tx) => tx.send(make()).await.is_ok(),
+            None => false,
+        }
+    }
+
+    async fn signal(&self, service: &str, sig: Signal) -> Result<u32, String> {
+        let (tx, rx) = oneshot::channel();
+        if !self.command(service, || ChildCmd::Signal(sig, tx)).await {
+            return Err(format!("{service} is not started"));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(format!("{service} task is gone")))
+    }
+
+    async fn stop_child(&self, service: &'static str) {
+        let handle = lock(&self.children).remove(service);
+        if let Some(h) = handle {
+            let (tx, rx) = oneshot::channel();
+            if h.tx.send(ChildCmd::Stop(tx)).await.is_ok() {
+                let _ = rx.await;
+            }
+            let _ = h.task.await;
+            self.event(&format!("stopped service {service}"));
+        }
+    }
+
+    // ---- apply ----------------------------------------------------------------------------
+
+    /// Renders `next` and applies it to every service, then checks (see `apply`).
+    async fn apply(&self, next: &Generation, prev: Option<&Generation>) -> Result<(), String> {
+        self.store(|s| s.write_running(&next.text))
+            .map_err(|e| format!("cannot render the running configuration: {e}"))?;
+        self.apply_proxy(next).await?;
+        self.apply_vrrp(next, prev).await?;
+        self.event(&format!(
+            "generation {} applied and checked",
+            next.meta.number
+        ));
+        Ok(())
+    }
+
+    async fn apply_proxy(&self, next: &Generation) -> Result<(), String> {
+        // Subscribe before acting, so the acknowledgement cannot be missed.
+        let mut events = self.shared.events.subscribe();
+        if !self.is_started("proxy") {
+            self.start_child(self.spec("proxy", &next.config));
+            apply::wait_proxy_ack(&mut events, false).await?;
+        } else {
+            let ready = self
+                .shared
+                .service_status("proxy")
+                .is_some_and(|s| s.state == ServiceState::Running && s.healthy == Some(true));
+            if !ready {
+                // Starting or restarting: it reads the new file when it starts; a SIGHUP
+                // before it installed its handler would kill it.
+                apply::wait_proxy_ack(&mut events, false).await?;
+            } else {
+                match self.signal("proxy", Signal::SIGHUP).await {
+                    Ok(_) => apply::wait_proxy_ack(&mut events, true).await?,
+                    Err(_) => apply::wait_proxy_ack(&mut events, false).await?,
+                }
+            }
+        }
+        let alive = self
+            .shared
+            .service_status("proxy")
+            .is_some_and(|s| s.state == ServiceState::Running);
+        if !alive {
+            return Err("the proxy is not running after the change".into());
+        }
+        let binds: Vec<_> = next
+            .config
+            .frontends
+            .iter()
+            .flat_map(|f| f.bind.iter().map(|b| b.address.socket_addr()))
+            .collect();
+        let result = apply::check_listeners(&apply::local_check_targets(&binds)).await;
+        self.shared
+            .service("proxy", |s| s.healthy = Some(result.is_ok()));
+        result
+    }
+
+    fn vrrp_wanted(&self, config: &Config) -> bool {
+        if config.vrrp.is_empty() {
+            self.shared.clear("vrrp-no-node");
+            return false;
+        }
+        let in_cluster = self.opts.node.as_ref().is_some_and(|n| {
+            config
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.nodes.keys().any(|k| k.to_string() == *n))
+        });
+        if !in_cluster {
+            self.shared.raise(
+                "vrrp-no-node",
+                Severity::Warning,
+                "the configuration has vrrp instances but this node is not one of cluster.nodes (start the supervisor with --node NAME); vrrp is not running".into(),
+            );
+        } else {
+            self.shared.clear("vrrp-no-node");
+        }
+        in_cluster
+    }
+
+    async fn apply_vrrp(&self, next: &Generation, prev: Option<&Generation>) -> Result<(), String> {
+        let want = self.vrrp_wanted(&next.config);
+        let have = self.is_started("vrrp");
+        match (want, have) {
+            (false, false) => return Ok(()),
+            (false, true) => {
+                self.stop_child("vrrp").await;
+                return Ok(());
+            }
+            (true, false) => self.start_child(self.spec("vrrp", &next.config)),
+            (true, true) => {
+                let changed = prev.is_none_or(|p| {
+                    let (a, b) = (
+                        tandem_config::fingerprints(&p.config),
+                        tandem_config::fingerprints(&next.config),
+                    );
+                    ["vrrp", "cluster", "interfaces"]
+                        .iter()
+                        .any(|k| a.get(*k) != b.get(*k))
+                });
+                if !changed {
+                    return Ok(());
+                }
+                let (tx, rx) = oneshot::channel();
+                self.command("vrrp", || ChildCmd::Restart(tx)).await;
+                let _ = rx.await;
+                self.event("restarted service vrrp for the new vrrp settings");
+            }
+        }
+        let pid = self.shared.service_status("vrrp").and_then(|s| s.pid);
+        tokio::time::sleep(apply::VRRP_SETTLE).await;
+        match self.shared.service_status("vrrp") {
+            Some(s) if s.state == ServiceState::Running && s.pid == pid => Ok(()),
+            Some(s) => Err(format!(
+                "the vrrp daemon did not stay up: {}",
+                s.last_exit.unwrap_or_else(|| "restarting".into())
+            )),
+            None => Err("the vrrp daemon did not start".into()),
+        }
+    }
+
+    // ---- transactions ---------------------------------------------------------------------
+
+    /// Commits `text` (or the candidate), applies it, restores the previous generation if
+    /// applying fails; with `confirm_ms`, arms the automatic rollback.
+    pub async fn commit(
+        self: &Arc<Self>,
+        text: Option<String>,
+        author: &str,
+        comment: &str,
+        confirm_ms: Option<u64>,
+    ) -> Reply {
+        if let Some(ms) = confirm_ms
+            && (ms == 0 || ms > MAX_CONFIRM_WINDOW.as_millis() as u64)
+        {
+            return Err(Failure::new(
+                format!("commit confirmed window of {ms} ms is out of range"),
+                "use a duration from 1s to 24h, e.g. `config commit confirmed 5m`",
+            ));
+        }
+        let _guard = self.txn.lock().await;
+        let text = match text {
+            Some(t) => t,
+            None => self
+                .store(Store::candidate)
+                .map_err(store_failure)?
+                .ok_or_else(|| {
+                    Failure::new(
+                        "there is no candidate to commit",
+                        "start one with `config edit` or `config load FILE`",
+                    )
+                })?,
+        };
+        let loaded = self.store(|s| s.validate(&text)).map_err(store_failure)?;
+        let prev = match self.store(Store::load_current) {
+            Ok(g) => Some(g),
+            Err(StoreError::Empty(_)) => None,
+            Err(e) => return Err(store_failure(e)),
+        };
+        let changes = prev
+            .as_ref()
+            .map(|p| tandem_config::diff(&p.config, &loaded.config))
+            .unwrap_or_default();
+        if prev.is_some() && changes.is_empty() {
+            // Nothing to change; a plain commit still confirms a pending one (like Junos).
+            let confirmed = self.take_pending();
+            let _ = self.store(Store::clear_candidate);
+            return Ok(json!({
+                "committed": false,
+                "message": "no changes; nothing committed",
+                "confirmed": confirmed,
+                "generation": prev.as_ref().map(|p| p.meta.number),
+            }));
+        }
+        let confirmed = self.take_pending();
+        let info = self.info(author, comment);
+        let next = self
+            .store(|s| s.commit(&text, &info))
+            .map_err(store_failure)?;
+        self.event(&format!(
+            "{author} committed generation {} ({} change{})",
+            next.meta.number,
+            changes.len(),
+            if changes.len() == 1 { "" } else { "s" }
+        ));
+        if let Err(cause) = self.apply(&next, prev.as_ref()).await {
+            // Keep the candidate: the operator fixes it and commits again.
+            let _ = self.store(|s| s.set_candidate(&text));
+            return Err(self
+                .restore_after_failure(&next, prev.as_ref(), &cause)
+                .await);
+        }
+        self.shared.clear("apply-failed");
+        self.shared.clear("unconfigured");
+        self.shared.clear("confirm-expired");
+        let _ = self.store(Store::clear_candidate);
+        let mut reply = json!({
+            "committed": true,
+            "generation": next.meta.number,
+            "fingerprint": next.meta.fingerprint,
+            "changes": changes,
+            "applied": true,
+            "confirmed": confirmed,
+            "nodes": [self.node_label()],
+            "peer": "config sync is not available yet; the peer was not updated",
+            "warnings": loaded.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        });
+        if let (Some(ms), Some(p)) = (confirm_ms, prev.as_ref()) {
+            let pending = PendingConfirm {
+                generation: next.meta.number,
+                restore: p.meta.number,
+                deadline_ms: now_ms() + ms,
+                author: author.to_owned(),
+            };
+            self.store(|s| s.set_pending_confirm(&pending))
+                .map_err(store_failure)?;
+            self.arm_confirm(pending.clone());
+            reply["pending_confirm"] = json!(pending);
+        }
+        Ok(reply)
+    }
+
+    fn node_label(&self) -> String {
+        self.opts.node.clone().unwrap_or_else(|| "this node".into())
+    }
+
+    fn info(&self, author: &str, comment: &str) -> CommitInfo {
+        CommitInfo {
+            author: author.to_owned(),
+            node: self.opts.node.clone(),
+            time_ms: now_ms(),
+            comment: comment.to_owned(),
+        }
+    }
+
+    /// After `failed` did not apply: commit the previous generation again and apply it.
+    async fn restore_after_failure(
+        &self,
+        failed: &Generation,
+        prev: Option<&Generation>,
+        cause: &str,
+    ) -> Failure {
+        let n = failed.meta.number;
+        error!(
+            generation = n,
+            cause, "apply failed, restoring the previous generation"
+        );
+        let Some(prev) = prev else {
+            self.shared.raise(
+                "apply-failed",
+                Severity::Critical,
+                format!("generation {n} failed to apply and there is no previous one: {cause}"),
+            );
+            return Failure::new(
+                format!("generation {n} failed to apply: {cause}; there is no previous generation to restore"),
+                "fix the configuration and commit again; `logs proxy` shows the services' view",
+            )
+            .with("generation", json!(n));
+        };
+        let comment = format!("automatic rollback: generation {n} failed to apply: {cause}");
+        let restored = match self
+            .store(|s| s.rollback(prev.meta.number, &self.info("auto-rollback", &comment)))
+        {
+            Ok(g) => g,
+            Err(e) => {
+                self.shared.raise(
+                    "apply-failed",
+                    Severity::Critical,
+                    format!(
+                        "generation {n} failed to apply and restoring generation {} failed: {e}",
+                        prev.meta.number
+                    ),
+                );
+                return store_failure(e);
+            }
+        };
+        let reapply = self.apply(&restored, Some(failed)).await;
+        let (severity, state) = match &reapply {
+            Ok(()) => (Severity::Warning, "restored".to_owned()),
+            Err(e) => (Severity::Critical, format!("restore also failed: {e}")),
+        };
+        self.shared.raise(
+            "apply-failed",
+            severity,
+            format!(
+                "generation {n} failed to apply ({cause}); generation {} was {state} as generation {}",
+                prev.meta.number, restored.meta.number
+            ),
+        );
+        self.event(&format!(
+            "generation {n} failed to apply; restored generation {} as {}",
+            prev.meta.number, restored.meta.number
+        ));
+        Failure::new(
+            format!(
+                "generation {n} failed to apply: {cause}; the previous configuration (generation {}) was restored as generation {}",
+                prev.meta.number, restored.meta.number
+            ),
+            "nothing changed on the running system; fix the candidate (`config edit`) and commit again",
+        )
+        .with("generation", json!(n))
+        .with("restored", json!(restored.meta.number))
+        .with("restored_from", json!(prev.meta.number))
+    }
+
+    /// Clears a pending confirm (confirmed by an operator action) and disarms its timer.
+    fn take_pending(&self) -> Option<u64> {
+        if let Some(t) = lock(&self.confirm_timer).take() {
+            t.abort();
+        }
+        let pending = self.store(Store::pending_confirm).ok().flatten();
+        if pending.is_some() {
+            let _ = self.store(Store::clear_pending_confirm);
+        }
+        pending.map(|p| p.generation)
+    }
+
+    fn arm_confirm(self: &Arc<Self>, pending: PendingConfirm) {
+        let core = Arc::downgrade(self);
+        let wait = Duration::from_millis(pending.deadline_ms.saturating_sub(now_ms()));
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            if let Some(core) = core.upgrade() {
+                core.confirm_expired(pending.generation).await;
+            }
+        });
+        if let Some(old) = lock(&self.confirm_timer).replace(task) {
+            old.abort();
+        }
+    }
+
+    async fn confirm_expired(&self, generation: u64) {
+        let _guard = self.txn.lock().await;
+        let Ok(Some(p)) = self.store(Store::pending_confirm) else {
+            return;
+        };
+        let current = self.store(Store::load_current).ok();
+        if p.generation != generation || current.as_ref().map(|g| g.meta.number) != Some(generation)
+        {
+            let _ = self.store(Store::clear_pending_confirm);
+            return;
+        }
+        let comment = format!(
+            "automatic rollback: commit confirmed of generation {generation} was not confirmed in time"
+        );
+        let restored = match self
+            .store(|s| s.rollback(p.restore, &self.info("auto-rollback", &comment)))
+        {
+            Ok(g) => g,
+            Err(e) => {
+                self.shared.raise(
+                    "confirm-expired",
+                    Severity::Critical,
+                    format!("generation {generation} was not confirmed and restoring generation {} failed: {e}", p.restore),
+                );
+                return;
+            }
+        };
+        let _ = self.store(Store::clear_pending_confirm);
+        *lock(&self.confirm_timer) = None;
+        let result = self.apply(&restored, current.as_ref()).await;
+        self.shared.raise(
+            "confirm-expired",
+            if result.is_ok() { Severity::Warning } else { Severity::Critical },
+            format!(
+                "generation {generation} was not confirmed in time; generation {} was restored as generation {}{}",
+                p.restore,
+                restored.meta.number,
+                result.err().map(|e| format!(" but did not apply: {e}")).unwrap_or_default()
+            ),
+        );
+        self.event(&comment);
+    }
+
+    /// Confirms the pending `commit confirmed`.
+    pub async fn confirm(&self) -> Reply {
+        let _guard = self.txn.lock().await;
+        match self.take_pending() {
+            Some(g) => {
+                self.event(&format!("generation {g} confirmed"));
+                Ok(json!({"confirmed": g}))
+            }
+            None => Err(Failure::new(
+                "there is no commit waiting for confirmation",
+                "`config commit confirmed 5m` starts one; `status` shows pending confirms",
+            )),
+        }
+    }
+
+    /// Commits generation `n`'s text again and applies it (restoring on failure).
+    pub async fn rollback(self: &Arc<Self>, n: u64, author: &str, comment: &str) -> Reply {
+        let text = self.store(|s| s.generation(n)).map_err(store_failure)?.text;
+        let comment = if comment.is_empty() {
+            format!("rollback to generation {n}")
+        } else {
+            format!("rollback to generation {n}: {comment}")
+        };
+        let mut reply = self.commit(Some(text), author, &comment, None).await?;
+        reply["restores"] = json!(n);
+        Ok(reply)
+    }
+
+    // ---- reads ----------------------------------------------------------------------------
+
+    /// `status`: node, generation, pending confirm, services, VRRP roles, peer, sync, alarms.
+    pub fn status(&self) -> Reply {
+        let current = self.store(Store::load_current).ok();
+        let pending = self.store(Store::pending_confirm).ok().flatten();
+        Ok(json!({
+            "node": self.opts.node,
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_s": self.started.elapsed().as_secs(),
+            "now_ms": now_ms(),
+            "generation": current.as_ref().map(|g| json!({
+                "number": g.meta.number,
+                "fingerprint": g.meta.fingerprint,
+                "author": g.meta.author,
+                "time_ms": g.meta.time_ms,
+                "comment": g.meta.comment,
+            })),
+            "pending_confirm": pending,
+            "maintenance": self.shared.maintenance(),
+            "services": self.shared.services(),
+            "vrrp": self.shared.vrrp(),
+            "peer": {"state": "unknown", "detail": "config sync is not available yet"},
+            "sync": {"state": "not available yet"},
+            "alarms": self.shared.alarms(),
+        }))
+    }
+
+    /// `show history`: newest first, at most `limit`.
+    pub fn history(&self, limit: usize) -> Reply {
+        let mut h = self.store(Store::history).map_err(store_failure)?;
+        h.truncate(limit);
+        let current = self.store(Store::current_number).ok().flatten();
+        Ok(json!({"current": current, "generations": h}))
+    }
+
+    /// `show config`: the text and the model of generation `n` (default: current).
+    pub fn show_config(&self, n: Option<u64>) -> Reply {
+        let g = match n {
+            Some(n) => self.store(|s| s.generation(n)),
+            None => self.store(Store::load_current),
+        }
+        .map_err(store_failure)?;
+        Ok(json!({"generation": g.meta.number, "meta": g.meta, "text": g.text, "config": g.config}))
+    }
+
+    /// The candidate, or the current text when no candidate is being edited.
+    pub fn candidate_get(&self) -> Reply {
+        if let Some(text) = self.store(Store::candidate).map_err(store_failure)? {
+            return Ok(json!({"source": "candidate", "text": text}));
+        }
+        match self.store(Store::load_current) {
+            Ok(g) => Ok(json!({"source": "running", "generation": g.meta.number, "text": g.text})),
+            Err(StoreError::Empty(_)) => Ok(json!({"source": "empty", "text": ""})),
+            Err(e) => Err(store_failure(e)),
+        }
+    }
+
+    /// Saves the candidate and reports whether it is valid (an invalid one is still saved).
+    pub fn candidate_set(&self, text: &str) -> Reply {
+        self.store(|s| s.set_candidate(text))
+            .map_err(store_failure)?;
+        Ok(match self.store(|s| s.validate(text)) {
+            Ok(l) => {
+                json!({"saved": true, "valid": true, "warnings": l.warnings.iter().map(ToString::to_string).collect::<Vec<_>>()})
+            }
+            Err(StoreError::Invalid(r)) => {
+                json!({"saved": true, "valid": false, "error_count": r.error_count(), "diagnostics": diagnostics_json(&r)})
+            }
+            Err(e) => return Err(store_failure(e)),
+        })
+    }
+
+    /// Discards the candidate.
+    pub fn candidate_clear(&self) -> Reply {
+        self.store(Store::clear_candidate).map_err(store_failure)?;
+        Ok(json!({"cleared": true}))
+    }
+
+    fn text_or_candidate(&self, text: Option<String>) -> Result<String, Failure> {
+        match text {
+            Some(t) => Ok(t),
+            None => self
+                .store(Store::candidate)
+                .map_err(store_failure)?
+                .ok_or_else(|| {
+                    Failure::new(
+                        "there is no candidate",
+                        "start one with `config edit` or `config load FILE`",
+                    )
+                }),
+        }
+    }
+
+    /// Validates `text` (or the candidate).
+    pub fn validate(&self, text: Option<String>) -> Reply {
+        let text = self.text_or_candidate(text)?;
+        let l = self.store(|s| s.validate(&text)).map_err(store_failure)?;
+        Ok(
+            json!({"valid": true, "warnings": l.warnings.iter().map(ToString::to_string).collect::<Vec<_>>()}),
+        )
+    }
+
+    /// The changes from generation `against` (default: current) to `text` (or the candidate).
+    pub fn diff(&self, text: Option<String>, against: Option<u64>) -> Reply {
+        let text = self.text_or_candidate(text)?;
+        let new = self.store(|s| s.validate(&text)).map_err(store_failure)?;
+        let old = match against {
+            Some(n) => self.store(|s| s.generation(n)),
+            None => self.store(Store::load_current),
+        };
+        let (number, changes) = match old {
+            Ok(g) => (
+                Some(g.meta.number),
+                tandem_config::diff(&g.config, &new.config),
+            ),
+            Err(StoreError::Empty(_)) => (None, Vec::new()),
+            Err(e) => return Err(store_failure(e)),
+        };
+        Ok(
+            json!({"against": number, "changes": changes, "text": tandem_config::diff::render(&changes)}),
+        )
+    }
+
+    /// The last `lines` log lines of `service` (all when `None`).
+    pub fn logs(&self, service: Option<&str>, lines: usize) -> Reply {
+        Ok(json!({"lines": self.shared.log_tail(service, lines.min(crate::state::LOG_LINES))}))
+    }
+
+    // ---- forwarded commands ----------------------------------------------------------------
+
+    /// `server BACKEND/NAME drain|ready|maint|weight N`: forwarded to the proxy runtime API.
+    pub async fn server(&self, request: &Value) -> Reply {
+        let socket = self
+            .store(Store::load_current)
+            .map(|g| g.config.runtime.socket)
+            .map_err(store_failure)?;
+        if !socket.exists() {
+            return Err(Failure::new(
+                format!(
+                    "not available yet: the proxy runtime API is not listening on {}",
+                    socket.display()
+                ),
+                "to change a server persistently, edit it in the configuration (`config edit`, set `state:` or `weight:`) and `config commit`",
+            ));
+        }
+        let mut forwarded = request.clone();
+        forwarded["cmd"] = json!("server");
+        let reply = ask(&socket, &forwarded)
+            .await
+            .map_err(|e| Failure::new(e, "check `status` and `logs proxy`"))?;
+        self.event(&format!(
+            "server command forwarded to the proxy: {forwarded}"
+        ));
+        Ok(json!({"proxy": reply}))
+    }
+
+    /// `failover`: planned switchover through the VRRP daemon.
+    pub async fn failover(&self, instance: Option<&str>) -> Reply {
+        if !self.is_started("vrrp") {
+            return Err(Failure::new(
+                "not available: no vrrp daemon runs on this node",
+                "failover needs vrrp instances in the configuration and `--node NAME` on the supervisor; see `status`",
+            ));
+        }
+        let mut req = json!({"cmd": "switchover"});
+        if let Some(i) = instance {
+            req["instance"] = json!(i);
+        }
+        let reply = ask(&self.opts.vrrp_socket, &req)
+            .await
+            .map_err(|e| Failure::new(e, "check `show vrrp` and `logs vrrp`"))?;
+        if reply.get("ok") == Some(&Value::Bool(false)) {
+            let e = reply
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("refused");
+            return Err(Failure::new(
+                format!("the vrrp daemon refused the switchover: {e}"),
+                "only the master of an instance can hand it over; `show vrrp` shows the roles",
+            ));
+        }
+        self.event(&format!("planned switchover: {reply}"));
+        Ok(json!({"vrrp": reply}))
+    }
+
+    /// `maintenance on|off`: flags the node; turning it on hands over any VIPs it holds.
+    pub async fn maintenance(&self, on: bool) -> Reply {
+        self.shared.set_maintenance(on);
+        self.event(&format!("maintenance {}", if on { "on" } else { "off" }));
+        let switchover = if on && self.is_started("vrrp") {
+            Some(match self.failover(None).await {
+                Ok(v) => v,
+                Err(f) => json!({"skipped": f.error}),
+            })
+        } else {
+            None
+        };
+        Ok(json!({"maintenance": on, "switchover": switchover}))
+    }
+}
+
+/// One request/response exchange on a line-delimited JSON Unix socket, bounded in time.
+pub async fn ask(path: &Path, request: &Value) -> Result<Value, String> {
+    let exchange = async {
+        let mut stream = UnixStream::connect(path)
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", path.display()))?;
+        let mut line = request.to_string();
+        line.push('\n');
+        stream
+            .write_all(line.as_bytes())
+            .await
+            .map_err(|e| format!("cannot write to {}: {e}", path.display()))?;
+        let mut reader = BufReader::new(stream);
+        let mut answer = String::new();
+        reader
+            .read_line(&mut answer)
+            .await
+            .map_err(|e| format!("cannot read from {}: {e}", path.display()))?;
+        serde_json::from_str::<Value>(&answer)
+            .map_err(|e| format!("malformed answer from {}: {e}", path.display()))
+    };
+    tokio::time::timeout(PEER_SOCKET_TIMEOUT, exchange)
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "{} did not answer within {}s",
+                path.display(),
+                PEER_SOCKET_TIMEOUT.as_secs()
+            ))
+        })
+}
+
+impl Core {
+    /// One line for systemd's STATUS: generation, services, alarms.
+    pub fn status_line(&self) -> String {
+        let generation = self
+            .store(Store::current_number)
+            .ok()
+            .flatten()
+            .map_or_else(
+                || "no configuration".to_owned(),
+                |n| format!("generation {n}"),
+            );
+        let services: Vec<String> = self
+            .shared
+            .services()
+            .iter()
+            .map(|s| format!("{} {:?}", s.name, s.state).to_lowercase())
+            .collect();
+        format!(
+            "{generation}; {}; {} alarm(s)",
+            services.join(", "),
+            self.shared.alarms().len()
+        )
+    }
+}
