@@ -282,6 +282,26 @@ impl ServerMonitor {
         self.state
     }
 
+    /// Current thresholds.
+    pub fn config(&self) -> HealthConfig {
+        self.config
+    }
+
+    /// Replaces the thresholds (config reload), keeping health and admin state.
+    ///
+    /// A pending streak is clamped below the new threshold and passive counters restart, so
+    /// a reload never flips the server by itself and never returns a transition.
+    pub fn reconfigure(&mut self, config: HealthConfig) {
+        let threshold = match self.state.health {
+            Health::Up => config.fall.max(1),
+            Health::Down => config.rise.max(1),
+        };
+        self.state.streak = self.state.streak.min(threshold - 1);
+        self.config = config;
+        self.connect_failures = 0;
+        self.responses_5xx = 0;
+    }
+
     /// Feeds an active check result (`Ok(())` = passed).
     pub fn on_check(&mut self, result: Result<(), CheckFailure>) -> Option<Transition> {
         let before = self.status();
@@ -552,6 +572,21 @@ mod tests {
             assert_eq!(m.on_response(500), None);
         }
         assert_eq!(m.status(), UP);
+    }
+
+    #[test]
+    fn reconfigure_keeps_state_and_clamps_the_streak() {
+        let mut m = monitor(None, None);
+        m.on_check(Err(CheckFailure::Connect));
+        m.on_check(Err(CheckFailure::Connect));
+        m.reconfigure(HealthConfig::new(2, 2).unwrap());
+        assert_eq!(m.status(), UP, "a reload never flips by itself");
+        assert_eq!(m.health_state().streak, 1);
+        let t = m
+            .on_check(Err(CheckFailure::Timeout))
+            .expect("new fall=2 reached");
+        assert_eq!(t.to, DOWN);
+        assert_eq!(m.config().fall, 2);
     }
 
     #[test]

@@ -1,33 +1,172 @@
-//! Response bodies sent to clients: a server's streamed body, or a small static error page.
+//! Bodies: the request body sent to a server ([`ReqBody`]) and the response body sent to a
+//! client ([`ProxyBody`]: a server's streamed body, or a small static page).
 //!
-//! Owns: [`ProxyBody`] and the end-of-response bookkeeping of an upstream body (return the
-//! keep-alive connection to its server's pool, free the server slot).
-//! Does not own: choosing statuses (`error`) or forwarding (`http`).
-//! No allocation per response: error pages are static bytes.
+//! Owns: counting body bytes (locally, flushed once into frontend, backend and server
+//! counters), the end-of-response bookkeeping of an upstream body (return the keep-alive
+//! connection to its server's pool, free the server slot, emit the access log line), and the
+//! server inactivity timeout while a response body streams (`timeout server`).
+//! Does not own: choosing statuses (`error`), forwarding (`http`), or the log format (`access`).
+//! No allocation per response except the inactivity timer, created only if the body stalls.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use hyper::StatusCode;
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
+use tokio::time::Sleep;
 
+use crate::access::AccessLog;
+use crate::live::Snapshot;
 use crate::queue::Slot;
+
+/// Error type of the bodies the proxy produces.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The server stopped sending a response body for longer than `timeout server`.
+#[derive(Debug, thiserror::Error)]
+#[error("server sent nothing for {0:?} while streaming the response body")]
+pub struct BodyTimeout(pub Duration);
+
+/// Where body byte counts go: a frontend, a backend and one of its servers of a snapshot.
+#[derive(Debug, Clone)]
+pub(crate) struct Sink {
+    pub(crate) snap: Arc<Snapshot>,
+    pub(crate) frontend: usize,
+    pub(crate) backend: usize,
+    pub(crate) server: usize,
+}
+
+impl Sink {
+    fn bytes_in(&self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let r = Ordering::Relaxed;
+        self.snap.frontends[self.frontend]
+            .stats
+            .counters
+            .bytes_in
+            .fetch_add(n, r);
+        let b = &self.snap.backends[self.backend];
+        b.stats.counters.bytes_in.fetch_add(n, r);
+        b.servers[self.server].counters.bytes_in.fetch_add(n, r);
+    }
+
+    fn bytes_out(&self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let r = Ordering::Relaxed;
+        self.snap.frontends[self.frontend]
+            .stats
+            .counters
+            .bytes_out
+            .fetch_add(n, r);
+        let b = &self.snap.backends[self.backend];
+        b.stats.counters.bytes_out.fetch_add(n, r);
+        b.servers[self.server].counters.bytes_out.fetch_add(n, r);
+    }
+}
+
+/// A client's request body on its way to a server, counted.
+pub struct ReqBody {
+    inner: Incoming,
+    bytes: u64,
+    /// Set once the server is known, right before sending.
+    pub(crate) sink: Option<Sink>,
+}
+
+impl ReqBody {
+    pub(crate) fn new(inner: Incoming) -> Self {
+        Self {
+            inner,
+            bytes: 0,
+            sink: None,
+        }
+    }
+}
+
+impl Drop for ReqBody {
+    fn drop(&mut self) {
+        if let Some(s) = &self.sink {
+            s.bytes_in(self.bytes);
+        }
+    }
+}
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let res = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &res
+            && let Some(d) = f.data_ref()
+        {
+            this.bytes += d.len() as u64;
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// What to do when an upstream response body ends.
 pub struct Release {
     /// The connection, reusable once the body is complete.
-    pub(crate) conn: SendRequest<Incoming>,
+    pub(crate) conn: SendRequest<ReqBody>,
     /// The server slot, freed when the body ends or is dropped.
     pub(crate) slot: Slot,
     /// Pool bound of the server's backend.
     pub(crate) max_idle: usize,
+    /// Byte counters.
+    pub(crate) sink: Sink,
+    /// The access log line, completed and emitted at the end (boxed: only when logging).
+    pub(crate) log: Option<Box<AccessLog>>,
+}
+
+/// How an upstream body ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    /// Completely sent.
+    Complete,
+    /// The server failed or closed early.
+    ServerAbort,
+    /// The server went silent for `timeout server`.
+    ServerTimeout,
+    /// The client went away (body dropped unfinished).
+    ClientAbort,
 }
 
 impl Release {
-    fn finish(self, complete: bool) {
-        if complete {
+    fn finish(self, end: End, bytes: u64) {
+        self.sink.bytes_out(bytes);
+        if end == End::Complete {
             self.slot.server.put_idle(self.conn, self.max_idle);
+        }
+        if let Some(mut log) = self.log {
+            log.bytes = bytes;
+            log.termination = match end {
+                End::Complete => *b"--",
+                End::ServerAbort => *b"SD",
+                End::ServerTimeout => *b"sD",
+                End::ClientAbort => *b"CD",
+            };
+            log.emit();
         }
         // Dropping `slot` frees the server slot and wakes the next queued request.
     }
@@ -41,8 +180,16 @@ pub enum ProxyBody {
         inner: Incoming,
         /// Bookkeeping done once, at the end.
         release: Option<Release>,
+        /// Body bytes sent so far.
+        bytes: u64,
+        /// `timeout server`, applied to silences while streaming.
+        timeout: Duration,
+        /// The silence timer, created the first time the body stalls.
+        idle: Option<Pin<Box<Sleep>>>,
+        /// A frame arrived since the timer was last armed.
+        progressed: bool,
     },
-    /// A fixed body (error pages); `None` once sent.
+    /// A fixed body (error pages, metrics); `None` once sent.
     Static(Option<Bytes>),
 }
 
@@ -56,45 +203,71 @@ impl std::fmt::Debug for ProxyBody {
 }
 
 impl ProxyBody {
-    pub(crate) fn upstream(inner: Incoming, release: Release) -> Self {
+    pub(crate) fn upstream(inner: Incoming, release: Release, timeout: Duration) -> Self {
         Self::Upstream {
             inner,
             release: Some(release),
+            bytes: 0,
+            timeout,
+            idle: None,
+            progressed: false,
         }
     }
 }
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Self::Static(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Self::Upstream { inner, release } => {
+            Self::Upstream {
+                inner,
+                release,
+                bytes,
+                timeout,
+                idle,
+                progressed,
+            } => {
                 let res = Pin::new(&mut *inner).poll_frame(cx);
-                match &res {
-                    Poll::Ready(None) => {
-                        if let Some(r) = release.take() {
-                            r.finish(true);
+                let end = match &res {
+                    Poll::Ready(None) => Some(End::Complete),
+                    Poll::Ready(Some(Ok(f))) => {
+                        *progressed = true;
+                        if let Some(d) = f.data_ref() {
+                            *bytes += d.len() as u64;
                         }
+                        inner.is_end_stream().then_some(End::Complete)
                     }
-                    Poll::Ready(Some(Ok(_))) if inner.is_end_stream() => {
-                        if let Some(r) = release.take() {
-                            r.finish(true);
+                    Poll::Ready(Some(Err(_))) => Some(End::ServerAbort),
+                    Poll::Pending => {
+                        let deadline = tokio::time::Instant::now() + *timeout;
+                        let timer = idle.get_or_insert_with(|| {
+                            *progressed = false;
+                            Box::pin(tokio::time::sleep_until(deadline))
+                        });
+                        if std::mem::take(progressed) {
+                            timer.as_mut().reset(deadline);
                         }
-                    }
-                    Poll::Ready(Some(Err(_))) => {
-                        if let Some(r) = release.take() {
-                            r.finish(false);
+                        if timer.as_mut().poll(cx).is_ready() {
+                            if let Some(r) = release.take() {
+                                r.finish(End::ServerTimeout, *bytes);
+                            }
+                            return Poll::Ready(Some(Err(Box::new(BodyTimeout(*timeout)))));
                         }
+                        None
                     }
-                    _ => {}
+                };
+                if let Some(end) = end
+                    && let Some(r) = release.take()
+                {
+                    r.finish(end, *bytes);
                 }
-                res
+                res.map(|o| o.map(|r| r.map_err(BoxError::from)))
             }
         }
     }
@@ -117,11 +290,21 @@ impl Body for ProxyBody {
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
-        if let Self::Upstream { inner, release } = self
+        if let Self::Upstream {
+            inner,
+            release,
+            bytes,
+            ..
+        } = self
             && let Some(r) = release.take()
         {
             // Empty bodies are never polled; an unfinished body makes the connection unusable.
-            r.finish(inner.is_end_stream());
+            let end = if inner.is_end_stream() {
+                End::Complete
+            } else {
+                End::ClientAbort
+            };
+            r.finish(end, *bytes);
         }
     }
 }
@@ -131,6 +314,9 @@ pub(crate) fn error_page(status: StatusCode) -> Bytes {
     Bytes::from_static(match status {
         StatusCode::BAD_REQUEST => {
             b"<html><body><h1>400 Bad request</h1>\nYour browser sent an invalid request.\n</body></html>\n"
+        }
+        StatusCode::NOT_FOUND => {
+            b"<html><body><h1>404 Not Found</h1>\nThe resource could not be found.\n</body></html>\n"
         }
         StatusCode::TOO_MANY_REQUESTS => {
             b"<html><body><h1>429 Too Many Requests</h1>\nYou have sent too many requests in a given amount of time.\n</body></html>\n"

@@ -94,6 +94,14 @@ pub enum ProxyError {
         /// The cause.
         source: hyper::Error,
     },
+    /// Frontend `protect` refused the client (rate or concurrency per source).
+    #[error("client refused by protect on frontend {frontend}: {reason}")]
+    Denied {
+        /// The frontend.
+        frontend: String,
+        /// Which limit (`connection_rate`, `request_rate`, `concurrent`).
+        reason: &'static str,
+    },
     /// The client request is malformed or ambiguous (smuggling defence).
     #[error("bad request: {reason}")]
     BadRequest {
@@ -115,7 +123,22 @@ impl ProxyError {
             | Self::Handshake { .. }
             | Self::ServerTimeout { .. }
             | Self::Upstream { .. } => Side::Upstream,
-            Self::BadRequest { .. } => Side::Client,
+            Self::BadRequest { .. } | Self::Denied { .. } => Side::Client,
+        }
+    }
+
+    /// HAProxy's two-letter termination state for the access log (who, and at which step).
+    pub fn termination(&self) -> [u8; 2] {
+        match self {
+            Self::NoServer { .. } => *b"SC",
+            Self::QueueFull { .. } => *b"PQ",
+            Self::QueueTimeout { .. } => *b"sQ",
+            Self::NoRoute { .. } | Self::Denied { .. } => *b"PR",
+            Self::Connect { .. } | Self::Handshake { .. } => *b"SC",
+            Self::ConnectTimeout { .. } => *b"sC",
+            Self::ServerTimeout { .. } => *b"sH",
+            Self::Upstream { .. } => *b"SH",
+            Self::BadRequest { .. } => *b"CR",
         }
     }
 
@@ -140,6 +163,7 @@ impl ProxyError {
             | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::ServerTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Denied { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -156,6 +180,7 @@ impl ProxyError {
             Self::ServerTimeout { .. } => "server_timeout",
             Self::Upstream { .. } => "upstream",
             Self::BadRequest { .. } => "bad_request",
+            Self::Denied { .. } => "denied",
         }
     }
 }

@@ -6,11 +6,10 @@
 
 use hyper::header::{HeaderName, HeaderValue};
 use tandem_config as cfg;
-use tracing::warn;
 
 use crate::plan::{
-    Algorithm, Backend, CheckKind, ClientTimeouts, Frontend, HealthCheck, Mode, Plan, PlanError,
-    Route, Server, ServerTimeouts,
+    AdminState, Algorithm, Backend, CheckKind, ClientTimeouts, Frontend, HealthCheck, LogFormat,
+    Mode, Persistence, Plan, PlanError, Protect, Rate, Route, Server, ServerTimeouts, Settings,
 };
 
 fn mode(m: cfg::Mode) -> Mode {
@@ -46,8 +45,12 @@ impl Plan {
             .iter()
             .map(|b| crate::tls::with_backend_tls(backend(b), b, config_file, &mut tls_errors))
             .collect();
+        let settings = Settings {
+            runtime_socket: Some(config.runtime.socket.clone()),
+            metrics_listen: config.metrics.as_ref().map(|m| m.listen.socket_addr()),
+        };
         match Plan::new(frontends, backends) {
-            Ok(plan) if tls_errors.is_empty() => Ok(plan),
+            Ok(plan) if tls_errors.is_empty() => Ok(plan.with_settings(settings)),
             Ok(_) => Err(tls_errors),
             Err(mut errors) => {
                 tls_errors.append(&mut errors);
@@ -59,12 +62,6 @@ impl Plan {
 
 fn frontend(f: &cfg::Frontend) -> Frontend {
     let name = f.name.as_str();
-    if f.protect.is_some() {
-        warn!(
-            frontend = name,
-            "protect (rate limits) is not implemented yet"
-        );
-    }
     let first = f
         .bind
         .first()
@@ -98,35 +95,60 @@ fn frontend(f: &cfg::Frontend) -> Frontend {
     fe.max_connections = Some(f.max_connections.get());
     fe.max_headers = f.limits.max_headers.get() as usize;
     fe.max_header_bytes = f.limits.max_header_size.get() as usize;
+    let rate = |r: &cfg::Rate| Rate {
+        count: r.count,
+        per: r.per.as_std(),
+    };
+    if let Some(p) = &f.protect {
+        fe.protect = Protect {
+            connection_rate: p.connection_rate_per_source.as_ref().map(rate),
+            request_rate: p.request_rate_per_source.as_ref().map(rate),
+            concurrent: p.concurrent_connections_per_source.map(|c| c.get()),
+        };
+    }
+    fe.log_format = match f.access_log.as_ref().map(|l| l.format) {
+        None => LogFormat::Off,
+        Some(cfg::LogFormat::Json) => LogFormat::Json,
+        Some(_) => LogFormat::Text,
+    };
     fe
 }
 
 fn backend(b: &cfg::Backend) -> Backend {
     let name = b.name.as_str();
-    if b.balance != cfg::Balance::RoundRobin {
-        warn!(backend = name, balance = %b.balance, "balance algorithm not implemented yet; using roundrobin");
-    }
-    if b.persistence.is_some() {
-        warn!(backend = name, "persistence is not implemented yet");
-    }
     let servers = b
         .servers
         .iter()
         .map(|s| Server {
             name: s.name.as_str().to_owned(),
             addr: s.address.socket_addr(),
-            // Drained and maintenance servers take no new traffic.
-            weight: if s.state == cfg::ServerState::Ready {
-                u32::from(s.weight.get())
-            } else {
-                0
-            },
+            weight: u32::from(s.weight.get()),
             max_connections: s.max_connections.map(|c| c.get()),
             backup: s.backup,
+            admin: match s.state {
+                cfg::ServerState::Ready => AdminState::Ready,
+                cfg::ServerState::Drain => AdminState::Drain,
+                cfg::ServerState::Maint => AdminState::Maint,
+            },
         })
         .collect();
     let mut be = Backend::new(name, mode(b.mode), servers);
-    be.algorithm = Algorithm::RoundRobin;
+    be.algorithm = match &b.balance {
+        cfg::Balance::RoundRobin => Algorithm::RoundRobin,
+        cfg::Balance::LeastConn => Algorithm::LeastConn,
+        cfg::Balance::Source => Algorithm::Source,
+        cfg::Balance::Uri => Algorithm::Uri,
+        cfg::Balance::Header(h) => Algorithm::Header(h.as_str().to_ascii_lowercase()),
+        cfg::Balance::First => Algorithm::First,
+        cfg::Balance::Random => Algorithm::Random,
+    };
+    be.slow_start = b.slow_start.as_std();
+    be.persistence = b.persistence.as_ref().map(|p| match p {
+        cfg::Persistence::Cookie { name } => Persistence::Cookie { name: name.clone() },
+        cfg::Persistence::Source { expire } => Persistence::Source {
+            expire: expire.as_std(),
+        },
+    });
     be.timeouts = ServerTimeouts {
         connect: b.timeouts.connect.as_std(),
         server: b.timeouts.server.as_std(),
@@ -151,6 +173,14 @@ fn backend(b: &cfg::Backend) -> Backend {
         timeout: hc.timeout.as_std(),
         rise: u32::from(hc.rise.get()),
         fall: u32::from(hc.fall.get()),
+        passive_connect_failures: hc
+            .passive
+            .as_ref()
+            .and_then(|p| p.consecutive_failures.map(|c| c.get())),
+        passive_5xx: hc
+            .passive
+            .as_ref()
+            .and_then(|p| p.consecutive_5xx.map(|c| c.get())),
     });
     be
 }

@@ -1,24 +1,24 @@
 //! Active health checks: one task per checked server, tcp or http probes, rise/fall.
 //!
-//! Owns: probing ([`probe`]), feeding results through the pure hysteresis (`select::observe`),
-//! flipping [`ServerState`] up/down, and logging each transition once with its reason.
-//! Does not own: what "up" means for selection (`queue`), or the hysteresis arithmetic.
+//! Owns: probing ([`probe`]) and feeding each result into the server's
+//! `tandem_balance::ServerMonitor` through [`ServerState`] (which publishes, logs and counts
+//! each transition once, with its reason).
+//! Does not own: what "up" means for selection (`tandem-balance`), the hysteresis arithmetic,
+//! or passive detection (fed by `http` and `tcp` from real traffic).
 //! Checker tasks are restarted on reload; their state lives in [`ServerState`] and survives.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, info_span};
 
 use crate::live::{ServerState, Snapshot};
 use crate::plan::{CheckKind, HealthCheck};
-use crate::select::observe;
 
 /// Longest status line read from an http check response, in bytes.
 const MAX_STATUS_LINE_BYTES: usize = 1024;
@@ -38,6 +38,18 @@ pub enum CheckFailure {
     /// The http check got something that is not an HTTP status line.
     #[error("invalid http response")]
     BadResponse,
+}
+
+impl CheckFailure {
+    /// The balancer's classification of this failure.
+    pub fn kind(&self) -> tandem_balance::CheckFailure {
+        match self {
+            Self::Io(_) => tandem_balance::CheckFailure::Connect,
+            Self::Timeout(_) => tandem_balance::CheckFailure::Timeout,
+            Self::Status(code) => tandem_balance::CheckFailure::Status(*code),
+            Self::BadResponse => tandem_balance::CheckFailure::Protocol,
+        }
+    }
 }
 
 /// Runs one probe against `addr`.
@@ -111,23 +123,12 @@ async fn check_loop(hc: HealthCheck, state: Arc<ServerState>) {
     loop {
         tick.tick().await;
         let res = probe(&hc.kind, state.key.addr, hc.timeout).await;
-        let (now, flipped) = {
-            let mut h = state.health.lock().expect("health lock poisoned");
-            let (next, flipped) = observe(*h, res.is_ok(), hc.rise, hc.fall);
-            *h = next;
-            (next, flipped)
-        };
-        if flipped {
-            state.set_up(now.up);
-            state.transitions.fetch_add(1, Ordering::Relaxed);
-            match &res {
-                Ok(()) => info!(rise = hc.rise, active = state.active(), "server is up"),
-                Err(reason) => {
-                    warn!(fall = hc.fall, %reason, active = state.active(), "server is down")
-                }
-            }
-        } else if let Err(reason) = &res {
-            debug!(%reason, up = now.up, streak = now.streak, "health probe failed");
+        let verdict = res.as_ref().map(|_| ()).map_err(CheckFailure::kind);
+        let changed = state.update(std::time::Instant::now(), |m| m.on_check(verdict));
+        if let (None, Err(reason)) = (changed, &res) {
+            debug!(%reason, status = %state.status(), "health probe failed");
+        } else if let (Some(_), Err(reason)) = (changed, &res) {
+            tracing::info!(%reason, "health probe failure changed the server state");
         }
     }
 }

@@ -4,16 +4,20 @@
 //! HTTP/2 comes from ALPN `h2` on TLS, or from the client preface on plain text (h2c prior
 //! knowledge); each stream is one request, routed and balanced on its own.
 //!
-//! Owns: the per-connection hyper server setup (keep-alive, header timeout and limits), the
-//! request handler (smuggling checks, routing, header rewriting, the retry loop), upstream
-//! connection reuse, and turning a [`ProxyError`] into the response a client sees.
-//! Does not own: accepting connections or the frontend limit (`proxy`), server selection and
-//! queueing (`queue`), or live state (`live`). Never holds a lock across an `.await`.
+//! Owns: the per-connection hyper server setup (keep-alive, header timeout and limits, the
+//! client idle wrapper, per-source admission), the request handler (smuggling checks, request
+//! rate, routing, header rewriting, persistence by cookie or stick table, the retry loop,
+//! passive health feedback, counters and the access log record), upstream connection reuse,
+//! and turning a [`ProxyError`] into the response a client sees.
+//! Does not own: accepting connections or the frontend limit (`proxy`), server selection
+//! (`tandem-balance`) and queueing (`queue`), or live state (`live`). Never holds a lock
+//! across an `.await`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Instant;
 
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
@@ -22,14 +26,18 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tandem_balance::ServerId;
 use tokio::sync::watch;
-use tracing::{Instrument, debug, info, warn};
+use tracing::{Instrument, debug, warn};
 
-use crate::body::{ProxyBody, Release, error_page};
+use crate::access::{AccessLog, ms};
+use crate::body::{ProxyBody, Release, ReqBody, Sink, error_page};
 use crate::error::ProxyError;
 use crate::guard::Guarded;
+use crate::idle::{Busy, IdleIo};
 use crate::live::Snapshot;
-use crate::plan::{Backend, BackendId, Frontend, Server};
+use crate::plan::{Algorithm, Backend, BackendId, Frontend, LogFormat, Persistence, Server};
+use crate::protect::{Refusal, SourceGuard};
 use crate::queue::{Slot, Tried, acquire};
 use crate::tls::Accepted;
 
@@ -60,6 +68,21 @@ struct ConnCtx {
     /// Raised by the raw head guard when a request had both Content-Length and
     /// Transfer-Encoding; every request from then on gets 400 and the connection closes.
     conflict: Arc<AtomicBool>,
+    /// Requests being handled now; pauses the client idle timer (see `idle`).
+    busy: Busy,
+    /// Set when `protect` refused the connection: every request gets 429 and it closes.
+    refused: Option<Refusal>,
+    /// Counts this connection against its source's concurrency while it lives.
+    _source: Option<SourceGuard>,
+}
+
+/// Decrements the busy count when a request's handling ends.
+struct BusyGuard<'a>(&'a AtomicU32);
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Serves one client connection until it closes or `shutdown` fires (then drains gracefully).
@@ -69,7 +92,19 @@ pub(crate) async fn serve(
     frontend: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let peer = acc.client;
     let fe: &Frontend = &snap.plan.frontends()[frontend];
+    let live_fe = &snap.frontends[frontend];
+    live_fe
+        .stats
+        .counters
+        .sessions_total
+        .fetch_add(1, Ordering::Relaxed);
+    live_fe.stats.current.fetch_add(1, Ordering::Relaxed);
+    let (refused, source) = match crate::protect::admit(live_fe, peer.ip()) {
+        Ok(guard) => (None, guard),
+        Err(why) => (Some(why), None),
+    };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -77,7 +112,7 @@ pub(crate) async fn serve(
         .header_read_timeout(fe.timeouts.header)
         .max_headers(fe.max_headers)
         .max_buf_size(fe.max_header_bytes.max(MIN_BUF_BYTES))
-        .keep_alive(true);
+        .keep_alive(refused.is_none());
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -89,10 +124,10 @@ pub(crate) async fn serve(
         (true, false) => builder.http1_only(),
         (false, _) => builder,
     };
-    let peer = acc.client;
     let peer_value = HeaderValue::try_from(peer.ip().to_string())
         .expect("an IP address is a valid header value");
     let conflict = Arc::new(AtomicBool::new(false));
+    let busy: Busy = Arc::new(AtomicU32::new(0));
     let ctx = Arc::new(ConnCtx {
         snap: snap.clone(),
         frontend,
@@ -101,12 +136,16 @@ pub(crate) async fn serve(
         proto: HeaderValue::from_static(if acc.tls { "https" } else { "http" }),
         peer_value,
         conflict: conflict.clone(),
+        busy: busy.clone(),
+        refused,
+        _source: source,
     });
     let svc = service_fn(move |req| {
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(handle(&ctx, req).await) }
     });
-    let conn = builder.serve_connection(TokioIo::new(Guarded::new(acc.stream, conflict)), svc);
+    let stream = IdleIo::new(acc.stream, fe.timeouts.idle, busy);
+    let conn = builder.serve_connection(TokioIo::new(Guarded::new(stream, conflict)), svc);
     tokio::pin!(conn);
     let res = tokio::select! {
         res = conn.as_mut() => res,
@@ -118,28 +157,90 @@ pub(crate) async fn serve(
     if let Err(e) = res {
         debug!(cause = %e, "client connection ended with an error");
     }
+    live_fe.stats.current.fetch_sub(1, Ordering::Relaxed);
 }
 
 async fn handle(ctx: &ConnCtx, req: Request<Incoming>) -> Response<ProxyBody> {
+    ctx.busy.fetch_add(1, Ordering::Relaxed);
+    let _busy = BusyGuard(&ctx.busy);
+    let start = Instant::now();
     let plan = &ctx.snap.plan;
     let fe = &plan.frontends()[ctx.frontend];
-    let method = req.method().clone();
-    let res = match check_request(ctx, &req).and_then(|()| route(fe, &req)) {
-        Err(e) => Err(e),
-        Ok(id) => forward(ctx, id, req).await,
+    let live_fe = &ctx.snap.frontends[ctx.frontend];
+    let mut log = (fe.log_format != LogFormat::Off).then(|| AccessLog {
+        format: fe.log_format,
+        snap: ctx.snap.clone(),
+        frontend: ctx.frontend,
+        backend: None,
+        server: None,
+        client: ctx.peer,
+        method: req.method().clone(),
+        uri: req.uri().clone(),
+        start,
+        tw: -1,
+        tc: -1,
+        tr: -1,
+        status: 0,
+        bytes: 0,
+        termination: *b"--",
+    });
+    let admitted = match ctx.refused {
+        // Counted once, when the connection was refused.
+        Some(why) => Err(denied(ctx, why)),
+        None => match &live_fe.sources {
+            Some(t) if !t.request(ctx.peer.ip(), start) => {
+                live_fe.stats.denied[Refusal::RequestRate as usize].fetch_add(1, Ordering::Relaxed);
+                Err(denied(ctx, Refusal::RequestRate))
+            }
+            _ => Ok(()),
+        },
     };
-    match res {
-        Ok((resp, server)) => {
-            info!(target: "tandem_proxy::access", frontend = %fe.name, client = %ctx.peer, %method,
-                status = resp.status().as_u16(), server = %server, "request");
-            resp
+    let mut backend = None;
+    let res = match admitted
+        .and_then(|()| check_request(ctx, &req))
+        .and_then(|()| route(fe, &req))
+    {
+        Err(e) => Err(e),
+        Ok(id) => {
+            backend = Some(id);
+            forward(ctx, id, req, start, &mut log).await
         }
+    };
+    let resp = match res {
+        Ok(resp) => resp,
         Err(e) => {
             let status = e.status();
-            warn!(target: "tandem_proxy::access", frontend = %fe.name, client = %ctx.peer, %method,
-                status = status.as_u16(), kind = e.kind(), side = ?e.side(), cause = %e, "request failed");
-            error_response(status)
+            if e.side() != crate::error::Side::Client || status != StatusCode::TOO_MANY_REQUESTS {
+                warn!(frontend = %fe.name, client = %ctx.peer, status = status.as_u16(),
+                    kind = e.kind(), side = ?e.side(), cause = %e, "request failed");
+            }
+            if let Some(mut l) = log.take() {
+                l.backend = backend;
+                l.status = status.as_u16();
+                l.termination = e.termination();
+                l.emit();
+            }
+            let mut resp = error_response(status);
+            if ctx.refused.is_some() {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            resp
         }
+    };
+    let status = resp.status().as_u16();
+    live_fe.stats.counters.response(status);
+    if let Some(id) = backend {
+        ctx.snap.backends[id].stats.counters.response(status);
+    }
+    resp
+}
+
+/// A `protect` refusal as an error (429).
+fn denied(ctx: &ConnCtx, why: Refusal) -> ProxyError {
+    ProxyError::Denied {
+        frontend: ctx.snap.plan.frontends()[ctx.frontend].name.clone(),
+        reason: why.as_str(),
     }
 }
 
@@ -250,14 +351,56 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
+/// The server a persistence cookie named `name` points to, if the request carries one.
+fn cookie_server(headers: &HeaderMap, name: &str) -> Option<ServerId> {
+    for v in headers.get_all(header::COOKIE) {
+        let Ok(v) = v.to_str() else { continue };
+        for pair in v.split(';') {
+            if let Some((k, val)) = pair.trim().split_once('=')
+                && k == name
+            {
+                return ServerId::from_cookie(val.trim()).ok();
+            }
+        }
+    }
+    None
+}
+
 async fn forward(
     ctx: &ConnCtx,
     id: BackendId,
     req: Request<Incoming>,
-) -> Result<(Response<ProxyBody>, Arc<str>), ProxyError> {
-    let backend: &Backend = &ctx.snap.plan.backends()[id];
+    start: Instant,
+    log: &mut Option<AccessLog>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let plan = &ctx.snap.plan;
+    let backend: &Backend = &plan.backends()[id];
+    let sel = &*plan.balancers()[id];
     let live = &ctx.snap.backends[id];
     let (mut parts, body) = req.into_parts();
+
+    // Selection keys: cheap clones (shared bytes), only for the algorithms that hash them.
+    let key_uri = matches!(backend.algorithm, Algorithm::Uri).then(|| parts.uri.clone());
+    let key_header = plan
+        .hash_header(id)
+        .and_then(|name| parts.headers.get(name).cloned());
+    let client_ip = ctx.peer.ip();
+    let persist = match &backend.persistence {
+        Some(Persistence::Cookie { name }) => cookie_server(&parts.headers, name),
+        Some(Persistence::Source { .. }) => live.stick.as_ref().and_then(|t| {
+            t.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .lookup(start, client_ip)
+        }),
+        None => None,
+    };
+    let breq = tandem_balance::Request {
+        client_ip,
+        path: key_uri.as_ref().map_or("/", |u| u.path()),
+        header: key_header.as_ref().map(HeaderValue::as_bytes),
+        persist,
+    };
+
     // HTTP/2 carries the host in `:authority`; HTTP/1.1 servers need a Host header.
     let host = parts.headers.get(header::HOST).cloned().or_else(|| {
         let value = HeaderValue::from_str(parts.uri.authority()?.as_str()).ok()?;
@@ -281,25 +424,38 @@ async fn forward(
         })?;
     }
     parts.version = Version::HTTP_11;
-    let mut req = Request::from_parts(parts, body);
+    let mut req = Request::from_parts(parts, ReqBody::new(body));
 
+    let passive = backend.health_check.as_ref();
+    let passive_connect = passive.is_some_and(|h| h.passive_connect_failures.is_some());
+    let passive_5xx = passive.is_some_and(|h| h.passive_5xx.is_some());
     let mut tried = Tried::default();
     let mut last_err: Option<ProxyError> = None;
     // One attempt per server tried, plus stale pooled connections, bounded by `attempts`.
     let attempts = backend.retries as usize + 1 + backend.max_idle_per_server.min(8);
     let mut connect_failures = 0u32;
     for _ in 0..attempts {
-        let slot = match acquire(backend, live, tried).await {
+        let queued = Instant::now();
+        let slot = match acquire(backend, sel, live, &breq, &tried).await {
             Ok(s) => s,
             Err(ProxyError::NoServer { .. }) if last_err.is_some() => break,
             Err(e) => return Err(e),
         };
+        let connecting = Instant::now();
         let server: &Server = &backend.servers[slot.index];
+        if let Some(l) = log.as_mut() {
+            l.backend = Some(id);
+            l.server = Some(slot.index);
+            l.tw = ms(connecting - queued);
+        }
         let (mut conn, reused) = match connection(ctx, backend, server, &slot).await {
             Ok(c) => c,
             Err(e) => {
                 debug_assert!(e.retry_safe());
                 slot.server.connect_failures.fetch_add(1, Ordering::Relaxed);
+                if passive_connect {
+                    slot.server.update(Instant::now(), |m| m.on_connect(false));
+                }
                 warn!(backend = %backend.name, server = %server.name, cause = %e, "connect failed, trying another server");
                 tried.insert(slot.index);
                 last_err = Some(e);
@@ -310,7 +466,27 @@ async fn forward(
                 continue;
             }
         };
-        slot.server.sent.fetch_add(1, Ordering::Relaxed);
+        if passive_connect && !reused {
+            slot.server.update(connecting, |m| m.on_connect(true));
+        }
+        if let Some(l) = log.as_mut() {
+            l.tc = ms(connecting.elapsed());
+        }
+        slot.server
+            .counters
+            .sessions_total
+            .fetch_add(1, Ordering::Relaxed);
+        live.stats
+            .counters
+            .sessions_total
+            .fetch_add(1, Ordering::Relaxed);
+        let sink = Sink {
+            snap: ctx.snap.clone(),
+            frontend: ctx.frontend,
+            backend: id,
+            server: slot.index,
+        };
+        req.body_mut().sink = Some(sink.clone());
         let sent = tokio::time::timeout(backend.timeouts.server, conn.try_send_request(req)).await;
         match sent {
             Err(_) => {
@@ -321,7 +497,24 @@ async fn forward(
             }
             Ok(Ok(resp)) => {
                 let (mut parts, body) = resp.into_parts();
+                let status = parts.status.as_u16();
+                let elapsed = start.elapsed();
+                slot.server.counters.response(status);
+                slot.server.counters.observe(elapsed);
+                live.stats.counters.observe(elapsed);
+                if passive_5xx {
+                    slot.server
+                        .update(Instant::now(), |m| m.on_response(status));
+                }
                 strip_hop_by_hop(&mut parts.headers);
+                if !slot.persistent {
+                    persist_new_user(backend, live, &mut parts.headers, &slot, client_ip, start);
+                }
+                let mut log = log.take().map(Box::new);
+                if let Some(l) = log.as_mut() {
+                    l.tr = ms(elapsed);
+                    l.status = status;
+                }
                 let release = Release {
                     conn,
                     slot,
@@ -331,11 +524,12 @@ async fn forward(
                     } else {
                         backend.max_idle_per_server
                     },
+                    sink,
+                    log,
                 };
-                let name: Arc<str> = Arc::from(server.name.as_str());
-                return Ok((
-                    Response::from_parts(parts, ProxyBody::upstream(body, release)),
-                    name,
+                return Ok(Response::from_parts(
+                    parts,
+                    ProxyBody::upstream(body, release, backend.timeouts.server),
                 ));
             }
             Ok(Err(mut e)) => match e.take_message() {
@@ -358,13 +552,42 @@ async fn forward(
     }))
 }
 
+/// Records a user the algorithm placed (new, or moved off a dead server) so it sticks.
+fn persist_new_user(
+    backend: &Backend,
+    live: &crate::live::LiveBackend,
+    headers: &mut HeaderMap,
+    slot: &Slot,
+    client: std::net::IpAddr,
+    now: Instant,
+) {
+    match &backend.persistence {
+        Some(Persistence::Cookie { name }) => {
+            let id = slot.server.id.to_cookie();
+            let id = std::str::from_utf8(&id).unwrap_or_default();
+            // Cookie names were validated as tokens by the config; a bad one just skips.
+            if let Ok(v) = HeaderValue::try_from(format!("{name}={id}; Path=/")) {
+                headers.append(header::SET_COOKIE, v);
+            }
+        }
+        Some(Persistence::Source { .. }) => {
+            if let Some(t) = &live.stick {
+                t.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(now, client, slot.server.id);
+            }
+        }
+        None => {}
+    }
+}
+
 /// A ready connection to `server`: a pooled one, else a new one. `true` if reused.
 async fn connection(
     ctx: &ConnCtx,
     backend: &Backend,
     server: &Server,
     slot: &Slot,
-) -> Result<(SendRequest<Incoming>, bool), ProxyError> {
+) -> Result<(SendRequest<ReqBody>, bool), ProxyError> {
     // With `send_proxy`, a connection is bound to the client it was opened for: never shared.
     while backend.send_proxy.is_none()
         && let Some(mut c) = slot.server.take_idle()

@@ -11,12 +11,19 @@
 //!   connection, certificates and upstream TLS;
 //! - [`http`]/[`tcp`]: one client connection in `mode http` (HTTP/1.1 and HTTP/2 from
 //!   clients, HTTP/1.1 to servers) / `mode tcp`;
-//! - [`queue`]: picking a server and waiting for a slot ([`select`] holds the pure policy);
-//! - [`live`]: atomics and pools keyed by server identity, surviving reloads;
-//! - [`health`]: active checks; [`plan`]: the immutable compiled view; [`error`]: classification.
+//! - [`protect`]: per-source connection/request rate and concurrency (429, close);
+//! - [`queue`]: picking a server and waiting for a slot; selection is `tandem-balance`
+//!   (algorithms, health hysteresis, slow start, persistence), adapted in [`select`];
+//! - [`live`]: atomics, health monitors, stick tables and pools keyed by identity, surviving
+//!   reloads;
+//! - [`health`]: active checks; [`plan`]: the immutable compiled view; [`error`]: classification;
+//! - [`api`]: the runtime API (Unix socket, line-delimited JSON, `docs/runtime-api.md`);
+//!   [`metrics`]: every metric name and the Prometheus endpoint; `access`: the access log.
 //!
 //! The binary calls [`run`] with a [`PlanSource`] and a shutdown future.
 
+mod access;
+pub mod api;
 pub mod body;
 mod connect;
 pub mod error;
@@ -24,8 +31,11 @@ pub mod from_config;
 pub mod guard;
 pub mod health;
 pub mod http;
+mod idle;
 pub mod live;
+pub mod metrics;
 pub mod plan;
+pub mod protect;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod queue;

@@ -1,23 +1,32 @@
 //! Live state: what changes while the proxy runs, keyed so it survives reloads.
 //!
-//! Owns: [`ServerState`] (active requests, health, idle upstream connections, counters),
-//! [`BackendQueue`] (the FIFO of requests waiting for a server slot), frontend connection
-//! limits, the [`Registry`] that hands out the same state for the same identity across
-//! plans, and the [`Snapshot`] (a plan bound to its live state) that the proxy swaps.
-//! Does not own: the selection policy (`select`), the queue protocol (`queue`), or IO.
-//! No lock here is ever held across an `.await`.
+//! Owns: [`ServerState`] (active requests, the health/admin [`ServerMonitor`] and its published
+//! status, slow-start origin, idle upstream connections, counters), [`BackendQueue`] (the FIFO
+//! of requests waiting for a server slot), stick tables, frontend limits and counters, the
+//! [`Registry`] that hands out the same state for the same identity across plans, and the
+//! [`Snapshot`] (a plan bound to its live state) that the proxy swaps.
+//! Does not own: the selection policy (`tandem-balance`, adapted in `select`), the queue
+//! protocol (`queue`), metric names (`metrics`), or IO.
+//! No lock here is ever held across an `.await`; the request path reads status atomics only.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
+use tandem_balance::{
+    AdminState, Health, HealthConfig, InitState, ServerId, ServerMonitor, Status, StickTable,
+    Transition,
+};
 use tokio::sync::{Semaphore, oneshot};
+use tracing::{info, warn};
 
-use crate::plan::Plan;
-use crate::select::Hysteresis;
+use crate::body::ReqBody;
+use crate::metrics::{BackendStats, Counters, FrontendStats};
+use crate::plan::{Backend, Persistence, Plan, STICK_TABLE_CAPACITY, Server};
+use crate::protect::SourceTable;
 
 /// Stable identity of a server: live state is kept across reloads while this is unchanged.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -30,51 +39,102 @@ pub struct ServerKey {
     pub addr: SocketAddr,
 }
 
+/// Origin of the `up_since` encoding (nanoseconds after it, plus one; 0 means "none").
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    // Set before any server exists (see `ServerState::new`), and a minute early where the
+    // clock allows, so every `now` the request path passes is after it.
+    *EPOCH.get_or_init(|| {
+        let now = Instant::now();
+        now.checked_sub(Duration::from_secs(60)).unwrap_or(now)
+    })
+}
+
+fn pack(s: Status) -> u8 {
+    let admin = match s.admin {
+        AdminState::Ready => 0,
+        AdminState::Drain => 1,
+        AdminState::Maint => 2,
+    };
+    admin | if s.health == Health::Up { 0 } else { 4 }
+}
+
+fn unpack(v: u8) -> Status {
+    Status {
+        admin: match v & 3 {
+            0 => AdminState::Ready,
+            1 => AdminState::Drain,
+            _ => AdminState::Maint,
+        },
+        health: if v & 4 == 0 { Health::Up } else { Health::Down },
+    }
+}
+
 /// Live state of one server, shared by every plan that contains it.
 #[derive(Debug)]
 pub struct ServerState {
     /// Its identity.
     pub key: ServerKey,
+    /// Stable opaque id (cookies, stick tables).
+    pub id: ServerId,
     /// Requests (http) or connections (tcp) in flight; bounded by `max_connections`.
     pub(crate) active: AtomicU32,
-    /// Whether health checks consider it up; written only by its checker.
-    up: AtomicBool,
-    /// Hysteresis counters; locked only by the checker, never across an await.
-    pub(crate) health: Mutex<Hysteresis>,
+    /// The monitor's status, packed, for lock-free reads on the request path.
+    status: AtomicU8,
+    /// When the server last became able to take new users (slow start); see [`epoch`].
+    up_since: AtomicU64,
+    /// Health and admin state machine; locked for one call, never across an await.
+    monitor: Mutex<ServerMonitor>,
+    /// Admin state of the last plan bound, so a reload applies only config changes.
+    config_admin: AtomicU8,
     /// Idle keep-alive connections, most recent last.
-    pool: Mutex<Vec<SendRequest<Incoming>>>,
-    /// Requests or connections sent to this server.
-    pub(crate) sent: AtomicU64,
+    pool: Mutex<Vec<SendRequest<ReqBody>>>,
+    /// Traffic counters.
+    pub counters: Counters,
     /// Connect failures.
     pub(crate) connect_failures: AtomicU64,
-    /// Health state transitions.
+    /// Status changes (health and admin).
     pub(crate) transitions: AtomicU64,
 }
 
 impl ServerState {
-    fn new(key: ServerKey) -> Self {
+    fn new(key: ServerKey, backend: &Backend, server: &Server) -> Self {
+        let (config, init) = health_config(backend);
+        let monitor = ServerMonitor::new(config, server.admin, init);
+        let _ = epoch();
         Self {
+            id: ServerId::derive(&key.backend, &key.server),
             key,
             active: AtomicU32::new(0),
-            up: AtomicBool::new(true),
-            health: Mutex::new(Hysteresis::UP),
+            status: AtomicU8::new(pack(monitor.status())),
+            up_since: AtomicU64::new(0),
+            monitor: Mutex::new(monitor),
+            config_admin: AtomicU8::new(pack(Status {
+                admin: server.admin,
+                health: Health::Up,
+            })),
             pool: Mutex::new(Vec::new()),
-            sent: AtomicU64::new(0),
+            counters: Counters::default(),
             connect_failures: AtomicU64::new(0),
             transitions: AtomicU64::new(0),
         }
     }
 
-    /// Whether the server may receive traffic.
-    pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Acquire)
+    /// Admin state and health, as selection sees them.
+    pub fn status(&self) -> Status {
+        unpack(self.status.load(Ordering::Acquire))
     }
 
-    pub(crate) fn set_up(&self, up: bool) {
-        self.up.store(up, Ordering::Release);
-        if !up {
-            // Connections to a down server are not reused.
-            self.pool.lock().expect("pool lock poisoned").clear();
+    /// Whether the server may receive new users.
+    pub fn is_up(&self) -> bool {
+        self.status().accepts_new()
+    }
+
+    /// When the server last came up, if after load time (slow start).
+    pub fn up_since(&self) -> Option<Instant> {
+        match self.up_since.load(Ordering::Acquire) {
+            0 => None,
+            n => Some(epoch() + Duration::from_nanos(n - 1)),
         }
     }
 
@@ -83,14 +143,77 @@ impl ServerState {
         self.active.load(Ordering::Acquire)
     }
 
-    /// Health state transitions so far.
+    /// Status changes so far.
     pub fn transitions(&self) -> u64 {
         self.transitions.load(Ordering::Relaxed)
     }
 
+    /// Feeds the monitor under its lock, publishes the new status, then logs and counts the
+    /// transition, if any, with its reason (once, here).
+    pub(crate) fn update(
+        &self,
+        now: Instant,
+        f: impl FnOnce(&mut ServerMonitor) -> Option<Transition>,
+    ) -> Option<Transition> {
+        let t = {
+            let mut m = self.monitor.lock().unwrap_or_else(|p| p.into_inner());
+            let t = f(&mut m);
+            if let Some(t) = &t {
+                if t.came_up() {
+                    let n = now.saturating_duration_since(epoch()).as_nanos();
+                    let n = u64::try_from(n).unwrap_or(u64::MAX - 1) + 1;
+                    self.up_since.store(n, Ordering::Release);
+                }
+                self.status.store(pack(t.to), Ordering::Release);
+            }
+            t
+        }?;
+        self.transitions.fetch_add(1, Ordering::Relaxed);
+        if !t.to.accepts_persistent() {
+            // Connections to a server that takes no traffic are not reused.
+            self.pool.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
+        let (backend, server) = (&self.key.backend, &self.key.server);
+        if t.to.accepts_persistent() || t.to.admin == AdminState::Maint {
+            info!(%backend, %server, from = %t.from, to = %t.to, reason = ?t.reason,
+                active = self.active(), "server state change");
+        } else {
+            warn!(%backend, %server, from = %t.from, to = %t.to, reason = ?t.reason,
+                active = self.active(), "server state change");
+        }
+        Some(t)
+    }
+
+    /// The monitor's hysteresis streak (for `show servers`).
+    pub fn health_streak(&self) -> u32 {
+        self.monitor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .health_state()
+            .streak
+    }
+
+    /// Applies the thresholds and config admin state of a newly bound plan.
+    fn rebind(&self, backend: &Backend, server: &Server) {
+        let (config, _) = health_config(backend);
+        let mut m = self.monitor.lock().unwrap_or_else(|p| p.into_inner());
+        if m.config() != config {
+            m.reconfigure(config);
+        }
+        drop(m);
+        let admin = pack(Status {
+            admin: server.admin,
+            health: Health::Up,
+        });
+        if self.config_admin.swap(admin, Ordering::AcqRel) != admin {
+            // The configured state changed: it wins over a runtime command (HAProxy reload).
+            self.update(Instant::now(), |m| m.set_admin(server.admin));
+        }
+    }
+
     /// Takes an idle connection from the pool, dropping closed ones; it may need `ready()`.
-    pub(crate) fn take_idle(&self) -> Option<SendRequest<Incoming>> {
-        let mut pool = self.pool.lock().expect("pool lock poisoned");
+    pub(crate) fn take_idle(&self) -> Option<SendRequest<ReqBody>> {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(c) = pool.pop() {
             if !c.is_closed() {
                 return Some(c);
@@ -100,14 +223,33 @@ impl ServerState {
     }
 
     /// Returns a connection to the pool if there is room.
-    pub(crate) fn put_idle(&self, conn: SendRequest<Incoming>, max_idle: usize) {
-        if conn.is_closed() || !self.is_up() {
+    pub(crate) fn put_idle(&self, conn: SendRequest<ReqBody>, max_idle: usize) {
+        if conn.is_closed() || !self.status().accepts_persistent() {
             return;
         }
-        let mut pool = self.pool.lock().expect("pool lock poisoned");
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
         if pool.len() < max_idle {
             pool.push(conn);
         }
+    }
+}
+
+/// Thresholds and initial health for servers of `b` (always up without a health check).
+fn health_config(b: &Backend) -> (HealthConfig, InitState) {
+    match &b.health_check {
+        None => (HealthConfig::default(), InitState::FullyUp),
+        Some(hc) => (
+            HealthConfig {
+                rise: hc.rise.max(1),
+                fall: hc.fall.max(1),
+                passive_connect_failures: hc.passive_connect_failures,
+                passive_5xx: hc.passive_5xx,
+            },
+            // A server starts up and needs `fall` failed checks to go down, like any up
+            // server (HAProxy's `init-state fully-up`): a restart never drops a healthy server
+            // on one lost probe.
+            InitState::FullyUp,
+        ),
     }
 }
 
@@ -127,7 +269,7 @@ pub struct BackendQueue {
 impl BackendQueue {
     /// Wakes the oldest live waiter, if any.
     pub(crate) fn wake_next(&self) {
-        let mut q = self.waiters.lock().expect("queue lock poisoned");
+        let mut q = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(tx) = q.pop_front() {
             self.len.fetch_sub(1, Ordering::SeqCst);
             if tx.send(()).is_ok() {
@@ -147,6 +289,9 @@ impl BackendQueue {
     }
 }
 
+/// A backend's source stick table, behind a mutex held for one call.
+pub type Sticky = Mutex<StickTable>;
+
 /// Live part of a backend in one snapshot.
 #[derive(Debug)]
 pub struct LiveBackend {
@@ -154,8 +299,10 @@ pub struct LiveBackend {
     pub servers: Vec<Arc<ServerState>>,
     /// The backend's queue, shared across plans by backend name.
     pub queue: Arc<BackendQueue>,
-    /// Round-robin running weights; per plan, locked briefly, never across an await.
-    pub(crate) rr: Mutex<Vec<i64>>,
+    /// Source stick table (`persistence: source`), shared across plans by backend name.
+    pub stick: Option<Arc<Sticky>>,
+    /// Backend counters, shared across plans by backend name.
+    pub stats: Arc<BackendStats>,
 }
 
 /// Live part of a frontend in one snapshot.
@@ -163,6 +310,10 @@ pub struct LiveBackend {
 pub struct LiveFrontend {
     /// Connection limit (`maxconn`), shared across plans while the limit is unchanged.
     pub limit: Option<Arc<Semaphore>>,
+    /// Frontend counters, shared across plans by frontend name.
+    pub stats: Arc<FrontendStats>,
+    /// Per-source protection state, when `protect` is set; shared while unchanged.
+    pub sources: Option<Arc<SourceTable>>,
 }
 
 /// A plan bound to its live state: what the proxy swaps atomically on reload.
@@ -185,23 +336,39 @@ pub struct Snapshot {
 pub struct Registry {
     servers: Mutex<HashMap<ServerKey, Weak<ServerState>>>,
     queues: Mutex<HashMap<String, Weak<BackendQueue>>>,
+    sticks: Mutex<HashMap<(String, Duration), Weak<Sticky>>>,
+    backend_stats: Mutex<HashMap<String, Weak<BackendStats>>>,
+    frontend_stats: Mutex<HashMap<String, Weak<FrontendStats>>>,
     limits: Mutex<HashMap<(String, u32), Weak<Semaphore>>>,
+    sources: Mutex<HashMap<(String, crate::plan::Protect), Weak<SourceTable>>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Registry {
     /// Binds `plan` to live state, reusing the state of unchanged servers, backends, limits.
     pub fn bind(&self, plan: Arc<Plan>, generation: u64) -> Snapshot {
-        let mut servers = self.servers.lock().expect("registry lock poisoned");
-        let mut queues = self.queues.lock().expect("registry lock poisoned");
-        let mut limits = self.limits.lock().expect("registry lock poisoned");
+        let mut servers = locked(&self.servers);
+        let mut queues = locked(&self.queues);
+        let mut sticks = locked(&self.sticks);
+        let mut bstats = locked(&self.backend_stats);
+        let mut fstats = locked(&self.frontend_stats);
+        let mut limits = locked(&self.limits);
+        let mut sources = locked(&self.sources);
         servers.retain(|_, w| w.strong_count() > 0);
         queues.retain(|_, w| w.strong_count() > 0);
+        sticks.retain(|_, w| w.strong_count() > 0);
+        bstats.retain(|_, w| w.strong_count() > 0);
+        fstats.retain(|_, w| w.strong_count() > 0);
         limits.retain(|_, w| w.strong_count() > 0);
+        sources.retain(|_, w| w.strong_count() > 0);
         let backends = plan
             .backends()
             .iter()
             .map(|b| {
-                let states = b
+                let states: Vec<Arc<ServerState>> = b
                     .servers
                     .iter()
                     .map(|s| {
@@ -210,13 +377,46 @@ impl Registry {
                             server: s.name.clone(),
                             addr: s.addr,
                         };
-                        reuse(&mut servers, key.clone(), || ServerState::new(key))
+                        let mut fresh = false;
+                        let st = reuse(&mut servers, key.clone(), || {
+                            fresh = true;
+                            ServerState::new(key, b, s)
+                        });
+                        if !fresh {
+                            st.rebind(b, s);
+                        }
+                        st
                     })
-                    .collect::<Vec<_>>();
+                    .collect();
+                let stick = match &b.persistence {
+                    Some(Persistence::Source { expire }) => {
+                        let st = reuse(&mut sticks, (b.name.clone(), *expire), || {
+                            // Capacity is a positive constant, so `new` cannot fail.
+                            Mutex::new(
+                                StickTable::new(STICK_TABLE_CAPACITY, *expire)
+                                    .expect("positive stick table capacity"),
+                            )
+                        });
+                        // Servers that left the backend lose their clients.
+                        let mut t = locked(&st);
+                        let gone: Vec<ServerId> = t
+                            .entries(Instant::now())
+                            .map(|e| e.server)
+                            .filter(|id| !states.iter().any(|s| s.id == *id))
+                            .collect();
+                        for id in gone {
+                            t.remove_server(id);
+                        }
+                        drop(t);
+                        Some(st)
+                    }
+                    _ => None,
+                };
                 LiveBackend {
-                    rr: Mutex::new(vec![0; states.len()]),
                     servers: states,
                     queue: reuse(&mut queues, b.name.clone(), BackendQueue::default),
+                    stick,
+                    stats: reuse(&mut bstats, b.name.clone(), BackendStats::default),
                 }
             })
             .collect();
@@ -227,6 +427,12 @@ impl Registry {
                 limit: f.max_connections.map(|n| {
                     reuse(&mut limits, (f.name.clone(), n), || {
                         Semaphore::new(n as usize)
+                    })
+                }),
+                stats: reuse(&mut fstats, f.name.clone(), FrontendStats::default),
+                sources: f.protect.is_enabled().then(|| {
+                    reuse(&mut sources, (f.name.clone(), f.protect), || {
+                        SourceTable::new(f.protect)
                     })
                 }),
             })
@@ -256,7 +462,7 @@ fn reuse<K: std::hash::Hash + Eq, V>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Backend, Frontend, Mode, Server};
+    use crate::plan::{Frontend, Mode};
 
     fn plan(servers: &[(&str, u16)]) -> Arc<Plan> {
         let a = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
@@ -274,17 +480,49 @@ mod tests {
     fn state_survives_rebind_for_unchanged_servers_only() {
         let reg = Registry::default();
         let one = reg.bind(plan(&[("a", 1), ("b", 2)]), 1);
-        one.backends[0].servers[0].set_up(false);
+        let now = Instant::now();
+        one.backends[0].servers[0].update(now, |m| m.set_admin(AdminState::Maint));
         let two = reg.bind(plan(&[("a", 1), ("b", 3)]), 2);
         assert!(Arc::ptr_eq(
             &one.backends[0].servers[0],
             &two.backends[0].servers[0]
         ));
-        assert!(!two.backends[0].servers[0].is_up());
+        assert_eq!(
+            two.backends[0].servers[0].status().admin,
+            AdminState::Maint,
+            "a runtime admin state survives a reload that does not change it"
+        );
         assert!(!Arc::ptr_eq(
             &one.backends[0].servers[1],
             &two.backends[0].servers[1]
         ));
         assert!(Arc::ptr_eq(&one.backends[0].queue, &two.backends[0].queue));
+    }
+
+    #[test]
+    fn status_packing_round_trips() {
+        for admin in [AdminState::Ready, AdminState::Drain, AdminState::Maint] {
+            for health in [Health::Up, Health::Down] {
+                let s = Status { admin, health };
+                assert_eq!(unpack(pack(s)), s);
+            }
+        }
+    }
+
+    #[test]
+    fn coming_back_up_starts_slow_start() {
+        let reg = Registry::default();
+        let snap = reg.bind(plan(&[("a", 1)]), 1);
+        let s = &snap.backends[0].servers[0];
+        assert_eq!(s.up_since(), None);
+        let now = Instant::now();
+        s.update(now, |m| m.set_admin(AdminState::Maint))
+            .expect("transition");
+        assert!(!s.is_up());
+        s.update(now, |m| m.set_admin(AdminState::Ready))
+            .expect("transition");
+        let since = s.up_since().expect("ramp origin");
+        assert!(since.max(now) - since.min(now) < Duration::from_micros(2));
+        assert_eq!(s.transitions(), 2);
     }
 }

@@ -6,12 +6,19 @@
 //! Does not own: live state (connection counts, health), which lives in [`crate::live`]
 //! and is attached to a plan when the proxy installs it; nor any IO.
 //! A `Plan` is a value: it is built once, never edited, and replaced whole on reload.
+//! Building it also builds each backend's `tandem_balance::Backend` (the selection snapshot),
+//! so a plan that compiles can always select.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::header::{HeaderName, HeaderValue};
+use tandem_balance::{BackendSpec, BalanceError, ServerSpec};
+
+pub use tandem_balance::{AdminState, Balance as Algorithm};
 
 /// Default `timeout connect` (HAProxy vocabulary), in seconds.
 pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 5;
@@ -41,6 +48,9 @@ pub const DEFAULT_RISE: u32 = 2;
 pub const DEFAULT_FALL: u32 = 3;
 /// Default idle connections kept per server in the upstream pool.
 pub const DEFAULT_MAX_IDLE_PER_SERVER: usize = 64;
+/// Entries in a backend's source stick table (`persistence: source`); the least recently used
+/// client is evicted when full. About 100 bytes each.
+pub const STICK_TABLE_CAPACITY: usize = 65_536;
 
 /// Index of a backend inside its [`Plan`].
 pub type BackendId = usize;
@@ -54,11 +64,67 @@ pub enum Mode {
     Tcp,
 }
 
-/// How a backend picks a server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Algorithm {
-    /// Smooth weighted round robin (`balance roundrobin`).
-    RoundRobin,
+/// Session persistence of a backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Persistence {
+    /// HAProxy `cookie NAME insert`: the response sets `NAME=<server id>` for new users.
+    Cookie {
+        /// Cookie name.
+        name: String,
+    },
+    /// HAProxy `stick on src`: clients stick to a server for `expire` after their last request.
+    Source {
+        /// Entry lifetime after the last use.
+        expire: Duration,
+    },
+}
+
+/// A rate limit: at most `count` events per `per`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Rate {
+    /// Events allowed per period.
+    pub count: u32,
+    /// The period.
+    pub per: Duration,
+}
+
+/// Per-source abuse protection of a frontend (frontend `protect`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Protect {
+    /// New connections per source: over it, tcp closes and http answers 429.
+    pub connection_rate: Option<Rate>,
+    /// Requests per source (http): over it, 429.
+    pub request_rate: Option<Rate>,
+    /// Concurrent connections per source.
+    pub concurrent: Option<u32>,
+}
+
+impl Protect {
+    /// Whether any limit is set.
+    pub fn is_enabled(&self) -> bool {
+        self.connection_rate.is_some() || self.request_rate.is_some() || self.concurrent.is_some()
+    }
+}
+
+/// Access log line format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// No access log.
+    #[default]
+    Off,
+    /// HAProxy-like text line.
+    Text,
+    /// One JSON object (structured tracing fields).
+    Json,
+}
+
+/// Process-wide settings that are not reloaded (a change needs a restart).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Runtime API Unix socket.
+    pub runtime_socket: Option<PathBuf>,
+    /// Prometheus `/metrics` listen address.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Errors found while building a [`Plan`].
@@ -124,6 +190,9 @@ pub enum PlanError {
         /// The repeated server name.
         server: String,
     },
+    /// The balancer refused a backend (weight above 256, empty header name, id collision).
+    #[error("{0}")]
+    Balance(#[from] BalanceError),
     /// TLS material of a frontend or backend could not be loaded.
     #[error("{kind} {owner:?}: {source}")]
     Tls {
@@ -196,6 +265,10 @@ pub struct Frontend {
     pub max_headers: usize,
     /// Most bytes of a request head.
     pub max_header_bytes: usize,
+    /// Per-source limits.
+    pub protect: Protect,
+    /// Access log format.
+    pub log_format: LogFormat,
     /// TLS termination on every bind (`tls`); `None` is plain text.
     pub tls: Option<crate::tls::FrontendTls>,
     /// Binds that expect a PROXY protocol header (v1 or v2) before anything else.
@@ -219,6 +292,8 @@ impl Frontend {
             max_connections: None,
             max_headers: DEFAULT_MAX_HEADERS,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            protect: Protect::default(),
+            log_format: LogFormat::Off,
             tls: None,
             accept_proxy: Vec::new(),
             route_ids: Vec::new(),
@@ -268,6 +343,10 @@ pub struct HealthCheck {
     pub rise: u32,
     /// Consecutive failures to mark an up server down.
     pub fall: u32,
+    /// Passive detection: consecutive connect failures on real traffic that mark a server down.
+    pub passive_connect_failures: Option<u32>,
+    /// Passive detection: consecutive 5xx responses on real traffic that mark a server down.
+    pub passive_5xx: Option<u32>,
 }
 
 impl CheckKind {
@@ -291,6 +370,8 @@ impl HealthCheck {
             timeout: Duration::from_millis(DEFAULT_CHECK_TIMEOUT_MS),
             rise: DEFAULT_RISE,
             fall: DEFAULT_FALL,
+            passive_connect_failures: None,
+            passive_5xx: None,
         }
     }
 }
@@ -302,12 +383,14 @@ pub struct Server {
     pub name: String,
     /// Address to connect to.
     pub addr: SocketAddr,
-    /// Relative share of traffic (0 receives none).
+    /// Relative share of traffic, 0..=256 (0 receives no new users).
     pub weight: u32,
     /// Most concurrent requests (http) or connections (tcp) (`maxconn`); `None` is unbounded.
     pub max_connections: Option<u32>,
     /// Used only when no primary server is up.
     pub backup: bool,
+    /// Admin state from the configuration (`ready`, `drain`, `maint`).
+    pub admin: AdminState,
 }
 
 impl Server {
@@ -319,6 +402,7 @@ impl Server {
             weight: 1,
             max_connections: None,
             backup: false,
+            admin: AdminState::Ready,
         }
     }
 }
@@ -369,6 +453,10 @@ pub struct Backend {
     pub send_proxy: Option<crate::proxy_protocol::Version>,
     /// TLS to the servers; `None` is plain text.
     pub tls: Option<crate::tls::UpstreamTls>,
+    /// Session persistence.
+    pub persistence: Option<Persistence>,
+    /// Weight ramp after a server comes back (`slowstart`); zero disables it.
+    pub slow_start: Duration,
 }
 
 impl Backend {
@@ -386,17 +474,25 @@ impl Backend {
             health_check: None,
             send_proxy: None,
             tls: None,
+            persistence: None,
+            slow_start: Duration::ZERO,
         }
     }
 }
 
 /// The compiled proxy configuration; see the module doc.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Plan {
     frontends: Vec<Frontend>,
     backends: Vec<Backend>,
+    /// Selection snapshots, same order as `backends`; shared by clones of this plan.
+    balancers: Vec<Arc<tandem_balance::Backend>>,
+    /// Parsed header name of `balance header(NAME)` backends, same order as `backends`.
+    hash_headers: Vec<Option<HeaderName>>,
     /// Bind address to frontend index.
     binds: HashMap<SocketAddr, usize>,
+    /// Process-wide settings.
+    pub settings: Settings,
 }
 
 impl Plan {
@@ -518,15 +614,66 @@ impl Plan {
             fe.route_ids = route_ids;
             fe.default_id = default_id;
         }
+        let hash_headers = backends
+            .iter()
+            .map(|b| {
+                b.algorithm
+                    .header_name()
+                    .and_then(|n| HeaderName::try_from(n.to_ascii_lowercase()).ok())
+            })
+            .collect();
+        let mut balancers = Vec::with_capacity(backends.len());
+        for b in &backends {
+            match balancer(b) {
+                Ok(sel) => balancers.push(Arc::new(sel)),
+                Err(e) => errors.push(PlanError::Balance(e)),
+            }
+        }
         if errors.is_empty() {
             Ok(Plan {
                 frontends,
                 backends,
+                balancers,
+                hash_headers,
                 binds,
+                settings: Settings::default(),
             })
         } else {
             Err(errors)
         }
+    }
+
+    /// This plan with `settings`.
+    pub fn with_settings(mut self, settings: Settings) -> Plan {
+        self.settings = settings;
+        self
+    }
+
+    /// This plan with the weight of `server` in `backend` changed (runtime API), or why not.
+    pub fn with_weight(
+        &self,
+        backend: usize,
+        server: usize,
+        weight: u32,
+    ) -> Result<Plan, Vec<PlanError>> {
+        let mut backends = self.backends.clone();
+        backends[backend].servers[server].weight = weight;
+        Plan::new(self.frontends.clone(), backends).map(|p| p.with_settings(self.settings.clone()))
+    }
+
+    /// Selection snapshots, same order as [`Plan::backends`].
+    pub fn balancers(&self) -> &[Arc<tandem_balance::Backend>] {
+        &self.balancers
+    }
+
+    /// The header hashed by a `balance header(NAME)` backend.
+    pub(crate) fn hash_header(&self, backend: BackendId) -> Option<&HeaderName> {
+        self.hash_headers[backend].as_ref()
+    }
+
+    /// Index of the backend named `name`.
+    pub fn backend_index(&self, name: &str) -> Option<BackendId> {
+        self.backends.iter().position(|b| b.name == name)
     }
 
     /// All frontends.
@@ -548,6 +695,30 @@ impl Plan {
     pub fn bind_addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         self.binds.keys().copied()
     }
+}
+
+/// Builds the selection snapshot of `b`; the seed (for `random`) is derived from its name.
+fn balancer(b: &Backend) -> Result<tandem_balance::Backend, BalanceError> {
+    let spec = BackendSpec {
+        name: b.name.clone(),
+        balance: b.algorithm.clone(),
+        servers: b
+            .servers
+            .iter()
+            .map(|s| {
+                let mut spec = ServerSpec::new(s.name.clone(), s.addr)
+                    .weight(s.weight)
+                    .slow_start(b.slow_start);
+                spec.max_connections = s.max_connections;
+                spec.backup = s.backup;
+                spec.initial_admin = s.admin;
+                spec
+            })
+            .collect(),
+        all_backups: false,
+    };
+    let seed = tandem_balance::ServerId::derive(&b.name, "").0;
+    tandem_balance::Backend::new(spec, seed)
 }
 
 #[cfg(test)]

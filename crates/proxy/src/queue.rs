@@ -2,7 +2,8 @@
 //!
 //! Owns: [`acquire`] (pick a usable server with a free slot, or wait in FIFO order up to
 //! `timeout queue`) and [`Slot`] (a reserved slot, released on drop, waking the next waiter).
-//! Does not own: the selection arithmetic (`select`), connecting, or any response.
+//! Does not own: the selection policy (`tandem-balance` through `select`), connecting, or
+//! any response.
 //!
 //! Lost wake-up freedom: a waiter increments the queue length then re-tries; a releaser
 //! decrements `active` then reads the queue length; both `SeqCst`, so one sees the other.
@@ -14,33 +15,22 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use tandem_balance::{Chosen, Request};
+
 use crate::error::ProxyError;
 use crate::live::{BackendQueue, LiveBackend, ServerState};
 use crate::plan::Backend;
-use crate::select::{Pick, swrr};
+use crate::select::{Pick, View};
 
-/// Set of server indices already tried by one request (first 64 servers tracked).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Tried(u64);
-
-impl Tried {
-    /// Records server `i` as tried.
-    pub fn insert(&mut self, i: usize) {
-        if i < 64 {
-            self.0 |= 1 << i;
-        }
-    }
-
-    fn contains(self, i: usize) -> bool {
-        i < 64 && self.0 & (1 << i) != 0
-    }
-}
+pub use crate::select::Tried;
 
 /// A reserved slot on a server; dropping it frees the slot and wakes the next waiter.
 #[derive(Debug)]
 pub struct Slot {
     /// Index of the server in its backend.
     pub index: usize,
+    /// Chosen because of persistence (cookie, stick table) rather than by the algorithm.
+    pub persistent: bool,
     /// The server's live state.
     pub server: Arc<ServerState>,
     queue: Arc<BackendQueue>,
@@ -56,50 +46,38 @@ impl Drop for Slot {
 }
 
 /// Tries to pick a server and reserve a slot on it, without waiting.
-pub fn try_pick(backend: &Backend, live: &LiveBackend, tried: Tried) -> Pick {
-    let usable = |i: usize| {
-        let s = &backend.servers[i];
-        s.weight > 0 && !tried.contains(i) && live.servers[i].is_up()
+pub fn try_pick(
+    backend: &Backend,
+    sel: &tandem_balance::Backend,
+    live: &LiveBackend,
+    req: &Request<'_>,
+    tried: &Tried,
+) -> Pick {
+    let now = std::time::Instant::now();
+    let view = View(&live.servers);
+    let chosen = match sel.pick(now, req, &view, tried.as_slice()) {
+        Pick::Picked(c) => c,
+        other => return other,
     };
-    let n = backend.servers.len();
-    let use_backups = !(0..n).any(|i| !backend.servers[i].backup && usable(i));
-    let has_room = |i: usize| match backend.servers[i].max_connections {
-        None => true,
-        Some(max) => live.servers[i].active.load(Ordering::SeqCst) < max,
-    };
-    let mut any_usable = false;
-    let picked = {
-        let mut rr = live.rr.lock().expect("rr lock poisoned");
-        let candidates = (0..n)
-            .filter(|&i| backend.servers[i].backup == use_backups && usable(i))
-            .inspect(|_| any_usable = true)
-            .filter(|&i| has_room(i))
-            .map(|i| (i, backend.servers[i].weight));
-        swrr(&mut rr, candidates)
-    };
-    let Some(i) = picked else {
-        return if any_usable {
-            Pick::AllFull
-        } else {
-            Pick::NoServer
-        };
-    };
-    let max = backend.servers[i].max_connections.unwrap_or(u32::MAX);
-    // Another plan sharing this server may have taken the last slot since `has_room`.
-    match live.servers[i]
+    let max = backend.servers[chosen.index]
+        .max_connections
+        .unwrap_or(u32::MAX);
+    // A concurrent pick (or another plan sharing this server) may have taken the last slot.
+    match live.servers[chosen.index]
         .active
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |a| {
             (a < max).then_some(a + 1)
         }) {
-        Ok(_) => Pick::Picked(i),
+        Ok(_) => Pick::Picked(chosen),
         Err(_) => Pick::AllFull,
     }
 }
 
-fn slot(live: &LiveBackend, index: usize) -> Slot {
+fn slot(live: &LiveBackend, chosen: Chosen) -> Slot {
     Slot {
-        index,
-        server: live.servers[index].clone(),
+        index: chosen.index,
+        persistent: chosen.persistent,
+        server: live.servers[chosen.index].clone(),
         queue: live.queue.clone(),
     }
 }
@@ -107,13 +85,15 @@ fn slot(live: &LiveBackend, index: usize) -> Slot {
 /// Picks a server and reserves a slot, waiting in the backend queue if all are full.
 pub async fn acquire(
     backend: &Backend,
+    sel: &tandem_balance::Backend,
     live: &LiveBackend,
-    tried: Tried,
+    req: &Request<'_>,
+    tried: &Tried,
 ) -> Result<Slot, ProxyError> {
     // Newcomers only bypass the queue when it is empty (FIFO fairness).
     if live.queue.len.load(Ordering::SeqCst) == 0 {
-        match try_pick(backend, live, tried) {
-            Pick::Picked(i) => return Ok(slot(live, i)),
+        match try_pick(backend, sel, live, req, tried) {
+            Pick::Picked(c) => return Ok(slot(live, c)),
             Pick::NoServer => {
                 return Err(ProxyError::NoServer {
                     backend: backend.name.clone(),
@@ -128,7 +108,7 @@ pub async fn acquire(
     loop {
         let (tx, mut rx) = oneshot::channel();
         {
-            let mut q = live.queue.waiters.lock().expect("queue lock poisoned");
+            let mut q = live.queue.waiters.lock().unwrap_or_else(|p| p.into_inner());
             if q.len() >= backend.max_queue {
                 q.retain(|t| !t.is_closed());
                 live.queue.len.store(q.len(), Ordering::SeqCst);
@@ -146,14 +126,14 @@ pub async fn acquire(
             live.queue.len.fetch_add(1, Ordering::SeqCst);
         }
         // Re-try after announcing ourselves: a slot freed just before is not missed.
-        match try_pick(backend, live, tried) {
-            Pick::Picked(i) => {
+        match try_pick(backend, sel, live, req, tried) {
+            Pick::Picked(c) => {
                 rx.close();
                 if rx.try_recv().is_ok() {
                     // We were woken too; pass the wake-up on.
                     live.queue.wake_next();
                 }
-                return Ok(slot(live, i));
+                return Ok(slot(live, c));
             }
             Pick::NoServer => {
                 rx.close();
@@ -173,8 +153,8 @@ pub async fn acquire(
                     at_front = true;
                     continue;
                 }
-                match try_pick(backend, live, tried) {
-                    Pick::Picked(i) => return Ok(slot(live, i)),
+                match try_pick(backend, sel, live, req, tried) {
+                    Pick::Picked(c) => return Ok(slot(live, c)),
                     Pick::NoServer => return Err(ProxyError::NoServer { backend: backend.name.clone() }),
                     Pick::AllFull => at_front = true,
                 }
@@ -199,7 +179,8 @@ mod tests {
     use super::*;
     use crate::live::Registry;
     use crate::plan::{Frontend, Mode, Plan, Server};
-    use std::net::SocketAddr;
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    use tandem_balance::AdminState;
 
     fn snapshot(servers: Vec<Server>, queue_ms: u64) -> crate::live::Snapshot {
         let a = SocketAddr::from(([127, 0, 0, 1], 80));
@@ -218,6 +199,17 @@ mod tests {
         s
     }
 
+    fn req() -> Request<'static> {
+        Request::new(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    fn picked(p: Pick) -> Option<usize> {
+        match p {
+            Pick::Picked(c) => Some(c.index),
+            _ => None,
+        }
+    }
+
     #[test]
     fn backups_only_when_primaries_down() {
         let snap = snapshot(
@@ -227,12 +219,18 @@ mod tests {
             ],
             10,
         );
-        let (b, l) = (&snap.plan.backends()[0], &snap.backends[0]);
-        assert_eq!(try_pick(b, l, Tried::default()), Pick::Picked(0));
-        l.servers[0].set_up(false);
-        assert_eq!(try_pick(b, l, Tried::default()), Pick::Picked(1));
-        l.servers[1].set_up(false);
-        assert_eq!(try_pick(b, l, Tried::default()), Pick::NoServer);
+        let (b, sel, l) = (
+            &snap.plan.backends()[0],
+            &*snap.plan.balancers()[0],
+            &snap.backends[0],
+        );
+        let t = Tried::default();
+        assert_eq!(picked(try_pick(b, sel, l, &req(), &t)), Some(0));
+        let now = std::time::Instant::now();
+        l.servers[0].update(now, |m| m.set_admin(AdminState::Maint));
+        assert_eq!(picked(try_pick(b, sel, l, &req(), &t)), Some(1));
+        l.servers[1].update(now, |m| m.set_admin(AdminState::Maint));
+        assert_eq!(try_pick(b, sel, l, &req(), &t), Pick::NoServer);
     }
 
     #[test]
@@ -244,26 +242,38 @@ mod tests {
             ],
             10,
         );
-        let (b, l) = (&snap.plan.backends()[0], &snap.backends[0]);
+        let (b, sel, l) = (
+            &snap.plan.backends()[0],
+            &*snap.plan.balancers()[0],
+            &snap.backends[0],
+        );
         let mut tried = Tried::default();
         tried.insert(0);
         for _ in 0..4 {
-            assert_eq!(try_pick(b, l, tried), Pick::Picked(1));
+            let p = try_pick(b, sel, l, &req(), &tried);
+            assert_eq!(picked(p), Some(1));
+            l.servers[1].active.fetch_sub(1, Ordering::SeqCst);
         }
         tried.insert(1);
-        assert_eq!(try_pick(b, l, tried), Pick::NoServer);
+        assert_eq!(try_pick(b, sel, l, &req(), &tried), Pick::NoServer);
     }
 
     #[tokio::test]
     async fn full_server_queues_then_times_out_or_gets_the_freed_slot() {
         let snap = snapshot(vec![server("a", 1, 1, Some(1), false)], 50);
-        let (b, l) = (&snap.plan.backends()[0], &snap.backends[0]);
-        let first = acquire(b, l, Tried::default()).await.expect("free slot");
-        let err = acquire(b, l, Tried::default())
+        let (b, sel, l) = (
+            &snap.plan.backends()[0],
+            &*snap.plan.balancers()[0],
+            &snap.backends[0],
+        );
+        let t = Tried::default();
+        let first = acquire(b, sel, l, &req(), &t).await.expect("free slot");
+        let err = acquire(b, sel, l, &req(), &t)
             .await
             .expect_err("queue timeout");
         assert!(matches!(err, ProxyError::QueueTimeout { .. }), "{err}");
-        let (got, ()) = tokio::join!(acquire(b, l, Tried::default()), async {
+        let r = req();
+        let (got, ()) = tokio::join!(acquire(b, sel, l, &r, &t), async {
             tokio::time::sleep(Duration::from_millis(10)).await;
             drop(first);
         });

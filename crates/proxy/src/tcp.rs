@@ -3,16 +3,19 @@
 //! Owns: picking a server for a new client connection (retrying another one when connect
 //! fails) and the bidirectional relay. When one side stops sending (FIN), the other side's
 //! write half is shut down and the opposite direction keeps flowing (`copy_bidirectional`).
+//! Also: per-source admission (`protect`), source stickiness, passive connect feedback, counters.
 //! Does not own: accepting or the frontend limit (`proxy`), selection and queueing (`queue`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use tracing::{debug, warn};
 
 use crate::error::ProxyError;
 use crate::live::Snapshot;
+use crate::plan::Persistence;
 use crate::queue::{Slot, Tried, acquire};
 use crate::tls::{Accepted, ServerStream};
 
@@ -20,49 +23,116 @@ use crate::tls::{Accepted, ServerStream};
 pub(crate) async fn serve(acc: Accepted, snap: Arc<Snapshot>, frontend: usize) {
     let (mut client, peer, local) = (acc.stream, acc.client, acc.local);
     let fe = &snap.plan.frontends()[frontend];
+    let live_fe = &snap.frontends[frontend];
     let Some(id) = fe.default_id() else {
         // Plan validation guarantees a default backend for tcp frontends.
         debug_assert!(false, "tcp frontend {} without backend", fe.name);
         return;
     };
+    live_fe
+        .stats
+        .counters
+        .sessions_total
+        .fetch_add(1, Ordering::Relaxed);
+    let _source = match crate::protect::admit(live_fe, peer.ip()) {
+        Ok(guard) => guard,
+        Err(why) => {
+            debug!(frontend = %fe.name, client = %peer, reason = why.as_str(), "tcp connection refused by protect");
+            return;
+        }
+    };
+    live_fe.stats.current.fetch_add(1, Ordering::Relaxed);
     let (mut server, slot) = match connect_any(&snap, id, peer, local).await {
         Ok(pair) => pair,
         Err(e) => {
+            live_fe.stats.current.fetch_sub(1, Ordering::Relaxed);
             warn!(frontend = %fe.name, client = %peer, kind = e.kind(), side = ?e.side(), cause = %e, "tcp connection refused");
             return;
         }
     };
     match tokio::io::copy_bidirectional(&mut client, &mut server).await {
-        Ok((up, down)) => debug!(bytes_in = up, bytes_out = down, "tcp relay done"),
+        Ok((up, down)) => {
+            debug!(bytes_in = up, bytes_out = down, "tcp relay done");
+            let r = Ordering::Relaxed;
+            let b = &snap.backends[id];
+            for c in [
+                &live_fe.stats.counters,
+                &b.stats.counters,
+                &slot.server.counters,
+            ] {
+                c.bytes_in.fetch_add(up, r);
+                c.bytes_out.fetch_add(down, r);
+            }
+        }
         Err(e) => debug!(cause = %e, "tcp relay ended with an error"),
     }
+    live_fe.stats.current.fetch_sub(1, Ordering::Relaxed);
     drop(slot);
 }
 
 async fn connect_any(
     snap: &Snapshot,
     id: usize,
-    client: SocketAddr,
+    peer: SocketAddr,
     local: SocketAddr,
 ) -> Result<(ServerStream, Slot), ProxyError> {
     let backend = &snap.plan.backends()[id];
+    let sel = &*snap.plan.balancers()[id];
     let live = &snap.backends[id];
+    let now = Instant::now();
+    let sticky = match &backend.persistence {
+        Some(Persistence::Source { .. }) => live.stick.as_deref(),
+        _ => None,
+    };
+    let persist = sticky.and_then(|t| {
+        t.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .lookup(now, peer.ip())
+    });
+    let mut req = tandem_balance::Request::new(peer.ip());
+    req.persist = persist;
+    let passive = backend
+        .health_check
+        .as_ref()
+        .is_some_and(|h| h.passive_connect_failures.is_some());
     let mut tried = Tried::default();
     let mut last_err = None;
     for _ in 0..=backend.retries {
-        let slot = match acquire(backend, live, tried).await {
+        let slot = match acquire(backend, sel, live, &req, &tried).await {
             Ok(s) => s,
             Err(ProxyError::NoServer { .. }) if last_err.is_some() => break,
             Err(e) => return Err(e),
         };
         let server = &backend.servers[slot.index];
-        match crate::connect::open(server, backend, client, local).await {
+        match crate::connect::open(server, backend, peer, local).await {
             Ok(s) => {
-                slot.server.sent.fetch_add(1, Ordering::Relaxed);
+                slot.server
+                    .counters
+                    .sessions_total
+                    .fetch_add(1, Ordering::Relaxed);
+                live.stats
+                    .counters
+                    .sessions_total
+                    .fetch_add(1, Ordering::Relaxed);
+                if passive {
+                    slot.server.update(Instant::now(), |m| m.on_connect(true));
+                }
+                if let Some(t) = sticky
+                    && !slot.persistent
+                {
+                    t.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                        now,
+                        peer.ip(),
+                        slot.server.id,
+                    );
+                }
                 return Ok((s, slot));
             }
             Err(e) => {
                 slot.server.connect_failures.fetch_add(1, Ordering::Relaxed);
+                if passive {
+                    slot.server.update(Instant::now(), |m| m.on_connect(false));
+                }
                 warn!(backend = %backend.name, server = %server.name, cause = %e, "connect failed, trying another server");
                 tried.insert(slot.index);
                 last_err = Some(e);

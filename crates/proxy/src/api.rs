@@ -1,0 +1,480 @@
+//! The runtime API: line-delimited JSON on a Unix socket (`runtime.socket`).
+//!
+//! Owns: the socket listener ([`spawn`]), the command protocol ([`execute`], documented in
+//! `docs/runtime-api.md`): `show frontends|backends|servers`, `set server … state|weight`,
+//! `reload`, `show persistence`, `import persistence`; and the JSON views of live counters.
+//! Does not own: the state it changes (`live`, through `ServerState::update`), how a reload
+//! installs a plan (`proxy`), or where a reload reads its configuration ([`PlanSource`]).
+//!
+//! Bounds: at most [`MAX_CLIENTS`] connections at once, request lines of at most
+//! [`MAX_LINE_BYTES`], and [`IDLE_SECS`] of silence before a connection is closed.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tandem_balance::{AdminState, Health, ServerId, StickEntry};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::task::JoinHandle;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use crate::PlanSource;
+use crate::live::{LiveBackend, ServerState, Snapshot};
+use crate::metrics::{CLASSES, Counters, DENY_REASONS};
+use crate::plan::{Algorithm, Persistence};
+use crate::proxy::Proxy;
+
+/// Most API connections served at once.
+pub const MAX_CLIENTS: usize = 8;
+/// Longest request line, in bytes.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+/// Seconds of silence after which an API connection is closed.
+pub const IDLE_SECS: u64 = 300;
+
+/// Why the API socket could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Binding the Unix socket failed.
+    #[error("failed to bind the runtime api socket {path}: {source}")]
+    Bind {
+        /// The socket path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// One request line.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Command {
+    cmd: String,
+    #[serde(default)]
+    backend: Option<String>,
+    #[serde(default)]
+    server: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    weight: Option<u32>,
+    #[serde(default)]
+    entries: Option<Vec<EntryJson>>,
+}
+
+/// A stick-table entry on the wire (`show persistence`, `import persistence`).
+#[derive(Debug, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct EntryJson {
+    client: IpAddr,
+    /// Opaque server id (16 hex digits), never the address.
+    server_id: String,
+    expires_in_ms: u64,
+}
+
+/// Serves the API on `path` (a stale socket file is replaced) until the task is aborted.
+pub fn spawn(
+    proxy: Proxy,
+    path: &Path,
+    source: Option<Arc<dyn PlanSource>>,
+) -> Result<JoinHandle<()>, ApiError> {
+    let bind_err = |source| ApiError::Bind {
+        path: path.to_owned(),
+        source,
+    };
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(bind_err(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(bind_err)?;
+    info!(socket = %path.display(), "runtime api listening");
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
+    let span = info_span!("api", socket = %path.display());
+    Ok(tokio::spawn(
+        async move {
+            loop {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                let stream = match listener.accept().await {
+                    Ok((s, _)) => s,
+                    Err(e) => {
+                        error!(cause = %e, "runtime api accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let (proxy, source) = (proxy.clone(), source.clone());
+                tokio::spawn(
+                    async move {
+                        if let Err(e) = session(stream, &proxy, source.as_deref()).await {
+                            debug!(cause = %e, "runtime api connection ended with an error");
+                        }
+                        drop(permit);
+                    }
+                    .in_current_span(),
+                );
+            }
+        }
+        .instrument(span),
+    ))
+}
+
+async fn session(
+    stream: UnixStream,
+    proxy: &Proxy,
+    source: Option<&dyn PlanSource>,
+) -> std::io::Result<()> {
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::new(rd);
+    let mut line = Vec::with_capacity(256);
+    loop {
+        line.clear();
+        let mut limited = (&mut rd).take(MAX_LINE_BYTES as u64 + 1);
+        let read = limited.read_until(b'\n', &mut line);
+        let n = match tokio::time::timeout(Duration::from_secs(IDLE_SECS), read).await {
+            Err(_) => return Ok(()),
+            Ok(r) => r?,
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        let too_long = line.len() > MAX_LINE_BYTES;
+        let out = if too_long {
+            fail(format!("request line longer than {MAX_LINE_BYTES} bytes"))
+        } else if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        } else {
+            execute(proxy, source, &line).await
+        };
+        let mut bytes = serde_json::to_vec(&out).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
+        bytes.push(b'\n');
+        wr.write_all(&bytes).await?;
+        if too_long {
+            return Ok(());
+        }
+    }
+}
+
+fn fail(msg: impl Into<String>) -> Value {
+    json!({ "ok": false, "error": msg.into() })
+}
+
+/// Runs one request line and returns the response object.
+pub async fn execute(proxy: &Proxy, source: Option<&dyn PlanSource>, line: &[u8]) -> Value {
+    let cmd: Command = match serde_json::from_slice(line) {
+        Ok(c) => c,
+        Err(e) => return fail(format!("invalid request: {e}")),
+    };
+    let snap = proxy.snapshot();
+    let res = match cmd.cmd.as_str() {
+        "show frontends" => Ok(json!({ "ok": true, "frontends": show_frontends(&snap) })),
+        "show backends" => Ok(json!({ "ok": true, "backends": show_backends(&snap) })),
+        "show servers" => {
+            show_servers(&snap, cmd.backend.as_deref()).map(|s| json!({ "ok": true, "servers": s }))
+        }
+        "set server" => set_server(proxy, &snap, &cmd).await,
+        "reload" => match source {
+            None => Err("reload is not available: the proxy has no configuration source".into()),
+            Some(src) => match src.load() {
+                Err(e) => Err(format!("reload refused: {e}")),
+                Ok(plan) => match proxy.reload(plan).await {
+                    Ok(generation) => {
+                        info!(generation, "reloaded from the runtime api");
+                        Ok(json!({ "ok": true, "generation": generation }))
+                    }
+                    Err(e) => Err(format!("reload refused: {e}")),
+                },
+            },
+        },
+        "show persistence" => show_persistence(&snap, cmd.backend.as_deref()),
+        "import persistence" => import_persistence(&snap, &cmd),
+        other => Err(format!(
+            "unknown command {other:?}: expected show frontends|backends|servers|persistence, set server, import persistence, reload"
+        )),
+    };
+    res.unwrap_or_else(fail)
+}
+
+fn classes(c: &Counters) -> Value {
+    let s = c.statuses();
+    let mut m = serde_json::Map::new();
+    for (i, class) in CLASSES.iter().enumerate() {
+        m.insert((*class).to_owned(), json!(s[i]));
+    }
+    Value::Object(m)
+}
+
+fn show_frontends(snap: &Snapshot) -> Vec<Value> {
+    use std::sync::atomic::Ordering::Relaxed;
+    snap.plan
+        .frontends()
+        .iter()
+        .zip(&snap.frontends)
+        .map(|(f, l)| {
+            let c = &l.stats.counters;
+            let mut denied = serde_json::Map::new();
+            for (i, r) in DENY_REASONS.iter().enumerate() {
+                denied.insert((*r).to_owned(), json!(l.stats.denied[i].load(Relaxed)));
+            }
+            json!({
+                "name": f.name,
+                "mode": format!("{:?}", f.mode).to_lowercase(),
+                "binds": f.binds.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "sessions_current": l.stats.current.load(Relaxed),
+                "sessions_total": c.sessions_total.load(Relaxed),
+                "max_connections": f.max_connections,
+                "bytes_in": c.bytes_in.load(Relaxed),
+                "bytes_out": c.bytes_out.load(Relaxed),
+                "responses": classes(c),
+                "denied": denied,
+            })
+        })
+        .collect()
+}
+
+fn algorithm(a: &Algorithm) -> String {
+    match a {
+        Algorithm::RoundRobin => "roundrobin".into(),
+        Algorithm::LeastConn => "leastconn".into(),
+        Algorithm::Source => "source".into(),
+        Algorithm::Uri => "uri".into(),
+        Algorithm::Header(h) => format!("header({h})"),
+        Algorithm::First => "first".into(),
+        Algorithm::Random => "random".into(),
+    }
+}
+
+fn show_backends(snap: &Snapshot) -> Vec<Value> {
+    use std::sync::atomic::Ordering::Relaxed;
+    snap.plan
+        .backends()
+        .iter()
+        .zip(&snap.backends)
+        .map(|(b, l)| {
+            let c = &l.stats.counters;
+            json!({
+                "name": b.name,
+                "algorithm": algorithm(&b.algorithm),
+                "sessions_current": l.servers.iter().map(|s| u64::from(s.active())).sum::<u64>(),
+                "sessions_total": c.sessions_total.load(Relaxed),
+                "queue": l.queue.len(),
+                "bytes_in": c.bytes_in.load(Relaxed),
+                "bytes_out": c.bytes_out.load(Relaxed),
+                "responses": classes(c),
+                "servers_total": l.servers.len(),
+                "servers_accepting": l.servers.iter().filter(|s| s.is_up()).count(),
+            })
+        })
+        .collect()
+}
+
+fn admin_str(a: AdminState) -> &'static str {
+    match a {
+        AdminState::Ready => "ready",
+        AdminState::Drain => "drain",
+        AdminState::Maint => "maint",
+    }
+}
+
+fn server_json(snap: &Snapshot, bi: usize, si: usize, now: Instant) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let b = &snap.plan.backends()[bi];
+    let cfg = &snap.plan.balancers()[bi].servers()[si];
+    let s: &ServerState = &snap.backends[bi].servers[si];
+    let status = s.status();
+    let effective = if status.accepts_new() {
+        tandem_balance::effective_weight(
+            cfg.weight,
+            s.up_since().map(|t| now.saturating_duration_since(t)),
+            cfg.slow_start,
+        )
+    } else {
+        0
+    };
+    let c = &s.counters;
+    json!({
+        "backend": b.name,
+        "name": cfg.name,
+        "id": s.id.to_string(),
+        "address": cfg.address.to_string(),
+        "backup": cfg.backup,
+        "state": admin_str(status.admin),
+        "health": if status.health == Health::Up { "up" } else { "down" },
+        "status": status.to_string(),
+        "check_streak": s.health_streak(),
+        "weight": cfg.weight,
+        "effective_weight": effective,
+        "max_connections": cfg.max_connections,
+        "sessions_current": s.active(),
+        "sessions_total": c.sessions_total.load(Relaxed),
+        "queue": snap.backends[bi].queue.len(),
+        "bytes_in": c.bytes_in.load(Relaxed),
+        "bytes_out": c.bytes_out.load(Relaxed),
+        "responses": classes(c),
+        "connect_failures": s.connect_failures.load(Relaxed),
+        "transitions": s.transitions(),
+    })
+}
+
+fn backend_index(snap: &Snapshot, name: &str) -> Result<usize, String> {
+    snap.plan
+        .backend_index(name)
+        .ok_or_else(|| format!("no backend {name}"))
+}
+
+fn show_servers(snap: &Snapshot, backend: Option<&str>) -> Result<Vec<Value>, String> {
+    let now = Instant::now();
+    let only = backend.map(|n| backend_index(snap, n)).transpose()?;
+    let mut out = Vec::new();
+    for (bi, b) in snap.plan.backends().iter().enumerate() {
+        if only.is_some_and(|o| o != bi) {
+            continue;
+        }
+        for si in 0..b.servers.len() {
+            out.push(server_json(snap, bi, si, now));
+        }
+    }
+    Ok(out)
+}
+
+/// Resolves `BACKEND/SERVER`.
+fn server_ref(snap: &Snapshot, spec: Option<&str>) -> Result<(usize, usize), String> {
+    let spec = spec.ok_or("set server needs \"server\": \"BACKEND/SERVER\"")?;
+    let (b, s) = spec
+        .split_once('/')
+        .ok_or_else(|| format!("invalid server {spec:?}: expected BACKEND/SERVER"))?;
+    let bi = backend_index(snap, b)?;
+    let si = snap.plan.backends()[bi]
+        .servers
+        .iter()
+        .position(|x| x.name == s)
+        .ok_or_else(|| format!("no server {s} in backend {b}"))?;
+    Ok((bi, si))
+}
+
+async fn set_server(proxy: &Proxy, snap: &Snapshot, cmd: &Command) -> Result<Value, String> {
+    let (bi, si) = server_ref(snap, cmd.server.as_deref())?;
+    if cmd.state.is_none() && cmd.weight.is_none() {
+        return Err("set server needs \"state\" (ready|drain|maint) or \"weight\" (0..256)".into());
+    }
+    let admin = match cmd.state.as_deref() {
+        None => None,
+        Some("ready") => Some(AdminState::Ready),
+        Some("drain") => Some(AdminState::Drain),
+        Some("maint") => Some(AdminState::Maint),
+        Some(other) => {
+            return Err(format!(
+                "invalid state {other:?}: expected ready, drain or maint"
+            ));
+        }
+    };
+    if let Some(w) = cmd.weight
+        && w > tandem_balance::MAX_WEIGHT
+    {
+        return Err(format!("invalid weight {w}: must be 0..=256"));
+    }
+    if let Some(admin) = admin {
+        let state = &snap.backends[bi].servers[si];
+        if state
+            .update(Instant::now(), |m| m.set_admin(admin))
+            .is_some()
+        {
+            info!(backend = %state.key.backend, server = %state.key.server, state = admin_str(admin),
+                "server state set from the runtime api");
+        }
+    }
+    let mut current = proxy.snapshot();
+    if let Some(w) = cmd.weight
+        && current.plan.backends()[bi].servers[si].weight != w
+    {
+        // Weights live in the selection snapshot: install a copy of the plan with the new
+        // weight (live state is kept by identity). A later reload restores the configured one.
+        let plan = current
+            .plan
+            .with_weight(bi, si, w)
+            .map_err(|e| format!("cannot set weight: {}", e[0]))?;
+        proxy
+            .reload(plan)
+            .await
+            .map_err(|e| format!("cannot set weight: {e}"))?;
+        warn!(backend = %current.plan.backends()[bi].name,
+            server = %current.plan.backends()[bi].servers[si].name, weight = w,
+            "server weight set from the runtime api (until the next reload)");
+        current = proxy.snapshot();
+    }
+    Ok(json!({ "ok": true, "server": server_json(&current, bi, si, Instant::now()) }))
+}
+
+fn stick_of<'a>(
+    snap: &'a Snapshot,
+    name: Option<&str>,
+) -> Result<(usize, &'a LiveBackend), String> {
+    let name = name.ok_or("persistence commands need \"backend\"")?;
+    let bi = backend_index(snap, name)?;
+    Ok((bi, &snap.backends[bi]))
+}
+
+fn show_persistence(snap: &Snapshot, backend: Option<&str>) -> Result<Value, String> {
+    let (bi, live) = stick_of(snap, backend)?;
+    let b = &snap.plan.backends()[bi];
+    match (&b.persistence, &live.stick) {
+        (Some(Persistence::Source { expire }), Some(t)) => {
+            let now = Instant::now();
+            let t = t.lock().unwrap_or_else(|p| p.into_inner());
+            let sel = &snap.plan.balancers()[bi];
+            let entries: Vec<Value> = t
+                .entries(now)
+                .map(|e| {
+                    json!({
+                        "client": e.client,
+                        "server_id": e.server.to_string(),
+                        "server": sel.server_by_id(e.server).map(|s| s.name.as_str()),
+                        "expires_in_ms": u64::try_from(e.expires_in.as_millis()).unwrap_or(u64::MAX),
+                    })
+                })
+                .collect();
+            Ok(json!({
+                "ok": true, "backend": b.name, "kind": "source",
+                "expire_ms": u64::try_from(expire.as_millis()).unwrap_or(u64::MAX),
+                "capacity": t.capacity(), "entries": entries,
+            }))
+        }
+        (Some(Persistence::Cookie { name }), _) => Ok(json!({
+            "ok": true, "backend": b.name, "kind": "cookie", "cookie": name,
+            "entries": [],
+        })),
+        _ => Err(format!("backend {} has no persistence", b.name)),
+    }
+}
+
+fn import_persistence(snap: &Snapshot, cmd: &Command) -> Result<Value, String> {
+    let (bi, live) = stick_of(snap, cmd.backend.as_deref())?;
+    let name = &snap.plan.backends()[bi].name;
+    let Some(t) = &live.stick else {
+        return Err(format!("backend {name} has no source persistence"));
+    };
+    let entries = cmd
+        .entries
+        .as_deref()
+        .ok_or("import persistence needs \"entries\"")?;
+    let mut parsed = Vec::with_capacity(entries.len());
+    for e in entries {
+        let server = ServerId::from_cookie(&e.server_id)
+            .map_err(|err| format!("invalid entry for {}: {err}", e.client))?;
+        parsed.push(StickEntry {
+            client: e.client,
+            server,
+            expires_in: Duration::from_millis(e.expires_in_ms),
+        });
+    }
+    let n = parsed.len();
+    t.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .import(Instant::now(), parsed);
+    Ok(json!({ "ok": true, "imported": n }))
+}

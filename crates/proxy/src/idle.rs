@@ -1,0 +1,139 @@
+//! Client inactivity timeout (`client_idle`, HAProxy `timeout client`) as an IO wrapper.
+//!
+//! Owns: [`IdleIo`], which fails a read or write with `TimedOut` when the client socket made
+//! no progress for `client_idle` while the proxy waits on the client: a stalled request body,
+//! or a client that stops reading its response. While a request is being handled (between
+//! the request head and the response head, tracked by [`Busy`]), waiting for the server is
+//! not client inactivity: `timeout server` applies instead.
+//! Does not own: the wait for the next request on a keep-alive connection, which hyper's
+//! header read timer bounds (`client_header`, like HAProxy's `timeout http-keep-alive`
+//! defaulting to `timeout http-request`), so an idle keep-alive connection closes after
+//! `min(client_header, client_idle)`.
+//! One timer per connection, re-armed lazily: progress only records an instant.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// Requests of one connection being handled now (raised by the handler).
+pub(crate) type Busy = Arc<AtomicU32>;
+
+/// See the module doc.
+pub(crate) struct IdleIo<T> {
+    inner: T,
+    timeout: Duration,
+    last: Instant,
+    timer: Pin<Box<Sleep>>,
+    busy: Busy,
+}
+
+impl<T> IdleIo<T> {
+    pub(crate) fn new(inner: T, timeout: Duration, busy: Busy) -> Self {
+        let now = Instant::now();
+        Self {
+            inner,
+            timeout,
+            last: now,
+            timer: Box::pin(tokio::time::sleep_until(now + timeout)),
+            busy,
+        }
+    }
+
+    /// Whether the client has been silent too long; registers the waker otherwise.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = self.last + self.timeout;
+        if self.timer.deadline() != deadline {
+            self.timer.as_mut().reset(deadline);
+        }
+        self.timer.as_mut().poll(cx).is_ready()
+    }
+
+    fn timed_out(&self) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("client idle for {:?}", self.timeout),
+        )
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                this.last = Instant::now();
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                if this.busy.load(Ordering::Relaxed) == 0 && this.expired(cx) {
+                    return Poll::Ready(Err(this.timed_out()));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write(cx, data) {
+            Poll::Ready(r) => {
+                this.last = Instant::now();
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                if this.expired(cx) {
+                    return Poll::Ready(Err(this.timed_out()));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(r) => {
+                this.last = Instant::now();
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                if this.expired(cx) {
+                    return Poll::Ready(Err(this.timed_out()));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}

@@ -1,0 +1,575 @@
+//! Metrics: every metric name, the counters behind them, and the Prometheus text endpoint.
+//!
+//! Owns: [`Counters`], [`FrontendStats`], [`BackendStats`] (atomics updated on the request
+//! path, no lock, no allocation), [`render`] (Prometheus text format 0.0.4 from a snapshot) and
+//! [`spawn`] (a tiny http server answering `GET /metrics` on `metrics.listen`).
+//! Does not own: when counters are bumped (`http`, `tcp`, `health`, `protect`), nor the
+//! runtime API's JSON view (`api`), which reads the same counters.
+//!
+//! # How to add a metric
+//!
+//! 1. Add its name as a `const` in the list below (prefix `tandem_`, unit suffix, `_total`
+//!    for counters) with a doc line; the name is the only place it is spelled.
+//! 2. Store it as an atomic in [`Counters`] (per frontend, backend and server) or in the
+//!    specific stats struct, and bump it where the event happens with `Relaxed` ordering.
+//! 3. Emit it in [`render`] with `family` (HELP and TYPE once) and `sample`.
+//!
+//! Labels are bounded on purpose: `frontend`, `backend` and `server` come from the
+//! configuration (bounded by it), `class` has six values (`1xx`..`5xx`, `other`), `reason`
+//! and `le` are fixed lists here. Never label with a client address, path or header.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info};
+
+use crate::body::ProxyBody;
+use crate::live::Snapshot;
+use crate::proxy::Proxy;
+
+/// Client connections open now, per frontend.
+pub const FRONTEND_SESSIONS_CURRENT: &str = "tandem_frontend_sessions_current";
+/// Client connections accepted, per frontend.
+pub const FRONTEND_SESSIONS_TOTAL: &str = "tandem_frontend_sessions_total";
+/// Request body bytes received from clients, per frontend.
+pub const FRONTEND_BYTES_IN: &str = "tandem_frontend_bytes_in_total";
+/// Response body bytes sent to clients, per frontend.
+pub const FRONTEND_BYTES_OUT: &str = "tandem_frontend_bytes_out_total";
+/// Responses by status class, per frontend.
+pub const FRONTEND_REQUESTS: &str = "tandem_frontend_requests_total";
+/// Connections or requests refused by `protect`, per frontend and reason.
+pub const FRONTEND_DENIED: &str = "tandem_frontend_denied_total";
+/// Requests or connections in flight to servers, per backend.
+pub const BACKEND_SESSIONS_CURRENT: &str = "tandem_backend_sessions_current";
+/// Requests or connections sent to servers, per backend.
+pub const BACKEND_SESSIONS_TOTAL: &str = "tandem_backend_sessions_total";
+/// Request body bytes sent to servers, per backend.
+pub const BACKEND_BYTES_IN: &str = "tandem_backend_bytes_in_total";
+/// Response body bytes received from servers, per backend.
+pub const BACKEND_BYTES_OUT: &str = "tandem_backend_bytes_out_total";
+/// Responses by status class, per backend (proxy errors such as 503 included).
+pub const BACKEND_REQUESTS: &str = "tandem_backend_requests_total";
+/// Requests waiting in the backend queue now.
+pub const BACKEND_QUEUE: &str = "tandem_backend_queue_length";
+/// Time from request to response head, per backend.
+pub const BACKEND_RESPONSE_TIME: &str = "tandem_backend_response_time_seconds";
+/// Requests or connections in flight, per server.
+pub const SERVER_SESSIONS_CURRENT: &str = "tandem_server_sessions_current";
+/// Requests or connections sent, per server.
+pub const SERVER_SESSIONS_TOTAL: &str = "tandem_server_sessions_total";
+/// Request body bytes sent, per server.
+pub const SERVER_BYTES_IN: &str = "tandem_server_bytes_in_total";
+/// Response body bytes received, per server.
+pub const SERVER_BYTES_OUT: &str = "tandem_server_bytes_out_total";
+/// Responses by status class, per server.
+pub const SERVER_REQUESTS: &str = "tandem_server_requests_total";
+/// 1 when the server's health is up, else 0.
+pub const SERVER_UP: &str = "tandem_server_up";
+/// 1 when the server takes new users (up and ready), else 0.
+pub const SERVER_ACTIVE: &str = "tandem_server_accepting";
+/// Configured weight, per server.
+pub const SERVER_WEIGHT: &str = "tandem_server_weight";
+/// Weight after slow start, per server.
+pub const SERVER_EFFECTIVE_WEIGHT: &str = "tandem_server_effective_weight";
+/// Status changes (health and admin), per server.
+pub const SERVER_TRANSITIONS: &str = "tandem_server_transitions_total";
+/// Failed connects to the server, per server.
+pub const SERVER_CONNECT_FAILURES: &str = "tandem_server_connect_failures_total";
+/// Time from request to response head, per server.
+pub const SERVER_RESPONSE_TIME: &str = "tandem_server_response_time_seconds";
+
+/// Upper bounds of the response-time histogram buckets, in milliseconds (fixed).
+pub const BUCKETS_MS: [u64; 12] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000];
+
+/// Status class labels, indexed by [`class_index`].
+pub const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+
+/// `protect` refusal reasons, indexed as in [`FrontendStats::denied`].
+pub const DENY_REASONS: [&str; 3] = ["connection_rate", "request_rate", "concurrent"];
+
+/// Index into [`CLASSES`] of an HTTP status code.
+pub fn class_index(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        500..=599 => 4,
+        _ => 5,
+    }
+}
+
+/// Traffic counters shared by frontends, backends and servers.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Sessions (connections or requests) started.
+    pub sessions_total: AtomicU64,
+    /// Body bytes from the client side.
+    pub bytes_in: AtomicU64,
+    /// Body bytes from the server side.
+    pub bytes_out: AtomicU64,
+    /// Responses by status class ([`CLASSES`]).
+    pub status: [AtomicU64; 6],
+    /// Response-time histogram: non-cumulative counts per [`BUCKETS_MS`] bucket, then `+Inf`.
+    pub hist: [AtomicU64; 13],
+    /// Sum of observed response times, in microseconds.
+    pub hist_sum_us: AtomicU64,
+}
+
+impl Counters {
+    /// Counts one response of `status`.
+    pub fn response(&self, status: u16) {
+        self.status[class_index(status)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records one response time.
+    pub fn observe(&self, d: Duration) {
+        let ms = d.as_millis();
+        let i = BUCKETS_MS
+            .iter()
+            .position(|&b| ms <= u128::from(b))
+            .unwrap_or(BUCKETS_MS.len());
+        self.hist[i].fetch_add(1, Ordering::Relaxed);
+        self.hist_sum_us.fetch_add(
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Responses by class, as plain numbers.
+    pub fn statuses(&self) -> [u64; 6] {
+        std::array::from_fn(|i| self.status[i].load(Ordering::Relaxed))
+    }
+}
+
+/// Counters of one frontend, shared across reloads by name.
+#[derive(Debug, Default)]
+pub struct FrontendStats {
+    /// Traffic.
+    pub counters: Counters,
+    /// Client connections open now.
+    pub current: AtomicU32,
+    /// Refusals by [`DENY_REASONS`].
+    pub denied: [AtomicU64; 3],
+}
+
+/// Counters of one backend, shared across reloads by name.
+#[derive(Debug, Default)]
+pub struct BackendStats {
+    /// Traffic, including responses the proxy generated (503, 504) for this backend.
+    pub counters: Counters,
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn hist(out: &mut String, name: &str, labels: &str, c: &Counters) {
+    let mut cum = 0u64;
+    for (i, b) in BUCKETS_MS.iter().enumerate() {
+        cum += c.hist[i].load(Ordering::Relaxed);
+        let le = *b as f64 / 1000.0;
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cum}");
+    }
+    cum += c.hist[BUCKETS_MS.len()].load(Ordering::Relaxed);
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cum}");
+    let sum = c.hist_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+    let _ = writeln!(out, "{name}_count{{{labels}}} {cum}");
+}
+
+/// Escapes a label value (names are config tokens, but be safe).
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Renders every metric of `snap` in the Prometheus text format.
+pub fn render(snap: &Snapshot) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    let plan = &snap.plan;
+    let r = Ordering::Relaxed;
+    let fes: Vec<(String, &crate::live::LiveFrontend)> = plan
+        .frontends()
+        .iter()
+        .zip(&snap.frontends)
+        .map(|(f, l)| (format!("frontend=\"{}\"", esc(&f.name)), l))
+        .collect();
+    let gauge_or_counter =
+        |out: &mut String, name: &str, kind: &str, help: &str, vals: Vec<(String, u64)>| {
+            family(out, name, kind, help);
+            for (labels, v) in vals {
+                let _ = writeln!(out, "{name}{{{labels}}} {v}");
+            }
+        };
+    gauge_or_counter(
+        &mut out,
+        FRONTEND_SESSIONS_CURRENT,
+        "gauge",
+        "Client connections open now.",
+        fes.iter()
+            .map(|(l, f)| (l.clone(), u64::from(f.stats.current.load(r))))
+            .collect(),
+    );
+    gauge_or_counter(
+        &mut out,
+        FRONTEND_SESSIONS_TOTAL,
+        "counter",
+        "Client connections accepted.",
+        fes.iter()
+            .map(|(l, f)| (l.clone(), f.stats.counters.sessions_total.load(r)))
+            .collect(),
+    );
+    gauge_or_counter(
+        &mut out,
+        FRONTEND_BYTES_IN,
+        "counter",
+        "Request body bytes from clients.",
+        fes.iter()
+            .map(|(l, f)| (l.clone(), f.stats.counters.bytes_in.load(r)))
+            .collect(),
+    );
+    gauge_or_counter(
+        &mut out,
+        FRONTEND_BYTES_OUT,
+        "counter",
+        "Response body bytes to clients.",
+        fes.iter()
+            .map(|(l, f)| (l.clone(), f.stats.counters.bytes_out.load(r)))
+            .collect(),
+    );
+    family(
+        &mut out,
+        FRONTEND_REQUESTS,
+        "counter",
+        "Responses by status class.",
+    );
+    for (l, f) in &fes {
+        for (i, v) in f.stats.counters.statuses().iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{FRONTEND_REQUESTS}{{{l},class=\"{}\"}} {v}",
+                CLASSES[i]
+            );
+        }
+    }
+    family(
+        &mut out,
+        FRONTEND_DENIED,
+        "counter",
+        "Refusals by protect, by reason.",
+    );
+    for (l, f) in &fes {
+        for (i, reason) in DENY_REASONS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{FRONTEND_DENIED}{{{l},reason=\"{reason}\"}} {}",
+                f.stats.denied[i].load(r)
+            );
+        }
+    }
+
+    let bes: Vec<(String, &crate::live::LiveBackend)> = plan
+        .backends()
+        .iter()
+        .zip(&snap.backends)
+        .map(|(b, l)| (format!("backend=\"{}\"", esc(&b.name)), l))
+        .collect();
+    gauge_or_counter(
+        &mut out,
+        BACKEND_SESSIONS_CURRENT,
+        "gauge",
+        "Requests or connections in flight to servers.",
+        bes.iter()
+            .map(|(l, b)| {
+                (
+                    l.clone(),
+                    b.servers.iter().map(|s| u64::from(s.active())).sum(),
+                )
+            })
+            .collect(),
+    );
+    gauge_or_counter(
+        &mut out,
+        BACKEND_SESSIONS_TOTAL,
+        "counter",
+        "Requests or connections sent to servers.",
+        bes.iter()
+            .map(|(l, b)| (l.clone(), b.stats.counters.sessions_total.load(r)))
+            .collect(),
+    );
+    gauge_or_counter(
+        &mut out,
+        BACKEND_BYTES_IN,
+        "counter",
+        "Request body bytes sent to servers.",
+        bes.iter()
+            .map(|(l, b)| (l.clone(), b.stats.counters.bytes_in.load(r)))
+            .collect(),
+    );
+    gauge_or_counter(
+        &mut out,
+        BACKEND_BYTES_OUT,
+        "counter",
+        "Response body bytes from servers.",
+        bes.iter()
+            .map(|(l, b)| (l.clone(), b.stats.counters.bytes_out.load(r)))
+            .collect(),
+    );
+    gauge_or_counter(
+        &mut out,
+        BACKEND_QUEUE,
+        "gauge",
+        "Requests waiting in the queue.",
+        bes.iter()
+            .map(|(l, b)| (l.clone(), b.queue.len() as u64))
+            .collect(),
+    );
+    family(
+        &mut out,
+        BACKEND_REQUESTS,
+        "counter",
+        "Responses by status class.",
+    );
+    for (l, b) in &bes {
+        for (i, v) in b.stats.counters.statuses().iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{BACKEND_REQUESTS}{{{l},class=\"{}\"}} {v}",
+                CLASSES[i]
+            );
+        }
+    }
+    family(
+        &mut out,
+        BACKEND_RESPONSE_TIME,
+        "histogram",
+        "Time from request to response head.",
+    );
+    for (l, b) in &bes {
+        hist(&mut out, BACKEND_RESPONSE_TIME, l, &b.stats.counters);
+    }
+
+    let now = Instant::now();
+    let mut srv = Vec::new();
+    for ((b, lb), sel) in plan
+        .backends()
+        .iter()
+        .zip(&snap.backends)
+        .zip(plan.balancers())
+    {
+        for (i, s) in lb.servers.iter().enumerate() {
+            let labels = format!(
+                "backend=\"{}\",server=\"{}\"",
+                esc(&b.name),
+                esc(&b.servers[i].name)
+            );
+            let cfg = &sel.servers()[i];
+            let eff = if s.is_up() {
+                tandem_balance::effective_weight(
+                    cfg.weight,
+                    s.up_since().map(|t| now.saturating_duration_since(t)),
+                    cfg.slow_start,
+                )
+            } else {
+                0
+            };
+            srv.push((labels, s, cfg.weight, eff));
+        }
+    }
+    let per = |out: &mut String,
+               name: &str,
+               kind: &str,
+               help: &str,
+               f: &dyn Fn(&crate::live::ServerState, u32, u32) -> u64| {
+        family(out, name, kind, help);
+        for (l, s, w, e) in &srv {
+            let _ = writeln!(out, "{name}{{{l}}} {}", f(s, *w, *e));
+        }
+    };
+    per(
+        &mut out,
+        SERVER_SESSIONS_CURRENT,
+        "gauge",
+        "Requests or connections in flight.",
+        &|s, _, _| u64::from(s.active()),
+    );
+    per(
+        &mut out,
+        SERVER_SESSIONS_TOTAL,
+        "counter",
+        "Requests or connections sent.",
+        &|s, _, _| s.counters.sessions_total.load(r),
+    );
+    per(
+        &mut out,
+        SERVER_BYTES_IN,
+        "counter",
+        "Request body bytes sent.",
+        &|s, _, _| s.counters.bytes_in.load(r),
+    );
+    per(
+        &mut out,
+        SERVER_BYTES_OUT,
+        "counter",
+        "Response body bytes received.",
+        &|s, _, _| s.counters.bytes_out.load(r),
+    );
+    per(
+        &mut out,
+        SERVER_UP,
+        "gauge",
+        "1 when health checks consider the server up.",
+        &|s, _, _| u64::from(s.status().health == tandem_balance::Health::Up),
+    );
+    per(
+        &mut out,
+        SERVER_ACTIVE,
+        "gauge",
+        "1 when the server takes new users (up and ready).",
+        &|s, _, _| u64::from(s.is_up()),
+    );
+    per(
+        &mut out,
+        SERVER_WEIGHT,
+        "gauge",
+        "Configured weight.",
+        &|_, w, _| u64::from(w),
+    );
+    per(
+        &mut out,
+        SERVER_EFFECTIVE_WEIGHT,
+        "gauge",
+        "Weight after slow start (0 when not accepting).",
+        &|_, _, e| u64::from(e),
+    );
+    per(
+        &mut out,
+        SERVER_TRANSITIONS,
+        "counter",
+        "Status changes (health and admin).",
+        &|s, _, _| s.transitions(),
+    );
+    per(
+        &mut out,
+        SERVER_CONNECT_FAILURES,
+        "counter",
+        "Failed connects.",
+        &|s, _, _| s.connect_failures.load(r),
+    );
+    family(
+        &mut out,
+        SERVER_REQUESTS,
+        "counter",
+        "Responses by status class.",
+    );
+    for (l, s, _, _) in &srv {
+        for (i, v) in s.counters.statuses().iter().enumerate() {
+            let _ = writeln!(out, "{SERVER_REQUESTS}{{{l},class=\"{}\"}} {v}", CLASSES[i]);
+        }
+    }
+    family(
+        &mut out,
+        SERVER_RESPONSE_TIME,
+        "histogram",
+        "Time from request to response head.",
+    );
+    for (l, s, _, _) in &srv {
+        hist(&mut out, SERVER_RESPONSE_TIME, l, &s.counters);
+    }
+    out
+}
+
+/// Most concurrent scrapes; more wait in the listen backlog.
+const MAX_SCRAPERS: usize = 4;
+
+/// Serves `GET /metrics` on `addr` until the task is aborted; returns the bound address.
+pub async fn spawn(
+    proxy: Proxy,
+    addr: SocketAddr,
+) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    info!(listen = %local, "metrics endpoint listening");
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPERS));
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let (stream, peer) = match listener.accept().await {
+                Ok(pair) => pair,
+                Err(e) => {
+                    error!(cause = %e, "metrics accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let proxy = proxy.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let proxy = proxy.clone();
+                    async move { Ok::<_, std::convert::Infallible>(answer(&proxy, &req)) }
+                });
+                let res = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+                if let Err(e) = res {
+                    debug!(client = %peer, cause = %e, "metrics connection ended with an error");
+                }
+                drop(permit);
+            });
+        }
+    });
+    Ok((local, task))
+}
+
+fn answer(proxy: &Proxy, req: &Request<Incoming>) -> Response<ProxyBody> {
+    if req.uri().path() != "/metrics" {
+        return crate::http::error_response(StatusCode::NOT_FOUND);
+    }
+    let text = render(&proxy.snapshot());
+    let mut resp = Response::new(ProxyBody::Static(Some(text.into())));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_and_classes() {
+        let c = Counters::default();
+        c.observe(Duration::from_micros(500));
+        c.observe(Duration::from_millis(7));
+        c.observe(Duration::from_secs(60));
+        assert_eq!(c.hist[0].load(Ordering::Relaxed), 1);
+        assert_eq!(
+            c.hist[3].load(Ordering::Relaxed),
+            1,
+            "7 ms is in the 10 ms bucket"
+        );
+        assert_eq!(c.hist[12].load(Ordering::Relaxed), 1, "+Inf");
+        for (code, class) in [(101, 0), (204, 1), (302, 2), (429, 3), (503, 4), (42, 5)] {
+            assert_eq!(class_index(code), class, "{code}");
+        }
+    }
+}
