@@ -32,7 +32,7 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn config_yaml(preempt: bool) -> String {
+fn config_yaml(preempt: bool, unicast: bool) -> String {
     format!(
         r#"version: 1
 cluster:
@@ -46,6 +46,7 @@ vrrp:
     vrid: 51
     advert_interval: 100ms
     preempt: {preempt}
+    unicast: {unicast}
     addresses: [198.18.0.100/24]
 frontends:
   - name: web
@@ -114,6 +115,10 @@ struct Pair {
 
 impl Pair {
     fn new(name: &str, preempt: bool) -> Pair {
+        Pair::with(name, preempt, false)
+    }
+
+    fn with(name: &str, preempt: bool, unicast: bool) -> Pair {
         let bed = Testbed::new(name).expect("testbed");
         let lan = bed.segment("lan").expect("segment");
         let lb1 = bed.host("lb1").expect("host lb1");
@@ -133,7 +138,8 @@ impl Pair {
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        std::fs::write(dir.join("tandem.yaml"), config_yaml(preempt)).expect("write config");
+        std::fs::write(dir.join("tandem.yaml"), config_yaml(preempt, unicast))
+            .expect("write config");
         let responders = vec![Responder::start(&lb1, "lb1"), Responder::start(&lb2, "lb2")];
         Pair {
             lb1,
@@ -157,6 +163,10 @@ impl Pair {
     }
 
     fn start(&self, node: &str) -> Process {
+        self.start_with(node, &[])
+    }
+
+    fn start_with(&self, node: &str, extra: &[&str]) -> Process {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tandem"));
         cmd.arg("vrrp")
             .arg("--config")
@@ -164,6 +174,7 @@ impl Pair {
             .args(["--node", node])
             .arg("--control-socket")
             .arg(self.socket(node))
+            .args(extra)
             .env("RUST_LOG", "info");
         self.host(node).spawn(&mut cmd).expect("spawn tandem vrrp")
     }
@@ -352,6 +363,12 @@ fn sigkill_of_the_master_leaves_no_vip_behind() {
         logs(&d1)
     );
     assert!(!both, "both nodes held the VIP at once");
+    // The guardian resigns on the dead daemon's behalf (priority 0): the peer takes over after
+    // Skew_Time (~61 ms), not Master_Down_Interval (~361 ms).
+    assert!(
+        took < Duration::from_millis(300),
+        "takeover after SIGKILL took {took:?}"
+    );
     pair.wait_answer("lb2", Duration::from_secs(2));
     // And it stays that way: the dead node never gets it back.
     pair.assert_stable("lb2", Duration::from_secs(1));
@@ -501,4 +518,43 @@ fn planned_switchover_through_the_control_socket() {
         "{st}"
     );
     drop((d1, d2));
+}
+
+#[test]
+fn unicast_adverts_elect_and_fail_over() {
+    if !require_root() {
+        return;
+    }
+    let _s = serial();
+    let pair = Pair::with("vrrp-unicast", true, true);
+    let (mut d1, d2) = pair.elect();
+    pair.assert_stable("lb1", Duration::from_millis(500));
+    let st = pair.control("lb2", r#"{"cmd":"status"}"#);
+    assert_eq!(st["instances"][0]["master"], "198.18.0.11", "{st}");
+    d1.signal(Signal::SIGKILL).expect("kill -9");
+    let (_, took, both) = watch_takeover(&pair, "lb1", "lb2", Duration::from_secs(3));
+    eprintln!("unicast: lb2 took over after {took:?}");
+    assert!(!both, "both nodes held the VIP");
+    pair.wait_answer("lb2", Duration::from_secs(2));
+    drop(d2);
+}
+
+#[test]
+fn without_a_guardian_the_address_lifetime_removes_a_dead_masters_vip() {
+    if !require_root() {
+        return;
+    }
+    let _s = serial();
+    let pair = Pair::new("vrrp-lifetime", true);
+    let mut d1 = pair.start_with("lb1", &["--no-guardian"]);
+    pair.wait_vip("lb1", true, Duration::from_secs(5));
+    d1.signal(Signal::SIGKILL).expect("kill -9");
+    // No guardian and no peer: only the kernel's address lifetime (10 s) can remove it.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        pair.has_vip("lb1"),
+        "VIP vanished before its lifetime ran out"
+    );
+    let gone = pair.wait_vip("lb1", false, Duration::from_secs(12));
+    eprintln!("lifetime backstop: VIP gone {gone:?} after the 2 s check");
 }

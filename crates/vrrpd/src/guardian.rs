@@ -9,9 +9,13 @@
 //!    binary, hidden subcommand `vrrp-guardian`, see [`guardian_main`]) in **its own process
 //!    group**, so a `kill -9 -- -PGID` of the daemon's group does not reach it. The daemon holds
 //!    the write end of a pipe that is the guardian's stdin and speaks a line protocol on it:
-//!    `hold KEY IFINDEX TIMEOUT_MS ADDR/PREFIX[,ADDR/PREFIX...]` when it installs VIPs,
-//!    `beat KEY` on every advert it sends as master, `release KEY` when it removes them.
-//!    The guardian removes the VIPs of a held key itself, through netlink, when
+//!    `hold KEY IFINDEX TIMEOUT_MS ADDR/PREFIX[,ADDR/PREFIX...] SRC DST=HEX[,DST=HEX...]` when
+//!    it installs VIPs (the last two fields: its primary address and, per advert destination,
+//!    the encoded priority-0 advert to resign with), `beat KEY` on every advert it sends as
+//!    master, `release KEY` when it removes them.
+//!    The guardian removes the VIPs of a held key itself, through netlink, and then sends the
+//!    priority-0 adverts on the daemon's behalf (so the peer takes over after Skew_Time, about
+//!    60 ms at a 100 ms interval, instead of Master_Down_Interval, as after a clean SIGTERM), when
 //!    * the pipe reaches EOF (the daemon died: the kernel closes its fds at any death, even
 //!      SIGKILL), then it exits; or
 //!    * no `beat` arrived for `TIMEOUT_MS` (3 advert intervals: the daemon is frozen, e.g.
@@ -118,13 +122,27 @@ impl GuardianLink {
         })
     }
 
-    /// Announces that `key`'s VIPs are installed on `ifindex`.
-    pub fn hold(&mut self, key: &str, ifindex: u32, timeout: Duration, vips: &[(IpAddr, u8)]) {
+    /// Announces that `key`'s VIPs are installed on `ifindex`, with the priority-0 adverts
+    /// (from `src`, one per destination) to resign with if the daemon goes silent.
+    pub fn hold(
+        &mut self,
+        key: &str,
+        ifindex: u32,
+        timeout: Duration,
+        vips: &[(IpAddr, u8)],
+        src: IpAddr,
+        resign: &[(IpAddr, Vec<u8>)],
+    ) {
         let list: Vec<String> = vips.iter().map(|(a, p)| format!("{a}/{p}")).collect();
+        let adverts: Vec<String> = resign
+            .iter()
+            .map(|(dst, payload)| format!("{dst}={}", hex(payload)))
+            .collect();
         let line = format!(
-            "hold {key} {ifindex} {} {}\n",
+            "hold {key} {ifindex} {} {} {src} {}\n",
             timeout.as_millis(),
-            list.join(",")
+            list.join(","),
+            adverts.join(",")
         );
         self.write(&line);
     }
@@ -180,6 +198,9 @@ impl GuardianLink {
     }
 }
 
+/// Source address of the resignation adverts and, per destination, the encoded advert.
+type Resign = (IpAddr, Vec<(IpAddr, Vec<u8>)>);
+
 /// One parsed protocol line.
 #[derive(Debug, PartialEq, Eq)]
 enum Msg {
@@ -188,6 +209,8 @@ enum Msg {
         ifindex: u32,
         timeout: Duration,
         vips: Vec<(IpAddr, u8)>,
+        /// Source of the resignation adverts and, per destination, the encoded advert.
+        resign: Option<Resign>,
     },
     Beat(String),
     Release(String),
@@ -205,11 +228,23 @@ fn parse(line: &str) -> Option<Msg> {
                 let (a, p) = item.split_once('/')?;
                 vips.push((a.parse().ok()?, p.parse().ok()?));
             }
+            let resign = match (it.next(), it.next()) {
+                (Some(src), Some(list)) => {
+                    let mut adverts = Vec::new();
+                    for item in list.split(',') {
+                        let (dst, payload) = item.split_once('=')?;
+                        adverts.push((dst.parse().ok()?, unhex(payload)?));
+                    }
+                    Some((src.parse().ok()?, adverts))
+                }
+                _ => None,
+            };
             Some(Msg::Hold {
                 key,
                 ifindex,
                 timeout,
                 vips,
+                resign,
             })
         }
         "beat" => Some(Msg::Beat(it.next()?.to_owned())),
@@ -223,7 +258,22 @@ struct Held {
     ifindex: u32,
     timeout: Duration,
     vips: Vec<(IpAddr, u8)>,
+    resign: Option<Resign>,
     last_beat: Instant,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// The guardian process: reads the protocol from stdin until EOF. Returns when the daemon is
@@ -322,6 +372,7 @@ fn apply(held: &mut BTreeMap<String, Held>, line: &str) {
             ifindex,
             timeout,
             vips,
+            resign,
         }) => {
             info!(key = %key, ifindex, timeout_ms = timeout.as_millis() as u64, vips = ?vips, "guarding VIPs");
             held.insert(
@@ -330,6 +381,7 @@ fn apply(held: &mut BTreeMap<String, Held>, line: &str) {
                     ifindex,
                     timeout,
                     vips,
+                    resign,
                     last_beat: Instant::now(),
                 },
             );
@@ -348,8 +400,38 @@ fn apply(held: &mut BTreeMap<String, Held>, line: &str) {
     }
 }
 
-/// Removes every VIP of `h`; true when all are gone (removed now or already absent).
+/// Removes every VIP of `h`, then resigns on the daemon's behalf; true when all VIPs are gone
+/// (removed now or already absent).
 fn remove_all(nl: &mut Netlink, key: &str, h: &Held) -> bool {
+    let ok = remove_vips(nl, key, h);
+    resign(key, h);
+    ok
+}
+
+/// Sends the priority-0 adverts of `h` (best effort, logged).
+fn resign(key: &str, h: &Held) {
+    let Some((IpAddr::V4(src), adverts)) = &h.resign else {
+        return;
+    };
+    let socket = match crate::socket::open_sender() {
+        Ok(s) => s,
+        Err(e) => {
+            error!(key = %key, cause = %e, "guardian cannot open a vrrp socket to resign");
+            return;
+        }
+    };
+    for (dst, payload) in adverts {
+        let IpAddr::V4(dst) = dst else { continue };
+        match crate::socket::send_v4(&socket, h.ifindex, *src, *dst, payload) {
+            Ok(()) => info!(key = %key, %dst, "priority-0 advert sent on the daemon's behalf"),
+            Err(e) => {
+                warn!(key = %key, %dst, cause = %e, "guardian failed to send the priority-0 advert")
+            }
+        }
+    }
+}
+
+fn remove_vips(nl: &mut Netlink, key: &str, h: &Held) -> bool {
     let mut ok = true;
     for (addr, prefix) in &h.vips {
         match nl.del_address(h.ifindex, *addr, *prefix) {
@@ -380,7 +462,26 @@ mod tests {
                     ("198.18.0.100".parse().unwrap(), 24),
                     ("198.18.0.101".parse().unwrap(), 32)
                 ],
+                resign: None,
             })
+        );
+        match parse("hold k 7 300 198.18.0.100/24 198.18.0.11 224.0.0.18=3133ff\n") {
+            Some(Msg::Hold { resign, .. }) => assert_eq!(
+                resign,
+                Some((
+                    "198.18.0.11".parse().unwrap(),
+                    vec![("224.0.0.18".parse().unwrap(), vec![0x31, 0x33, 0xff])]
+                ))
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            parse("hold k 7 300 198.18.0.100/24 198.18.0.11 224.0.0.18=313"),
+            None
+        );
+        assert_eq!(
+            unhex(&hex(&[0, 1, 0xab, 0xff])),
+            Some(vec![0, 1, 0xab, 0xff])
         );
         assert_eq!(parse("beat k\n"), Some(Msg::Beat("k".into())));
         assert_eq!(parse("release k"), Some(Msg::Release("k".into())));

@@ -67,6 +67,8 @@ pub struct Instance {
     pub(crate) status: Arc<Mutex<Value>>,
     /// Epoch of the protocol clock.
     pub(crate) start: StdInstant,
+    /// Priority-0 adverts (destination, encoded message) the guardian resigns with on our behalf.
+    pub(crate) resign: Vec<(IpAddr, Vec<u8>)>,
 }
 
 /// Mutable shell state beside the router.
@@ -324,6 +326,8 @@ impl Instance {
                 self.ifindex,
                 self.guardian_timeout(),
                 &self.vips,
+                self.router.config().primary_address,
+                &self.resign,
             );
         }
         for &(vip, prefix) in &self.vips {

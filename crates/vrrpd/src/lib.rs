@@ -163,6 +163,7 @@ pub async fn run(
         if !inst.accept {
             warn!(instance = %name, vrid, "accept: false is not enforced; the master accepts traffic to its VIPs");
         }
+        let resign = resign_adverts(&rc);
         let router = tandem_vrrp_proto::Router::new(rc, tandem_vrrp_proto::Instant::ZERO).map_err(
             |source| Error::InstanceConfig {
                 instance: name.clone(),
@@ -236,6 +237,7 @@ pub async fn run(
             events: Arc::clone(&events),
             status,
             start,
+            resign,
         };
         tasks.spawn(instance.run(req_rx, shutdown_rx.clone()));
     }
@@ -291,4 +293,29 @@ pub async fn run(
     }
     info!("vrrp daemon stopped");
     Ok(())
+}
+
+/// The priority-0 adverts this router would send when resigning, one per destination (the
+/// group, or each unicast peer), for the guardian to send if the daemon dies.
+fn resign_adverts(rc: &tandem_vrrp_proto::Config) -> Vec<(IpAddr, Vec<u8>)> {
+    let advert = tandem_vrrp_proto::Advertisement {
+        vrid: rc.vrid,
+        priority: 0,
+        max_adver_int_cs: rc.advert_interval_cs,
+        addresses: rc.virtual_addresses.clone(),
+    };
+    let dsts = if rc.unicast_peers.is_empty() {
+        vec![rc.group()]
+    } else {
+        rc.unicast_peers.clone()
+    };
+    dsts.into_iter()
+        .filter_map(|dst| match advert.encode(rc.primary_address, dst) {
+            Ok(payload) => Some((dst, payload)),
+            Err(e) => {
+                warn!(vrid = rc.vrid, %dst, cause = %e, "cannot encode the resignation advert");
+                None
+            }
+        })
+        .collect()
 }

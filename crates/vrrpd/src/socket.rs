@@ -134,26 +134,59 @@ impl VrrpSocket {
                 "ipv6 destination on an ipv4 socket",
             ));
         };
-        let pktinfo = libc::in_pktinfo {
-            ipi_ifindex: i32::try_from(self.ifindex).unwrap_or(0),
-            ipi_spec_dst: libc::in_addr {
-                s_addr: u32::from(self.primary).to_be(),
-            },
-            ipi_addr: libc::in_addr { s_addr: 0 },
-        };
-        let dest = SockaddrIn::from(SocketAddrV4::new(dst, 0));
-        let iov = [IoSlice::new(&t.payload)];
-        let cmsg = [ControlMessage::Ipv4PacketInfo(&pktinfo)];
-        sendmsg(
-            self.fd.get_ref().as_raw_fd(),
-            &iov,
-            &cmsg,
-            MsgFlags::MSG_DONTWAIT,
-            Some(&dest),
+        send_v4(
+            self.fd.get_ref(),
+            self.ifindex,
+            self.primary,
+            dst,
+            &t.payload,
         )
-        .map_err(io::Error::from)?;
-        Ok(())
     }
+}
+
+/// Opens a send-only-use raw protocol 112 socket (TTL and multicast TTL 255, no loopback), for
+/// the guardian's resignation adverts. It is opened right before use and closed after, so the
+/// copies of VRRP traffic every raw socket receives never pile up.
+pub fn open_sender() -> io::Result<Socket> {
+    let socket = Socket::new(
+        Domain::IPV4,
+        Type::RAW,
+        Some(Protocol::from(i32::from(IPPROTO_VRRP))),
+    )?;
+    socket.set_multicast_ttl_v4(u32::from(VRRP_TTL))?;
+    socket.set_multicast_loop_v4(false)?;
+    socket.set_ttl_v4(u32::from(VRRP_TTL))?;
+    Ok(socket)
+}
+
+/// Sends `payload` (a VRRP message) to `dst` from `src` out of interface `ifindex`, selecting
+/// both through IP_PKTINFO, without blocking.
+pub fn send_v4(
+    socket: &Socket,
+    ifindex: u32,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    payload: &[u8],
+) -> io::Result<()> {
+    let pktinfo = libc::in_pktinfo {
+        ipi_ifindex: i32::try_from(ifindex).unwrap_or(0),
+        ipi_spec_dst: libc::in_addr {
+            s_addr: u32::from(src).to_be(),
+        },
+        ipi_addr: libc::in_addr { s_addr: 0 },
+    };
+    let dest = SockaddrIn::from(SocketAddrV4::new(dst, 0));
+    let iov = [IoSlice::new(payload)];
+    let cmsg = [ControlMessage::Ipv4PacketInfo(&pktinfo)];
+    sendmsg(
+        socket.as_raw_fd(),
+        &iov,
+        &cmsg,
+        MsgFlags::MSG_DONTWAIT,
+        Some(&dest),
+    )
+    .map_err(io::Error::from)?;
+    Ok(())
 }
 
 /// One non-blocking `recvmsg`, then the IPv4 header parse.
