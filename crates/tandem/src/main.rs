@@ -3,8 +3,9 @@
 //! Owns the command line: `tandem check FILE` (validate a configuration, like `haproxy -c`)
 //! and `tandem schema` (JSON Schema of the file for editors).
 //! and `tandem proxy` (the data plane, `tandem-proxy`)
-//! and `tandem vrrp` (the failover daemon, `tandem-vrrpd`, plus its hidden `vrrp-guardian`).
-//! Later subcommands (`sync`, `supervisor`) plug into [`Command`].
+//! and `tandem vrrp` (the failover daemon, `tandem-vrrpd`, plus its hidden `vrrp-guardian`),
+//! and `tandem supervisor` (the node supervisor, `tandem-supervisor`).
+//! Later subcommands (`sync`) plug into [`Command`].
 //! All configuration logic lives in `tandem-config`; this file only formats its results.
 
 use std::fmt::Write as _;
@@ -71,6 +72,23 @@ enum Command {
     /// Internal: the VIP guardian started by `tandem vrrp` (reads its protocol on stdin).
     #[command(hide = true)]
     VrrpGuardian,
+    /// Run the node supervisor: keeps the configuration store in DIR/config, starts and
+    /// restarts the proxy and the VRRP daemon, runs config transactions for `tandemctl`
+    /// (control socket), reports readiness to systemd. SIGTERM/SIGINT stop the services.
+    Supervisor {
+        /// Data directory (`/data` on the appliance).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// This node's name in `cluster.nodes` (needed for VRRP).
+        #[arg(long)]
+        node: Option<String>,
+        /// Control socket for `tandemctl`.
+        #[arg(long, default_value = tandem_supervisor::DEFAULT_CONTROL_SOCKET)]
+        socket: PathBuf,
+        /// The VRRP daemon's control socket.
+        #[arg(long, default_value = tandem_supervisor::DEFAULT_VRRP_SOCKET)]
+        vrrp_socket: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -143,6 +161,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     shutdown_signal(),
                 ))
                 .context("vrrp daemon failed")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Supervisor {
+            data_dir,
+            node,
+            socket,
+            vrrp_socket,
+        } => {
+            init_tracing();
+            let options = tandem_supervisor::Options {
+                data_dir,
+                node,
+                program: std::env::current_exe().context("cannot find the tandem binary")?,
+                control_socket: socket,
+                vrrp_socket,
+            };
+            runtime(2)?
+                .block_on(tandem_supervisor::run(options, shutdown_signal()))
+                .context("supervisor failed")?;
             Ok(ExitCode::SUCCESS)
         }
         Command::VrrpGuardian => {
