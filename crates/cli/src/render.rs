@@ -115,7 +115,7 @@ pub fn status(v: &Value) -> String {
     let node = get(v, "node").as_str().unwrap_or("(unnamed node)");
     let _ = writeln!(
         out,
-        "node {node}  firmware {}  up {}{}",
+        "node     {node}  firmware {}  up {}{}",
         s(get(v, "version")),
         ago(get(v, "uptime_s").as_u64().unwrap_or(0) * 1000),
         if get(v, "maintenance").as_bool() == Some(true) {

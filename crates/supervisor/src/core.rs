@@ -942,11 +942,40 @@ impl Core {
                 "to change a server persistently, edit it in the configuration (`config edit`, set `state:` or `weight:`) and `config commit`",
             ));
         }
-        let mut forwarded = request.clone();
-        forwarded["cmd"] = json!("server");
+        // The proxy runtime API's `set server` (crates/proxy/src/api.rs): `server` is
+        // `BACKEND/SERVER`, `state` is
+        // ready|drain|maint, or `weight` 0..=256. Run-time only: the next commit or restart
+        // returns to the configured values.
+        let name = |k: &str| request.get(k).and_then(Value::as_str).unwrap_or("");
+        let mut forwarded = json!({
+            "cmd": "set server",
+            "server": format!("{}/{}", name("backend"), name("server")),
+        });
+        match request.get("action").and_then(Value::as_str) {
+            Some("weight") => {
+                forwarded["weight"] = request.get("weight").cloned().unwrap_or(Value::Null)
+            }
+            Some(state @ ("ready" | "drain" | "maint")) => forwarded["state"] = json!(state),
+            other => {
+                return Err(Failure::new(
+                    format!("unknown server action {other:?}"),
+                    "use drain, ready, maint or weight N",
+                ));
+            }
+        }
         let reply = ask(&socket, &forwarded)
             .await
             .map_err(|e| Failure::new(e, "check `status` and `logs proxy`"))?;
+        if reply.get("ok") == Some(&Value::Bool(false)) {
+            let e = reply
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("refused");
+            return Err(Failure::new(
+                format!("the proxy refused: {e}"),
+                "`show servers` lists backends and servers",
+            ));
+        }
         self.event(&format!(
             "server command forwarded to the proxy: {forwarded}"
         ));

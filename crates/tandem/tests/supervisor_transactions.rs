@@ -287,6 +287,12 @@ fn commit_whose_apply_fails_is_rolled_back_on_its_own() {
         config(&dir.0, front, back, 100, None)
     );
     assert!(serving(front), "the previous configuration keeps serving");
+    // Run-time server changes go to the proxy runtime API.
+    let r =
+        sup.call(json!({"cmd": "server", "backend": "app", "server": "app1", "action": "drain"}));
+    assert_eq!(r["ok"], true, "{r:#}");
+    let r = sup.call(json!({"cmd": "server", "backend": "app", "server": "nope", "action": "weight", "weight": 5}));
+    assert_eq!(r["ok"], false, "{r:#}");
     drop(taken);
     sup.stop();
 }
