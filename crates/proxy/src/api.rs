@@ -75,7 +75,7 @@ struct EntryJson {
     expires_in_ms: u64,
 }
 
-/// Serves the API on `path` (a stale socket file is replaced) until the task is aborted.
+/// Serves the API on `path` (a stale socket is replaced) until the task is aborted.
 pub fn spawn(
     proxy: Proxy,
     path: &Path,
@@ -85,10 +85,11 @@ pub fn spawn(
         path: path.to_owned(),
         source,
     };
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(bind_err(e)),
+    // A socket left by a previous run is replaced; any other file is an error from bind.
+    if let Ok(meta) = std::fs::symlink_metadata(path)
+        && std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type())
+    {
+        std::fs::remove_file(path).map_err(bind_err)?;
     }
     let listener = UnixListener::bind(path).map_err(bind_err)?;
     info!(socket = %path.display(), "runtime api listening");

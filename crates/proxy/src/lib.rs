@@ -130,14 +130,35 @@ pub enum RunError {
 ///
 /// An invalid configuration on SIGHUP is logged and refused; the old plan keeps serving.
 /// On shutdown, listeners close and open connections get [`SHUTDOWN_GRACE_SECS`] to finish.
+///
+/// The runtime API (`runtime.socket`) and the metrics endpoint (`metrics.listen`) start with
+/// the first plan; failing to open them is logged and the data plane serves anyway. Changing
+/// their settings needs a restart.
 pub async fn run(
-    source: impl PlanSource,
+    source: impl PlanSource + 'static,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(RunError::Signal)?;
-    let proxy = Proxy::start(source.load()?).await?;
+    let source: std::sync::Arc<dyn PlanSource> = std::sync::Arc::new(source);
+    let first = source.load()?;
+    let settings = first.settings.clone();
+    let proxy = Proxy::start(first).await?;
     info!(generation = proxy.generation(), "proxy started");
+    // Aborted when `run` returns; each task owns its listener.
+    let mut side_tasks = Vec::new();
+    if let Some(path) = &settings.runtime_socket {
+        match api::spawn(proxy.clone(), path, Some(source.clone())) {
+            Ok(task) => side_tasks.push(task),
+            Err(e) => error!(cause = %e, "runtime api unavailable"),
+        }
+    }
+    if let Some(addr) = settings.metrics_listen {
+        match metrics::spawn(proxy.clone(), addr).await {
+            Ok((_, task)) => side_tasks.push(task),
+            Err(e) => error!(listen = %addr, cause = %e, "metrics endpoint unavailable"),
+        }
+    }
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -152,6 +173,9 @@ pub async fn run(
         }
     }
     info!("shutting down");
+    for t in side_tasks {
+        t.abort();
+    }
     proxy
         .shutdown(Duration::from_secs(SHUTDOWN_GRACE_SECS))
         .await;

@@ -47,6 +47,12 @@ pub struct Stats {
     pub healthy: AtomicBool,
     /// Health checks received.
     pub checks: AtomicU64,
+    /// TCP connections accepted (keep-alive reuse shows as few accepts).
+    pub accepts: AtomicU64,
+    /// Extra delay added to every non-health request, in milliseconds.
+    pub delay_ms: AtomicU64,
+    /// When non-zero, every non-health request is answered with this status.
+    pub status: AtomicU32,
 }
 
 pub struct TestServer {
@@ -79,6 +85,7 @@ pub async fn http_server(name: &'static str) -> TestServer {
             let Ok((s, _)) = listener.accept().await else {
                 return;
             };
+            st.accepts.fetch_add(1, Ordering::SeqCst);
             let st = st.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<Incoming>| {
@@ -121,6 +128,10 @@ async fn answer(name: &'static str, st: &Stats, req: Request<Incoming>) -> Respo
     {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
+    let delay = st.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     let mut seen = hyper::HeaderMap::new();
     for h in [
         "x-forwarded-for",
@@ -142,6 +153,10 @@ async fn answer(name: &'static str, st: &Stats, req: Request<Incoming>) -> Respo
     *resp.headers_mut() = seen;
     resp.headers_mut()
         .insert("x-server", name.parse().expect("header value"));
+    let forced = st.status.load(Ordering::SeqCst);
+    if forced != 0 {
+        *resp.status_mut() = StatusCode::from_u16(forced as u16).expect("status");
+    }
     resp
 }
 
@@ -247,4 +262,65 @@ pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 
 pub fn hits(s: &TestServer) -> u64 {
     s.stats.hits.load(Ordering::SeqCst)
+}
+
+/// GET `path` through `proxy` with extra request headers; returns status, body and headers.
+pub async fn get_with(
+    c: &HttpClient,
+    proxy: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, String, hyper::HeaderMap) {
+    let mut req = Request::get(format!("http://{proxy}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(String::new()).expect("request");
+    let resp = tokio::time::timeout(LIMIT, c.request(req))
+        .await
+        .expect("in time")
+        .expect("response");
+    let (parts, body) = resp.into_parts();
+    let body = String::from_utf8(collect(body).await).expect("utf-8");
+    (parts.status, body, parts.headers)
+}
+
+/// GET `path` on a fresh connection from source address `from` (any 127.0.0.0/8 address).
+pub async fn get_from(
+    from: std::net::IpAddr,
+    proxy: SocketAddr,
+    path: &str,
+) -> (StatusCode, String) {
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.bind(SocketAddr::new(from, 0))
+        .expect("bind source address");
+    let stream = tokio::time::timeout(LIMIT, sock.connect(proxy))
+        .await
+        .expect("in time")
+        .expect("connect");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let req = Request::get(path)
+        .header("host", "test")
+        .body(String::new())
+        .expect("request");
+    let resp = tokio::time::timeout(LIMIT, send.send_request(req))
+        .await
+        .expect("in time")
+        .expect("response");
+    let (parts, body) = resp.into_parts();
+    (
+        parts.status,
+        String::from_utf8(collect(body).await).expect("utf-8"),
+    )
+}
+
+/// The `x-server` header of a response (which test server answered).
+pub fn served_by(h: &hyper::HeaderMap) -> String {
+    h.get("x-server")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
 }

@@ -1,0 +1,288 @@
+//! Operating the proxy: the runtime API on its Unix socket, `/metrics`, `protect` (429 per
+//! source), and idle keep-alive connections being closed.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use hyper::StatusCode;
+use serde_json::Value;
+use tandem_proxy::plan::{Mode, Plan, Protect, Rate};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpStream, UnixStream};
+
+use crate::common::*;
+
+/// One request line over the socket, one response line back.
+async fn call(sock: &mut BufReader<UnixStream>, line: &str) -> Value {
+    sock.get_mut()
+        .write_all(format!("{line}\n").as_bytes())
+        .await
+        .expect("write");
+    let mut out = String::new();
+    tokio::time::timeout(LIMIT, sock.read_line(&mut out))
+        .await
+        .expect("in time")
+        .expect("read");
+    serde_json::from_str(&out).expect("one json object per line")
+}
+
+#[tokio::test]
+async fn runtime_api_over_the_socket_shows_and_changes_servers() {
+    let (a, b) = (http_server("a").await, http_server("b").await);
+    let (proxy, addr) = start(plan(
+        Mode::Http,
+        free_addr(),
+        backend(Mode::Http, vec![server(&a, 1), server(&b, 1)]),
+    ))
+    .await;
+    let dir = std::env::temp_dir().join(format!("tandem-api-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("proxy.sock");
+    let task = tandem_proxy::api::spawn(proxy.clone(), &path, None).expect("api socket");
+    let mut sock = BufReader::new(UnixStream::connect(&path).await.expect("connect"));
+
+    let c = client();
+    for _ in 0..10 {
+        assert_eq!(get_with(&c, addr, "/", &[]).await.0, StatusCode::OK);
+    }
+    let r = call(&mut sock, r#"{"cmd":"show servers"}"#).await;
+    assert_eq!(r["ok"], true, "{r}");
+    let servers = r["servers"].as_array().expect("servers");
+    assert_eq!(servers.len(), 2);
+    assert_eq!(servers[0]["name"], "a");
+    assert_eq!(servers[0]["state"], "ready");
+    assert_eq!(servers[0]["health"], "up");
+    assert_eq!(servers[0]["weight"], 1);
+    assert_eq!(servers[0]["effective_weight"], 1);
+    let total: u64 = servers
+        .iter()
+        .map(|s| s["sessions_total"].as_u64().expect("n"))
+        .sum();
+    assert_eq!(total, 10);
+    assert_eq!(servers[0]["responses"]["2xx"], 5);
+
+    let r = call(&mut sock, r#"{"cmd":"show backends"}"#).await;
+    assert_eq!(r["backends"][0]["name"], "app", "{r}");
+    assert_eq!(r["backends"][0]["queue"], 0);
+    let r = call(&mut sock, r#"{"cmd":"show frontends"}"#).await;
+    assert_eq!(r["frontends"][0]["responses"]["2xx"], 10, "{r}");
+
+    // Drain via the API: new clients avoid the server.
+    let r = call(
+        &mut sock,
+        r#"{"cmd":"set server","server":"app/a","state":"drain"}"#,
+    )
+    .await;
+    assert_eq!(r["ok"], true, "{r}");
+    let before = hits(&a);
+    for _ in 0..20 {
+        assert_eq!(served_by(&get_with(&c, addr, "/", &[]).await.2), "b");
+    }
+    assert_eq!(hits(&a), before);
+    let r = call(
+        &mut sock,
+        r#"{"cmd":"set server","server":"app/a","state":"ready"}"#,
+    )
+    .await;
+    assert_eq!(r["ok"], true, "{r}");
+
+    // Weight via the API changes the distribution.
+    let r = call(
+        &mut sock,
+        r#"{"cmd":"set server","server":"app/a","weight":3}"#,
+    )
+    .await;
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["server"]["weight"], 3);
+    // A new connection uses the new weights (established ones finish on their snapshot).
+    let c = client();
+    let before = hits(&a);
+    for _ in 0..40 {
+        get_with(&c, addr, "/", &[]).await;
+    }
+    assert_eq!(hits(&a) - before, 30, "weight 3:1 gives a 30 of 40");
+
+    // Errors name what was wrong.
+    for (line, want) in [
+        (
+            r#"{"cmd":"set server","server":"app/web9","state":"drain"}"#,
+            "no server web9 in backend app",
+        ),
+        (
+            r#"{"cmd":"set server","server":"shop/a","state":"drain"}"#,
+            "no backend shop",
+        ),
+        (
+            r#"{"cmd":"set server","server":"app/a","state":"sleepy"}"#,
+            "invalid state \"sleepy\": expected ready, drain or maint",
+        ),
+        (
+            r#"{"cmd":"set server","server":"app/a","weight":300}"#,
+            "invalid weight 300: must be 0..=256",
+        ),
+        (
+            r#"{"cmd":"show persistence","backend":"app"}"#,
+            "backend app has no persistence",
+        ),
+        (
+            r#"{"cmd":"reload"}"#,
+            "reload is not available: the proxy has no configuration source",
+        ),
+    ] {
+        let r = call(&mut sock, line).await;
+        assert_eq!(r, serde_json::json!({"ok": false, "error": want}), "{line}");
+    }
+    let r = call(&mut sock, "not json").await;
+    assert_eq!(r["ok"], false);
+    assert!(
+        r["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("invalid request")),
+        "{r}"
+    );
+    task.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn metrics_expose_counters_after_traffic() {
+    let s = http_server("a").await;
+    let (proxy, addr) = start(plan(
+        Mode::Http,
+        free_addr(),
+        backend(Mode::Http, vec![server(&s, 1)]),
+    ))
+    .await;
+    let (maddr, task) =
+        tandem_proxy::metrics::spawn(proxy.clone(), "127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("metrics listener");
+    let c = client();
+    for _ in 0..7 {
+        assert_eq!(get_with(&c, addr, "/", &[]).await.0, StatusCode::OK);
+    }
+    let (status, text, h) = get(&c, maddr, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        h["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/plain"),
+        "{h:?}"
+    );
+    for line in [
+        "tandem_frontend_requests_total{frontend=\"web\",class=\"2xx\"} 7",
+        "tandem_frontend_sessions_total{frontend=\"web\"} 1",
+        "tandem_backend_sessions_total{backend=\"app\"} 7",
+        "tandem_server_sessions_total{backend=\"app\",server=\"a\"} 7",
+        "tandem_server_requests_total{backend=\"app\",server=\"a\",class=\"2xx\"} 7",
+        "tandem_server_up{backend=\"app\",server=\"a\"} 1",
+        "tandem_server_response_time_seconds_count{backend=\"app\",server=\"a\"} 7",
+        "tandem_backend_queue_length{backend=\"app\"} 0",
+        "# TYPE tandem_server_response_time_seconds histogram",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+    assert!(
+        text.contains("tandem_server_bytes_out_total{backend=\"app\",server=\"a\"} 21"),
+        "7 bodies of \"a:0\"\n{text}"
+    );
+    assert_eq!(get(&c, maddr, "/other").await.0, StatusCode::NOT_FOUND);
+    task.abort();
+}
+
+#[tokio::test]
+async fn a_source_over_its_request_rate_gets_429_while_others_are_served() {
+    let s = http_server("a").await;
+    let bind = free_addr();
+    let mut fe = tandem_proxy::plan::Frontend::new("web", Mode::Http, bind, "app");
+    fe.protect = Protect {
+        request_rate: Some(Rate {
+            count: 20,
+            per: Duration::from_secs(10),
+        }),
+        ..Protect::default()
+    };
+    let plan = Plan::new(vec![fe], vec![backend(Mode::Http, vec![server(&s, 1)])]).expect("plan");
+    let (proxy, addr) = start(plan).await;
+    let noisy = IpAddr::V4(Ipv4Addr::new(127, 0, 3, 1));
+    let calm = IpAddr::V4(Ipv4Addr::new(127, 0, 3, 2));
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        statuses.push(get_from(noisy, addr, "/").await);
+    }
+    assert!(statuses[..20].iter().all(|(st, _)| *st == StatusCode::OK));
+    for (st, body) in &statuses[20..] {
+        assert_eq!(*st, StatusCode::TOO_MANY_REQUESTS);
+        assert!(body.len() < 200 && body.contains("429"), "{body}");
+    }
+    for _ in 0..5 {
+        assert_eq!(get_from(calm, addr, "/").await.0, StatusCode::OK);
+    }
+    assert_eq!(hits(&s), 25, "refused requests never reach a server");
+    let r = tandem_proxy::api::execute(&proxy, None, br#"{"cmd":"show frontends"}"#).await;
+    assert_eq!(r["frontends"][0]["denied"]["request_rate"], 10, "{r}");
+    assert_eq!(r["frontends"][0]["responses"]["4xx"], 10, "{r}");
+}
+
+#[tokio::test]
+async fn a_source_over_its_connection_limits_is_refused() {
+    let s = http_server("a").await;
+    let bind = free_addr();
+    let mut fe = tandem_proxy::plan::Frontend::new("web", Mode::Http, bind, "app");
+    fe.protect = Protect {
+        connection_rate: Some(Rate {
+            count: 3,
+            per: Duration::from_secs(10),
+        }),
+        ..Protect::default()
+    };
+    let plan = Plan::new(vec![fe], vec![backend(Mode::Http, vec![server(&s, 1)])]).expect("plan");
+    let (_proxy, addr) = start(plan).await;
+    let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 4, 1));
+    for _ in 0..3 {
+        assert_eq!(get_from(ip, addr, "/").await.0, StatusCode::OK);
+    }
+    let (st, body) = get_from(ip, addr, "/").await;
+    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    let other = IpAddr::V4(Ipv4Addr::new(127, 0, 4, 2));
+    assert_eq!(get_from(other, addr, "/").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connection_is_closed() {
+    let s = http_server("a").await;
+    let bind = free_addr();
+    let mut fe = tandem_proxy::plan::Frontend::new("web", Mode::Http, bind, "app");
+    fe.timeouts.header = Duration::from_millis(300);
+    fe.timeouts.idle = Duration::from_millis(300);
+    let plan = Plan::new(vec![fe], vec![backend(Mode::Http, vec![server(&s, 1)])]).expect("plan");
+    let (_proxy, addr) = start(plan).await;
+    let mut conn = TcpStream::connect(addr).await.expect("connect");
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = vec![0u8; 4096];
+    let n = conn.read(&mut buf).await.expect("response");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let started = std::time::Instant::now();
+    // The server side closes the idle connection: read sees EOF (or a reset).
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "idle connection still open after 5 s");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(200) && waited < Duration::from_secs(2),
+        "closed after {waited:?}"
+    );
+}
