@@ -253,7 +253,9 @@ pub fn run(global: &Global, command: Command, out: &mut dyn Write) -> anyhow::Re
     } else {
         write!(out, "{}", view(&reply))?;
     }
-    Ok(if ok { 0 } else { 1 })
+    // A saved but invalid candidate is not a success for scripts either.
+    let invalid = reply.get("valid") == Some(&Value::Bool(false));
+    Ok(if ok && !invalid { 0 } else { 1 })
 }
 
 type View = fn(&Value) -> String;

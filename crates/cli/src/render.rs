@@ -386,13 +386,20 @@ pub fn commit(v: &Value) -> String {
     }
     let changes = arr(get(v, "changes"));
     let nodes: Vec<String> = arr(get(v, "nodes")).iter().map(s).collect();
+    let what = if get(v, "generation").as_u64() == Some(1) {
+        "initial configuration".to_owned()
+    } else {
+        format!(
+            "{} change{}",
+            changes.len(),
+            if changes.len() == 1 { "" } else { "s" }
+        )
+    };
     let _ = writeln!(
         out,
-        "committed generation {} on {} ({} change{})",
+        "committed generation {} on {} ({what})",
         s(get(v, "generation")),
         nodes.join(" and "),
-        changes.len(),
-        if changes.len() == 1 { "" } else { "s" }
     );
     for c in changes {
         let line = match s(get(c, "kind")).as_str() {
