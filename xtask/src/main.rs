@@ -5,8 +5,11 @@
 //! Keep the dependency list short (anyhow, clap, xshell).
 
 mod host;
+mod image;
 mod lint;
+mod pair;
 mod run;
+mod spec;
 mod test;
 #[cfg(test)]
 mod tidy;
@@ -36,6 +39,10 @@ enum Cmd {
     Run(run::Args),
     /// Install the Debian packages the tests need (root only).
     Setup,
+    /// Build the appliance disk image and upgrade bundle into target/image/ (root only).
+    Image(image::Args),
+    /// Boot the appliance pair as two QEMU VMs (`pair console lb1`, `pair down`; root only).
+    Pair(pair::Args),
 }
 
 fn main() -> Result<()> {
@@ -64,6 +71,8 @@ fn main() -> Result<()> {
         Cmd::Lint => lint::run(&sh),
         Cmd::Run(args) => run::run(&sh, args),
         Cmd::Setup => host::ensure_packages(&sh),
+        Cmd::Image(args) => image::run(&sh, args),
+        Cmd::Pair(args) => pair::run(&sh, args),
     }
 }
 

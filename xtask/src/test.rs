@@ -1,7 +1,8 @@
 //! The test tiers: what `cargo xtask test` runs, in order.
 //!
 //! Owns: the list of tiers and how each is invoked. Tests themselves live in the
-//! crates (unit, integration, network-namespace) and, later, in the QEMU pair suite.
+//! crates (unit, integration, network-namespace) and in the QEMU system tier
+//! (`--system`, xtask/src/pair.rs; not in the default tiers yet).
 //! Tests that need root skip with a notice outside CI and fail inside it (`CI` set).
 
 use anyhow::Result;
@@ -14,12 +15,23 @@ pub struct Args {
     /// Skip the lint tier (fmt, clippy, isolation checks).
     #[arg(long)]
     pub no_lint: bool,
+    /// Also run the system tier after the others: build the image if missing, boot one
+    /// VM then the pair under QEMU, check the serial console and systemd-analyze (root).
+    #[arg(long)]
+    pub system: bool,
+    /// Run only the system tier (implies `--system`; for iterating on the image).
+    #[arg(long)]
+    pub only_system: bool,
     /// Extra arguments passed to `cargo test` (e.g. a test name filter).
     #[arg(last = true)]
     pub cargo_args: Vec<String>,
 }
 
 pub fn run(sh: &Shell, args: Args, ci: bool) -> Result<()> {
+    if args.only_system {
+        section("system tier (QEMU)");
+        return crate::pair::system_test(sh);
+    }
     if !args.no_lint {
         lint::run(sh)?;
     }
@@ -38,5 +50,9 @@ pub fn run(sh: &Shell, args: Args, ci: bool) -> Result<()> {
         c = c.env("CI", "true");
     }
     c.run()?;
+    if args.system {
+        section("system tier (QEMU)");
+        crate::pair::system_test(sh)?;
+    }
     Ok(())
 }
