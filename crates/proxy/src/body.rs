@@ -318,6 +318,9 @@ pub(crate) fn error_page(status: StatusCode) -> Bytes {
         StatusCode::NOT_FOUND => {
             b"<html><body><h1>404 Not Found</h1>\nThe resource could not be found.\n</body></html>\n"
         }
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+            b"<html><body><h1>431 Request Header Fields Too Large</h1>\nYour browser sent a request head that is too large.\n</body></html>\n"
+        }
         StatusCode::TOO_MANY_REQUESTS => {
             b"<html><body><h1>429 Too Many Requests</h1>\nYou have sent too many requests in a given amount of time.\n</body></html>\n"
         }

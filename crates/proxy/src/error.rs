@@ -94,6 +94,12 @@ pub enum ProxyError {
         /// The cause.
         source: hyper::Error,
     },
+    /// The request head is longer than the frontend's `max_header_size`.
+    #[error("request head longer than {limit} bytes")]
+    HeaderTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// Frontend `protect` refused the client (rate or concurrency per source).
     #[error("client refused by protect on frontend {frontend}: {reason}")]
     Denied {
@@ -123,7 +129,9 @@ impl ProxyError {
             | Self::Handshake { .. }
             | Self::ServerTimeout { .. }
             | Self::Upstream { .. } => Side::Upstream,
-            Self::BadRequest { .. } | Self::Denied { .. } => Side::Client,
+            Self::BadRequest { .. } | Self::Denied { .. } | Self::HeaderTooLarge { .. } => {
+                Side::Client
+            }
         }
     }
 
@@ -138,7 +146,7 @@ impl ProxyError {
             Self::ConnectTimeout { .. } => *b"sC",
             Self::ServerTimeout { .. } => *b"sH",
             Self::Upstream { .. } => *b"SH",
-            Self::BadRequest { .. } => *b"CR",
+            Self::BadRequest { .. } | Self::HeaderTooLarge { .. } => *b"CR",
         }
     }
 
@@ -164,6 +172,7 @@ impl ProxyError {
             Self::ServerTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Denied { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::HeaderTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         }
     }
 
@@ -181,6 +190,7 @@ impl ProxyError {
             Self::Upstream { .. } => "upstream",
             Self::BadRequest { .. } => "bad_request",
             Self::Denied { .. } => "denied",
+            Self::HeaderTooLarge { .. } => "header_too_large",
         }
     }
 }

@@ -8,8 +8,9 @@ use hyper::header::{HeaderName, HeaderValue};
 use tandem_config as cfg;
 
 use crate::plan::{
-    AdminState, Algorithm, Backend, CheckKind, ClientTimeouts, Frontend, HealthCheck, LogFormat,
-    Mode, Persistence, Plan, PlanError, Protect, Rate, Route, Server, ServerTimeouts, Settings,
+    AdminState, Algorithm, Backend, CheckKind, ClientTimeouts, Forwarded, Frontend, HealthCheck,
+    LogFormat, Mode, Persistence, Plan, PlanError, Protect, Rate, Route, Server, ServerTimeouts,
+    Settings,
 };
 
 fn mode(m: cfg::Mode) -> Mode {
@@ -106,6 +107,11 @@ fn frontend(f: &cfg::Frontend) -> Frontend {
             concurrent: p.concurrent_connections_per_source.map(|c| c.get()),
         };
     }
+    fe.forwarded = match f.forwarded {
+        cfg::ForwardedMode::XForwarded => Forwarded::XForwarded,
+        cfg::ForwardedMode::Forwarded => Forwarded::Rfc7239,
+        cfg::ForwardedMode::None => Forwarded::None,
+    };
     fe.log_format = match f.access_log.as_ref().map(|l| l.format) {
         None => LogFormat::Off,
         Some(cfg::LogFormat::Json) => LogFormat::Json,

@@ -2,8 +2,10 @@
 //! conflicts that hyper normalizes silently (smuggling defence).
 //!
 //! Owns: [`Scanner`], a small HTTP/1 framing tracker (heads, Content-Length bodies, chunked
-//! bodies) that flags a request carrying both `Content-Length` and `Transfer-Encoding`,
-//! and [`Guarded`], the IO wrapper that feeds it and raises a per-connection flag.
+//! bodies) that flags a request carrying both `Content-Length` and `Transfer-Encoding`, or a
+//! request head longer than the frontend's `max_header_size` when that is below what hyper
+//! can enforce (its read buffer has a floor of 8 KiB), and [`Guarded`], the IO wrapper that
+//! feeds it and raises per-connection flags.
 //! Does not own: answering (the handler turns the flag into a 400 and never forwards),
 //! nor other checks hyper already does (invalid names, obs-fold, bad Content-Length).
 //! When it loses track (malformed input), it stops scanning: hyper rejects such input.
@@ -45,6 +47,12 @@ pub struct Scanner {
     chunked: bool,
     /// A request with both Content-Length and Transfer-Encoding was seen.
     pub conflict: bool,
+    /// Longest request head accepted (request line, headers, line ends).
+    max_head: usize,
+    /// Bytes of the current head so far.
+    head_bytes: usize,
+    /// A request head longer than `max_head` was seen.
+    pub too_large: bool,
 }
 
 impl Default for Scanner {
@@ -56,6 +64,9 @@ impl Default for Scanner {
             content_length: None,
             chunked: false,
             conflict: false,
+            max_head: usize::MAX,
+            head_bytes: 0,
+            too_large: false,
         }
     }
 }
@@ -81,10 +92,17 @@ impl Scanner {
                     };
                 }
                 State::Head | State::ChunkSize | State::Trailer => {
+                    let head = self.state == State::Head;
                     let Some(end) = data.iter().position(|&b| b == b'\n') else {
+                        if head && !self.count_head(data.len()) {
+                            return;
+                        }
                         self.push(data);
                         return;
                     };
+                    if head && !self.count_head(end + 1) {
+                        return;
+                    }
                     self.push(&data[..end]);
                     data = &data[end + 1..];
                     let mut line = std::mem::take(&mut self.line);
@@ -99,6 +117,25 @@ impl Scanner {
         }
     }
 
+    /// A scanner that also flags request heads longer than `max_head` bytes.
+    pub fn with_max_head(max_head: usize) -> Self {
+        Self {
+            max_head,
+            ..Self::default()
+        }
+    }
+
+    /// Counts `n` more head bytes; false (and scanning stops) once over the limit.
+    fn count_head(&mut self, n: usize) -> bool {
+        self.head_bytes = self.head_bytes.saturating_add(n);
+        if self.head_bytes > self.max_head {
+            self.too_large = true;
+            self.state = State::Off;
+            return false;
+        }
+        true
+    }
+
     fn push(&mut self, part: &[u8]) {
         if self.line.len() + part.len() > MAX_LINE_BYTES {
             self.state = State::Off;
@@ -109,9 +146,11 @@ impl Scanner {
 
     fn on_line(&mut self, line: &[u8]) {
         match self.state {
-            State::Head if line.is_empty() && !self.started => {}
+            // Blank lines before a request line are not part of any head.
+            State::Head if line.is_empty() && !self.started => self.head_bytes = 0,
             State::Head if line.is_empty() => {
                 self.started = false;
+                self.head_bytes = 0;
                 if self.chunked && self.content_length.is_some() {
                     self.conflict = true;
                     self.state = State::Off;
@@ -173,6 +212,8 @@ pub struct Guarded<T> {
     inner: T,
     scanner: Scanner,
     flag: Arc<AtomicBool>,
+    /// Raised when a head exceeds the limit set by [`Guarded::with_head_limit`].
+    too_large: Option<Arc<AtomicBool>>,
 }
 
 impl<T> Guarded<T> {
@@ -182,7 +223,15 @@ impl<T> Guarded<T> {
             inner,
             scanner: Scanner::default(),
             flag,
+            too_large: None,
         }
+    }
+
+    /// Also raises `flag` once a request head longer than `max_head` bytes has been read.
+    pub fn with_head_limit(mut self, max_head: usize, flag: Arc<AtomicBool>) -> Self {
+        self.scanner.max_head = max_head;
+        self.too_large = Some(flag);
+        self
     }
 }
 
@@ -201,6 +250,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
             this.scanner.feed(&buf.filled()[before..]);
             if this.scanner.conflict {
                 this.flag.store(true, Ordering::Release);
+            }
+            if this.scanner.too_large
+                && let Some(f) = &this.too_large
+            {
+                f.store(true, Ordering::Release);
             }
         }
         res
@@ -250,6 +304,30 @@ mod tests {
             }
             assert_eq!(s.conflict, conflict, "step {step}: {input:?}");
         }
+    }
+
+    #[test]
+    fn flags_heads_over_the_limit_only() {
+        let run = |input: &str, max: usize| {
+            let mut flags = Vec::new();
+            for step in 1..=7 {
+                let mut s = Scanner::with_max_head(max);
+                for piece in input.as_bytes().chunks(step) {
+                    s.feed(piece);
+                }
+                flags.push(s.too_large);
+            }
+            assert!(flags.windows(2).all(|w| w[0] == w[1]), "{input:?}");
+            flags[0]
+        };
+        let head = "GET / HTTP/1.1\r\nHost: x\r\n\r\n"; // 27 bytes
+        assert!(!run(head, 27));
+        assert!(run(head, 26));
+        // Each head of a keep-alive connection is measured on its own; bodies do not count.
+        let two = "POST / HTTP/1.1\r\nContent-Length: 40\r\n\r\n\
+                   0123456789012345678901234567890123456789GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert!(!run(two, 39), "the first head is 39 bytes");
+        assert!(run(two, 38));
     }
 
     #[test]

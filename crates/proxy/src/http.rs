@@ -36,7 +36,9 @@ use crate::error::ProxyError;
 use crate::guard::Guarded;
 use crate::idle::{Busy, IdleIo};
 use crate::live::Snapshot;
-use crate::plan::{Algorithm, Backend, BackendId, Frontend, LogFormat, Persistence, Server};
+use crate::plan::{
+    Algorithm, Backend, BackendId, Forwarded, Frontend, LogFormat, Persistence, Server,
+};
 use crate::protect::{Refusal, SourceGuard};
 use crate::queue::{Slot, Tried, acquire};
 use crate::tls::Accepted;
@@ -68,6 +70,9 @@ struct ConnCtx {
     /// Raised by the raw head guard when a request had both Content-Length and
     /// Transfer-Encoding; every request from then on gets 400 and the connection closes.
     conflict: Arc<AtomicBool>,
+    /// Raised by the raw head guard when a request head exceeded `max_header_size` (only
+    /// watched when that limit is below hyper's smallest buffer); the request gets 431.
+    oversized: Option<Arc<AtomicBool>>,
     /// Requests being handled now; pauses the client idle timer (see `idle`).
     busy: Busy,
     /// Set when `protect` refused the connection: every request gets 429 and it closes.
@@ -128,6 +133,7 @@ pub(crate) async fn serve(
         .expect("an IP address is a valid header value");
     let conflict = Arc::new(AtomicBool::new(false));
     let busy: Busy = Arc::new(AtomicU32::new(0));
+    let oversized = (fe.max_header_bytes < MIN_BUF_BYTES).then(|| Arc::new(AtomicBool::new(false)));
     let ctx = Arc::new(ConnCtx {
         snap: snap.clone(),
         frontend,
@@ -136,6 +142,7 @@ pub(crate) async fn serve(
         proto: HeaderValue::from_static(if acc.tls { "https" } else { "http" }),
         peer_value,
         conflict: conflict.clone(),
+        oversized: oversized.clone(),
         busy: busy.clone(),
         refused,
         _source: source,
@@ -145,7 +152,11 @@ pub(crate) async fn serve(
         async move { Ok::<_, Infallible>(handle(&ctx, req).await) }
     });
     let stream = IdleIo::new(acc.stream, fe.timeouts.idle, busy);
-    let conn = builder.serve_connection(TokioIo::new(Guarded::new(stream, conflict)), svc);
+    let mut guarded = Guarded::new(stream, conflict);
+    if let Some(flag) = oversized {
+        guarded = guarded.with_head_limit(fe.max_header_bytes, flag);
+    }
+    let conn = builder.serve_connection(TokioIo::new(guarded), svc);
     tokio::pin!(conn);
     let res = tokio::select! {
         res = conn.as_mut() => res,
@@ -251,7 +262,7 @@ pub(crate) fn error_response(status: StatusCode) -> Response<ProxyBody> {
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    if status == StatusCode::BAD_REQUEST {
+    if status == StatusCode::BAD_REQUEST || status == StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE {
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
@@ -259,6 +270,15 @@ pub(crate) fn error_response(status: StatusCode) -> Response<ProxyBody> {
 
 /// Smuggling defence on what hyper has parsed (hyper already rejects most ambiguous framing).
 fn check_request(ctx: &ConnCtx, req: &Request<Incoming>) -> Result<(), ProxyError> {
+    if ctx
+        .oversized
+        .as_ref()
+        .is_some_and(|f| f.load(Ordering::Acquire))
+    {
+        return Err(ProxyError::HeaderTooLarge {
+            limit: ctx.snap.plan.frontends()[ctx.frontend].max_header_bytes,
+        });
+    }
     if ctx.conflict.load(Ordering::Acquire) {
         return Err(ProxyError::BadRequest {
             reason: "both content-length and transfer-encoding",
@@ -408,14 +428,24 @@ async fn forward(
         Some(value)
     });
     strip_hop_by_hop(&mut parts.headers);
-    parts
-        .headers
-        .append(X_FORWARDED_FOR.clone(), ctx.peer_value.clone());
-    parts
-        .headers
-        .insert(X_FORWARDED_PROTO.clone(), ctx.proto.clone());
-    if let Some(host) = host {
-        parts.headers.insert(X_FORWARDED_HOST.clone(), host);
+    match plan.frontends()[ctx.frontend].forwarded {
+        Forwarded::XForwarded => {
+            parts
+                .headers
+                .append(X_FORWARDED_FOR.clone(), ctx.peer_value.clone());
+            parts
+                .headers
+                .insert(X_FORWARDED_PROTO.clone(), ctx.proto.clone());
+            if let Some(host) = host {
+                parts.headers.insert(X_FORWARDED_HOST.clone(), host);
+            }
+        }
+        Forwarded::Rfc7239 => {
+            if let Some(v) = forwarded_value(ctx.peer.ip(), &ctx.proto, host.as_ref()) {
+                parts.headers.append(header::FORWARDED, v);
+            }
+        }
+        Forwarded::None => {}
     }
     if parts.uri.scheme().is_some() {
         let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
@@ -552,6 +582,29 @@ async fn forward(
     }))
 }
 
+/// An RFC 7239 `Forwarded` element: `for=...;proto=...[;host="..."]` (IPv6 quoted).
+fn forwarded_value(
+    client: std::net::IpAddr,
+    proto: &HeaderValue,
+    host: Option<&HeaderValue>,
+) -> Option<HeaderValue> {
+    use std::fmt::Write as _;
+    let mut v = String::with_capacity(64);
+    match client {
+        std::net::IpAddr::V4(a) => write!(v, "for={a}"),
+        std::net::IpAddr::V6(a) => write!(v, "for=\"[{a}]\""),
+    }
+    .ok()?;
+    write!(v, ";proto={}", proto.to_str().ok()?).ok()?;
+    // A host with characters a quoted-string cannot carry is left out.
+    if let Some(h) = host.and_then(|h| h.to_str().ok())
+        && !h.contains(['"', '\\'])
+    {
+        write!(v, ";host=\"{h}\"").ok()?;
+    }
+    HeaderValue::try_from(v).ok()
+}
+
 /// Records a user the algorithm placed (new, or moved off a dead server) so it sticks.
 fn persist_new_user(
     backend: &Backend,
@@ -615,4 +668,43 @@ async fn connection(
         .instrument(span),
     );
     Ok((send, false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_element_follows_rfc_7239() {
+        let http = HeaderValue::from_static("http");
+        let host = HeaderValue::from_static("shop.test:8080");
+        let check = |ip: &str, host: Option<&HeaderValue>, want: &str| {
+            let got = forwarded_value(ip.parse().expect("ip"), &http, host).expect("value");
+            assert_eq!(got, want);
+        };
+        check(
+            "192.0.2.7",
+            Some(&host),
+            "for=192.0.2.7;proto=http;host=\"shop.test:8080\"",
+        );
+        check("2001:db8::1", None, "for=\"[2001:db8::1]\";proto=http");
+    }
+
+    #[test]
+    fn persistence_cookie_is_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; SRV=54d8501ec308aa74"),
+        );
+        let id = ServerId::derive("web", "s1");
+        assert_eq!(cookie_server(&h, "SRV"), Some(id));
+        assert_eq!(cookie_server(&h, "OTHER"), None);
+        h.insert(header::COOKIE, HeaderValue::from_static("SRV=not-an-id"));
+        assert_eq!(
+            cookie_server(&h, "SRV"),
+            None,
+            "garbage falls back to the algorithm"
+        );
+    }
 }

@@ -106,6 +106,18 @@ impl Protect {
     }
 }
 
+/// Client-address headers added to forwarded requests (frontend `forwarded`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Forwarded {
+    /// `X-Forwarded-For` (appended), `X-Forwarded-Proto`, `X-Forwarded-Host`.
+    #[default]
+    XForwarded,
+    /// RFC 7239 `Forwarded: for=...;proto=...;host=...` (appended).
+    Rfc7239,
+    /// None.
+    None,
+}
+
 /// Access log line format.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum LogFormat {
@@ -269,6 +281,8 @@ pub struct Frontend {
     pub protect: Protect,
     /// Access log format.
     pub log_format: LogFormat,
+    /// Client-address headers added to requests.
+    pub forwarded: Forwarded,
     /// TLS termination on every bind (`tls`); `None` is plain text.
     pub tls: Option<crate::tls::FrontendTls>,
     /// Binds that expect a PROXY protocol header (v1 or v2) before anything else.
@@ -294,6 +308,7 @@ impl Frontend {
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             protect: Protect::default(),
             log_format: LogFormat::Off,
+            forwarded: Forwarded::XForwarded,
             tls: None,
             accept_proxy: Vec::new(),
             route_ids: Vec::new(),

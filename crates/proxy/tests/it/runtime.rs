@@ -286,3 +286,55 @@ async fn idle_keep_alive_connection_is_closed() {
         "closed after {waited:?}"
     );
 }
+
+#[tokio::test]
+async fn oversized_or_too_many_headers_are_refused_before_any_server() {
+    let s = http_server("a").await;
+    let bind = free_addr();
+    let mut fe = tandem_proxy::plan::Frontend::new("web", Mode::Http, bind, "app");
+    fe.max_headers = 20;
+    fe.max_header_bytes = 8192;
+    let plan = Plan::new(vec![fe], vec![backend(Mode::Http, vec![server(&s, 1)])]).expect("plan");
+    let (_proxy, addr) = start(plan).await;
+    let mut many = String::from("GET / HTTP/1.1\r\nHost: t\r\n");
+    for i in 0..30 {
+        many.push_str(&format!("x-h{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    let resp = raw_exchange(addr, many.as_bytes()).await;
+    assert!(resp.starts_with("HTTP/1.1 431"), "{resp}");
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nx-big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    let resp = raw_exchange(addr, big.as_bytes()).await;
+    assert!(resp.starts_with("HTTP/1.1 431"), "{resp}");
+    let ok = raw_exchange(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert_eq!(hits(&s), 1);
+
+    // A limit below hyper's smallest buffer (8 KiB) is enforced too.
+    let s = http_server("b").await;
+    let bind = free_addr();
+    let mut fe = tandem_proxy::plan::Frontend::new("web", Mode::Http, bind, "app");
+    fe.max_header_bytes = 1024;
+    let plan = Plan::new(vec![fe], vec![backend(Mode::Http, vec![server(&s, 1)])]).expect("plan");
+    let (_proxy, addr) = start(plan).await;
+    let medium = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nx-big: {}\r\n\r\n",
+        "a".repeat(2000)
+    );
+    let resp = raw_exchange(addr, medium.as_bytes()).await;
+    assert!(resp.starts_with("HTTP/1.1 431"), "{resp}");
+    let ok = raw_exchange(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert_eq!(hits(&s), 1, "the oversized request never reached a server");
+}
