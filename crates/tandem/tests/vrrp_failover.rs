@@ -32,7 +32,7 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn config_yaml(preempt: bool, unicast: bool) -> String {
+fn config_yaml(preempt: bool, unicast: bool, track: &str) -> String {
     format!(
         r#"version: 1
 cluster:
@@ -48,7 +48,7 @@ vrrp:
     preempt: {preempt}
     unicast: {unicast}
     addresses: [198.18.0.100/24]
-frontends:
+{track}frontends:
   - name: web
     bind: ["198.18.0.100:80"]
     default_backend: app
@@ -119,6 +119,10 @@ impl Pair {
     }
 
     fn with(name: &str, preempt: bool, unicast: bool) -> Pair {
+        Pair::build(name, config_yaml(preempt, unicast, ""))
+    }
+
+    fn build(name: &str, yaml: String) -> Pair {
         let bed = Testbed::new(name).expect("testbed");
         let lan = bed.segment("lan").expect("segment");
         let lb1 = bed.host("lb1").expect("host lb1");
@@ -138,8 +142,7 @@ impl Pair {
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        std::fs::write(dir.join("tandem.yaml"), config_yaml(preempt, unicast))
-            .expect("write config");
+        std::fs::write(dir.join("tandem.yaml"), yaml).expect("write config");
         let responders = vec![Responder::start(&lb1, "lb1"), Responder::start(&lb2, "lb2")];
         Pair {
             lb1,
@@ -557,4 +560,39 @@ fn without_a_guardian_the_address_lifetime_removes_a_dead_masters_vip() {
     );
     let gone = pair.wait_vip("lb1", false, Duration::from_secs(12));
     eprintln!("lifetime backstop: VIP gone {gone:?} after the 2 s check");
+}
+
+#[test]
+fn a_failed_tracked_interface_lowers_priority_and_hands_over() {
+    if !require_root() {
+        return;
+    }
+    let _s = serial();
+    let track = "    track: { interfaces: { eth2: 100 } }\n";
+    let pair = Pair::build("vrrp-track", config_yaml(true, false, track));
+    let uplink = pair.bed.segment("uplink").expect("segment");
+    pair.lb1
+        .attach(&uplink, "eth2", "198.18.1.11/24")
+        .expect("attach");
+    pair.lb2
+        .attach(&uplink, "eth2", "198.18.1.12/24")
+        .expect("attach");
+    let (d1, d2) = pair.elect();
+    // lb1's uplink fails: 150 - 100 = 50 < 100, so lb2 preempts.
+    pair.lb1.link_down("eth2").expect("uplink down");
+    pair.wait_vip("lb2", true, Duration::from_secs(2));
+    pair.wait_vip("lb1", false, Duration::from_secs(1));
+    pair.wait_answer("lb2", Duration::from_secs(2));
+    let st = pair.control("lb1", r#"{"cmd":"status"}"#);
+    assert_eq!(st["instances"][0]["effective_priority"], 50, "{st}");
+    assert_eq!(
+        st["instances"][0]["failed_tracks"][0], "interface eth2",
+        "{st}"
+    );
+    // Uplink back: lb1 is 150 again and preempts.
+    pair.lb1.link_up("eth2").expect("uplink up");
+    pair.wait_vip("lb1", true, Duration::from_secs(2));
+    pair.wait_vip("lb2", false, Duration::from_secs(1));
+    pair.wait_answer("lb1", Duration::from_secs(2));
+    drop((d1, d2));
 }
