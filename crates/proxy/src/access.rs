@@ -1,8 +1,10 @@
 //! The access log: one line per HTTP request (or TCP session), HAProxy-like, or structured.
 //!
 //! Owns: [`AccessLog`] (the record, filled along the request and emitted once at the end of
-//! the response) and its two renderings on the `tandem_proxy::access` tracing target:
-//! - `text`: `client frontend backend/server Tw/Tc/Tr/Tt status bytes term "METHOD uri"`,
+//! the response or session) and its two renderings on the `tandem_proxy::access` target:
+//! - `text`, http (httplog-like):
+//!   `client frontend backend/server Tw/Tc/Tr/Tt status bytes term "METHOD uri"`;
+//!   tcp (tcplog-like): `client frontend backend/server Tw/Tc/Tt bytes term`;
 //!   timers in milliseconds (`-1`: not reached), `term` HAProxy's two-letter termination state
 //!   (first: `C` client, `S` server, `P` proxy, `c`/`s` client/server timeout, `-` normal;
 //!   second: `R` request, `Q` queue, `C` connect, `H` headers, `D` data, `-` normal);
@@ -30,8 +32,8 @@ pub(crate) struct AccessLog {
     pub(crate) backend: Option<usize>,
     pub(crate) server: Option<usize>,
     pub(crate) client: SocketAddr,
-    pub(crate) method: Method,
-    pub(crate) uri: Uri,
+    /// Request line of an http request; `None` for a tcp session.
+    pub(crate) http: Option<(Method, Uri)>,
     pub(crate) start: Instant,
     /// Queue wait, connect, and response-head times (ms, -1 when not reached).
     pub(crate) tw: i64,
@@ -72,10 +74,19 @@ impl AccessLog {
             }
             LogFormat::Json => {
                 let (frontend, backend, server) = self.names();
-                tracing::info!(target: "tandem_proxy::access", client = %self.client, frontend,
-                    backend, server, tw = self.tw, tc = self.tc, tr = self.tr, tt,
-                    status = self.status, bytes = self.bytes, termination = term,
-                    method = %self.method, uri = %self.uri, "request");
+                match &self.http {
+                    Some((method, uri)) => {
+                        tracing::info!(target: "tandem_proxy::access", client = %self.client,
+                            frontend, backend, server, tw = self.tw, tc = self.tc, tr = self.tr,
+                            tt, status = self.status, bytes = self.bytes, termination = term,
+                            method = %method, uri = %uri, "request");
+                    }
+                    None => {
+                        tracing::info!(target: "tandem_proxy::access", client = %self.client,
+                            frontend, backend, server, tw = self.tw, tc = self.tc, tt,
+                            bytes = self.bytes, termination = term, "session");
+                    }
+                }
             }
         }
     }
@@ -91,10 +102,74 @@ impl fmt::Display for Line<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let l = self.log;
         let (fe, be, srv) = l.names();
-        write!(
-            f,
-            "{} {fe} {be}/{srv} {}/{}/{}/{} {} {} {} \"{} {}\"",
-            l.client, l.tw, l.tc, l.tr, self.tt, l.status, l.bytes, self.term, l.method, l.uri
+        match &l.http {
+            Some((method, uri)) => write!(
+                f,
+                "{} {fe} {be}/{srv} {}/{}/{}/{} {} {} {} \"{method} {uri}\"",
+                l.client, l.tw, l.tc, l.tr, self.tt, l.status, l.bytes, self.term
+            ),
+            None => write!(
+                f,
+                "{} {fe} {be}/{srv} {}/{}/{} {} {}",
+                l.client, l.tw, l.tc, self.tt, l.bytes, self.term
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::Registry;
+    use crate::plan::{Backend, Frontend, Mode, Plan, Server};
+
+    #[test]
+    fn text_lines_look_like_haproxy() {
+        let a = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let plan = Plan::new(
+            vec![Frontend::new("web", Mode::Http, a(80), "app")],
+            vec![Backend::new(
+                "app",
+                Mode::Http,
+                vec![Server::new("s1", a(81))],
+            )],
         )
+        .expect("plan");
+        let snap = Arc::new(Registry::default().bind(Arc::new(plan), 1));
+        let mut log = AccessLog {
+            format: LogFormat::Text,
+            snap,
+            frontend: 0,
+            backend: Some(0),
+            server: Some(0),
+            client: "192.0.2.7:5555".parse().expect("addr"),
+            http: Some((Method::GET, Uri::from_static("/cart?x=1"))),
+            start: Instant::now(),
+            tw: 0,
+            tc: 1,
+            tr: 12,
+            status: 200,
+            bytes: 512,
+            termination: *b"--",
+        };
+        let line = Line {
+            log: &log,
+            tt: 13,
+            term: "--",
+        }
+        .to_string();
+        assert_eq!(
+            line,
+            "192.0.2.7:5555 web app/s1 0/1/12/13 200 512 -- \"GET /cart?x=1\""
+        );
+        log.http = None;
+        log.server = None;
+        let line = Line {
+            log: &log,
+            tt: 5,
+            term: "SC",
+        }
+        .to_string();
+        assert_eq!(line, "192.0.2.7:5555 web app/<NOSRV> 0/1/5 512 SC");
     }
 }

@@ -209,4 +209,86 @@ mod tests {
             matches!(&be.health_check, Some(HealthCheck { kind: CheckKind::Http { path, .. }, .. }) if path == "/health")
         );
     }
+
+    #[test]
+    fn balancing_persistence_protection_and_logging_are_mapped() {
+        let yaml = r#"
+version: 1
+frontends:
+  - name: web
+    bind: ["127.0.0.1:8080"]
+    default_backend: shop
+    forwarded: forwarded
+    access_log: { format: json }
+    protect:
+      connection_rate_per_source: 100/10s
+      request_rate_per_source: 500/10s
+      concurrent_connections_per_source: 20
+backends:
+  - name: shop
+    balance: header(X-User)
+    persistence: { cookie: { name: SRV } }
+    slow_start: 30s
+    health_check:
+      tcp: {}
+      rise: 2
+      fall: 3
+      passive: { consecutive_failures: 4, consecutive_5xx: 5 }
+    servers:
+      - { name: s1, address: 127.0.0.1:9001, weight: 200 }
+      - { name: s2, address: 127.0.0.1:9002, state: drain, backup: true }
+  - name: sticky
+    balance: leastconn
+    persistence: { source: { expire: 5m } }
+    servers:
+      - { name: t1, address: 127.0.0.1:9003, state: maint }
+"#;
+        let loaded = cfg::parse(yaml, "test.yaml", &cfg::MemoryCertFiles::default())
+            .unwrap_or_else(|r| panic!("valid config: {r}"));
+        let plan = Plan::from_config(&loaded.config, None).expect("plan");
+        let fe = &plan.frontends()[0];
+        assert_eq!(fe.forwarded, Forwarded::Rfc7239);
+        assert_eq!(fe.log_format, LogFormat::Json);
+        let rate = |count, secs| {
+            Some(Rate {
+                count,
+                per: std::time::Duration::from_secs(secs),
+            })
+        };
+        assert_eq!(
+            fe.protect,
+            Protect {
+                connection_rate: rate(100, 10),
+                request_rate: rate(500, 10),
+                concurrent: Some(20),
+            }
+        );
+        let shop = &plan.backends()[0];
+        assert_eq!(shop.algorithm, Algorithm::Header("x-user".into()));
+        assert_eq!(
+            shop.persistence,
+            Some(Persistence::Cookie { name: "SRV".into() })
+        );
+        assert_eq!(shop.slow_start, std::time::Duration::from_secs(30));
+        let hc = shop.health_check.as_ref().expect("check");
+        assert_eq!(
+            (hc.passive_connect_failures, hc.passive_5xx),
+            (Some(4), Some(5))
+        );
+        assert_eq!(shop.servers[0].weight, 200);
+        assert_eq!(
+            (shop.servers[1].admin, shop.servers[1].backup),
+            (AdminState::Drain, true)
+        );
+        let sticky = &plan.backends()[1];
+        assert_eq!(sticky.algorithm, Algorithm::LeastConn);
+        assert_eq!(
+            sticky.persistence,
+            Some(Persistence::Source {
+                expire: std::time::Duration::from_secs(300)
+            })
+        );
+        assert_eq!(sticky.servers[0].admin, AdminState::Maint);
+        assert!(plan.settings.runtime_socket.is_some());
+    }
 }

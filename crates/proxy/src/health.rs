@@ -122,6 +122,11 @@ async fn check_loop(hc: HealthCheck, state: Arc<ServerState>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if state.status().admin == tandem_balance::AdminState::Maint {
+            // Maintenance stops checks (the config's documented meaning); the last known
+            // health stands until the server leaves maintenance and checks resume.
+            continue;
+        }
         let res = probe(&hc.kind, state.key.addr, hc.timeout).await;
         let verdict = res.as_ref().map(|_| ()).map_err(CheckFailure::kind);
         let changed = state.update(std::time::Instant::now(), |m| m.on_check(verdict));

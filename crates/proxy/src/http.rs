@@ -185,8 +185,7 @@ async fn handle(ctx: &ConnCtx, req: Request<Incoming>) -> Response<ProxyBody> {
         backend: None,
         server: None,
         client: ctx.peer,
-        method: req.method().clone(),
-        uri: req.uri().clone(),
+        http: Some((req.method().clone(), req.uri().clone())),
         start,
         tw: -1,
         tc: -1,
@@ -520,6 +519,10 @@ async fn forward(
         let sent = tokio::time::timeout(backend.timeouts.server, conn.try_send_request(req)).await;
         match sent {
             Err(_) => {
+                // Passive detection counts a server that does not answer as a failure.
+                if passive_connect {
+                    slot.server.update(Instant::now(), |m| m.on_connect(false));
+                }
                 return Err(ProxyError::ServerTimeout {
                     server: server.name.clone(),
                     after: backend.timeouts.server,

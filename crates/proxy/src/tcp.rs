@@ -13,9 +13,10 @@ use std::time::Instant;
 
 use tracing::{debug, warn};
 
+use crate::access::AccessLog;
 use crate::error::ProxyError;
 use crate::live::Snapshot;
-use crate::plan::Persistence;
+use crate::plan::{LogFormat, Persistence};
 use crate::queue::{Slot, Tried, acquire};
 use crate::tls::{Accepted, ServerStream};
 
@@ -42,15 +43,45 @@ pub(crate) async fn serve(acc: Accepted, snap: Arc<Snapshot>, frontend: usize) {
         }
     };
     live_fe.stats.current.fetch_add(1, Ordering::Relaxed);
-    let (mut server, slot) = match connect_any(&snap, id, peer, local).await {
+    let start = Instant::now();
+    let mut log = (fe.log_format != LogFormat::Off).then(|| AccessLog {
+        format: fe.log_format,
+        snap: snap.clone(),
+        frontend,
+        backend: Some(id),
+        server: None,
+        client: peer,
+        http: None,
+        start,
+        tw: -1,
+        tc: -1,
+        tr: -1,
+        status: 0,
+        bytes: 0,
+        termination: *b"--",
+    });
+    let (mut server, slot) = match connect_any(&snap, id, peer, local, log.as_mut()).await {
         Ok(pair) => pair,
         Err(e) => {
             live_fe.stats.current.fetch_sub(1, Ordering::Relaxed);
             warn!(frontend = %fe.name, client = %peer, kind = e.kind(), side = ?e.side(), cause = %e, "tcp connection refused");
+            if let Some(mut l) = log {
+                l.termination = e.termination();
+                l.emit();
+            }
             return;
         }
     };
-    match tokio::io::copy_bidirectional(&mut client, &mut server).await {
+    let relayed = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+    if let Some(l) = log.as_mut() {
+        l.server = Some(slot.index);
+        // The error does not say which side failed; client resets are the usual cause.
+        l.termination = if relayed.is_ok() { *b"--" } else { *b"CD" };
+        if let Ok((_, down)) = relayed {
+            l.bytes = down;
+        }
+    }
+    match relayed {
         Ok((up, down)) => {
             debug!(bytes_in = up, bytes_out = down, "tcp relay done");
             let r = Ordering::Relaxed;
@@ -68,6 +99,9 @@ pub(crate) async fn serve(acc: Accepted, snap: Arc<Snapshot>, frontend: usize) {
     }
     live_fe.stats.current.fetch_sub(1, Ordering::Relaxed);
     drop(slot);
+    if let Some(l) = log {
+        l.emit();
+    }
 }
 
 async fn connect_any(
@@ -75,6 +109,7 @@ async fn connect_any(
     id: usize,
     peer: SocketAddr,
     local: SocketAddr,
+    mut log: Option<&mut AccessLog>,
 ) -> Result<(ServerStream, Slot), ProxyError> {
     let backend = &snap.plan.backends()[id];
     let sel = &*snap.plan.balancers()[id];
@@ -98,13 +133,21 @@ async fn connect_any(
     let mut tried = Tried::default();
     let mut last_err = None;
     for _ in 0..=backend.retries {
+        let queued = Instant::now();
         let slot = match acquire(backend, sel, live, &req, &tried).await {
             Ok(s) => s,
             Err(ProxyError::NoServer { .. }) if last_err.is_some() => break,
             Err(e) => return Err(e),
         };
         let server = &backend.servers[slot.index];
-        match crate::connect::open(server, backend, peer, local).await {
+        let connecting = Instant::now();
+        let opened = crate::connect::open(server, backend, peer, local).await;
+        if let Some(l) = log.as_deref_mut() {
+            l.server = Some(slot.index);
+            l.tw = crate::access::ms(connecting - queued);
+            l.tc = crate::access::ms(connecting.elapsed());
+        }
+        match opened {
             Ok(s) => {
                 slot.server
                     .counters

@@ -280,3 +280,66 @@ async fn keep_alive_reuses_client_and_server_connections() {
         "100 sequential requests opened {accepts} server connections"
     );
 }
+
+#[tokio::test]
+async fn passive_connect_failures_mark_a_dead_server_down_and_clients_never_see_it() {
+    let a = http_server("a").await;
+    let dead = tandem_proxy::plan::Server::new("dead", free_addr());
+    let mut be = backend(Mode::Http, vec![server(&a, 1), dead]);
+    let mut hc = HealthCheck::new(CheckKind::Tcp);
+    // Active checks are slow here: passive detection does the work.
+    hc.interval = Duration::from_secs(30);
+    hc.fall = 3;
+    hc.passive_connect_failures = Some(2);
+    be.health_check = Some(hc);
+    let (proxy, addr) = start(plan(Mode::Http, free_addr(), be)).await;
+    let state = proxy.server_state("app", "dead").expect("state");
+    let c = client();
+    for _ in 0..20 {
+        let (status, body, _) = get_with(&c, addr, "/", &[]).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, "a:0"),
+            "retried on a"
+        );
+    }
+    assert!(!state.is_up(), "two connect failures mark the server down");
+    let r = tandem_proxy::api::execute(&proxy, None, br#"{"cmd":"show servers"}"#).await;
+    let dead = &r["servers"][1];
+    assert_eq!(dead["health"], "down", "{r}");
+    assert_eq!(
+        dead["connect_failures"], 2,
+        "no connect attempt after it was marked down"
+    );
+    assert_eq!(dead["transitions"], 1);
+}
+
+#[tokio::test]
+async fn slow_start_ramps_a_server_back_from_maintenance() {
+    let (a, b) = (http_server("a").await, http_server("b").await);
+    let mut be = backend(Mode::Http, vec![server(&a, 100), server(&b, 100)]);
+    be.slow_start = Duration::from_secs(20);
+    let (proxy, addr) = start(plan(Mode::Http, free_addr(), be)).await;
+    let set = |state: &'static str| {
+        let proxy = proxy.clone();
+        async move {
+            let line = format!(r#"{{"cmd":"set server","server":"app/a","state":"{state}"}}"#);
+            tandem_proxy::api::execute(&proxy, None, line.as_bytes()).await
+        }
+    };
+    let r = tandem_proxy::api::execute(&proxy, None, br#"{"cmd":"show servers"}"#).await;
+    assert_eq!(
+        r["servers"][0]["effective_weight"], 100,
+        "no ramp at start-up"
+    );
+    assert_eq!(set("maint").await["server"]["effective_weight"], 0);
+    let r = set("ready").await;
+    let eff = r["server"]["effective_weight"].as_u64().expect("weight");
+    assert!((1..=10).contains(&eff), "ramping from the bottom: {r}");
+    // While ramping, a takes a trickle: far less than half of new requests.
+    let c = client();
+    for _ in 0..100 {
+        assert_eq!(get_with(&c, addr, "/", &[]).await.0, StatusCode::OK);
+    }
+    assert!(hits(&a) < 20, "a got {} of 100 while ramping", hits(&a));
+}

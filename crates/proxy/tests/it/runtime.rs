@@ -338,3 +338,58 @@ async fn oversized_or_too_many_headers_are_refused_before_any_server() {
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
     assert_eq!(hits(&s), 1, "the oversized request never reached a server");
 }
+
+#[tokio::test]
+async fn a_server_silent_mid_body_is_cut_after_the_server_timeout() {
+    // A server that sends a head and 5 of 100 body bytes, then nothing.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let saddr = listener.local_addr().expect("addr");
+    let stall = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello")
+                .await;
+            held.push(s);
+        }
+    });
+    let mut be = backend(
+        Mode::Http,
+        vec![tandem_proxy::plan::Server::new("stall", saddr)],
+    );
+    be.timeouts.server = Duration::from_millis(300);
+    let (_proxy, addr) = start(plan(Mode::Http, free_addr(), be)).await;
+    let mut conn = TcpStream::connect(addr).await.expect("connect");
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .expect("write");
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "client still waiting after 5 s");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.ends_with("hello"),
+        "the body is cut, not completed: {text}"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+        "cut after {waited:?}"
+    );
+    stall.abort();
+}
