@@ -61,8 +61,8 @@ enum Command {
         /// Control socket (line-delimited JSON: status, switchover, watch).
         #[arg(long, default_value = tandem_vrrpd::DEFAULT_CONTROL_SOCKET)]
         control_socket: PathBuf,
-        /// Health-probe the local proxy by connecting to this address (for `track.proxy`);
-        /// without it proxy tracking is inert.
+        /// Health-probe the local proxy by connecting to this address (for `track.proxy`)
+        /// instead of asking its runtime API on the config's `runtime.socket` (the default).
         #[arg(long)]
         proxy_probe_tcp: Option<std::net::SocketAddr>,
         /// Run without the VIP guardian process (VIPs then outlive a crash until their lifetime ends).

@@ -1,7 +1,8 @@
 //! End-to-end failover tests of `tandem vrrp` in network namespaces (tandem-testbed).
 //!
 //! Owns the two-LB pair scenarios: election, link loss, SIGKILL (guardian), SIGSTOP/SIGCONT,
-//! SIGTERM, preempt on and off, and a planned switchover through the control socket. Each test
+//! SIGTERM, preempt on and off, a planned switchover through the control socket, tracked
+//! interfaces, and proxy tracking through a real `tandem proxy`'s runtime API. Each test
 //! builds its own testbed (lb1 198.18.0.11 priority 150, lb2 198.18.0.12 priority 100, a client
 //! 198.18.0.2, VIP 198.18.0.100/24, advert interval 100 ms) and asserts what a user sees: which
 //! host has the VIP, and which node answers a client connecting to the VIP.
@@ -169,11 +170,21 @@ impl Pair {
         self.start_with(node, &[])
     }
 
+    /// The node's own config file when the test wrote one (`lb1.yaml`), else the shared one.
+    fn config(&self, node: &str) -> PathBuf {
+        let own = self.dir.join(format!("{node}.yaml"));
+        if own.exists() {
+            own
+        } else {
+            self.dir.join("tandem.yaml")
+        }
+    }
+
     fn start_with(&self, node: &str, extra: &[&str]) -> Process {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tandem"));
         cmd.arg("vrrp")
             .arg("--config")
-            .arg(self.dir.join("tandem.yaml"))
+            .arg(self.config(node))
             .args(["--node", node])
             .arg("--control-socket")
             .arg(self.socket(node))
@@ -198,9 +209,14 @@ impl Pair {
 
     /// Who answers a new connection from the client to the VIP (None: nobody within 300 ms).
     fn ask(&self) -> Option<String> {
+        self.ask_at(PORT)
+    }
+
+    /// Who answers a new connection from the client to the VIP on `port`.
+    fn ask_at(&self, port: u16) -> Option<String> {
         self.client
             .run(|| {
-                let addr = SocketAddr::from((VIP, PORT));
+                let addr = SocketAddr::from((VIP, port));
                 let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()?;
                 s.set_read_timeout(Some(Duration::from_millis(300))).ok()?;
                 let mut out = String::new();
@@ -212,10 +228,15 @@ impl Pair {
 
     /// Waits until the client is answered by `node` (bounded).
     fn wait_answer(&self, node: &str, timeout: Duration) {
+        self.wait_answer_at(PORT, node, timeout);
+    }
+
+    /// Waits until the client is answered by `node` on the VIP's `port` (bounded).
+    fn wait_answer_at(&self, port: u16, node: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         let mut last = None;
         while Instant::now() < deadline {
-            last = self.ask();
+            last = self.ask_at(port);
             if last.as_deref() == Some(node) {
                 return;
             }
@@ -595,4 +616,123 @@ fn a_failed_tracked_interface_lowers_priority_and_hands_over() {
     pair.wait_vip("lb2", false, Duration::from_secs(1));
     pair.wait_answer("lb1", Duration::from_secs(2));
     drop((d1, d2));
+}
+
+/// The proxy-tracking pair: the same config on both nodes except the runtime API socket (both
+/// namespaces share one file system). Each node's proxy serves VIP:80 (tcp) from its local
+/// responder on 127.0.0.1:8080, so the answer names the node whose proxy carried it.
+fn proxy_pair_yaml(socket: &std::path::Path) -> String {
+    format!(
+        r#"version: 1
+cluster:
+  name: test
+  nodes:
+    lb1: {{ lan_address: 198.18.0.11, sync_address: 198.18.1.1, priority: 150 }}
+    lb2: {{ lan_address: 198.18.0.12, sync_address: 198.18.1.2, priority: 100 }}
+vrrp:
+  - name: www
+    interface: {IFACE}
+    vrid: 51
+    advert_interval: 100ms
+    addresses: [198.18.0.100/24]
+    track: {{ proxy: 60 }}
+runtime: {{ socket: {} }}
+frontends:
+  - name: web
+    mode: tcp
+    bind: ["198.18.0.100:{PROXY_PORT}"]
+    default_backend: app
+backends:
+  - name: app
+    mode: tcp
+    servers:
+      - {{ name: local, address: "127.0.0.1:{PORT}" }}
+"#,
+        socket.display()
+    )
+}
+
+/// Port the proxies serve on the VIP.
+const PROXY_PORT: u16 = 80;
+
+/// Starts `tandem proxy` on `node` and waits (bounded) for its runtime API socket.
+fn start_proxy(pair: &Pair, node: &str) -> Process {
+    let socket = pair.dir.join(format!("{node}-proxy.sock"));
+    let _ = std::fs::remove_file(&socket);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tandem"));
+    cmd.arg("proxy")
+        .arg("--config")
+        .arg(pair.config(node))
+        .args(["--node", node])
+        .env("RUST_LOG", "info");
+    let p = pair.host(node).spawn(&mut cmd).expect("spawn tandem proxy");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{node}: proxy runtime api socket did not appear\n{}",
+            logs(&p)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    p
+}
+
+#[test]
+fn a_dead_proxy_hands_the_vip_over_and_its_return_takes_it_back() {
+    if !require_root() {
+        return;
+    }
+    let _s = serial();
+    let pair = Pair::build("vrrp-proxy", String::new());
+    for node in ["lb1", "lb2"] {
+        let socket = pair.dir.join(format!("{node}-proxy.sock"));
+        std::fs::write(
+            pair.dir.join(format!("{node}.yaml")),
+            proxy_pair_yaml(&socket),
+        )
+        .expect("write node config");
+        // The backup's proxy binds the VIP before the VIP is there, as on the appliance.
+        pair.host(node)
+            .sysctl("net.ipv4.ip_nonlocal_bind", "1")
+            .expect("sysctl");
+    }
+    let mut p1 = start_proxy(&pair, "lb1");
+    let p2 = start_proxy(&pair, "lb2");
+    let (d1, d2) = pair.elect();
+    pair.wait_answer_at(PROXY_PORT, "lb1", Duration::from_secs(3));
+    let st = pair.control("lb1", r#"{"cmd":"status"}"#);
+    assert_eq!(st["instances"][0]["proxy_tracking"], "up", "{st}");
+
+    // lb1's proxy dies: its runtime API refuses connections, lb1 drops to 150 - 60 = 90 < 100.
+    p1.signal(Signal::SIGKILL).expect("kill -9 lb1's proxy");
+    let t0 = Instant::now();
+    pair.wait_vip("lb2", true, Duration::from_secs(4));
+    pair.wait_vip("lb1", false, Duration::from_secs(1));
+    pair.wait_answer_at(PROXY_PORT, "lb2", Duration::from_secs(2));
+    eprintln!(
+        "proxy killed: client answered by lb2 through the VIP after {:?}",
+        t0.elapsed()
+    );
+    let st = pair.control("lb1", r#"{"cmd":"status"}"#);
+    assert_eq!(st["instances"][0]["effective_priority"], 90, "{st}");
+    assert_eq!(st["instances"][0]["failed_tracks"][0], "proxy", "{st}");
+    assert_eq!(st["instances"][0]["proxy_tracking"], "down", "{st}");
+    assert_eq!(st["instances"][0]["state"], "backup", "{st}");
+    pair.assert_stable("lb2", Duration::from_millis(500));
+    assert_eq!(pair.ask_at(PROXY_PORT).as_deref(), Some("lb2"));
+
+    // The proxy comes back: lb1 is 150 again and preempts.
+    let p1 = start_proxy(&pair, "lb1");
+    let t0 = Instant::now();
+    pair.wait_vip("lb1", true, Duration::from_secs(4));
+    pair.wait_vip("lb2", false, Duration::from_secs(1));
+    pair.wait_answer_at(PROXY_PORT, "lb1", Duration::from_secs(2));
+    eprintln!(
+        "proxy back: lb1 serves the VIP again after {:?}",
+        t0.elapsed()
+    );
+    let st = pair.control("lb1", r#"{"cmd":"status"}"#);
+    assert_eq!(st["instances"][0]["effective_priority"], 150, "{st}");
+    drop((d1, d2, p1, p2));
 }

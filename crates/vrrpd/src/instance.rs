@@ -503,7 +503,7 @@ impl Instance {
             "link_up": shell.link_up,
             "track_penalty": shell.penalty,
             "failed_tracks": shell.failed_tracks,
-            "proxy_tracking": if self.proxy.is_some() { "active" } else { "inert_or_off" },
+            "proxy_tracking": match &self.proxy { Some((_, rx)) if *rx.borrow() => "up", Some(_) => "down", None => "off" },
             "counters": {
                 "adverts_sent": c.adverts_sent,
                 "adverts_received": c.adverts_received,

@@ -23,7 +23,8 @@
 //! * IPv4 only; an IPv6 instance is refused at startup ([`Error::Ipv6Unsupported`]).
 //! * Accept_Mode is not enforced: a master always accepts traffic to its VIPs, which is what a
 //!   load balancer needs (the proxy binds them); `accept: false` is logged as unenforced.
-//! * Proxy tracking needs a probe ([`track::ProxyProbe`]); without one it is inert.
+//! * Proxy tracking probes the proxy's runtime API (`runtime.socket`, see [`track`]); the API
+//!   has no per-listener state, so a proxy that answers counts as listening.
 
 pub mod control;
 pub mod error;
@@ -46,7 +47,7 @@ use tracing::{info, warn};
 
 pub use error::Error;
 pub use guardian::{GuardianCommand, guardian_main};
-pub use track::{ProxyProbe, TcpConnectProbe};
+pub use track::{ProbeTiming, ProxyProbe, RuntimeApiProbe, TcpConnectProbe};
 
 use crate::control::{ControlState, Events, InstanceHandle};
 use crate::instance::Instance;
@@ -70,7 +71,8 @@ pub struct Options {
     pub control_socket: Option<PathBuf>,
     /// How to start the guardian; `None` runs without one (only the lifetime backstop).
     pub guardian: Option<GuardianCommand>,
-    /// Health probe of the local proxy for `track.proxy`; `None` leaves proxy tracking inert.
+    /// Health probe of the local proxy for `track.proxy`, overriding the default: the proxy's
+    /// runtime API on the config's `runtime.socket` ([`RuntimeApiProbe`]).
     pub proxy_probe: Option<Arc<dyn ProxyProbe>>,
 }
 
@@ -121,6 +123,25 @@ pub async fn run(
     let mut handles = Vec::new();
     let mut tasks = tokio::task::JoinSet::new();
     let mut probe_tasks = Vec::new();
+    // One probe of the local proxy shared by every instance that tracks it, as often as the
+    // fastest of them needs.
+    let proxy_health = config
+        .vrrp
+        .iter()
+        .filter(|v| v.track.proxy.is_some())
+        .map(|v| v.advert_interval.as_std())
+        .min()
+        .map(|fastest| {
+            let probe = options.proxy_probe.clone().unwrap_or_else(|| {
+                Arc::new(RuntimeApiProbe {
+                    socket: config.runtime.socket.clone(),
+                    expect_frontends: !config.frontends.is_empty(),
+                })
+            });
+            let (rx, task) = track::spawn_probe(probe, ProbeTiming::for_advert_interval(fastest));
+            probe_tasks.push(task);
+            rx
+        });
 
     for inst in &config.vrrp {
         let vrid = inst.vrid.get();
@@ -194,17 +215,9 @@ pub async fn run(
                 None
             }
         };
-        let proxy = match (inst.track.proxy, &options.proxy_probe) {
-            (Some(weight), Some(probe)) => {
-                let (rx, task) = track::spawn_probe(Arc::clone(probe));
-                probe_tasks.push(task);
-                Some((weight.get(), rx))
-            }
-            (Some(_), None) => {
-                warn!(instance = %name, vrid, "track.proxy is configured but no proxy probe is available; proxy tracking is inert");
-                None
-            }
-            (None, _) => None,
+        let proxy = match (inst.track.proxy, &proxy_health) {
+            (Some(weight), Some(rx)) => Some((weight.get(), rx.clone())),
+            _ => None,
         };
         let status = Arc::new(Mutex::new(
             serde_json::json!({"name": name, "state": "initialize"}),
