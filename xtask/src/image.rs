@@ -140,7 +140,7 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     let slot = work.join("rootfs.squashfs");
     cmd!(
         sh,
-        "mksquashfs {rootfs} {slot} -noappend -quiet -comp zstd -Xcompression-level 19 -b 256K -xattrs"
+        "mksquashfs {rootfs} {slot} -noappend -quiet -comp zstd -Xcompression-level 15 -b 256K -xattrs"
     )
     .run()?;
     let slot_size = file_len(&slot)?;

@@ -404,8 +404,16 @@ fn pid_of(pidfile: &Path) -> Option<String> {
     (!pid.is_empty() && pid.chars().all(|c| c.is_ascii_digit())).then(|| pid.to_owned())
 }
 
+/// True while the process runs. A lab helper we spawned and killed stays a zombie until
+/// this process exits, so state `Z` counts as gone.
 fn pid_alive(pidfile: &Path) -> bool {
-    pid_of(pidfile).is_some_and(|p| Path::new(&format!("/proc/{p}")).exists())
+    pid_of(pidfile).is_some_and(|p| {
+        std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|stat| {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state != "Z")
+        })
+    })
 }
 
 /// Waits (bounded) for a node's QEMU to exit, e.g. after `poweroff` on its console.
