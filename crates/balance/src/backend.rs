@@ -15,7 +15,8 @@
 //! - [`Pick::NoServer`]: nothing can take the request; answer 503.
 //!
 //! A server takes new traffic when it is up, `Ready`, has a non-zero effective weight
-//! ([`crate::effective_weight`], i.e. after slow start) and is below `max_connections`.
+//! ([`crate::effective_weight`], i.e. after slow start, of the runtime weight from
+//! [`LiveView::weight`] or else the configured one) and is below `max_connections`.
 //! Persistent users ([`Request::persist`]) also go to `Drain` and weight-0 servers, but fall back
 //! to the algorithm when their server is down, in maintenance, full, excluded or gone
 //! (HAProxy's `option redispatch`). Backups are considered only when no primary is usable;
@@ -99,6 +100,14 @@ impl Live {
 pub trait LiveView {
     /// Runtime state of the server at `index` (config order).
     fn live(&self, index: usize) -> Live;
+
+    /// Weight set at runtime by the operator (HAProxy `set server weight`), replacing the
+    /// configured [`Server::weight`] (capped at [`MAX_WEIGHT`]); `None` keeps the configured one.
+    /// Slow start ramps towards this weight.
+    fn weight(&self, index: usize) -> Option<u32> {
+        let _ = index;
+        None
+    }
 }
 
 impl LiveView for [Live] {
@@ -420,7 +429,10 @@ impl Backend {
         }
         let server = &self.servers[index];
         let since_up = state.up_since.map(|t| now.saturating_duration_since(t));
-        let weight = effective_weight(server.weight, since_up, server.slow_start);
+        let configured = live
+            .weight(index)
+            .map_or(server.weight, |w| w.min(MAX_WEIGHT));
+        let weight = effective_weight(configured, since_up, server.slow_start);
         if weight == 0 {
             return Slot::Unusable;
         }

@@ -20,7 +20,7 @@ use tandem_balance::{AdminState, Health, ServerId, StickEntry};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
-use tracing::{Instrument, debug, error, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span};
 
 use crate::PlanSource;
 use crate::live::{LiveBackend, ServerState, Snapshot};
@@ -178,7 +178,7 @@ pub async fn execute(proxy: &Proxy, source: Option<&dyn PlanSource>, line: &[u8]
         "show servers" => {
             show_servers(&snap, cmd.backend.as_deref()).map(|s| json!({ "ok": true, "servers": s }))
         }
-        "set server" => set_server(proxy, &snap, &cmd).await,
+        "set server" => set_server(&snap, &cmd),
         "reload" => match source {
             None => Err("reload is not available: the proxy has no configuration source".into()),
             Some(src) => match src.load() {
@@ -288,9 +288,10 @@ fn server_json(snap: &Snapshot, bi: usize, si: usize, now: Instant) -> Value {
     let cfg = &snap.plan.balancers()[bi].servers()[si];
     let s: &ServerState = &snap.backends[bi].servers[si];
     let status = s.status();
+    let weight = s.weight(cfg.weight);
     let effective = if status.accepts_new() {
         tandem_balance::effective_weight(
-            cfg.weight,
+            weight,
             s.up_since().map(|t| now.saturating_duration_since(t)),
             cfg.slow_start,
         )
@@ -308,7 +309,8 @@ fn server_json(snap: &Snapshot, bi: usize, si: usize, now: Instant) -> Value {
         "health": if status.health == Health::Up { "up" } else { "down" },
         "status": status.to_string(),
         "check_streak": s.health_streak(),
-        "weight": cfg.weight,
+        "weight": weight,
+        "config_weight": cfg.weight,
         "effective_weight": effective,
         "max_connections": cfg.max_connections,
         "sessions_current": s.active(),
@@ -358,7 +360,7 @@ fn server_ref(snap: &Snapshot, spec: Option<&str>) -> Result<(usize, usize), Str
     Ok((bi, si))
 }
 
-async fn set_server(proxy: &Proxy, snap: &Snapshot, cmd: &Command) -> Result<Value, String> {
+fn set_server(snap: &Snapshot, cmd: &Command) -> Result<Value, String> {
     let (bi, si) = server_ref(snap, cmd.server.as_deref())?;
     if cmd.state.is_none() && cmd.weight.is_none() {
         return Err("set server needs \"state\" (ready|drain|maint) or \"weight\" (0..256)".into());
@@ -389,26 +391,13 @@ async fn set_server(proxy: &Proxy, snap: &Snapshot, cmd: &Command) -> Result<Val
                 "server state set from the runtime api");
         }
     }
-    let mut current = proxy.snapshot();
-    if let Some(w) = cmd.weight
-        && current.plan.backends()[bi].servers[si].weight != w
-    {
-        // Weights live in the selection snapshot: install a copy of the plan with the new
-        // weight (live state is kept by identity). A later reload restores the configured one.
-        let plan = current
-            .plan
-            .with_weight(bi, si, w)
-            .map_err(|e| format!("cannot set weight: {}", e[0]))?;
-        proxy
-            .reload(plan)
-            .await
-            .map_err(|e| format!("cannot set weight: {e}"))?;
-        warn!(backend = %current.plan.backends()[bi].name,
-            server = %current.plan.backends()[bi].servers[si].name, weight = w,
+    if let Some(w) = cmd.weight {
+        let state = &snap.backends[bi].servers[si];
+        state.set_runtime_weight(Some(w));
+        info!(backend = %state.key.backend, server = %state.key.server, weight = w,
             "server weight set from the runtime api (until the next reload)");
-        current = proxy.snapshot();
     }
-    Ok(json!({ "ok": true, "server": server_json(&current, bi, si, Instant::now()) }))
+    Ok(json!({ "ok": true, "server": server_json(snap, bi, si, Instant::now()) }))
 }
 
 fn stick_of<'a>(

@@ -87,6 +87,9 @@ pub struct ServerState {
     monitor: Mutex<ServerMonitor>,
     /// Admin state of the last plan bound, so a reload applies only config changes.
     config_admin: AtomicU8,
+    /// Weight set by `set server weight` ([`NO_WEIGHT`]: use the configured one); a reload
+    /// restores the configured weight, as in HAProxy.
+    runtime_weight: AtomicU32,
     /// Idle keep-alive connections, most recent last.
     pool: Mutex<Vec<SendRequest<ReqBody>>>,
     /// Traffic counters.
@@ -113,6 +116,7 @@ impl ServerState {
                 admin: server.admin,
                 health: Health::Up,
             })),
+            runtime_weight: AtomicU32::new(NO_WEIGHT),
             pool: Mutex::new(Vec::new()),
             counters: Counters::default(),
             connect_failures: AtomicU64::new(0),
@@ -136,6 +140,25 @@ impl ServerState {
             0 => None,
             n => Some(epoch() + Duration::from_nanos(n - 1)),
         }
+    }
+
+    /// The weight set at runtime, if any.
+    pub fn runtime_weight(&self) -> Option<u32> {
+        match self.runtime_weight.load(Ordering::Acquire) {
+            NO_WEIGHT => None,
+            w => Some(w),
+        }
+    }
+
+    /// Sets (or with `None` clears) the runtime weight; selection uses it at once.
+    pub fn set_runtime_weight(&self, weight: Option<u32>) {
+        self.runtime_weight
+            .store(weight.unwrap_or(NO_WEIGHT), Ordering::Release);
+    }
+
+    /// The weight selection uses: the runtime one, else `configured`.
+    pub fn weight(&self, configured: u32) -> u32 {
+        self.runtime_weight().unwrap_or(configured)
     }
 
     /// Requests or connections in flight now.
@@ -193,8 +216,9 @@ impl ServerState {
             .streak
     }
 
-    /// Applies the thresholds and config admin state of a newly bound plan.
+    /// Applies the thresholds, weight and config admin state of a newly bound plan.
     fn rebind(&self, backend: &Backend, server: &Server) {
+        self.set_runtime_weight(None);
         let (config, _) = health_config(backend);
         let mut m = self.monitor.lock().unwrap_or_else(|p| p.into_inner());
         if m.config() != config {
@@ -233,6 +257,9 @@ impl ServerState {
         }
     }
 }
+
+/// `runtime_weight` value meaning "the configured weight".
+const NO_WEIGHT: u32 = u32::MAX;
 
 /// Thresholds and initial health for servers of `b` (always up without a health check).
 fn health_config(b: &Backend) -> (HealthConfig, InitState) {
@@ -482,7 +509,13 @@ mod tests {
         let one = reg.bind(plan(&[("a", 1), ("b", 2)]), 1);
         let now = Instant::now();
         one.backends[0].servers[0].update(now, |m| m.set_admin(AdminState::Maint));
+        one.backends[0].servers[0].set_runtime_weight(Some(7));
         let two = reg.bind(plan(&[("a", 1), ("b", 3)]), 2);
+        assert_eq!(
+            two.backends[0].servers[0].runtime_weight(),
+            None,
+            "a reload restores the configured weight"
+        );
         assert!(Arc::ptr_eq(
             &one.backends[0].servers[0],
             &two.backends[0].servers[0]

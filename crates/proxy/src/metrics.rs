@@ -78,7 +78,7 @@ pub const SERVER_REQUESTS: &str = "tandem_server_requests_total";
 pub const SERVER_UP: &str = "tandem_server_up";
 /// 1 when the server takes new users (up and ready), else 0.
 pub const SERVER_ACTIVE: &str = "tandem_server_accepting";
-/// Configured weight, per server.
+/// Weight in use (runtime `set server weight`, else configured), per server.
 pub const SERVER_WEIGHT: &str = "tandem_server_weight";
 /// Weight after slow start, per server.
 pub const SERVER_EFFECTIVE_WEIGHT: &str = "tandem_server_effective_weight";
@@ -377,16 +377,17 @@ pub fn render(snap: &Snapshot) -> String {
                 esc(&b.servers[i].name)
             );
             let cfg = &sel.servers()[i];
+            let weight = s.weight(cfg.weight);
             let eff = if s.is_up() {
                 tandem_balance::effective_weight(
-                    cfg.weight,
+                    weight,
                     s.up_since().map(|t| now.saturating_duration_since(t)),
                     cfg.slow_start,
                 )
             } else {
                 0
             };
-            srv.push((labels, s, cfg.weight, eff));
+            srv.push((labels, s, weight, eff));
         }
     }
     let per = |out: &mut String,
@@ -445,7 +446,7 @@ pub fn render(snap: &Snapshot) -> String {
         &mut out,
         SERVER_WEIGHT,
         "gauge",
-        "Configured weight.",
+        "Weight in use (runtime or configured).",
         &|_, w, _| u64::from(w),
     );
     per(

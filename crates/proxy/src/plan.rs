@@ -664,18 +664,6 @@ impl Plan {
         self
     }
 
-    /// This plan with the weight of `server` in `backend` changed (runtime API), or why not.
-    pub fn with_weight(
-        &self,
-        backend: usize,
-        server: usize,
-        weight: u32,
-    ) -> Result<Plan, Vec<PlanError>> {
-        let mut backends = self.backends.clone();
-        backends[backend].servers[server].weight = weight;
-        Plan::new(self.frontends.clone(), backends).map(|p| p.with_settings(self.settings.clone()))
-    }
-
     /// Selection snapshots, same order as [`Plan::backends`].
     pub fn balancers(&self) -> &[Arc<tandem_balance::Backend>] {
         &self.balancers

@@ -26,6 +26,10 @@ impl LiveView for View<'_> {
             up_since: s.up_since(),
         }
     }
+
+    fn weight(&self, index: usize) -> Option<u32> {
+        self.0[index].runtime_weight()
+    }
 }
 
 /// Most servers remembered as tried by one request; further ones are not excluded (the

@@ -180,6 +180,40 @@ fn roundrobin_distribution_is_exact() {
     }
 }
 
+/// Live state plus runtime weight overrides.
+struct Overridden<'a>(&'a [Live], &'a [Option<u32>]);
+
+impl LiveView for Overridden<'_> {
+    fn live(&self, index: usize) -> Live {
+        self.0[index]
+    }
+
+    fn weight(&self, index: usize) -> Option<u32> {
+        self.1[index]
+    }
+}
+
+#[test]
+fn runtime_weight_overrides_the_configured_one() {
+    let b = backend(Balance::RoundRobin, &[1, 1]);
+    let live = b.initial_live();
+    let now = Instant::now();
+    let req = Request::new(client(1));
+    let weights = [Some(3), None];
+    let view = Overridden(&live, &weights);
+    let mut got = [0usize; 2];
+    for _ in 0..400 {
+        got[picked(b.pick(now, &req, &view, &[]))] += 1;
+    }
+    assert_eq!(got, [300, 100]);
+    // Zero takes no new users; above the maximum is capped.
+    let weights = [Some(0), Some(1000)];
+    let view = Overridden(&live, &weights);
+    for _ in 0..10 {
+        assert_eq!(picked(b.pick(now, &req, &view, &[])), 1);
+    }
+}
+
 #[test]
 fn roundrobin_is_smooth() {
     // nginx's reference sequence for weights 5, 1, 1.

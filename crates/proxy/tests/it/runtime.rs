@@ -94,8 +94,7 @@ async fn runtime_api_over_the_socket_shows_and_changes_servers() {
     .await;
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["server"]["weight"], 3);
-    // A new connection uses the new weights (established ones finish on their snapshot).
-    let c = client();
+    // At once, on the same keep-alive connection.
     let before = hits(&a);
     for _ in 0..40 {
         get_with(&c, addr, "/", &[]).await;
