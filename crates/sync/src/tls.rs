@@ -1,0 +1,329 @@
+//! The node's sync identity and the pinned-certificate mutual TLS between the two nodes.
+//!
+//! Owns `DATA/sync/`: `node.crt` and `node.key` (a self-signed ECDSA P-256 certificate made
+//! on first start with `rcgen`; the key is mode 0600), and `peer.sha256` (the SHA-256
+//! fingerprint of the peer's certificate, stored by pairing after the operator confirmed it).
+//! Builds rustls server and client configs (ring provider) whose verifiers accept exactly the
+//! pinned certificate, on both sides: no CA, no names, no expiry games.
+//! Must not open sockets (the shell does) nor decide when to pair (the operator does, through
+//! the supervisor). Every file is written with write-temp, fsync, rename, fsync-dir.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::DigitallySignedStruct;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DistinguishedName, SignatureScheme};
+use tracing::info;
+
+use crate::SyncError;
+
+/// The name the client asks for; the pinned verifier ignores names.
+pub const SERVER_NAME: &str = "tandem-sync";
+
+/// A node's certificate and key, and the pinned peer fingerprint if paired.
+#[derive(Debug)]
+pub struct Identity {
+    /// `DATA/sync`.
+    pub dir: PathBuf,
+    /// The certificate (DER).
+    pub cert: CertificateDer<'static>,
+    key_pem: String,
+    /// SHA-256 of the certificate, lowercase hex.
+    pub fingerprint: String,
+}
+
+/// SHA-256 of `der`, lowercase hex (64 digits).
+pub fn fingerprint(der: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, der);
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `AB:CD:...` for consoles: pairs of upper-case hex digits.
+pub fn display_fingerprint(hex: &str) -> String {
+    hex.as_bytes()
+        .chunks(2)
+        .map(|c| String::from_utf8_lossy(c).to_uppercase())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Normalizes an operator-typed fingerprint (colons, spaces, any case) to lowercase hex.
+pub fn parse_fingerprint(given: &str) -> Result<String, SyncError> {
+    let hex: String = given
+        .chars()
+        .filter(|c| !matches!(c, ':' | ' ' | '-'))
+        .collect::<String>()
+        .to_lowercase();
+    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(hex)
+    } else {
+        Err(SyncError::BadFingerprint {
+            given: given.to_owned(),
+        })
+    }
+}
+
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> SyncError + 'a {
+    move |source| SyncError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes `data` to `path` atomically (temp file, fsync, rename, fsync dir) with `mode`.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), SyncError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io("create", &tmp))?;
+    f.write_all(data).map_err(io("write", &tmp))?;
+    f.sync_all().map_err(io("fsync", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(io("rename", path))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("fsync", dir))?;
+    Ok(())
+}
+
+impl Identity {
+    /// Loads `dir/node.crt` and `dir/node.key`, generating them on first use.
+    pub fn load_or_create(dir: &Path) -> Result<Identity, SyncError> {
+        std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+        let crt = dir.join("node.crt");
+        let key = dir.join("node.key");
+        if !crt.exists() || !key.exists() {
+            let ck =
+                rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_owned()]).map_err(|e| {
+                    SyncError::Identity {
+                        path: dir.to_path_buf(),
+                        reason: format!("cannot generate the node certificate: {e}"),
+                    }
+                })?;
+            // Key first: a certificate without its key would be regenerated anyway.
+            write_atomic(&key, ck.signing_key.serialize_pem().as_bytes(), 0o600)?;
+            write_atomic(&crt, ck.cert.pem().as_bytes(), 0o644)?;
+            info!(path = %crt.display(), "generated the sync node certificate");
+        }
+        let cert = CertificateDer::from_pem_file(&crt).map_err(|e| SyncError::Identity {
+            path: crt.clone(),
+            reason: e.to_string(),
+        })?;
+        let key_pem = std::fs::read_to_string(&key).map_err(io("read", &key))?;
+        PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| SyncError::Identity {
+            path: key.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(Identity {
+            dir: dir.to_path_buf(),
+            fingerprint: fingerprint(cert.as_ref()),
+            cert,
+            key_pem,
+        })
+    }
+
+    fn key(&self) -> Result<PrivateKeyDer<'static>, SyncError> {
+        PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).map_err(|e| SyncError::Identity {
+            path: self.dir.join("node.key"),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The pinned peer fingerprint, if paired.
+    pub fn pinned(&self) -> Result<Option<String>, SyncError> {
+        read_pinned(&self.dir)
+    }
+
+    /// Pins `fingerprint` (any notation) as the peer's certificate.
+    pub fn pin(&self, given: &str) -> Result<String, SyncError> {
+        let hex = parse_fingerprint(given)?;
+        write_atomic(
+            &self.dir.join("peer.sha256"),
+            format!("{hex}\n").as_bytes(),
+            0o644,
+        )?;
+        info!(fingerprint = %hex, "pinned the peer's sync certificate");
+        Ok(hex)
+    }
+
+    /// A server config that requires a client certificate with the pinned fingerprint.
+    pub fn server_config(
+        &self,
+        peer: &str,
+        pinned: &str,
+    ) -> Result<rustls::ServerConfig, SyncError> {
+        let tls = |e: rustls::Error| SyncError::Tls {
+            peer: peer.to_owned(),
+            reason: e.to_string(),
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = Arc::new(Pinned::new(pinned, &provider));
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(tls)?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(vec![self.cert.clone()], self.key()?)
+            .map_err(tls)
+    }
+
+    /// A client config that presents our certificate and accepts only the pinned one.
+    pub fn client_config(
+        &self,
+        peer: &str,
+        pinned: &str,
+    ) -> Result<rustls::ClientConfig, SyncError> {
+        let tls = |e: rustls::Error| SyncError::Tls {
+            peer: peer.to_owned(),
+            reason: e.to_string(),
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = Arc::new(Pinned::new(pinned, &provider));
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(tls)?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_client_auth_cert(vec![self.cert.clone()], self.key()?)
+            .map_err(tls)
+    }
+}
+
+/// The pinned fingerprint in `dir/peer.sha256`, if any.
+pub fn read_pinned(dir: &Path) -> Result<Option<String>, SyncError> {
+    let path = dir.join("peer.sha256");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => parse_fingerprint(s.trim()).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io("read", &path)(e)),
+    }
+}
+
+/// Accepts exactly the certificate whose SHA-256 is pinned (either side of the handshake);
+/// handshake signatures are still verified with the certificate's key.
+#[derive(Debug)]
+pub struct Pinned {
+    pinned: String,
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl Pinned {
+    /// A verifier for `pinned` (lowercase hex) using `provider`'s signature algorithms.
+    pub fn new(pinned: &str, provider: &CryptoProvider) -> Pinned {
+        Pinned {
+            pinned: pinned.to_owned(),
+            algs: provider.signature_verification_algorithms,
+        }
+    }
+
+    fn check(&self, end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+        let got = fingerprint(end_entity.as_ref());
+        if got == self.pinned {
+            Ok(())
+        } else {
+            tracing::warn!(presented = %got, pinned = %self.pinned, "sync peer presented an unpinned certificate");
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.check(end_entity)
+            .map(|()| ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
+impl ClientCertVerifier for Pinned {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.check(end_entity)
+            .map(|()| ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_parse_in_any_notation() {
+        let hex = "ab".repeat(32);
+        assert_eq!(parse_fingerprint(&display_fingerprint(&hex)).unwrap(), hex);
+        assert_eq!(parse_fingerprint(&hex.to_uppercase()).unwrap(), hex);
+        assert!(parse_fingerprint("abcd").is_err());
+        assert!(parse_fingerprint(&"zz".repeat(32)).is_err());
+    }
+}
