@@ -412,13 +412,11 @@ fn stick_of<'a>(
 fn show_persistence(snap: &Snapshot, backend: Option<&str>) -> Result<Value, String> {
     let (bi, live) = stick_of(snap, backend)?;
     let b = &snap.plan.backends()[bi];
-    match (&b.persistence, &live.stick) {
-        (Some(Persistence::Source { expire }), Some(t)) => {
-            let now = Instant::now();
-            let t = t.lock().unwrap_or_else(|p| p.into_inner());
+    match (&b.persistence, live.export_sticky(Instant::now())) {
+        (Some(Persistence::Source { expire }), Some(entries)) => {
             let sel = &snap.plan.balancers()[bi];
-            let entries: Vec<Value> = t
-                .entries(now)
+            let entries: Vec<Value> = entries
+                .iter()
                 .map(|e| {
                     json!({
                         "client": e.client,
@@ -431,7 +429,7 @@ fn show_persistence(snap: &Snapshot, backend: Option<&str>) -> Result<Value, Str
             Ok(json!({
                 "ok": true, "backend": b.name, "kind": "source",
                 "expire_ms": u64::try_from(expire.as_millis()).unwrap_or(u64::MAX),
-                "capacity": t.capacity(), "entries": entries,
+                "capacity": crate::plan::STICK_TABLE_CAPACITY, "entries": entries,
             }))
         }
         (Some(Persistence::Cookie { name }), _) => Ok(json!({
@@ -445,9 +443,9 @@ fn show_persistence(snap: &Snapshot, backend: Option<&str>) -> Result<Value, Str
 fn import_persistence(snap: &Snapshot, cmd: &Command) -> Result<Value, String> {
     let (bi, live) = stick_of(snap, cmd.backend.as_deref())?;
     let name = &snap.plan.backends()[bi].name;
-    let Some(t) = &live.stick else {
+    if live.stick.is_none() {
         return Err(format!("backend {name} has no source persistence"));
-    };
+    }
     let entries = cmd
         .entries
         .as_deref()
@@ -463,8 +461,6 @@ fn import_persistence(snap: &Snapshot, cmd: &Command) -> Result<Value, String> {
         });
     }
     let n = parsed.len();
-    t.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .import(Instant::now(), parsed);
+    live.import_sticky(Instant::now(), parsed);
     Ok(json!({ "ok": true, "imported": n }))
 }

@@ -101,10 +101,9 @@ pub enum ProxyError {
         limit: usize,
     },
     /// Frontend `protect` refused the client (rate or concurrency per source).
-    #[error("client refused by protect on frontend {frontend}: {reason}")]
+    /// No frontend name here: refusals come in floods, and the log line carries the frontend.
+    #[error("client refused by protect: {reason} limit")]
     Denied {
-        /// The frontend.
-        frontend: String,
         /// Which limit (`connection_rate`, `request_rate`, `concurrent`).
         reason: &'static str,
     },

@@ -196,11 +196,11 @@ async fn handle(ctx: &ConnCtx, req: Request<Incoming>) -> Response<ProxyBody> {
     });
     let admitted = match ctx.refused {
         // Counted once, when the connection was refused.
-        Some(why) => Err(denied(ctx, why)),
+        Some(why) => Err(denied(why)),
         None => match &live_fe.sources {
             Some(t) if !t.request(ctx.peer.ip(), start) => {
                 live_fe.stats.denied[Refusal::RequestRate as usize].fetch_add(1, Ordering::Relaxed);
-                Err(denied(ctx, Refusal::RequestRate))
+                Err(denied(Refusal::RequestRate))
             }
             _ => Ok(()),
         },
@@ -246,10 +246,9 @@ async fn handle(ctx: &ConnCtx, req: Request<Incoming>) -> Response<ProxyBody> {
     resp
 }
 
-/// A `protect` refusal as an error (429).
-fn denied(ctx: &ConnCtx, why: Refusal) -> ProxyError {
+/// A `protect` refusal as an error (429); allocation-free, refusals come in floods.
+fn denied(why: Refusal) -> ProxyError {
     ProxyError::Denied {
-        frontend: ctx.snap.plan.frontends()[ctx.frontend].name.clone(),
         reason: why.as_str(),
     }
 }

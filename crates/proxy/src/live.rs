@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use hyper::client::conn::http1::SendRequest;
 use tandem_balance::{
-    AdminState, Health, HealthConfig, InitState, ServerId, ServerMonitor, Status, StickTable,
-    Transition,
+    AdminState, Health, HealthConfig, InitState, ServerId, ServerMonitor, Status, StickEntry,
+    StickTable, Transition,
 };
 use tokio::sync::{Semaphore, oneshot};
 use tracing::{info, warn};
@@ -330,6 +330,27 @@ pub struct LiveBackend {
     pub stick: Option<Arc<Sticky>>,
     /// Backend counters, shared across plans by backend name.
     pub stats: Arc<BackendStats>,
+}
+
+impl LiveBackend {
+    /// Unexpired stick-table entries, least recently used first (for the peer, or `show
+    /// persistence`); `None` without source persistence.
+    pub fn export_sticky(&self, now: Instant) -> Option<Vec<StickEntry>> {
+        let t = self.stick.as_ref()?;
+        let t = t.lock().unwrap_or_else(|p| p.into_inner());
+        Some(t.entries(now).collect())
+    }
+
+    /// Merges entries exported by the peer; false without source persistence.
+    pub fn import_sticky(&self, now: Instant, entries: Vec<StickEntry>) -> bool {
+        let Some(t) = &self.stick else {
+            return false;
+        };
+        t.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .import(now, entries);
+        true
+    }
 }
 
 /// Live part of a frontend in one snapshot.

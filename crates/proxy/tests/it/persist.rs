@@ -211,11 +211,26 @@ async fn source_persistence_sticks_and_is_exported() {
         assert_eq!(&e["server"], &Value::from(home.split(':').next().unwrap()));
         assert_eq!(e["server_id"].as_str().map(str::len), Some(16));
     }
-    // Import (what config sync does on the peer) is accepted and merges.
+    // Import (what config sync does on the peer): an imported client goes to its server.
+    let servers = api(&proxy, r#"{"cmd":"show servers"}"#).await;
+    let b_id = servers["servers"][1]["id"].as_str().expect("id").to_owned();
+    for n in 1..=5u8 {
+        let line = format!(
+            r#"{{"cmd":"import persistence","backend":"app","entries":[{{"client":"127.0.9.{n}","server_id":"{b_id}","expires_in_ms":60000}}]}}"#
+        );
+        let r = api(&proxy, &line).await;
+        assert_eq!(r["ok"], true, "{r}");
+        let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 9, n));
+        assert_eq!(
+            get_from(ip, addr, "/").await.1,
+            "b:0",
+            "imported client {ip}"
+        );
+    }
     let r = api(
         &proxy,
-        r#"{"cmd":"import persistence","backend":"app","entries":[{"client":"127.0.9.9","server_id":"0123456789abcdef","expires_in_ms":5000}]}"#,
+        r#"{"cmd":"import persistence","backend":"app","entries":[{"client":"127.0.9.9","server_id":"zz","expires_in_ms":1}]}"#,
     )
     .await;
-    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["ok"], false, "{r}");
 }
