@@ -3,7 +3,7 @@
 //! Owns: [`AccessLog`] (the record, filled along the request and emitted once at the end of
 //! the response or session) and its two renderings on the `tandem_proxy::access` target:
 //! - `text`, http (httplog-like):
-//!   `client frontend backend/server Tw/Tc/Tr/Tt status bytes term "METHOD uri"`;
+//!   `client frontend backend/server Tq/Tw/Tc/Tr/Tt status bytes term "METHOD uri"`;
 //!   tcp (tcplog-like): `client frontend backend/server Tw/Tc/Tt bytes term`;
 //!   timers in milliseconds (`-1`: not reached), `term` HAProxy's two-letter termination state
 //!   (first: `C` client, `S` server, `P` proxy, `c`/`s` client/server timeout, `-` normal;
@@ -35,7 +35,9 @@ pub(crate) struct AccessLog {
     /// Request line of an http request; `None` for a tcp session.
     pub(crate) http: Option<(Method, Uri)>,
     pub(crate) start: Instant,
-    /// Queue wait, connect, and response-head times (ms, -1 when not reached).
+    /// Head receive (first byte to handler; -1 unknown, e.g. HTTP/2), queue wait, connect,
+    /// and response-head times (ms, -1 when not reached).
+    pub(crate) tq: i64,
     pub(crate) tw: i64,
     pub(crate) tc: i64,
     pub(crate) tr: i64,
@@ -77,7 +79,7 @@ impl AccessLog {
                 match &self.http {
                     Some((method, uri)) => {
                         tracing::info!(target: "tandem_proxy::access", client = %self.client,
-                            frontend, backend, server, tw = self.tw, tc = self.tc, tr = self.tr,
+                            frontend, backend, server, tq = self.tq, tw = self.tw, tc = self.tc, tr = self.tr,
                             tt, status = self.status, bytes = self.bytes, termination = term,
                             method = %method, uri = %uri, "request");
                     }
@@ -105,8 +107,8 @@ impl fmt::Display for Line<'_> {
         match &l.http {
             Some((method, uri)) => write!(
                 f,
-                "{} {fe} {be}/{srv} {}/{}/{}/{} {} {} {} \"{method} {uri}\"",
-                l.client, l.tw, l.tc, l.tr, self.tt, l.status, l.bytes, self.term
+                "{} {fe} {be}/{srv} {}/{}/{}/{}/{} {} {} {} \"{method} {uri}\"",
+                l.client, l.tq, l.tw, l.tc, l.tr, self.tt, l.status, l.bytes, self.term
             ),
             None => write!(
                 f,
@@ -145,6 +147,7 @@ mod tests {
             client: "192.0.2.7:5555".parse().expect("addr"),
             http: Some((Method::GET, Uri::from_static("/cart?x=1"))),
             start: Instant::now(),
+            tq: 2,
             tw: 0,
             tc: 1,
             tr: 12,
@@ -160,7 +163,7 @@ mod tests {
         .to_string();
         assert_eq!(
             line,
-            "192.0.2.7:5555 web app/s1 0/1/12/13 200 512 -- \"GET /cart?x=1\""
+            "192.0.2.7:5555 web app/s1 2/0/1/12/13 200 512 -- \"GET /cart?x=1\""
         );
         log.http = None;
         log.server = None;

@@ -13,7 +13,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -53,6 +53,8 @@ pub struct Scanner {
     head_bytes: usize,
     /// A request head longer than `max_head` was seen.
     pub too_large: bool,
+    /// A request head began since the flag was last cleared (for the head clock).
+    head_began: bool,
 }
 
 impl Default for Scanner {
@@ -67,6 +69,7 @@ impl Default for Scanner {
             max_head: usize::MAX,
             head_bytes: 0,
             too_large: false,
+            head_began: false,
         }
     }
 }
@@ -93,6 +96,13 @@ impl Scanner {
                 }
                 State::Head | State::ChunkSize | State::Trailer => {
                     let head = self.state == State::Head;
+                    if head
+                        && !self.started
+                        && self.line.is_empty()
+                        && !matches!(data[0], b'\r' | b'\n')
+                    {
+                        self.head_began = true;
+                    }
                     let Some(end) = data.iter().position(|&b| b == b'\n') else {
                         if head && !self.count_head(data.len()) {
                             return;
@@ -214,6 +224,8 @@ pub struct Guarded<T> {
     flag: Arc<AtomicBool>,
     /// Raised when a head exceeds the limit set by [`Guarded::with_head_limit`].
     too_large: Option<Arc<AtomicBool>>,
+    /// When the latest request head began arriving (see [`Guarded::with_head_clock`]).
+    head_start: Option<Arc<AtomicU64>>,
 }
 
 impl<T> Guarded<T> {
@@ -224,7 +236,15 @@ impl<T> Guarded<T> {
             scanner: Scanner::default(),
             flag,
             too_large: None,
+            head_start: None,
         }
+    }
+
+    /// Records in `clock` when each request head begins to arrive, as nanoseconds after
+    /// `crate::live::epoch()` (the access log's `Tq`).
+    pub fn with_head_clock(mut self, clock: Arc<AtomicU64>) -> Self {
+        self.head_start = Some(clock);
+        self
     }
 
     /// Also raises `flag` once a request head longer than `max_head` bytes has been read.
@@ -248,6 +268,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
             && this.scanner.state != State::Off
         {
             this.scanner.feed(&buf.filled()[before..]);
+            if std::mem::take(&mut this.scanner.head_began)
+                && let Some(clock) = &this.head_start
+            {
+                let since = crate::live::epoch().elapsed().as_nanos();
+                clock.store(u64::try_from(since).unwrap_or(u64::MAX), Ordering::Relaxed);
+            }
             if this.scanner.conflict {
                 this.flag.store(true, Ordering::Release);
             }
@@ -304,6 +330,30 @@ mod tests {
             }
             assert_eq!(s.conflict, conflict, "step {step}: {input:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn head_clock_marks_the_first_byte_of_each_head() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, server) = tokio::io::duplex(1024);
+        let clock = Arc::new(AtomicU64::new(0));
+        let mut g =
+            Guarded::new(server, Arc::new(AtomicBool::new(false))).with_head_clock(clock.clone());
+        let mut buf = [0u8; 256];
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let _ = g.read(&mut buf).await.unwrap();
+        let first = clock.load(Ordering::Relaxed);
+        assert_ne!(first, 0, "head start recorded");
+        client.write_all(b"Host: x\r\n\r\n").await.unwrap();
+        let _ = g.read(&mut buf).await.unwrap();
+        assert_eq!(clock.load(Ordering::Relaxed), first, "same head");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        client
+            .write_all(b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let _ = g.read(&mut buf).await.unwrap();
+        assert!(clock.load(Ordering::Relaxed) > first, "next head");
     }
 
     #[test]

@@ -16,8 +16,8 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
@@ -35,7 +35,7 @@ use crate::body::{ProxyBody, Release, ReqBody, Sink, error_page};
 use crate::error::ProxyError;
 use crate::guard::Guarded;
 use crate::idle::{Busy, IdleIo};
-use crate::live::Snapshot;
+use crate::live::{Snapshot, epoch};
 use crate::plan::{
     Algorithm, Backend, BackendId, Forwarded, Frontend, LogFormat, Persistence, Server,
 };
@@ -73,6 +73,9 @@ struct ConnCtx {
     /// Raised by the raw head guard when a request head exceeded `max_header_size` (only
     /// watched when that limit is below hyper's smallest buffer); the request gets 431.
     oversized: Option<Arc<AtomicBool>>,
+    /// When the current request head began arriving (`Tq`), set by the raw head guard only
+    /// when an access log is kept.
+    head_start: Option<Arc<AtomicU64>>,
     /// Requests being handled now; pauses the client idle timer (see `idle`).
     busy: Busy,
     /// Set when `protect` refused the connection: every request gets 429 and it closes.
@@ -134,6 +137,7 @@ pub(crate) async fn serve(
     let conflict = Arc::new(AtomicBool::new(false));
     let busy: Busy = Arc::new(AtomicU32::new(0));
     let oversized = (fe.max_header_bytes < MIN_BUF_BYTES).then(|| Arc::new(AtomicBool::new(false)));
+    let head_start = (fe.log_format != LogFormat::Off).then(|| Arc::new(AtomicU64::new(0)));
     let ctx = Arc::new(ConnCtx {
         snap: snap.clone(),
         frontend,
@@ -143,6 +147,7 @@ pub(crate) async fn serve(
         peer_value,
         conflict: conflict.clone(),
         oversized: oversized.clone(),
+        head_start: head_start.clone(),
         busy: busy.clone(),
         refused,
         _source: source,
@@ -155,6 +160,9 @@ pub(crate) async fn serve(
     let mut guarded = Guarded::new(stream, conflict);
     if let Some(flag) = oversized {
         guarded = guarded.with_head_limit(fe.max_header_bytes, flag);
+    }
+    if let Some(clock) = head_start {
+        guarded = guarded.with_head_clock(clock);
     }
     let conn = builder.serve_connection(TokioIo::new(guarded), svc);
     tokio::pin!(conn);
@@ -187,6 +195,13 @@ async fn handle(ctx: &ConnCtx, req: Request<Incoming>) -> Response<ProxyBody> {
         client: ctx.peer,
         http: Some((req.method().clone(), req.uri().clone())),
         start,
+        tq: ctx
+            .head_start
+            .as_ref()
+            .map_or(-1, |clock| match clock.load(Ordering::Relaxed) {
+                0 => -1,
+                n => ms(start.saturating_duration_since(epoch() + Duration::from_nanos(n))),
+            }),
         tw: -1,
         tc: -1,
         tr: -1,

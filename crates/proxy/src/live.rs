@@ -40,7 +40,7 @@ pub struct ServerKey {
 }
 
 /// Origin of the `up_since` encoding (nanoseconds after it, plus one; 0 means "none").
-fn epoch() -> Instant {
+pub(crate) fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     // Set before any server exists (see `ServerState::new`), and a minute early where the
     // clock allows, so every `now` the request path passes is after it.

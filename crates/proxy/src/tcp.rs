@@ -53,6 +53,7 @@ pub(crate) async fn serve(acc: Accepted, snap: Arc<Snapshot>, frontend: usize) {
         client: peer,
         http: None,
         start,
+        tq: -1,
         tw: -1,
         tc: -1,
         tr: -1,
