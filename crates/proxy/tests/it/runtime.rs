@@ -392,3 +392,75 @@ async fn a_server_silent_mid_body_is_cut_after_the_server_timeout() {
     );
     stall.abort();
 }
+
+/// A `MakeWriter` collecting log output in memory.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn access_log_has_one_haproxy_like_line_per_request() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .with_env_filter("tandem_proxy::access=info")
+        .finish();
+    // This test's runtime is single-threaded: every task logs on this thread.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let s = http_server("a").await;
+    let bind = free_addr();
+    let mut fe = tandem_proxy::plan::Frontend::new("web", Mode::Http, bind, "app");
+    fe.log_format = tandem_proxy::plan::LogFormat::Text;
+    let plan = Plan::new(vec![fe], vec![backend(Mode::Http, vec![server(&s, 1)])]).expect("plan");
+    let proxy = tandem_proxy::Proxy::start(plan).await.expect("proxy");
+    let addr = proxy.local_addrs().await[&bind];
+    let c = client();
+    assert_eq!(get_with(&c, addr, "/x?y=1", &[]).await.0, StatusCode::OK);
+    s.stats
+        .healthy
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let r = tandem_proxy::api::execute(
+        &proxy,
+        None,
+        br#"{"cmd":"set server","server":"app/a","state":"maint"}"#,
+    )
+    .await;
+    assert_eq!(r["ok"], true);
+    assert_eq!(
+        get_with(&c, addr, "/y", &[]).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    wait_until("two access log lines", || {
+        String::from_utf8_lossy(&logs.0.lock().expect("buffer"))
+            .lines()
+            .count()
+            >= 2
+    })
+    .await;
+    let text = String::from_utf8_lossy(&logs.0.lock().expect("buffer")).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].contains(" web app/a "), "{text}");
+    assert!(lines[0].contains(" 200 3 -- \"GET /x?y=1\""), "{text}");
+    assert!(lines[1].contains(" web app/<NOSRV> "), "{text}");
+    assert!(lines[1].contains(" 503 0 SC \"GET /y\""), "{text}");
+}
