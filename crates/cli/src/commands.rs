@@ -84,8 +84,20 @@ pub enum Command {
         /// on or off.
         state: OnOff,
     },
-    /// Pair this node with its peer (shows both certificate fingerprints).
-    Pair,
+    /// Pair this node with its peer for config sync: shows this node's certificate
+    /// fingerprint; asks for the peer's (as `pair` shows it on the peer's console) and pins it
+    /// after confirmation. `--peer-fingerprint HEX` pins without asking (scripts, tests).
+    Pair {
+        /// The peer's certificate fingerprint (SHA-256, hex, colons optional).
+        #[arg(long)]
+        peer_fingerprint: Option<String>,
+    },
+    /// Config sync with the peer: `sync resolve use-local|use-peer` ends a divergence.
+    Sync {
+        /// The sync command.
+        #[command(subcommand)]
+        command: SyncCommand,
+    },
     /// Recent log lines of a service (proxy, vrrp, supervisor), or of all.
     Logs {
         /// The service; all when omitted.
@@ -115,6 +127,26 @@ pub enum ShowWhat {
     History,
     /// The configuration text.
     Config,
+}
+
+/// `sync` commands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum SyncCommand {
+    /// End a divergence: keep this node's configuration (`use-local`) or take the peer's
+    /// (`use-peer`); the choice is committed as a new generation on both nodes.
+    Resolve {
+        /// use-local or use-peer.
+        side: Side,
+    },
+}
+
+/// Which side wins a divergence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Side {
+    /// This node's configuration.
+    UseLocal,
+    /// The peer's configuration.
+    UsePeer,
 }
 
 /// `server` actions.
@@ -231,15 +263,14 @@ fn author() -> Option<String> {
 
 /// Runs one command; writes its output to `out`; returns the exit code.
 pub fn run(global: &Global, command: Command, out: &mut dyn Write) -> anyhow::Result<i32> {
-    // Commands that need no supervisor.
-    if let Command::Pair = command {
-        writeln!(
-            out,
-            "not available yet: pairing comes with config sync (crates/sync); until then the nodes run without a peer"
-        )?;
-        return Ok(1);
-    }
     let mut client = Client::connect(&global.socket)?;
+    if let Command::Pair {
+        peer_fingerprint: None,
+    } = &command
+        && !global.json
+    {
+        return pair_interactive(&mut client, out);
+    }
     let (request, view) = request(&command, &mut client)?;
     let Some(request) = request else {
         return Ok(0);
@@ -260,12 +291,6 @@ pub fn run(global: &Global, command: Command, out: &mut dyn Write) -> anyhow::Re
 
 type View = fn(&Value) -> String;
 
-fn message(v: &Value) -> String {
-    match v.get("message").and_then(Value::as_str) {
-        Some(m) => format!("{m}\n"),
-        None => "done\n".into(),
-    }
-}
 
 /// The request for `command` and how to render its reply; `None` when the command already
 /// did everything (an unchanged `config edit`).
@@ -296,9 +321,7 @@ fn request(command: &Command, client: &mut Client) -> anyhow::Result<(Option<Val
             ShowWhat::Vrrp => (Some(json!({"cmd": "status"})), |v| {
                 render::vrrp(v.get("vrrp").unwrap_or(&Value::Null))
             }),
-            ShowWhat::Sync => (Some(json!({"cmd": "status"})), |_| {
-                "not available yet: config sync (crates/sync) is not running on this node; commits apply to this node only\n".into()
-            }),
+            ShowWhat::Sync => (Some(json!({"cmd": "sync_status"})), render::sync),
             ShowWhat::Stats => (Some(json!({"cmd": "status"})), |_| {
                 "not available yet: traffic statistics come from the proxy runtime API; `show servers` lists the configured servers\n".into()
             }),
@@ -350,7 +373,25 @@ fn request(command: &Command, client: &mut Client) -> anyhow::Result<(Option<Val
                 }
             },
         ),
-        Command::Pair => unreachable_pair(),
+        Command::Pair { peer_fingerprint } => (
+            Some(json!({"cmd": "sync_pair", "peer_fingerprint": peer_fingerprint})),
+            render::pair,
+        ),
+        Command::Sync {
+            command: SyncCommand::Resolve { side },
+        } => (
+            Some(json!({"cmd": "sync_resolve", "side": match side {
+                Side::UseLocal => "use-local",
+                Side::UsePeer => "use-peer",
+            }})),
+            |v| {
+                format!(
+                    "{}\ngeneration {} runs here and is pushed to the peer\n",
+                    render::s(render::get(v, "comment")),
+                    render::s(render::get(v, "generation"))
+                )
+            },
+        ),
         Command::Logs { service, lines } => (
             Some(json!({"cmd": "logs", "service": service, "lines": lines})),
             |v| {
@@ -422,9 +463,41 @@ fn request(command: &Command, client: &mut Client) -> anyhow::Result<(Option<Val
     })
 }
 
-fn unreachable_pair() -> (Option<Value>, View) {
-    // `run` answers `pair` before connecting; this arm only keeps the match exhaustive.
-    (None, message)
+/// `pair` on a console: show our fingerprint, ask for the peer's, confirm, pin.
+fn pair_interactive(client: &mut Client, out: &mut dyn Write) -> anyhow::Result<i32> {
+    let reply = client.call(&json!({"cmd": "sync_pair"}))?;
+    if reply.get("ok") != Some(&Value::Bool(true)) {
+        write!(out, "{}", render::error(&reply))?;
+        return Ok(1);
+    }
+    write!(out, "{}", render::pair(&reply))?;
+    writeln!(
+        out,
+        "enter the fingerprint `pair` shows on the peer's console (empty to leave pairing unchanged):"
+    )?;
+    out.flush()?;
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let fp = line.trim();
+    if fp.is_empty() {
+        writeln!(out, "pairing unchanged")?;
+        return Ok(0);
+    }
+    write!(out, "pin {fp} as the peer's certificate? [y/N] ")?;
+    out.flush()?;
+    let mut yes = String::new();
+    std::io::stdin().read_line(&mut yes)?;
+    if !matches!(yes.trim(), "y" | "Y" | "yes") {
+        writeln!(out, "pairing unchanged")?;
+        return Ok(1);
+    }
+    let reply = client.call(&json!({"cmd": "sync_pair", "peer_fingerprint": fp}))?;
+    if reply.get("ok") != Some(&Value::Bool(true)) {
+        write!(out, "{}", render::error(&reply))?;
+        return Ok(1);
+    }
+    write!(out, "{}", render::pair(&reply))?;
+    Ok(0)
 }
 
 fn read_file(path: &Path) -> anyhow::Result<String> {

@@ -33,6 +33,7 @@ const TREE: &[(&[&str], &[&str])] = &[
             "failover",
             "maintenance",
             "pair",
+            "sync",
             "logs",
             "help",
             "exit",
@@ -58,6 +59,8 @@ const TREE: &[(&[&str], &[&str])] = &[
         ],
     ),
     (&["config", "commit"], &["confirmed"]),
+    (&["sync"], &["resolve"]),
+    (&["sync", "resolve"], &["use-local", "use-peer"]),
     (&["maintenance"], &["on", "off"]),
     (&["logs"], &["proxy", "vrrp", "supervisor"]),
 ];

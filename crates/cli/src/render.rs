@@ -57,7 +57,8 @@ impl Table {
     }
 }
 
-fn s(v: &Value) -> String {
+/// A value as text (`-` for null).
+pub fn s(v: &Value) -> String {
     match v {
         Value::Null => "-".to_owned(),
         Value::String(s) => s.clone(),
@@ -65,7 +66,8 @@ fn s(v: &Value) -> String {
     }
 }
 
-fn get<'a>(v: &'a Value, key: &str) -> &'a Value {
+/// `v[key]`, null when absent.
+pub fn get<'a>(v: &'a Value, key: &str) -> &'a Value {
     v.get(key).unwrap_or(&Value::Null)
 }
 
@@ -157,13 +159,43 @@ pub fn status(v: &Value) -> String {
         );
     }
     let peer = get(v, "peer");
+    if get(peer, "name").is_null() {
+        let _ = writeln!(
+            out,
+            "peer     {} ({})",
+            s(get(peer, "state")),
+            s(get(peer, "detail"))
+        );
+    } else {
+        let g = get(peer, "generation");
+        let _ = writeln!(
+            out,
+            "peer     {}: link {}, {}, generation {}",
+            s(get(peer, "name")),
+            s(get(peer, "link")),
+            s(get(get(peer, "relation"), "state")).replace('_', " "),
+            if g.is_null() {
+                "none".into()
+            } else {
+                s(get(g, "number"))
+            },
+        );
+    }
+    let sync = get(v, "sync");
+    let queued = arr(get(get(sync, "core"), "queued"));
     let _ = writeln!(
         out,
-        "peer     {} ({})",
-        s(get(peer, "state")),
-        s(get(peer, "detail"))
+        "sync     {}{}",
+        s(get(sync, "state")),
+        if queued.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", queued: {}",
+                queued.iter().map(s).collect::<Vec<_>>().join(" ")
+            )
+        }
     );
-    let _ = writeln!(out, "sync     {}", s(get(get(v, "sync"), "state")));
     out.push('\n');
     let mut t = Table::new(&[
         "SERVICE",
@@ -371,6 +403,112 @@ pub fn diff(v: &Value) -> String {
         changes.len(),
         if changes.len() == 1 { "" } else { "s" }
     );
+    out
+}
+
+/// `show sync`.
+pub fn sync(v: &Value) -> String {
+    let mut out = String::new();
+    let st = get(v, "sync");
+    let c = get(st, "core");
+    let _ = writeln!(out, "state        {}", s(get(st, "state")));
+    if let Some(d) = get(st, "detail").as_str() {
+        let _ = writeln!(out, "detail       {d}");
+    }
+    let gen_text = |g: &Value| {
+        if g.is_null() {
+            "none".to_owned()
+        } else {
+            format!("{} ({})", s(get(g, "number")), s(get(g, "fingerprint")))
+        }
+    };
+    if !c.is_null() {
+        let _ = writeln!(
+            out,
+            "peer         {} at {}",
+            s(get(c, "peer")),
+            s(get(st, "remote"))
+        );
+        let _ = writeln!(out, "link         {}", s(get(c, "link")));
+        let rel = get(c, "relation");
+        let _ = writeln!(
+            out,
+            "relation     {}{}",
+            s(get(rel, "state")).replace('_', " "),
+            get(rel, "reason")
+                .as_str()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        );
+        let _ = writeln!(out, "local        generation {}", gen_text(get(c, "local")));
+        let _ = writeln!(
+            out,
+            "peer has     generation {}",
+            gen_text(get(c, "peer_current"))
+        );
+        let queued: Vec<String> = arr(get(c, "queued")).iter().map(s).collect();
+        let _ = writeln!(
+            out,
+            "queued       {}",
+            if queued.is_empty() {
+                "none".into()
+            } else {
+                queued.join(" ")
+            }
+        );
+        let _ = writeln!(
+            out,
+            "firmware     {} here, {} on the peer",
+            s(get(c, "firmware")),
+            s(get(c, "peer_firmware"))
+        );
+        if let Some(ms) = get(st, "last_exchange_ms").as_u64() {
+            let _ = writeln!(out, "last exchange {}", utc(ms));
+        }
+        if let Some(r) = get(c, "last_refusal").as_str() {
+            let _ = writeln!(out, "last refusal {r}");
+        }
+    }
+    if let Some(e) = get(st, "last_error").as_str() {
+        let _ = writeln!(out, "last error   {e}");
+    }
+    let _ = writeln!(out, "fingerprint  {}", s(get(st, "fingerprint")));
+    let _ = writeln!(out, "peer pinned  {}", s(get(st, "peer_fingerprint")));
+    let d = get(v, "divergence");
+    if !d.is_null() {
+        let _ = writeln!(
+            out,
+            "\nDIVERGED: here generation {}, on the peer generation {} (by {}); nothing was overwritten",
+            gen_text(get(d, "local")),
+            gen_text(get(d, "peer")),
+            s(get(d, "peer_author"))
+        );
+        let _ = writeln!(out, "changes from this node's configuration to the peer's:");
+        let _ = write!(out, "{}", s(get(d, "text")));
+        let _ = writeln!(
+            out,
+            "\npick a side: `sync resolve use-local` (keep this node's) or `sync resolve use-peer`"
+        );
+    }
+    out
+}
+
+/// `pair`.
+pub fn pair(v: &Value) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "this node's sync certificate fingerprint (SHA-256):");
+    let _ = writeln!(out, "  {}", s(get(v, "fingerprint")));
+    match get(v, "peer_fingerprint").as_str() {
+        Some(p) => {
+            let _ = writeln!(out, "pinned peer certificate:\n  {p}");
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "no peer pinned yet: run `pair` on the peer and compare"
+            );
+        }
+    }
     out
 }
 

@@ -80,6 +80,14 @@ pub enum StoreError {
     /// The generation is not (or no longer) in history.
     #[error("generation {0} is not in the history; `show history` lists the kept ones")]
     NoSuchGeneration(u64),
+    /// A generation number given by config sync is not above the current one.
+    #[error("generation {number} is not above the current generation {current}")]
+    NumberNotAbove {
+        /// The number asked for.
+        number: u64,
+        /// The current generation's number.
+        current: u64,
+    },
     /// Nothing has been committed yet.
     #[error(
         "no configuration has been committed yet in {0}; load one with `config load FILE` and `config commit`"
@@ -293,6 +301,22 @@ impl Store {
         self.commit_inner(text, info, None)
     }
 
+    /// Validates `text` and commits it as generation `number` (config sync: a peer's
+    /// generation keeps its number on both nodes). `number` must be above the current one;
+    /// numbers only grow, and history may have gaps.
+    pub fn commit_numbered(
+        &self,
+        text: &str,
+        info: &CommitInfo,
+        number: u64,
+    ) -> Result<Generation, StoreError> {
+        let current = self.current_number()?.unwrap_or(0);
+        if number <= current {
+            return Err(StoreError::NumberNotAbove { number, current });
+        }
+        self.commit_at(text, info, None, Some(number))
+    }
+
     /// Commits the text of generation `number` again, as a new generation that restores it.
     pub fn rollback(&self, number: u64, info: &CommitInfo) -> Result<Generation, StoreError> {
         let old = self.generation(number)?;
@@ -307,12 +331,22 @@ impl Store {
         info: &CommitInfo,
         restores: Option<u64>,
     ) -> Result<Generation, StoreError> {
+        self.commit_at(text, info, restores, None)
+    }
+
+    fn commit_at(
+        &self,
+        text: &str,
+        info: &CommitInfo,
+        restores: Option<u64>,
+        number: Option<u64>,
+    ) -> Result<Generation, StoreError> {
         let loaded = self.validate(text)?;
         let parent = match self.current_number()? {
             Some(n) => Some(self.meta(n)?),
             None => None,
         };
-        let number = parent.as_ref().map_or(1, |p| p.number + 1);
+        let number = number.unwrap_or_else(|| parent.as_ref().map_or(1, |p| p.number + 1));
         let fingerprint = tandem_config::fingerprint(&loaded.config).to_string();
         let meta = GenerationMeta {
             number,

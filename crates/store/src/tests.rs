@@ -181,3 +181,37 @@ fn crash_at_every_step_of_a_commit_leaves_old_or_new() {
         assert_eq!(next.meta.parent, Some(cur.meta.number));
     }
 }
+
+#[test]
+fn a_synced_generation_keeps_its_number_above_the_current_one() {
+    let s = store(&MemFs::new());
+    let g5 = s
+        .commit_numbered(&sample(10), &info("from lb1", 1000), 5)
+        .unwrap();
+    assert_eq!((g5.meta.number, g5.meta.parent), (5, None));
+    let g6 = s.commit(&sample(20), &info("local", 2000)).unwrap();
+    assert_eq!((g6.meta.number, g6.meta.parent), (6, Some(5)));
+    let err = s
+        .commit_numbered(&sample(30), &info("old", 3000), 6)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::NumberNotAbove {
+                number: 6,
+                current: 6
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        s.history()
+            .unwrap()
+            .iter()
+            .map(|m| m.number)
+            .collect::<Vec<_>>(),
+        vec![6, 5]
+    );
+    // Reopening keeps the gap and the generations.
+    assert_eq!(s.load_current().unwrap().meta.number, 6);
+}

@@ -33,6 +33,9 @@ const DEFAULT_LOG_LINES: usize = 50;
 /// The commands, for the "unknown command" hint.
 pub const COMMANDS: &[&str] = &[
     "status",
+    "sync_status",
+    "sync_pair",
+    "sync_resolve",
     "history",
     "show_config",
     "candidate_get",
@@ -209,6 +212,15 @@ pub async fn dispatch(core: &Arc<Core>, req: &Value, user: &str) -> Value {
             None => Err(Failure::new(
                 "maintenance needs `on` (true or false)",
                 "`maintenance on` or `maintenance off`",
+            )),
+        },
+        "sync_status" => core.sync_status(),
+        "sync_pair" => core.sync_pair(str_field(req, "peer_fingerprint").as_deref()),
+        "sync_resolve" => match str_field(req, "side") {
+            Some(side) => core.sync_resolve(&side, &author).await,
+            None => Err(Failure::new(
+                "sync_resolve needs `side` (use-local or use-peer)",
+                "`sync resolve use-local` keeps this node's configuration, `use-peer` takes the peer's",
             )),
         },
         "logs" => core.logs(

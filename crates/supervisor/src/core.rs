@@ -140,13 +140,15 @@ fn store_failure(e: StoreError) -> Failure {
 
 /// The supervisor's core; shared as `Arc<Core>` by the control socket and the timers.
 pub struct Core {
-    opts: Options,
+    pub(crate) opts: Options,
     store: Mutex<Store>,
     /// The node state.
     pub shared: Arc<Shared>,
     children: Mutex<BTreeMap<&'static str, ChildHandle>>,
     /// Serializes transactions (commit, rollback, confirm, confirm timeout).
-    txn: tokio::sync::Mutex<()>,
+    pub(crate) txn: tokio::sync::Mutex<()>,
+    /// The config sync service, once started (`sync.rs`).
+    pub(crate) sync: std::sync::OnceLock<tandem_sync::shell::SyncHandle>,
     /// The armed `commit confirmed` timer, if any.
     confirm_timer: Mutex<Option<JoinHandle<()>>>,
     started: std::time::Instant,
@@ -166,6 +168,7 @@ impl Core {
             store: Mutex::new(store),
             children: Mutex::default(),
             txn: tokio::sync::Mutex::new(()),
+            sync: std::sync::OnceLock::new(),
             confirm_timer: Mutex::new(None),
             started: std::time::Instant::now(),
         })
@@ -173,11 +176,11 @@ impl Core {
 
     /// Runs `f` on the store. Store calls are short (a few small fsynced files), so they run
     /// inline rather than on the blocking pool.
-    fn store<R>(&self, f: impl FnOnce(&Store) -> R) -> R {
+    pub(crate) fn store<R>(&self, f: impl FnOnce(&Store) -> R) -> R {
         f(&lock(&self.store))
     }
 
-    fn event(&self, message: &str) {
+    pub(crate) fn event(&self, message: &str) {
         info!(event = message, "supervisor event");
         self.shared.log("supervisor", message);
     }
@@ -398,7 +401,11 @@ impl Core {
     // ---- apply ----------------------------------------------------------------------------
 
     /// Renders `next` and applies it to every service, then checks (see `apply`).
-    async fn apply(&self, next: &Generation, prev: Option<&Generation>) -> Result<(), String> {
+    pub(crate) async fn apply(
+        &self,
+        next: &Generation,
+        prev: Option<&Generation>,
+    ) -> Result<(), String> {
         self.store(|s| s.write_running(&next.text))
             .map_err(|e| format!("cannot render the running configuration: {e}"))?;
         self.apply_proxy(next).await?;
@@ -518,8 +525,24 @@ impl Core {
     // ---- transactions ---------------------------------------------------------------------
 
     /// Commits `text` (or the candidate), applies it, restores the previous generation if
-    /// applying fails; with `confirm_ms`, arms the automatic rollback.
+    /// applying fails; with `confirm_ms`, arms the automatic rollback. Then pushes the new
+    /// generation to the peer and says whether it runs there (`nodes`, `peer`, `message`).
     pub async fn commit(
+        self: &Arc<Self>,
+        text: Option<String>,
+        author: &str,
+        comment: &str,
+        confirm_ms: Option<u64>,
+    ) -> Reply {
+        let mut reply = self.commit_local(text, author, comment, confirm_ms).await?;
+        // The transaction lock is released: the peer may push to us meanwhile.
+        if reply.get("committed") == Some(&Value::Bool(true)) {
+            self.sync_after_commit(&mut reply).await;
+        }
+        Ok(reply)
+    }
+
+    async fn commit_local(
         self: &Arc<Self>,
         text: Option<String>,
         author: &str,
@@ -598,7 +621,6 @@ impl Core {
             "applied": true,
             "confirmed": confirmed,
             "nodes": [self.node_label()],
-            "peer": "config sync is not available yet; the peer was not updated",
             "warnings": loaded.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
         });
         if let (Some(ms), Some(p)) = (confirm_ms, prev.as_ref()) {
@@ -616,11 +638,11 @@ impl Core {
         Ok(reply)
     }
 
-    fn node_label(&self) -> String {
+    pub(crate) fn node_label(&self) -> String {
         self.opts.node.clone().unwrap_or_else(|| "this node".into())
     }
 
-    fn info(&self, author: &str, comment: &str) -> CommitInfo {
+    pub(crate) fn info(&self, author: &str, comment: &str) -> CommitInfo {
         CommitInfo {
             author: author.to_owned(),
             node: self.opts.node.clone(),
@@ -630,7 +652,7 @@ impl Core {
     }
 
     /// After `failed` did not apply: commit the previous generation again and apply it.
-    async fn restore_after_failure(
+    pub(crate) async fn restore_after_failure(
         &self,
         failed: &Generation,
         prev: Option<&Generation>,
@@ -818,8 +840,8 @@ impl Core {
             "maintenance": self.shared.maintenance(),
             "services": self.shared.services(),
             "vrrp": self.shared.vrrp(),
-            "peer": {"state": "unknown", "detail": "config sync is not available yet"},
-            "sync": {"state": "not available yet"},
+            "peer": self.peer_summary(),
+            "sync": self.sync.get().map(|h| h.snapshot()),
             "alarms": self.shared.alarms(),
         }))
     }

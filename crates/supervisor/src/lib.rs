@@ -1,7 +1,7 @@
 //! `tandem-supervisor`: the supervisor of a Tandem node (`tandem supervisor --data-dir DIR`).
 //!
-//! Owns the node: it starts the proxy and the VRRP daemon (later the sync service) as child
-//! processes and restarts them ([`child`]), holds the node state ([`state`]), runs
+//! Owns the node: it starts the proxy and the VRRP daemon as child processes and restarts
+//! them ([`child`]), runs config sync with the peer in-process ([`sync`], `tandem-sync`), holds the node state ([`state`]), runs
 //! configuration transactions over the store ([`core`], [`apply`]), serves the control socket
 //! `tandemctl` talks to ([`control`]) and reports readiness to systemd ([`notify`]).
 //! Must not parse configuration itself (`tandem-config`), write config files except through
@@ -14,6 +14,7 @@ pub mod control;
 pub mod core;
 pub mod notify;
 pub mod state;
+pub mod sync;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -54,6 +55,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
         source,
     })?;
     let core = Core::new(opts, store);
+    sync::start(&core);
     info!(socket = %socket.display(), "control socket listening");
     let server = tokio::spawn(control::serve(listener, Arc::clone(&core)));
     core.boot().await;

@@ -1,0 +1,641 @@
+//! Config sync inside the supervisor: the [`Host`] the `tandem-sync` shell runs against, the
+//! peer's side of a transaction (`peer_apply`), what a commit reports about the peer, the
+//! `show sync` / `pair` / `sync resolve` commands, sync alarms, and runtime-state export
+//! (source-persistence tables) from the active node and import on the passive one.
+//!
+//! Owns the glue only: every peer generation goes through the same store commit and apply as
+//! a local commit, under the same transaction lock. Must not speak the sync protocol (the
+//! `tandem-sync` core decides what to push and when) nor open network sockets itself.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tandem_config::SUPPORTED_VERSION;
+use tandem_store::{CommitInfo, Generation, Store, StoreError};
+use tandem_sync::shell::{self, Command, Endpoints, Host, PeerResult, ShellStatus, SyncHandle};
+use tandem_sync::{
+    GenInfo, GenRef, LinkState, LocalView, Outcome, RefusalKind, Relation, WireGeneration,
+};
+use tracing::{info, warn};
+
+use crate::core::{Core, Failure, Reply, ask};
+use crate::state::Severity;
+
+/// How long a commit waits for the peer to run the new generation before answering "queued".
+pub const PEER_ACK_WAIT: Duration = Duration::from_secs(10);
+/// How often sync alarms are re-evaluated.
+pub const ALARM_POLL: Duration = Duration::from_millis(500);
+/// Most persistence entries exported per backend per round (a bound on frame size).
+pub const MAX_EXPORT_ENTRIES: usize = 20_000;
+
+fn gref(g: &Generation) -> GenRef {
+    GenRef {
+        number: g.meta.number,
+        fingerprint: g.meta.fingerprint.clone(),
+    }
+}
+
+fn wire(g: &Generation) -> WireGeneration {
+    WireGeneration {
+        generation: gref(g),
+        parent: g.meta.parent.zip(g.meta.parent_fingerprint.clone()).map(
+            |(number, fingerprint)| GenRef {
+                number,
+                fingerprint,
+            },
+        ),
+        schema_version: g.meta.schema_version,
+        author: g.meta.author.clone(),
+        node: g.meta.node.clone(),
+        time_ms: g.meta.time_ms,
+        comment: g.meta.comment.clone(),
+        text: g.text.clone(),
+    }
+}
+
+/// The supervisor as the sync shell's host.
+pub struct SyncHost {
+    core: Weak<Core>,
+}
+
+impl Host for SyncHost {
+    fn endpoints(&self) -> Option<Endpoints> {
+        let core = self.core.upgrade()?;
+        let node = core.opts.node.clone()?;
+        let config = core.store(Store::load_current).ok()?.config;
+        let cluster = config.cluster.as_ref()?;
+        if cluster.nodes.len() != 2 {
+            return None;
+        }
+        let me = cluster.nodes.iter().find(|(k, _)| k.to_string() == node)?;
+        let peer = cluster.nodes.iter().find(|(k, _)| k.to_string() != node)?;
+        let port = config.sync.port.get();
+        Some(Endpoints {
+            node,
+            peer: peer.0.to_string(),
+            local: (me.1.sync_address, port).into(),
+            remote: (peer.1.sync_address, port).into(),
+        })
+    }
+
+    fn local_view(&self) -> LocalView {
+        let Some(core) = self.core.upgrade() else {
+            return LocalView::default();
+        };
+        let mut history: Vec<GenInfo> = core
+            .store(Store::history)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| GenInfo {
+                generation: GenRef {
+                    number: m.number,
+                    fingerprint: m.fingerprint,
+                },
+                schema_version: m.schema_version,
+            })
+            .collect();
+        history.reverse();
+        LocalView { history }
+    }
+
+    fn load(&self, number: u64) -> Option<WireGeneration> {
+        let core = self.core.upgrade()?;
+        core.store(|s| s.generation(number)).ok().map(|g| wire(&g))
+    }
+
+    async fn apply(&self, generation: WireGeneration, expected: Option<GenRef>) -> Outcome {
+        match self.core.upgrade() {
+            Some(core) => core.peer_apply(generation, expected).await,
+            None => Outcome::Refused {
+                kind: RefusalKind::Busy,
+                reason: "the supervisor is stopping".into(),
+            },
+        }
+    }
+
+    async fn runtime_export(&self) -> Option<Value> {
+        let core = self.core.upgrade()?;
+        core.runtime_export().await
+    }
+
+    async fn runtime_import(&self, state: Value) {
+        if let Some(core) = self.core.upgrade() {
+            core.runtime_import(state).await;
+        }
+    }
+}
+
+/// Starts config sync for `core`: loads (or makes) the node identity in `DATA/sync`, runs the
+/// shell, and watches its status for alarms. A failure raises alarm `sync` and leaves the
+/// node running alone.
+pub fn start(core: &Arc<Core>) {
+    let dir = core.opts.data_dir.join("sync");
+    let identity = match tandem_sync::tls::Identity::load_or_create(&dir) {
+        Ok(i) => i,
+        Err(e) => {
+            core.shared.raise(
+                "sync",
+                Severity::Critical,
+                format!("config sync cannot start: {e}"),
+            );
+            return;
+        }
+    };
+    let host = Arc::new(SyncHost {
+        core: Arc::downgrade(core),
+    });
+    let (handle, _task) = shell::spawn(
+        host,
+        identity,
+        env!("CARGO_PKG_VERSION").into(),
+        SUPPORTED_VERSION,
+    );
+    let _ = core.sync.set(handle.clone());
+    let weak = Arc::downgrade(core);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(ALARM_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(core) = weak.upgrade() else { return };
+            core.sync_alarms(&handle.snapshot());
+        }
+    });
+}
+
+impl Core {
+    fn sync_handle(&self) -> Option<&SyncHandle> {
+        self.sync.get()
+    }
+
+    /// The peer as `status` shows it.
+    pub(crate) fn peer_summary(&self) -> Value {
+        let Some(st) = self.sync_handle().map(SyncHandle::snapshot) else {
+            return json!({"state": "unknown", "detail": "config sync is not running"});
+        };
+        match &st.core {
+            None => json!({"state": st.state, "detail": st.detail}),
+            Some(c) => json!({
+                "name": c.peer,
+                "state": st.state,
+                "link": c.link,
+                "relation": c.relation,
+                "generation": c.peer_current,
+                "firmware": c.peer_firmware,
+                "last_exchange_ms": st.last_exchange_ms,
+                "queued": c.queued,
+            }),
+        }
+    }
+
+    /// After a local commit: push it and wait (bounded) for the peer; fills `nodes`, `peer`
+    /// and `message` in the commit reply.
+    pub(crate) async fn sync_after_commit(&self, reply: &mut Value) {
+        let me = self.node_label();
+        let (Some(number), Some(fp)) = (
+            reply.get("generation").and_then(Value::as_u64),
+            reply.get("fingerprint").and_then(Value::as_str),
+        ) else {
+            return;
+        };
+        let g = GenRef {
+            number,
+            fingerprint: fp.to_owned(),
+        };
+        let Some(handle) = self.sync_handle() else {
+            reply["peer"] = json!("config sync is not running; the peer was not updated");
+            reply["message"] = json!(format!("committed on {me} (generation {number})"));
+            return;
+        };
+        handle.notify(Command::LocalChanged);
+        let peer = handle
+            .snapshot()
+            .core
+            .map_or_else(|| "the peer".to_owned(), |c| c.peer);
+        let result = handle.wait_peer(&g, PEER_ACK_WAIT).await;
+        let (message, peer_text) = match &result {
+            PeerResult::Applied => {
+                reply["nodes"] = json!([me, peer]);
+                (format!("committed on {me} and {peer} (generation {number})"), format!("{peer} runs generation {number}"))
+            }
+            PeerResult::Unreachable(why) => (
+                format!("committed on {me}; peer {peer} unreachable, change queued (generation {number})"),
+                format!("unreachable ({why}); {peer} catches up when it returns"),
+            ),
+            PeerResult::Pending => (
+                format!("committed on {me}; peer {peer} has not confirmed yet, change queued (generation {number})"),
+                format!("no answer within {}s; `show sync` follows it", PEER_ACK_WAIT.as_secs()),
+            ),
+            PeerResult::Refused(why) => (
+                format!("committed on {me}; peer {peer} refused it (generation {number}): {why}"),
+                format!("refused: {why}"),
+            ),
+            PeerResult::Diverged => (
+                format!("committed on {me}; NOT synced: the configuration diverged from {peer} (generation {number})"),
+                "diverged: `show sync` shows the diff, `sync resolve use-local|use-peer` picks a side".to_owned(),
+            ),
+            PeerResult::NotSynced(why) => (format!("committed on {me} (generation {number})"), format!("not synced: {why}")),
+        };
+        reply["message"] = json!(message);
+        reply["peer"] = json!(peer_text);
+    }
+
+    /// The peer's side of a transaction: validate, commit keeping the number, apply, check;
+    /// refused unless the local current generation is still `expected`.
+    pub(crate) async fn peer_apply(&self, g: WireGeneration, expected: Option<GenRef>) -> Outcome {
+        let refused = |kind, reason: String| Outcome::Refused { kind, reason };
+        let _guard = self.txn.lock().await;
+        let prev = match self.store(Store::load_current) {
+            Ok(p) => Some(p),
+            Err(StoreError::Empty(_)) => None,
+            Err(e) => {
+                return refused(
+                    RefusalKind::ApplyFailed,
+                    format!("cannot read the current generation: {e}"),
+                );
+            }
+        };
+        if prev.as_ref().map(gref) != expected {
+            return refused(
+                RefusalKind::Busy,
+                "a local commit happened meanwhile".into(),
+            );
+        }
+        let from = g.node.clone().unwrap_or_else(|| "the peer".into());
+        if g.schema_version > SUPPORTED_VERSION {
+            let reason = format!(
+                "config schema v{} needs newer firmware: {} runs firmware {}, which reads schema up to v{SUPPORTED_VERSION}",
+                g.schema_version,
+                self.node_label(),
+                env!("CARGO_PKG_VERSION")
+            );
+            self.shared.raise(
+                "sync-schema",
+                Severity::Warning,
+                format!(
+                    "refused generation {} from {from}: {reason}",
+                    g.generation.number
+                ),
+            );
+            return refused(RefusalKind::Schema, reason);
+        }
+        let loaded = match self.store(|s| s.validate(&g.text)) {
+            Ok(l) => l,
+            Err(StoreError::Invalid(r)) => {
+                let first = r
+                    .diagnostics
+                    .iter()
+                    .find(|d| d.severity == tandem_config::Severity::Error)
+                    .map(|d| format!("line {} column {}: {}", d.line, d.column, d.message))
+                    .unwrap_or_default();
+                return refused(
+                    RefusalKind::Invalid,
+                    format!("invalid on {}: {first}", self.node_label()),
+                );
+            }
+            Err(e) => return refused(RefusalKind::Invalid, e.to_string()),
+        };
+        let fp = tandem_store::fingerprint_text(&loaded.config);
+        if fp != g.generation.fingerprint {
+            return refused(
+                RefusalKind::Invalid,
+                format!(
+                    "fingerprint {fp} computed on {} differs from {}; firmware versions disagree on the configuration",
+                    self.node_label(),
+                    g.generation.fingerprint
+                ),
+            );
+        }
+        let info = CommitInfo {
+            author: g.author.clone(),
+            node: g.node.clone(),
+            time_ms: g.time_ms,
+            comment: g.comment.clone(),
+        };
+        let next = match self.store(|s| s.commit_numbered(&g.text, &info, g.generation.number)) {
+            Ok(n) => n,
+            Err(e) => {
+                return refused(
+                    RefusalKind::ApplyFailed,
+                    format!("cannot commit on {}: {e}", self.node_label()),
+                );
+            }
+        };
+        self.event(&format!(
+            "generation {} from {from} ({}) committed by config sync",
+            next.meta.number, g.author
+        ));
+        if let Err(cause) = self.apply(&next, prev.as_ref()).await {
+            let f = self
+                .restore_after_failure(&next, prev.as_ref(), &cause)
+                .await;
+            return refused(RefusalKind::ApplyFailed, f.error);
+        }
+        self.shared.clear("apply-failed");
+        self.shared.clear("unconfigured");
+        self.shared.clear("sync-schema");
+        Outcome::Applied
+    }
+
+    /// Raises and clears the sync alarms from the shell's status.
+    pub(crate) fn sync_alarms(&self, st: &ShellStatus) {
+        let s = &self.shared;
+        if st.state == "unpaired" {
+            s.raise(
+                "sync-unpaired",
+                Severity::Warning,
+                "config sync is not paired: run `pair` on both nodes and compare the fingerprints"
+                    .into(),
+            );
+        } else {
+            s.clear("sync-unpaired");
+        }
+        let Some(c) = &st.core else {
+            for id in ["divergence", "sync-down", "sync-firmware"] {
+                s.clear(id);
+            }
+            return;
+        };
+        match &c.relation {
+            Relation::Diverged => s.raise(
+                "divergence",
+                Severity::Critical,
+                format!(
+                    "configuration diverged from {}: {} runs generation {}, {} runs generation {}; nothing was overwritten; `show sync` shows the diff, `sync resolve use-local|use-peer` picks a side",
+                    c.peer,
+                    c.node,
+                    c.local.as_ref().map_or("none".into(), ToString::to_string),
+                    c.peer,
+                    c.peer_current.as_ref().map_or("none".into(), ToString::to_string),
+                ),
+            ),
+            Relation::Unknown => {}
+            _ => s.clear("divergence"),
+        }
+        if let Relation::Blocked {
+            kind: RefusalKind::Schema,
+            reason,
+        } = &c.relation
+        {
+            s.raise(
+                "sync-schema",
+                Severity::Warning,
+                format!(
+                    "{} cannot take generation {}: {reason}",
+                    c.peer,
+                    c.local.as_ref().map_or(0, |g| g.number)
+                ),
+            );
+        }
+        if c.link == LinkState::Down && st.state != "unpaired" {
+            s.raise(
+                "sync-down",
+                Severity::Warning,
+                format!(
+                    "peer {} unreachable on the sync link ({}); commits are queued: {:?}",
+                    c.peer,
+                    st.last_error.clone().unwrap_or_default(),
+                    c.queued
+                ),
+            );
+        } else {
+            s.clear("sync-down");
+        }
+        match &c.peer_firmware {
+            Some(f) if *f != c.firmware => s.raise(
+                "sync-firmware",
+                Severity::Info,
+                format!(
+                    "firmware differs: {} runs {}, {} runs {f}",
+                    c.node, c.firmware, c.peer
+                ),
+            ),
+            _ => s.clear("sync-firmware"),
+        }
+    }
+
+    /// `show sync`: the shell status, and the diff to the peer's configuration when diverged.
+    pub fn sync_status(&self) -> Reply {
+        let Some(h) = self.sync_handle() else {
+            return Err(Failure::new(
+                "config sync is not running",
+                "`status` and `logs supervisor` say why",
+            ));
+        };
+        let st = h.snapshot();
+        let mut reply = json!({"sync": st});
+        if let Some(c) = &st.core
+            && let Some(head) = &c.peer_head
+        {
+            let local = self.store(Store::load_current).ok();
+            let peer_cfg = self.store(|s| s.validate(&head.text)).ok();
+            if let (Some(l), Some(p)) = (local, peer_cfg) {
+                let changes = tandem_config::diff(&l.config, &p.config);
+                reply["divergence"] = json!({
+                    "local": gref(&l),
+                    "peer": head.generation,
+                    "peer_author": head.author,
+                    "peer_time_ms": head.time_ms,
+                    "changes": changes,
+                    "text": tandem_config::diff::render(&changes),
+                });
+            }
+        }
+        Ok(reply)
+    }
+
+    /// `pair`: shows our fingerprint; with `peer_fingerprint`, pins the peer's certificate.
+    pub fn sync_pair(&self, peer_fingerprint: Option<&str>) -> Reply {
+        let Some(h) = self.sync_handle() else {
+            return Err(Failure::new(
+                "config sync is not running",
+                "`status` and `logs supervisor` say why",
+            ));
+        };
+        let id = &h.identity;
+        if let Some(fp) = peer_fingerprint {
+            let pinned = id.pin(fp).map_err(|e| {
+                Failure::new(
+                    e.to_string(),
+                    "copy the fingerprint `pair` shows on the peer's console",
+                )
+            })?;
+            self.event(&format!("paired: pinned the peer certificate {pinned}"));
+        }
+        let pinned = id.pinned().ok().flatten();
+        Ok(json!({
+            "fingerprint": tandem_sync::tls::display_fingerprint(&id.fingerprint),
+            "peer_fingerprint": pinned.as_deref().map(tandem_sync::tls::display_fingerprint),
+            "paired": pinned.is_some(),
+        }))
+    }
+
+    /// `sync resolve use-local|use-peer`: ends a divergence by committing the chosen side as a
+    /// new generation above both, here, and pushing it to the peer (which takes it although
+    /// its own generation is not an ancestor: the operator chose).
+    pub async fn sync_resolve(&self, side: &str, author: &str) -> Reply {
+        let Some(h) = self.sync_handle() else {
+            return Err(Failure::new(
+                "config sync is not running",
+                "`status` and `logs supervisor` say why",
+            ));
+        };
+        let st = h.snapshot();
+        let Some(c) = st.core.filter(|c| c.relation == Relation::Diverged) else {
+            return Err(Failure::new(
+                "there is no divergence to resolve",
+                "`show sync` shows the sync state",
+            ));
+        };
+        let (Some(local), Some(peer)) = (c.local.clone(), c.peer_current.clone()) else {
+            return Err(Failure::new(
+                "there is no divergence to resolve",
+                "`show sync` shows the sync state",
+            ));
+        };
+        let _guard = self.txn.lock().await;
+        let prev = self
+            .store(Store::load_current)
+            .map_err(|e| Failure::new(e.to_string(), "check the data directory"))?;
+        if gref(&prev) != local {
+            return Err(Failure::new(
+                "the local configuration changed meanwhile",
+                "run `show sync` again",
+            ));
+        }
+        let (text, comment) = match side {
+            "use-local" => (
+                prev.text.clone(),
+                format!(
+                    "divergence resolved: keep {}'s configuration over {}'s generation {}",
+                    self.node_label(),
+                    c.peer,
+                    peer.number
+                ),
+            ),
+            "use-peer" => match c.peer_head.as_ref().filter(|h| h.generation == peer) {
+                Some(head) => (
+                    head.text.clone(),
+                    format!(
+                        "divergence resolved: take {}'s generation {}",
+                        c.peer, peer.number
+                    ),
+                ),
+                None => {
+                    return Err(Failure::new(
+                        format!("{}'s configuration has not been received yet", c.peer),
+                        "wait a second and try again; `show sync` shows the diff once it is here",
+                    ));
+                }
+            },
+            other => {
+                return Err(Failure::new(
+                    format!("unknown side `{other}`"),
+                    "use `sync resolve use-local` or `sync resolve use-peer`",
+                ));
+            }
+        };
+        let number = local.number.max(peer.number) + 1;
+        let next = self
+            .store(|s| s.commit_numbered(&text, &self.info(author, &comment), number))
+            .map_err(|e| Failure::new(e.to_string(), "`show sync` shows both sides"))?;
+        if let Err(cause) = self.apply(&next, Some(&prev)).await {
+            return Err(self.restore_after_failure(&next, Some(&prev), &cause).await);
+        }
+        self.event(&comment);
+        h.notify(Command::Resolved {
+            generation: gref(&next),
+            supersedes: peer,
+        });
+        info!(generation = next.meta.number, side, "divergence resolved");
+        Ok(json!({"resolved": true, "generation": next.meta.number, "comment": comment}))
+    }
+
+    /// Runtime state for the peer: this node's VRRP roles, and, when this node is master of
+    /// any instance, its source-persistence tables.
+    pub(crate) async fn runtime_export(&self) -> Option<Value> {
+        let vrrp = self.shared.vrrp();
+        let active = vrrp
+            .instances
+            .iter()
+            .any(|i| i.get("state").and_then(Value::as_str) == Some("master"));
+        let roles: Vec<Value> = vrrp
+            .instances
+            .iter()
+            .map(|i| json!({"instance": i.get("name"), "state": i.get("state")}))
+            .collect();
+        let mut persistence = Vec::new();
+        if active && let Ok(g) = self.store(Store::load_current) {
+            for b in &g.config.backends {
+                if !matches!(
+                    b.persistence,
+                    Some(tandem_config::Persistence::Source { .. })
+                ) {
+                    continue;
+                }
+                let name = b.name.to_string();
+                match ask(
+                    &g.config.runtime.socket,
+                    &json!({"cmd": "show persistence", "backend": name}),
+                )
+                .await
+                {
+                    Ok(v) if v.get("ok") == Some(&Value::Bool(true)) => {
+                        let mut entries: Vec<Value> = v
+                            .get("entries")
+                            .and_then(Value::as_array)
+                            .cloned()
+                            .unwrap_or_default();
+                        // Most recently used last: keep the newest when trimming.
+                        let skip = entries.len().saturating_sub(MAX_EXPORT_ENTRIES);
+                        entries.drain(..skip);
+                        let entries: Vec<Value> = entries
+                            .into_iter()
+                            .map(|e| json!({"client": e.get("client"), "server_id": e.get("server_id"), "expires_in_ms": e.get("expires_in_ms")}))
+                            .collect();
+                        persistence.push(json!({"backend": name, "entries": entries}));
+                    }
+                    Ok(v) => warn!(backend = %name, reply = %v, "show persistence refused"),
+                    Err(e) => warn!(backend = %name, cause = %e, "cannot export persistence"),
+                }
+            }
+        }
+        Some(
+            json!({"node": self.opts.node, "active": active, "vrrp": roles, "persistence": persistence}),
+        )
+    }
+
+    /// Runtime state from the peer: imports its persistence tables while this node is not
+    /// master of any instance.
+    pub(crate) async fn runtime_import(&self, state: Value) {
+        let vrrp = self.shared.vrrp();
+        let active = vrrp
+            .instances
+            .iter()
+            .any(|i| i.get("state").and_then(Value::as_str) == Some("master"));
+        if active {
+            return;
+        }
+        let Some(tables) = state.get("persistence").and_then(Value::as_array) else {
+            return;
+        };
+        let Ok(g) = self.store(Store::load_current) else {
+            return;
+        };
+        for t in tables {
+            let (Some(backend), Some(entries)) = (t.get("backend"), t.get("entries")) else {
+                continue;
+            };
+            if entries.as_array().is_none_or(Vec::is_empty) {
+                continue;
+            }
+            let req = json!({"cmd": "import persistence", "backend": backend, "entries": entries});
+            match ask(&g.config.runtime.socket, &req).await {
+                Ok(v) if v.get("ok") == Some(&Value::Bool(true)) => {}
+                Ok(v) => warn!(%backend, reply = %v, "import persistence refused"),
+                Err(e) => warn!(%backend, cause = %e, "cannot import persistence"),
+            }
+        }
+    }
+}
