@@ -16,7 +16,8 @@
 //!   (algorithms, health hysteresis, slow start, persistence), adapted in [`select`];
 //! - [`live`]: atomics, health monitors, stick tables and pools keyed by identity, surviving
 //!   reloads;
-//! - [`health`]: active checks; [`plan`]: the immutable compiled view; [`error`]: classification;
+//! - [`health`]: active checks; [`plan`]: the immutable compiled view; [`error`](mod@error):
+//!   classification;
 //! - [`api`]: the runtime API (Unix socket, line-delimited JSON, `docs/runtime-api.md`);
 //!   [`metrics`]: every metric name and the Prometheus endpoint; `access`: the access log.
 //!
