@@ -343,3 +343,55 @@ async fn slow_start_ramps_a_server_back_from_maintenance() {
     }
     assert!(hits(&a) < 20, "a got {} of 100 while ramping", hits(&a));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_follows_weights_within_2_percent_over_10k_client_addresses() {
+    let servers = [
+        http_server("a").await,
+        http_server("b").await,
+        http_server("c").await,
+    ];
+    let weights = [1u32, 2, 5];
+    let mut be = backend(
+        Mode::Http,
+        servers
+            .iter()
+            .zip(weights)
+            .map(|(s, w)| server(s, w))
+            .collect(),
+    );
+    be.algorithm = Algorithm::Source;
+    let (_proxy, addr) = start(plan(Mode::Http, free_addr(), be)).await;
+    let total = 10_000usize;
+    let workers = 8;
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        tasks.push(tokio::spawn(async move {
+            let mut counts: HashMap<String, usize> = HashMap::new();
+            for i in (w..total).step_by(workers) {
+                // One loopback address per client: 127.10.x.y.
+                let ip = IpAddr::V4(Ipv4Addr::new(127, 10, (i / 250) as u8, (1 + i % 250) as u8));
+                let (status, body) = get_from(ip, addr, "/").await;
+                assert_eq!(status, StatusCode::OK);
+                *counts.entry(body).or_default() += 1;
+            }
+            counts
+        }));
+    }
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for t in tasks {
+        for (k, v) in t.await.expect("worker") {
+            *counts.entry(k).or_default() += v;
+        }
+    }
+    let sum: u32 = weights.iter().sum();
+    for (s, w) in servers.iter().zip(weights) {
+        let got = counts.get(&format!("{}:0", s.name)).copied().unwrap_or(0) as f64 / total as f64;
+        let want = f64::from(w) / f64::from(sum);
+        assert!(
+            (got - want).abs() <= 0.02,
+            "server {} got share {got:.4}, want {want:.4} ({counts:?})",
+            s.name
+        );
+    }
+}
