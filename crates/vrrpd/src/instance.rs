@@ -1,7 +1,9 @@
 //! One VRRP instance: the task that drives a `tandem_vrrp_proto::Router` with real IO.
 //!
 //! Owns the event loop of one virtual router: receive adverts from its raw socket, fire its
-//! timer, poll link and tracked-interface state through netlink, and execute the router's
+//! timer, follow link and tracked-interface state (netlink link notifications, plus a re-read
+//! every [`TRACK_POLL`] that catches carrier changes the kernel notifies late and lost
+//! notifications) and the proxy probe's verdict, and execute the router's
 //! outputs in order (send adverts, add/remove VIPs with lifetimes, gratuitous ARP bursts,
 //! heartbeats to the guardian, state events). It is the only code that adds or removes VIPs
 //! while the daemon runs (the guardian only removes them when the daemon is gone or frozen).
@@ -19,7 +21,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use crate::control::{Event, Events, InstanceRequest};
 use crate::garp::{self, GarpSchedule, GarpSocket};
 use crate::guardian::GuardianLink;
-use crate::netlink::Netlink;
+use crate::netlink::{LinkEvents, Netlink};
 use crate::socket::{RX_BUFFER, Rx, VrrpSocket};
 use crate::{TRACK_POLL, VIP_LIFETIME, VIP_RENEW};
 
@@ -38,8 +40,10 @@ struct ShellCounters {
     garp_errors: u64,
     /// Gratuitous ARP frames sent.
     garp_sent: u64,
-    /// Netlink link polls that failed.
+    /// Netlink link reads (and link notification receives) that failed.
     track_errors: u64,
+    /// Link notification wake-ups.
+    link_events: u64,
     /// Times a resumed daemon found its heartbeat gap too long and reinstalled its VIPs.
     resyncs: u64,
     /// VIP lifetime renewals.
@@ -139,8 +143,21 @@ impl Instance {
                 "vrrp instance started");
 
             let mut buf = vec![0u8; RX_BUFFER];
+            let mut link_events = match LinkEvents::open() {
+                Ok(ev) => Some(ev),
+                Err(e) => {
+                    shell.counters.track_errors += 1;
+                    warn!(cause = %e, poll_ms = TRACK_POLL.as_millis() as u64,
+                        "cannot subscribe to link notifications; polling link state only");
+                    None
+                }
+            };
+            // Read once more: a change between the first read and the subscription is not lost.
+            self.poll_track(&mut shell);
+            self.drain(&mut shell);
             let mut track_tick = tokio::time::interval(TRACK_POLL);
             track_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut proxy_rx = self.proxy.as_ref().map(|(_, rx)| rx.clone());
             let mut requests_open = true;
             loop {
                 let timer = self.router.poll_timeout().map(|t| self.to_tokio(t));
@@ -167,7 +184,25 @@ impl Instance {
                         Some(r) => self.on_request(r),
                         None => requests_open = false,
                     },
+                    ev = link_changed(&mut link_events) => {
+                        match ev {
+                            Ok(_) => shell.counters.link_events += 1,
+                            Err(e) => {
+                                shell.counters.track_errors += 1;
+                                warn!(cause = %e, poll_ms = TRACK_POLL.as_millis() as u64,
+                                    "link notifications failed; polling link state only");
+                                link_events = None;
+                            }
+                        }
+                        self.poll_track(&mut shell);
+                    }
                     _ = track_tick.tick() => self.poll_track(&mut shell),
+                    changed = proxy_changed(&mut proxy_rx) => {
+                        if changed.is_err() {
+                            proxy_rx = None; // the probe is gone (shutdown)
+                        }
+                        self.poll_track(&mut shell);
+                    }
                     () = sleep_opt(garp_at) => {
                         if shell.garp.due(StdInstant::now()) {
                             self.send_garp(&mut shell);
@@ -521,12 +556,31 @@ impl Instance {
                 "garp_sent": s.garp_sent,
                 "garp_errors": s.garp_errors,
                 "track_errors": s.track_errors,
+                "link_events": s.link_events,
                 "resyncs": s.resyncs,
                 "renewals": s.renewals,
                 "guardian_write_errors": self.guardian.as_ref().map(|g| g.lock().unwrap_or_else(|p| p.into_inner()).write_errors),
             },
         });
         *self.status.lock().unwrap_or_else(|p| p.into_inner()) = status;
+    }
+}
+
+/// The next link notification, or never without a subscription.
+async fn link_changed(events: &mut Option<LinkEvents>) -> std::io::Result<usize> {
+    match events {
+        Some(ev) => ev.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next change of the proxy's health, or never when the proxy is not tracked.
+async fn proxy_changed(
+    rx: &mut Option<watch::Receiver<bool>>,
+) -> Result<(), watch::error::RecvError> {
+    match rx {
+        Some(rx) => rx.changed().await,
+        None => std::future::pending().await,
     }
 }
 

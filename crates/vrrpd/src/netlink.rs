@@ -1,15 +1,20 @@
-//! Route netlink, synchronously: interface lookup, link state, and VIP add/replace/remove with
-//! finite address lifetimes.
+//! Route netlink: interface lookup, link state, and VIP add/replace/remove with finite address
+//! lifetimes (synchronous), plus the link-change notifications the daemon waits on (async).
 //!
 //! Owns the one place where Tandem talks `NETLINK_ROUTE` (`netlink-packet-route` messages over a
-//! blocking `netlink-sys` socket with a receive timeout). It is synchronous on purpose: the
-//! guardian process uses it without an async runtime, and every request is a sub-millisecond
-//! kernel round trip, so the daemon calls it inline.
+//! blocking `netlink-sys` socket with a receive timeout). Requests are synchronous on purpose:
+//! the guardian process uses them without an async runtime, and every request is a
+//! sub-millisecond kernel round trip, so the daemon calls them inline. [`LinkEvents`] is the
+//! exception: a socket subscribed to `RTMGRP_LINK`, registered with tokio, that wakes the
+//! instance task when any link changes (the task then re-reads the links it cares about, so
+//! the notifications themselves are never parsed and a lost one, `ENOBUFS`, costs nothing but
+//! the same re-read).
 //! Must not decide *when* to change addresses (the instance task and the guardian do) and never
 //! touches an address it was not asked about.
 
 use std::io;
 use std::net::IpAddr;
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use netlink_packet_core::{
@@ -20,12 +25,75 @@ use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressSco
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+use tokio::io::unix::AsyncFd;
 
 /// How long one request waits for the kernel's answer before failing with `TimedOut`.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Most messages accepted in one reply (a dump of addresses on a busy box is still far below).
 const MAX_REPLY_MESSAGES: usize = 4096;
+
+/// Receive buffer of the link notification socket: room for a burst of link messages (one is
+/// about 1.5 KiB with stats) before the kernel reports an overrun (`ENOBUFS`).
+const EVENTS_RCVBUF: usize = 256 * 1024;
+
+/// A route-netlink socket subscribed to link changes (`RTMGRP_LINK`), for the async daemon.
+#[derive(Debug)]
+pub struct LinkEvents {
+    fd: AsyncFd<Socket>,
+    buf: Vec<u8>,
+}
+
+impl LinkEvents {
+    /// Opens the socket in the caller's network namespace; must be called inside a tokio runtime.
+    pub fn open() -> io::Result<LinkEvents> {
+        let mut socket = Socket::new(NETLINK_ROUTE)?;
+        socket.bind(&SocketAddr::new(0, nix::libc::RTMGRP_LINK as u32))?;
+        socket.set_rx_buf_sz(EVENTS_RCVBUF)?;
+        socket.set_non_blocking(true)?;
+        // SAFETY: `socket` is an open netlink socket that the AsyncFd takes ownership of; its fd
+        // stays open and unchanged until the AsyncFd (and the Socket inside it) is dropped.
+        let fd =
+            unsafe { AsyncFd::register(socket) }.map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(LinkEvents {
+            fd,
+            buf: vec![0u8; 64 * 1024],
+        })
+    }
+
+    /// Waits until at least one link notification arrived, then drains every pending one.
+    /// Returns how many datagrams were read; an overrun (`ENOBUFS`, notifications lost) also
+    /// returns, since the caller re-reads link state either way.
+    pub async fn changed(&mut self) -> io::Result<usize> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            let mut read = 0;
+            let mut overrun = false;
+            loop {
+                match nix::sys::socket::recv(
+                    self.fd.get_ref().as_raw_fd(),
+                    &mut self.buf,
+                    nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+                ) {
+                    Ok(_) => read += 1,
+                    Err(nix::errno::Errno::EAGAIN) => {
+                        guard.clear_ready();
+                        break;
+                    }
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(nix::errno::Errno::ENOBUFS) => overrun = true,
+                    Err(e) => return Err(e.into()),
+                }
+                if read >= 1024 {
+                    break; // bounded: the rest is read on the next call
+                }
+            }
+            if read > 0 || overrun {
+                return Ok(read);
+            }
+        }
+    }
+}
 
 /// What the daemon needs to know about an interface.
 #[derive(Clone, Debug, PartialEq, Eq)]
