@@ -106,6 +106,21 @@ pub enum Command {
         #[arg(short = 'n', long, default_value_t = 50)]
         lines: u64,
     },
+    /// Firmware: install a signed bundle into the other slot, roll back, slot status.
+    Firmware {
+        /// The firmware command.
+        #[command(subcommand)]
+        command: crate::firmware::FirmwareCommand,
+    },
+    /// First-boot setup: node name, management address, admin password.
+    Setup(crate::setup::SetupArgs),
+    /// The serial console's login program: setup or password, then the prompt.
+    #[command(hide = true)]
+    Console,
+    /// Reboot the node.
+    Reboot,
+    /// Power the node off.
+    Poweroff,
 }
 
 /// `show` targets.
@@ -127,6 +142,8 @@ pub enum ShowWhat {
     History,
     /// The configuration text.
     Config,
+    /// The firmware image: version, slot, build, Debian packages (the manifest).
+    Version,
 }
 
 /// `sync` commands.
@@ -263,6 +280,31 @@ fn author() -> Option<String> {
 
 /// Runs one command; writes its output to `out`; returns the exit code.
 pub fn run(global: &Global, command: Command, out: &mut dyn Write) -> anyhow::Result<i32> {
+    // Local commands (firmware, setup, console): they work without the supervisor.
+    match &command {
+        Command::Firmware { command } => {
+            return crate::firmware::run(command, &global.socket, out);
+        }
+        Command::Show {
+            what: ShowWhat::Version,
+            ..
+        } => return crate::firmware::show_version(out),
+        Command::Setup(args) => return crate::setup::run(args, out),
+        Command::Console => return crate::setup::console(global),
+        Command::Reboot | Command::Poweroff => {
+            let verb = if matches!(command, Command::Reboot) {
+                "reboot"
+            } else {
+                "poweroff"
+            };
+            let ok = std::process::Command::new("systemctl")
+                .arg(verb)
+                .status()?
+                .success();
+            return Ok(if ok { 0 } else { 1 });
+        }
+        _ => {}
+    }
     let mut client = Client::connect(&global.socket)?;
     if let Command::Pair {
         peer_fingerprint: None,
@@ -291,12 +333,16 @@ pub fn run(global: &Global, command: Command, out: &mut dyn Write) -> anyhow::Re
 
 type View = fn(&Value) -> String;
 
-
 /// The request for `command` and how to render its reply; `None` when the command already
 /// did everything (an unchanged `config edit`).
 fn request(command: &Command, client: &mut Client) -> anyhow::Result<(Option<Value>, View)> {
     Ok(match command {
         Command::Status => (Some(json!({"cmd": "status"})), render::status),
+        Command::Firmware { .. }
+        | Command::Setup(_)
+        | Command::Console
+        | Command::Reboot
+        | Command::Poweroff => (None, |_| String::new()),
         Command::Show {
             what,
             generation,
@@ -322,6 +368,7 @@ fn request(command: &Command, client: &mut Client) -> anyhow::Result<(Option<Val
                 render::vrrp(v.get("vrrp").unwrap_or(&Value::Null))
             }),
             ShowWhat::Sync => (Some(json!({"cmd": "sync_status"})), render::sync),
+            ShowWhat::Version => (None, |_| String::new()),
             ShowWhat::Stats => (Some(json!({"cmd": "status"})), |_| {
                 "not available yet: traffic statistics come from the proxy runtime API; `show servers` lists the configured servers\n".into()
             }),

@@ -35,6 +35,9 @@ const TREE: &[(&[&str], &[&str])] = &[
             "pair",
             "sync",
             "logs",
+            "firmware",
+            "reboot",
+            "poweroff",
             "help",
             "exit",
         ],
@@ -50,6 +53,7 @@ const TREE: &[(&[&str], &[&str])] = &[
             "sync",
             "history",
             "config",
+            "version",
         ],
     ),
     (
@@ -62,6 +66,7 @@ const TREE: &[(&[&str], &[&str])] = &[
     (&["sync"], &["resolve"]),
     (&["sync", "resolve"], &["use-local", "use-peer"]),
     (&["maintenance"], &["on", "off"]),
+    (&["firmware"], &["install", "rollback", "status"]),
     (&["logs"], &["proxy", "vrrp", "supervisor"]),
 ];
 

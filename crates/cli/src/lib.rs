@@ -4,9 +4,12 @@
 //! Owns the command grammar ([`commands`]), the rendering for people ([`render`]), the
 //! interactive prompt ([`interactive`]) and the control-socket client ([`client`]).
 //! Must not change anything itself: every command is a request to the supervisor
-//! (protocol in `docs/control-api.md`).
+//! (protocol in `docs/control-api.md`), except the local ones that must work without it:
+//! `firmware` ([`firmware`], root writes the other slot) and `setup`/`console` ([`setup`]).
 
 pub mod client;
 pub mod commands;
+pub mod firmware;
 pub mod interactive;
 pub mod render;
+pub mod setup;

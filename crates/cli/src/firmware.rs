@@ -1,0 +1,314 @@
+//! `tandemctl firmware install FILE|URL | rollback | status` and `tandemctl show version`,
+//! plus the hidden helpers the image's units call (`firmware wait-healthy`, `give-up`,
+//! `settle`).
+//!
+//! Owns: the operator's view of the A/B slots and running `tandem-firmware`'s install plan
+//! locally, as root, not through the supervisor: an upgrade must work when the supervisor
+//! or its configuration is what is broken, and only root writes block devices. Fetching a
+//! bundle over plain HTTP (the signature, not the transport, is what is trusted).
+//! Must not: reboot without being asked (`--reboot`), or write anything before the bundle
+//! has verified.
+
+use std::io::{Read as _, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Subcommand;
+use serde_json::{Value, json};
+use tandem_firmware::{Bundle, Layout, Plan, Slot};
+
+use crate::client::Client;
+
+/// The image manifest (`show version`).
+pub const MANIFEST: &str = "/usr/share/tandem/manifest.txt";
+/// Where a bundle fetched over HTTP is stored before verification.
+const DOWNLOAD: &str = "/data/tandem/incoming.upgrade";
+
+/// `firmware` commands.
+#[derive(Debug, Subcommand)]
+pub enum FirmwareCommand {
+    /// Verify a bundle (FILE or http://HOST[:PORT]/PATH) and install it into the inactive
+    /// slot; the next boot tries it (boot counting), the boot is blessed once healthy.
+    Install {
+        /// The `.upgrade` bundle: a path or an http:// URL.
+        bundle: String,
+        /// Reboot into the new slot when the install succeeded.
+        #[arg(long)]
+        reboot: bool,
+    },
+    /// Boot the other (previously blessed) slot next.
+    Rollback {
+        /// Reboot at once.
+        #[arg(long)]
+        reboot: bool,
+    },
+    /// Running slot, next boot, and each slot's entry, version and state.
+    Status,
+    /// Wait until the node is healthy (supervisor services up, VRRP settled, peer seen
+    /// when paired); exit 1 on timeout. Run by tandem-bless-boot.service.
+    #[command(hide = true)]
+    WaitHealthy {
+        /// How long to wait, in seconds.
+        #[arg(long, default_value_t = 240)]
+        timeout: u64,
+    },
+    /// The trial boot did not get healthy in time: on its last try point the default back
+    /// at the good slot. Run by tandem-trial-timeout.service before it reboots.
+    #[command(hide = true)]
+    GiveUp,
+    /// After a fallback boot: make the ESP's default say what runs. Run at every boot.
+    #[command(hide = true)]
+    Settle,
+}
+
+/// Runs a `firmware` command.
+pub fn run(command: &FirmwareCommand, socket: &Path, out: &mut dyn Write) -> anyhow::Result<i32> {
+    let layout = Layout::default();
+    match command {
+        FirmwareCommand::Install { bundle, reboot } => {
+            let started = Instant::now();
+            let path = fetch(bundle, out)?;
+            writeln!(out, "verifying {} ...", path.display())?;
+            let b = Bundle::verify(&path, &layout.key)?;
+            writeln!(
+                out,
+                "signature and sha256 of every member good: version {}",
+                b.version()
+            )?;
+            let plan = Plan::new(&layout, b)?;
+            writeln!(
+                out,
+                "installing into slot {} ({}), running slot {} stays untouched",
+                plan.target,
+                plan.device.display(),
+                plan.running
+            )?;
+            let n = plan.steps.len();
+            plan.execute(|i, step| {
+                let _ = writeln!(out, "  [{}/{n}] {step}", i + 1);
+                let _ = out.flush();
+            })?;
+            writeln!(
+                out,
+                "installed {} into slot {} in {:.1} s; the next boot tries it ({} tries), it is kept once the node is healthy",
+                plan.bundle.version(),
+                plan.target,
+                started.elapsed().as_secs_f64(),
+                layout.tries
+            )?;
+            if *reboot {
+                return reboot_now(out);
+            }
+            writeln!(out, "reboot to switch: `reboot`")?;
+            Ok(0)
+        }
+        FirmwareCommand::Rollback { reboot } => {
+            let slot = layout.rollback()?;
+            writeln!(out, "slot {slot} boots next (rollback)")?;
+            if *reboot {
+                return reboot_now(out);
+            }
+            Ok(0)
+        }
+        FirmwareCommand::Status => {
+            status(&layout, out)?;
+            Ok(0)
+        }
+        FirmwareCommand::WaitHealthy { timeout } => {
+            wait_healthy(socket, Duration::from_secs(*timeout), out)
+        }
+        FirmwareCommand::GiveUp => {
+            match layout.give_up_trial()? {
+                Some(slot) => writeln!(
+                    out,
+                    "trial boot never got healthy and has no tries left: slot {slot} boots next"
+                )?,
+                None => writeln!(out, "trial boot not healthy: rebooting to try again")?,
+            }
+            Ok(0)
+        }
+        FirmwareCommand::Settle => {
+            if let Some(bad) = layout.settle_fallback()? {
+                writeln!(
+                    out,
+                    "slot {bad} ran out of boot tries without getting healthy; back on slot {}",
+                    bad.other()
+                )?;
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// `show version`: the manifest of the running image and the running slot.
+pub fn show_version(out: &mut dyn Write) -> anyhow::Result<i32> {
+    let text = std::fs::read_to_string(MANIFEST).with_context(|| format!("reading {MANIFEST}"))?;
+    let slot = Layout::default()
+        .running()
+        .map(|s| s.to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    writeln!(out, "slot: {slot}")?;
+    write!(out, "{text}")?;
+    Ok(0)
+}
+
+fn status(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
+    let st = layout.status()?;
+    writeln!(out, "running slot: {}", st.running)?;
+    writeln!(
+        out,
+        "next boot:    {}",
+        st.next_boot()
+            .map(|e| e.slot.to_string())
+            .unwrap_or_else(|| "nothing bootable!".into())
+    )?;
+    writeln!(
+        out,
+        "default:      {}",
+        st.default.as_deref().unwrap_or("-")
+    )?;
+    for slot in [Slot::A, Slot::B] {
+        let (state, version) = match st.entry(slot) {
+            Some(e) => {
+                let text =
+                    std::fs::read_to_string(layout.entries_dir().join(&e.file)).unwrap_or_default();
+                let version = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("version "))
+                    .unwrap_or("?")
+                    .to_owned();
+                (e.state(), version)
+            }
+            None => ("empty".into(), "-".into()),
+        };
+        writeln!(out, "slot {slot}: {version:<16} {state}")?;
+    }
+    Ok(())
+}
+
+fn reboot_now(out: &mut dyn Write) -> anyhow::Result<i32> {
+    writeln!(out, "rebooting")?;
+    out.flush()?;
+    let status = std::process::Command::new("systemctl")
+        .arg("reboot")
+        .status()
+        .context("running systemctl reboot")?;
+    Ok(if status.success() { 0 } else { 1 })
+}
+
+/// A local path as it is, or an http:// URL downloaded to [`DOWNLOAD`].
+fn fetch(bundle: &str, out: &mut dyn Write) -> anyhow::Result<PathBuf> {
+    let Some(rest) = bundle.strip_prefix("http://") else {
+        return Ok(PathBuf::from(bundle));
+    };
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let addr = if host.contains(':') {
+        host.to_owned()
+    } else {
+        format!("{host}:80")
+    };
+    writeln!(out, "downloading {bundle} ...")?;
+    let mut stream =
+        std::net::TcpStream::connect(&addr).with_context(|| format!("connecting to {addr}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(stream, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+    let mut body = Vec::new();
+    stream
+        .read_to_end(&mut body)
+        .with_context(|| format!("reading {bundle}"))?;
+    let split = body
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no HTTP header in the reply")?;
+    let head = String::from_utf8_lossy(&body[..split]).into_owned();
+    let status = head.lines().next().unwrap_or_default();
+    if !status.contains(" 200 ") {
+        bail!("{bundle}: {status}");
+    }
+    let dest = PathBuf::from(DOWNLOAD);
+    if let Some(dir) = dest.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(&dest, &body[split + 4..]).with_context(|| format!("writing {DOWNLOAD}"))?;
+    Ok(dest)
+}
+
+/// Polls the supervisor until the node is healthy or `timeout` passes.
+fn wait_healthy(socket: &Path, timeout: Duration, out: &mut dyn Write) -> anyhow::Result<i32> {
+    let started = Instant::now();
+    let mut last = String::from("supervisor not answering");
+    while started.elapsed() < timeout {
+        match Client::connect(socket).and_then(|mut c| c.call(&json!({"cmd": "status"}))) {
+            Ok(v) => match unhealthy(&v) {
+                None => {
+                    writeln!(
+                        out,
+                        "node healthy after {:.1} s",
+                        started.elapsed().as_secs_f64()
+                    )?;
+                    return Ok(0);
+                }
+                Some(why) => last = why,
+            },
+            Err(e) => last = format!("supervisor not answering: {e:#}"),
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    writeln!(
+        out,
+        "node not healthy after {} s: {last}",
+        timeout.as_secs()
+    )?;
+    Ok(1)
+}
+
+/// Why a `status` reply is not healthy, or `None` when it is: every service running and
+/// healthy, every VRRP instance settled (master or backup), and, once paired, the peer
+/// seen by config sync.
+pub fn unhealthy(status: &Value) -> Option<String> {
+    if status.get("ok") != Some(&Value::Bool(true)) {
+        return Some("status refused".into());
+    }
+    for s in status["services"].as_array().into_iter().flatten() {
+        let name = s["name"].as_str().unwrap_or("?");
+        if s["state"].as_str() != Some("running") || s["healthy"] == Value::Bool(false) {
+            return Some(format!("service {name} is {}", s["state"]));
+        }
+    }
+    if status["vrrp"]["available"] == Value::Bool(true) {
+        for i in status["vrrp"]["instances"].as_array().into_iter().flatten() {
+            let state = i["state"].as_str().unwrap_or("").to_ascii_lowercase();
+            if state != "master" && state != "backup" {
+                return Some(format!("vrrp instance {} is {state}", i["name"]));
+            }
+        }
+    }
+    let peer = &status["peer"];
+    if peer.get("name").is_some() && peer["last_exchange_ms"].is_null() {
+        return Some(format!("peer {} not seen yet", peer["name"]));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_rules() {
+        let good = json!({"ok": true, "services": [{"name": "proxy", "state": "running", "healthy": true}],
+            "vrrp": {"available": true, "instances": [{"name": "vip", "state": "Backup"}]},
+            "peer": {"state": "unknown"}});
+        assert_eq!(unhealthy(&good), None);
+        let mut v = good.clone();
+        v["services"][0]["state"] = json!("backoff");
+        assert!(unhealthy(&v).expect("unhealthy").contains("proxy"));
+        let mut v = good.clone();
+        v["vrrp"]["instances"][0]["state"] = json!("Init");
+        assert!(unhealthy(&v).expect("unhealthy").contains("init"));
+        let mut v = good;
+        v["peer"] = json!({"name": "lb2", "last_exchange_ms": null});
+        assert!(unhealthy(&v).expect("unhealthy").contains("lb2"));
+    }
+}
