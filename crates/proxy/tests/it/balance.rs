@@ -185,11 +185,12 @@ async fn first_fills_servers_in_config_order() {
     for _ in 0..10 {
         assert_eq!(served_by(&get_with(&c, addr, "/", &[]).await.2), "a");
     }
-    // Five concurrent slow requests: a takes 2, b takes 2, c takes the fifth.
+    // Five concurrent slow requests (1 s each, started 20 ms apart): a takes 2, b takes 2,
+    // c takes the fifth.
     let mut tasks = Vec::new();
     for _ in 0..5 {
         tasks.push(tokio::spawn(async move {
-            served_by(&get_with(&client(), addr, "/slow/400", &[]).await.2)
+            served_by(&get_with(&client(), addr, "/slow/1000", &[]).await.2)
         }));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -232,7 +233,9 @@ async fn passive_5xx_marks_a_server_down_until_checks_bring_it_back() {
     let (a, b) = (http_server("a").await, http_server("b").await);
     let mut be = backend(Mode::Http, vec![server(&a, 1), server(&b, 1)]);
     let mut hc = HealthCheck::new(CheckKind::http("/health"));
-    hc.interval = Duration::from_millis(300);
+    // Checks pass (only traffic fails): a stays down for 1 to 2 intervals, long enough to
+    // see that nothing reaches it, and comes back after `rise` checks.
+    hc.interval = Duration::from_secs(1);
     hc.rise = 2;
     hc.passive_5xx = Some(3);
     be.health_check = Some(hc);
@@ -318,7 +321,7 @@ async fn passive_connect_failures_mark_a_dead_server_down_and_clients_never_see_
 async fn slow_start_ramps_a_server_back_from_maintenance() {
     let (a, b) = (http_server("a").await, http_server("b").await);
     let mut be = backend(Mode::Http, vec![server(&a, 100), server(&b, 100)]);
-    be.slow_start = Duration::from_secs(20);
+    be.slow_start = Duration::from_secs(60);
     let (proxy, addr) = start(plan(Mode::Http, free_addr(), be)).await;
     let set = |state: &'static str| {
         let proxy = proxy.clone();
