@@ -2,7 +2,9 @@
 //!
 //! Owns the two-LB pair scenarios: election, link loss, SIGKILL (guardian), SIGSTOP/SIGCONT,
 //! SIGTERM, preempt on and off, a planned switchover through the control socket, tracked
-//! interfaces, and proxy tracking through a real `tandem proxy`'s runtime API. Each test
+//! interfaces, proxy tracking through a real `tandem proxy`'s runtime API, and an IPv6
+//! instance (VIP 2001:2::100/64, adverts from link-local addresses) on link loss and SIGKILL
+//! (IPv6 is turned on inside the hosts, addresses added by `ip` run inside them). Each test
 //! builds its own testbed (lb1 198.18.0.11 priority 150, lb2 198.18.0.12 priority 100, a client
 //! 198.18.0.2, VIP 198.18.0.100/24, advert interval 100 ms) and asserts what a user sees: which
 //! host has the VIP, and which node answers a client connecting to the VIP.
@@ -70,11 +72,15 @@ struct Responder {
 
 impl Responder {
     fn start(host: &Host, name: &'static str) -> Responder {
+        Responder::start_at(host, name, SocketAddr::from(([0, 0, 0, 0], PORT)))
+    }
+
+    fn start_at(host: &Host, name: &'static str, bind: SocketAddr) -> Responder {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = host
             .spawn_thread(move || {
-                let listener = TcpListener::bind(("0.0.0.0", PORT)).expect("bind responder");
+                let listener = TcpListener::bind(bind).expect("bind responder");
                 listener.set_nonblocking(true).expect("nonblocking");
                 let deadline = Instant::now() + Duration::from_secs(180);
                 while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
@@ -159,6 +165,14 @@ impl Pair {
         match node {
             "lb1" => &self.lb1,
             _ => &self.lb2,
+        }
+    }
+
+    /// Any of the three hosts by name.
+    fn host_any(&self, name: &str) -> &Host {
+        match name {
+            "client" => &self.client,
+            other => self.host(other),
         }
     }
 
@@ -754,4 +768,234 @@ fn a_dead_proxy_hands_the_vip_over_and_its_return_takes_it_back() {
     let st = pair.control("lb1", r#"{"cmd":"status"}"#);
     assert_eq!(st["instances"][0]["effective_priority"], 150, "{st}");
     drop((d1, d2, p1, p2));
+}
+
+// IPv6: 2001:2::/48 (RFC 5180 benchmarking range) and link-local only.
+const VIP6: &str = "2001:2::100";
+/// The IPv6 responders' port (the IPv4 responders hold 8080 dual-stack-free on 0.0.0.0).
+const PORT6: u16 = 8086;
+
+fn ipv6_yaml() -> String {
+    config_yaml(true, false, "")
+        .replace("    vrid: 51\n", "    vrid: 52\n")
+        .replace(
+            "addresses: [198.18.0.100/24]",
+            "addresses: [\"2001:2::100/64\"]",
+        )
+}
+
+/// Runs `ip ARGS` in `host` (bounded) and returns its stdout.
+fn ip_in(host: &Host, args: &[&str]) -> String {
+    let out = host
+        .output(Command::new("ip").args(args), Duration::from_secs(5))
+        .expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The `inet6` lines of eth1 in `host`.
+fn v6_lines(host: &Host) -> Vec<String> {
+    ip_in(host, &["-6", "-o", "addr", "show", "dev", IFACE])
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn has_vip6(pair: &Pair, node: &str) -> bool {
+    let needle = format!("inet6 {VIP6}/64");
+    v6_lines(pair.host(node))
+        .iter()
+        .any(|l| l.contains(&needle))
+}
+
+fn wait_vip6(pair: &Pair, node: &str, present: bool, timeout: Duration) -> Duration {
+    let t0 = Instant::now();
+    while has_vip6(pair, node) != present {
+        assert!(
+            t0.elapsed() < timeout,
+            "{node}: VIP {VIP6} did not {} within {timeout:?}: {:?}",
+            if present { "appear" } else { "disappear" },
+            v6_lines(pair.host(node))
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    t0.elapsed()
+}
+
+/// Polls until `to` holds the IPv6 VIP and `from` does not: (when it left `from`, when it
+/// settled on `to`, whether both held it at once).
+fn watch_takeover6(
+    pair: &Pair,
+    from: &str,
+    to: &str,
+    timeout: Duration,
+) -> (Option<Duration>, Duration, bool) {
+    let t0 = Instant::now();
+    let (mut gone, mut both) = (None, false);
+    loop {
+        let a = has_vip6(pair, from);
+        let b = has_vip6(pair, to);
+        if !a && gone.is_none() {
+            gone = Some(t0.elapsed());
+        }
+        both |= a && b;
+        if b && !a {
+            return (gone, t0.elapsed(), both);
+        }
+        assert!(
+            t0.elapsed() < timeout,
+            "no ipv6 takeover by {to} within {timeout:?} (from has {a}, to has {b})"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Who answers a connection from the client to [VIP6]:PORT6 (None: nobody within 300 ms).
+fn ask6(pair: &Pair) -> Option<String> {
+    pair.client
+        .run(|| {
+            let addr: SocketAddr = format!("[{VIP6}]:{PORT6}").parse().expect("addr");
+            let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()?;
+            s.set_read_timeout(Some(Duration::from_millis(300))).ok()?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).ok()?;
+            Some(out)
+        })
+        .expect("client run")
+}
+
+fn wait_answer6(pair: &Pair, node: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let mut last = None;
+    while Instant::now() < deadline {
+        last = ask6(pair);
+        if last.as_deref() == Some(node) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("client was not answered by {node} over ipv6 within {timeout:?} (last {last:?})");
+}
+
+/// The IPv4 pair with IPv6 turned on (the test bed turns it off): link-local addresses on the
+/// LBs through normal DAD (so the daemon's NODAD VIPs are the only shortcut), the client at
+/// 2001:2::2/64, and IPv6 responders on the LBs.
+fn ipv6_pair(name: &str) -> (Pair, Vec<Responder>) {
+    let pair = Pair::build(name, ipv6_yaml());
+    for node in ["lb1", "lb2", "client"] {
+        let host = pair.host_any(node);
+        host.sysctl("net.ipv6.conf.all.disable_ipv6", "0")
+            .expect("enable ipv6");
+        host.sysctl(&format!("net.ipv6.conf.{IFACE}.disable_ipv6"), "0")
+            .expect("enable ipv6 on the interface");
+    }
+    ip_in(
+        &pair.client,
+        &["-6", "addr", "add", "2001:2::2/64", "dev", IFACE, "nodad"],
+    );
+    for node in ["lb1", "lb2"] {
+        let t0 = Instant::now();
+        loop {
+            let lines = v6_lines(pair.host(node));
+            if lines
+                .iter()
+                .any(|l| l.contains("inet6 fe80::") && !l.contains("tentative"))
+            {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "{node}: no usable link-local address: {lines:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let any6 = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, PORT6));
+    let responders = vec![
+        Responder::start_at(&pair.lb1, "lb1", any6),
+        Responder::start_at(&pair.lb2, "lb2", any6),
+    ];
+    (pair, responders)
+}
+
+fn elect6(pair: &Pair) -> (Process, Process) {
+    let d1 = pair.start("lb1");
+    let d2 = pair.start("lb2");
+    wait_vip6(pair, "lb1", true, Duration::from_secs(5));
+    wait_answer6(pair, "lb1", Duration::from_secs(3));
+    assert!(!has_vip6(pair, "lb2"), "VIP on both nodes");
+    // Added with IFA_F_NODAD: usable at once, never tentative.
+    let line = v6_lines(&pair.lb1)
+        .into_iter()
+        .find(|l| l.contains(VIP6))
+        .expect("vip line");
+    assert!(!line.contains("tentative"), "{line}");
+    let st = pair.control("lb1", r#"{"cmd":"status"}"#);
+    assert_eq!(st["instances"][0]["state"], "master", "{st}");
+    let st2 = pair.control("lb2", r#"{"cmd":"status"}"#);
+    assert_eq!(st2["instances"][0]["state"], "backup", "{st2}");
+    let master = st2["instances"][0]["master"].as_str().unwrap_or("");
+    assert!(
+        master.starts_with("fe80:"),
+        "adverts not from a link-local source: {st2}"
+    );
+    (d1, d2)
+}
+
+#[test]
+fn ipv6_instance_fails_over_on_link_loss_and_fails_back() {
+    if !require_root() {
+        return;
+    }
+    let _s = serial();
+    let (pair, _responders) = ipv6_pair("vrrp-v6-link");
+    let (d1, d2) = elect6(&pair);
+    pair.lb1.link_down(IFACE).expect("link down");
+    let (gone, took, both) = watch_takeover6(&pair, "lb1", "lb2", Duration::from_secs(3));
+    eprintln!("ipv6 link down: VIP gone from lb1 after {gone:?}, on lb2 after {took:?}");
+    assert!(!both, "both nodes held the ipv6 VIP");
+    // The new master's unsolicited NA moves the client's neighbor entry at once.
+    wait_answer6(&pair, "lb2", Duration::from_secs(2));
+    let st = pair.control("lb2", r#"{"cmd":"status"}"#);
+    assert!(
+        st["instances"][0]["counters"]["garp_sent"].as_u64() >= Some(1),
+        "no unsolicited NA sent: {st}"
+    );
+    pair.lb1.link_up(IFACE).expect("link up");
+    wait_vip6(&pair, "lb1", true, Duration::from_secs(3));
+    wait_vip6(&pair, "lb2", false, Duration::from_secs(1));
+    wait_answer6(&pair, "lb1", Duration::from_secs(3));
+    drop((d1, d2));
+}
+
+#[test]
+fn ipv6_sigkill_of_the_master_leaves_no_vip_behind() {
+    if !require_root() {
+        return;
+    }
+    let _s = serial();
+    let (pair, _responders) = ipv6_pair("vrrp-v6-kill");
+    let (mut d1, d2) = elect6(&pair);
+    d1.signal(Signal::SIGKILL)
+        .expect("kill -9 the daemon's process group");
+    let (gone, took, both) = watch_takeover6(&pair, "lb1", "lb2", Duration::from_secs(3));
+    let gone = gone.expect("VIP left lb1");
+    eprintln!("ipv6 sigkill: VIP gone from lb1 after {gone:?}, on lb2 after {took:?}");
+    assert!(
+        gone <= Duration::from_millis(400),
+        "ipv6 VIP stayed on the killed master for {gone:?}\n{}",
+        logs(&d1)
+    );
+    assert!(!both, "both nodes held the ipv6 VIP");
+    // The guardian resigns over IPv6 on the dead daemon's behalf: Skew_Time, not Master_Down.
+    assert!(
+        took < Duration::from_millis(300),
+        "ipv6 takeover after SIGKILL took {took:?}"
+    );
+    wait_answer6(&pair, "lb2", Duration::from_secs(2));
+    drop(d2);
 }

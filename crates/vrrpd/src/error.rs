@@ -35,12 +35,46 @@ pub enum Error {
         /// Why.
         source: tandem_vrrp_proto::ConfigError,
     },
-    /// IPv6 instances are not supported yet.
-    #[error("vrrp instance `{instance}` (vrid {vrid}) uses IPv6, which vrrpd does not support yet")]
-    Ipv6Unsupported {
+    /// An instance lists both IPv4 and IPv6 VIPs (a virtual router is of one family).
+    #[error(
+        "vrrp instance `{instance}` (vrid {vrid}) mixes ipv4 and ipv6 VIPs; use one instance per family"
+    )]
+    MixedFamilies {
         /// Instance name.
         instance: String,
         /// Its VRID.
+        vrid: u8,
+    },
+    /// An IPv4 instance on a node whose `lan_address` (its advert source) is IPv6.
+    #[error(
+        "vrrp instance `{instance}` (vrid {vrid}) has ipv4 VIPs but this node's lan_address {lan_address} is ipv6"
+    )]
+    LanAddressFamily {
+        /// Instance name.
+        instance: String,
+        /// Its VRID.
+        vrid: u8,
+        /// The node's `lan_address`.
+        lan_address: IpAddr,
+    },
+    /// IPv6 instances only advertise by multicast.
+    #[error(
+        "vrrp instance `{instance}` (vrid {vrid}) is ipv6 and unicast, which is not supported: the peer's link-local address is not configured"
+    )]
+    Ipv6Unicast {
+        /// Instance name.
+        instance: String,
+        /// Its VRID.
+        vrid: u8,
+    },
+    /// An IPv6 instance's interface has no usable link-local address to advertise from.
+    #[error(
+        "interface {interface} of vrrp vrid {vrid} has no usable ipv6 link-local address (ipv6 disabled, or the address is still in duplicate address detection)"
+    )]
+    NoLinkLocal {
+        /// Interface name.
+        interface: String,
+        /// VRID of the instance using it.
         vrid: u8,
     },
     /// The configured interface does not exist in this network namespace.

@@ -1,8 +1,9 @@
-//! Gratuitous ARP on takeover: an AF_PACKET socket that writes vrrp-proto's frames, and the
-//! repetition policy.
+//! Announcements on takeover, gratuitous ARP (IPv4 VIPs) and unsolicited Neighbor
+//! Advertisements (IPv6 VIPs, RFC 5798 §6.4.1): an AF_PACKET socket that writes vrrp-proto's
+//! frames, and the repetition policy.
 //!
 //! Owns the packet socket (protocol 0, so it never receives) and [`GarpSchedule`]: on takeover
-//! one burst of [`GARP_BURST`] frames per VIP, [`GARP_BURST_INTERVAL`] apart, then one refresh
+//! one burst of [`GARP_BURST`] frames per VIP (ARP or NA, same schedule), [`GARP_BURST_INTERVAL`] apart, then one refresh
 //! burst every [`GARP_REFRESH`] while master, so a switch or client that missed the takeover
 //! (or flushed its table) catches up. keepalived sends 5 and 5 more after 5 s; we send the
 //! first five faster (100 ms apart instead of back to back, so one lost frame on a busy port
@@ -11,7 +12,6 @@
 
 use std::io;
 use std::mem::size_of;
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use nix::libc;
@@ -30,7 +30,10 @@ pub const GARP_REFRESH: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct GarpSocket {
     socket: Socket,
-    dest: SockAddr,
+    /// The interface, for ARP frames.
+    dest_arp: SockAddr,
+    /// The interface, for IPv6 frames (NA).
+    dest_ipv6: SockAddr,
 }
 
 impl GarpSocket {
@@ -50,28 +53,42 @@ impl GarpSocket {
                 "ifindex too large",
             ))
         })?;
-        let mut storage = SockAddrStorage::zeroed();
-        // SAFETY: `SockAddrStorage` wraps a zeroed `sockaddr_storage`, which is at least as large
-        // and as aligned as `sockaddr_ll` (it is defined to hold any socket address type), and
-        // all-zero bytes are a valid `sockaddr_ll`.
-        let ll: &mut libc::sockaddr_ll = unsafe { storage.view_as() };
-        ll.sll_family = libc::AF_PACKET as libc::sa_family_t;
-        ll.sll_protocol = (libc::ETH_P_ARP as u16).to_be();
-        ll.sll_ifindex = ifindex;
-        ll.sll_halen = 6;
-        ll.sll_addr[..6].copy_from_slice(&[0xff; 6]);
-        let len = libc::socklen_t::try_from(size_of::<libc::sockaddr_ll>()).unwrap_or(20);
-        // SAFETY: `storage` now holds an initialised `sockaddr_ll` (family AF_PACKET) and `len`
-        // is exactly its size, which is what `SockAddr::new` requires.
-        let dest = unsafe { SockAddr::new(storage, len) };
-        Ok(GarpSocket { socket, dest })
+        Ok(GarpSocket {
+            socket,
+            dest_arp: link_dest(ifindex, libc::ETH_P_ARP as u16, [0xff; 6]),
+            dest_ipv6: link_dest(ifindex, libc::ETH_P_IPV6 as u16, [0x33, 0x33, 0, 0, 0, 1]),
+        })
     }
 
-    /// Writes one Ethernet frame (destination MAC inside the frame) to the interface.
+    /// Writes one Ethernet frame (destination MAC inside the frame) to the interface; the
+    /// link-layer protocol of the send address follows the frame's EtherType.
     pub fn send(&self, frame: &[u8]) -> io::Result<()> {
-        self.socket.send_to(frame, &self.dest)?;
+        let dest = if frame.get(12..14) == Some(&[0x86, 0xdd]) {
+            &self.dest_ipv6
+        } else {
+            &self.dest_arp
+        };
+        self.socket.send_to(frame, dest)?;
         Ok(())
     }
+}
+
+/// The `sockaddr_ll` that sends to interface `ifindex` with link-layer protocol `protocol`.
+fn link_dest(ifindex: i32, protocol: u16, mac: [u8; 6]) -> SockAddr {
+    let mut storage = SockAddrStorage::zeroed();
+    // SAFETY: `SockAddrStorage` wraps a zeroed `sockaddr_storage`, which is at least as large
+    // and as aligned as `sockaddr_ll` (it is defined to hold any socket address type), and
+    // all-zero bytes are a valid `sockaddr_ll`.
+    let ll: &mut libc::sockaddr_ll = unsafe { storage.view_as() };
+    ll.sll_family = libc::AF_PACKET as libc::sa_family_t;
+    ll.sll_protocol = protocol.to_be();
+    ll.sll_ifindex = ifindex;
+    ll.sll_halen = 6;
+    ll.sll_addr[..6].copy_from_slice(&mac);
+    let len = libc::socklen_t::try_from(size_of::<libc::sockaddr_ll>()).unwrap_or(20);
+    // SAFETY: `storage` now holds an initialised `sockaddr_ll` (family AF_PACKET) and `len`
+    // is exactly its size, which is what `SockAddr::new` requires.
+    unsafe { SockAddr::new(storage, len) }
 }
 
 /// When the next gratuitous ARP burst frame is due.
@@ -119,14 +136,6 @@ impl GarpSchedule {
         }
         false
     }
-}
-
-/// The IPv4 VIPs among `addresses` (gratuitous ARP is IPv4 only).
-pub fn ipv4(addresses: &[IpAddr]) -> impl Iterator<Item = std::net::Ipv4Addr> + '_ {
-    addresses.iter().filter_map(|a| match a {
-        IpAddr::V4(v4) => Some(*v4),
-        IpAddr::V6(_) => None,
-    })
 }
 
 #[cfg(test)]

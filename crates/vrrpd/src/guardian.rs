@@ -408,12 +408,17 @@ fn remove_all(nl: &mut Netlink, key: &str, h: &Held) -> bool {
     ok
 }
 
-/// Sends the priority-0 adverts of `h` (best effort, logged).
+/// Sends the priority-0 adverts of `h` (best effort, logged), over IPv4 or IPv6 as the source.
 fn resign(key: &str, h: &Held) {
-    let Some((IpAddr::V4(src), adverts)) = &h.resign else {
+    let Some((src, adverts)) = &h.resign else {
         return;
     };
-    let socket = match crate::socket::open_sender() {
+    let opened = if src.is_ipv6() {
+        crate::socket::open_sender_v6()
+    } else {
+        crate::socket::open_sender()
+    };
+    let socket = match opened {
         Ok(s) => s,
         Err(e) => {
             error!(key = %key, cause = %e, "guardian cannot open a vrrp socket to resign");
@@ -421,8 +426,16 @@ fn resign(key: &str, h: &Held) {
         }
     };
     for (dst, payload) in adverts {
-        let IpAddr::V4(dst) = dst else { continue };
-        match crate::socket::send_v4(&socket, h.ifindex, *src, *dst, payload) {
+        let sent = match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                crate::socket::send_v4(&socket, h.ifindex, *s, *d, payload)
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                crate::socket::send_v6(&socket, h.ifindex, *s, *d, payload)
+            }
+            _ => continue,
+        };
+        match sent {
             Ok(()) => info!(key = %key, %dst, "priority-0 advert sent on the daemon's behalf"),
             Err(e) => {
                 warn!(key = %key, %dst, cause = %e, "guardian failed to send the priority-0 advert")

@@ -14,12 +14,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as StdInstant};
 
 use serde_json::{Value, json};
-use tandem_vrrp_proto::{Command, InvalidReason, Output, Reason, Router, State, garp_frame};
+use tandem_vrrp_proto::frames::announcement_frame;
+use tandem_vrrp_proto::{Command, InvalidReason, Output, Reason, Router, State};
 use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::control::{Event, Events, InstanceRequest};
-use crate::garp::{self, GarpSchedule, GarpSocket};
+use crate::garp::{GarpSchedule, GarpSocket};
 use crate::guardian::GuardianLink;
 use crate::netlink::{LinkEvents, Netlink};
 use crate::socket::{RX_BUFFER, Rx, VrrpSocket};
@@ -28,7 +29,7 @@ use crate::{TRACK_POLL, VIP_LIFETIME, VIP_RENEW};
 /// Daemon-side counters of one instance (the protocol's own are in `Router::counters`).
 #[derive(Debug, Default, Clone)]
 struct ShellCounters {
-    /// Datagrams that were not a well-formed IPv4 packet with protocol 112.
+    /// Datagrams that were not a well-formed protocol 112 packet (or lacked IPv6 metadata).
     rx_malformed: u64,
     /// recvmsg failures.
     rx_errors: u64,
@@ -36,9 +37,9 @@ struct ShellCounters {
     tx_errors: u64,
     /// VIP add/remove/renew failures.
     vip_errors: u64,
-    /// Gratuitous ARP frames that could not be sent.
+    /// Gratuitous ARP / unsolicited NA frames that could not be sent.
     garp_errors: u64,
-    /// Gratuitous ARP frames sent.
+    /// Gratuitous ARP / unsolicited NA frames sent.
     garp_sent: u64,
     /// Netlink link reads (and link notification receives) that failed.
     track_errors: u64,
@@ -444,13 +445,13 @@ impl Instance {
         let (Some(sock), Some(mac)) = (&self.garp, self.mac) else {
             return;
         };
-        let addrs: Vec<IpAddr> = self.vips.iter().map(|(a, _)| *a).collect();
-        for ip in garp::ipv4(&addrs) {
-            match sock.send(&garp_frame(mac, ip)) {
+        for &(ip, _) in &self.vips {
+            // Gratuitous ARP for an IPv4 VIP, unsolicited Neighbor Advertisement for IPv6.
+            match sock.send(&announcement_frame(mac, ip)) {
                 Ok(()) => shell.counters.garp_sent += 1,
                 Err(e) => {
                     shell.counters.garp_errors += 1;
-                    warn!(vip = %ip, cause = %e, errors = shell.counters.garp_errors, "failed to send gratuitous arp");
+                    warn!(vip = %ip, cause = %e, errors = shell.counters.garp_errors, "failed to send gratuitous arp / unsolicited na");
                 }
             }
         }

@@ -2,8 +2,9 @@
 //!
 //! [`run`] starts one `Router` per `vrrp:` instance of the configuration for this node and
 //! gives it real IO: a raw IP protocol 112 socket on the instance's interface (multicast to
-//! 224.0.0.18, or unicast to the peer's `lan_address`), VIPs added and removed through netlink
-//! with finite lifetimes, gratuitous ARP bursts on takeover, link and proxy tracking, a control
+//! 224.0.0.18, or unicast to the peer's `lan_address`; IPv6: ff02::12 from the link-local
+//! address), VIPs added and removed through netlink with finite lifetimes, gratuitous ARP
+//! (IPv4) and unsolicited Neighbor Advertisement (IPv6) bursts on takeover, link and proxy tracking, a control
 //! socket ([`control`]) and a guardian process that removes the VIPs if the daemon dies or
 //! freezes ([`guardian`]).
 //!
@@ -20,7 +21,11 @@
 //!
 //! # Limits of this version
 //!
-//! * IPv4 only; an IPv6 instance is refused at startup ([`Error::Ipv6Unsupported`]).
+//! * An instance is IPv4 or IPv6 (by its VIPs; one family per instance, as RFC 5798 wants).
+//!   IPv6 instances advertise from the interface's link-local address to ff02::12 and are
+//!   multicast only: `unicast: true` is refused ([`Error::Ipv6Unicast`]) because the config has
+//!   no IPv6 peer address. IPv6 VIPs are added with `IFA_F_NODAD` ([`netlink`]) and announced
+//!   with unsolicited Neighbor Advertisements.
 //! * Accept_Mode is not enforced: a master always accepts traffic to its VIPs, which is what a
 //!   load balancer needs (the proxy binds them); `accept: false` is logged as unenforced.
 //! * Proxy tracking probes the proxy's runtime API (`runtime.socket`, see [`track`]); the API
@@ -155,31 +160,54 @@ pub async fn run(
         let vrid = inst.vrid.get();
         let name = inst.name.as_str().to_owned();
         let interface = inst.interface.as_str().to_owned();
-        let primary = match me.lan_address {
-            IpAddr::V4(v4) => v4,
-            IpAddr::V6(_) => {
-                return Err(Error::Ipv6Unsupported {
-                    instance: name,
-                    vrid,
-                });
-            }
-        };
         let vips: Vec<(IpAddr, u8)> = inst
             .addresses
             .iter()
             .map(|c| (c.addr(), c.prefix()))
             .collect();
-        if vips.iter().any(|(a, _)| a.is_ipv6()) {
-            return Err(Error::Ipv6Unsupported {
+        let ipv6 = vips.first().is_some_and(|(a, _)| a.is_ipv6());
+        if vips.iter().any(|(a, _)| a.is_ipv6() != ipv6) {
+            return Err(Error::MixedFamilies {
                 instance: name,
                 vrid,
             });
         }
-        let mut rc = tandem_vrrp_proto::Config::new(
-            vrid,
-            IpAddr::V4(primary),
-            vips.iter().map(|(a, _)| *a).collect(),
-        );
+        let mut nl = netlink::Netlink::new().map_err(|source| Error::Netlink {
+            action: "open a route netlink socket".into(),
+            source,
+        })?;
+        let link = nl
+            .link_by_name(&interface)
+            .map_err(|source| Error::Netlink {
+                action: format!("get link {interface}"),
+                source,
+            })?
+            .ok_or_else(|| Error::InterfaceNotFound {
+                interface: interface.clone(),
+                vrid,
+            })?;
+        let primary = if ipv6 {
+            if inst.unicast {
+                return Err(Error::Ipv6Unicast {
+                    instance: name,
+                    vrid,
+                });
+            }
+            primary_v6(&mut nl, &interface, link.index, vrid, &vips)?
+        } else {
+            match me.lan_address {
+                IpAddr::V4(v4) => IpAddr::V4(v4),
+                lan_address @ IpAddr::V6(_) => {
+                    return Err(Error::LanAddressFamily {
+                        instance: name,
+                        vrid,
+                        lan_address,
+                    });
+                }
+            }
+        };
+        let mut rc =
+            tandem_vrrp_proto::Config::new(vrid, primary, vips.iter().map(|(a, _)| *a).collect());
         rc.priority = me.priority.get();
         rc.advert_interval_cs =
             u16::try_from(inst.advert_interval.as_millis() / 10).unwrap_or(u16::MAX);
@@ -200,20 +228,7 @@ pub async fn run(
                 source,
             },
         )?;
-        let mut nl = netlink::Netlink::new().map_err(|source| Error::Netlink {
-            action: "open a route netlink socket".into(),
-            source,
-        })?;
-        let link = nl
-            .link_by_name(&interface)
-            .map_err(|source| Error::Netlink {
-                action: format!("get link {interface}"),
-                source,
-            })?
-            .ok_or_else(|| Error::InterfaceNotFound {
-                interface: interface.clone(),
-                vrid,
-            })?;
+        info!(instance = %name, vrid, %primary, ipv6, "vrrp instance configured");
         let socket =
             socket::VrrpSocket::open(&interface, link.index, primary, vrid, !inst.unicast)?;
         let garp = match garp::GarpSocket::open(&interface, link.index) {
@@ -314,6 +329,29 @@ pub async fn run(
     }
     info!("vrrp daemon stopped");
     Ok(())
+}
+
+/// The primary address of an IPv6 instance (RFC 5798 §5.1.2.1): the interface's first usable
+/// link-local address that is not itself one of the instance's VIPs.
+fn primary_v6(
+    nl: &mut netlink::Netlink,
+    interface: &str,
+    ifindex: u32,
+    vrid: u8,
+    vips: &[(IpAddr, u8)],
+) -> Result<IpAddr, Error> {
+    let candidates = nl.link_local_v6(ifindex).map_err(|source| Error::Netlink {
+        action: format!("list the ipv6 addresses of {interface}"),
+        source,
+    })?;
+    candidates
+        .into_iter()
+        .map(IpAddr::V6)
+        .find(|a| !vips.iter().any(|(v, _)| v == a))
+        .ok_or_else(|| Error::NoLinkLocal {
+            interface: interface.to_owned(),
+            vrid,
+        })
 }
 
 /// The priority-0 adverts this router would send when resigning, one per destination (the

@@ -13,7 +13,7 @@
 //! touches an address it was not asked about.
 
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
@@ -21,7 +21,9 @@ use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkHeader,
     NetlinkMessage, NetlinkPayload,
 };
-use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope, CacheInfo};
+use netlink_packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope, CacheInfo,
+};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
@@ -151,6 +153,12 @@ impl Netlink {
     /// Adds `addr/prefix` on interface `index`, or replaces it if present (which renews its
     /// lifetime). `lifetime` is rounded up to whole seconds, the kernel's granularity; `None`
     /// means permanent.
+    ///
+    /// IPv6 addresses are added with `IFA_F_NODAD`: without it a new address stays *tentative*
+    /// (unusable as a source, not answered for) during Duplicate Address Detection, one
+    /// `RetransTimer` per `dad_transmits` (1 s by default), which would delay every IPv6
+    /// takeover by that long. A VIP is duplicated on purpose during a takeover race; VRRP, not
+    /// DAD, decides who holds it (keepalived adds its IPv6 VIPs with `nodad` too).
     pub fn add_address(
         &mut self,
         index: u32,
@@ -183,6 +191,46 @@ impl Netlink {
             Err(e) if e.raw_os_error() == Some(nix::libc::ENODEV) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// The usable IPv6 link-local addresses of interface `index` (not tentative, not failed
+    /// DAD), in the kernel's order: candidates for an IPv6 instance's primary address.
+    pub fn link_local_v6(&mut self, index: u32) -> io::Result<Vec<Ipv6Addr>> {
+        let mut query = AddressMessage::default();
+        query.header.family = AddressFamily::Inet6;
+        let replies = self.request(RouteNetlinkMessage::GetAddress(query), NLM_F_DUMP)?;
+        let mut out = Vec::new();
+        for r in replies {
+            let RouteNetlinkMessage::NewAddress(a) = r else {
+                continue;
+            };
+            if a.header.index != index {
+                continue;
+            }
+            let flags = a
+                .attributes
+                .iter()
+                .find_map(|at| match at {
+                    AddressAttribute::Flags(f) => Some(*f),
+                    _ => None,
+                })
+                .unwrap_or_else(|| {
+                    AddressFlags::from_bits_retain(u32::from(a.header.flags.bits()))
+                });
+            if flags.intersects(AddressFlags::Tentative | AddressFlags::Dadfailed) {
+                continue;
+            }
+            let addr = a.attributes.iter().find_map(|at| match at {
+                AddressAttribute::Address(IpAddr::V6(ip)) => Some(*ip),
+                _ => None,
+            });
+            if let Some(ip) = addr
+                && is_link_local(IpAddr::V6(ip))
+            {
+                out.push(ip);
+            }
+        }
+        Ok(out)
     }
 
     /// The addresses on interface `index`, with their prefix lengths.
@@ -286,11 +334,25 @@ fn address_message(index: u32, addr: IpAddr, prefix: u8) -> AddressMessage {
         IpAddr::V6(_) => AddressFamily::Inet6,
     };
     msg.header.prefix_len = prefix;
-    msg.header.scope = AddressScope::Universe;
+    msg.header.scope = if is_link_local(addr) {
+        AddressScope::Link
+    } else {
+        AddressScope::Universe
+    };
     msg.header.index = index;
     msg.attributes.push(AddressAttribute::Local(addr));
     msg.attributes.push(AddressAttribute::Address(addr));
+    if addr.is_ipv6() {
+        msg.header.flags = AddressHeaderFlags::Nodad;
+        msg.attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
     msg
+}
+
+/// Whether `addr` is an IPv6 link-local address (fe80::/10).
+pub fn is_link_local(addr: IpAddr) -> bool {
+    matches!(addr, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
 }
 
 fn link_info(msg: RouteNetlinkMessage) -> Option<LinkInfo> {
