@@ -36,6 +36,9 @@ pub enum FirmwareCommand {
         /// Reboot into the new slot when the install succeeded.
         #[arg(long)]
         reboot: bool,
+        /// Boot tries the new slot gets (default 3; tests use 1).
+        #[arg(long, hide = true)]
+        tries: Option<u32>,
     },
     /// Boot the other (previously blessed) slot next.
     Rollback {
@@ -66,7 +69,15 @@ pub enum FirmwareCommand {
 pub fn run(command: &FirmwareCommand, socket: &Path, out: &mut dyn Write) -> anyhow::Result<i32> {
     let layout = Layout::default();
     match command {
-        FirmwareCommand::Install { bundle, reboot } => {
+        FirmwareCommand::Install {
+            bundle,
+            reboot,
+            tries,
+        } => {
+            let layout = Layout {
+                tries: tries.unwrap_or(layout.tries),
+                ..layout
+            };
             let started = Instant::now();
             let path = fetch(bundle, out)?;
             writeln!(out, "verifying {} ...", path.display())?;
@@ -199,16 +210,31 @@ fn reboot_now(out: &mut dyn Write) -> anyhow::Result<i32> {
 
 /// A local path as it is, or an http:// URL downloaded to [`DOWNLOAD`].
 fn fetch(bundle: &str, out: &mut dyn Write) -> anyhow::Result<PathBuf> {
-    let Some(rest) = bundle.strip_prefix("http://") else {
+    if !bundle.starts_with("http://") {
         return Ok(PathBuf::from(bundle));
-    };
+    }
+    writeln!(out, "downloading {bundle} ...")?;
+    let body = http_get(bundle)?;
+    let dest = PathBuf::from(DOWNLOAD);
+    if let Some(dir) = dest.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(&dest, &body).with_context(|| format!("writing {DOWNLOAD}"))?;
+    Ok(dest)
+}
+
+/// The body of `http://HOST[:PORT]/PATH` (HTTP/1.0, status 200 only). Plain HTTP: what
+/// is fetched this way is verified afterwards (a signed bundle, a validated config).
+pub fn http_get(url: &str) -> anyhow::Result<Vec<u8>> {
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("`{url}` is not an http:// URL"))?;
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
     let addr = if host.contains(':') {
         host.to_owned()
     } else {
         format!("{host}:80")
     };
-    writeln!(out, "downloading {bundle} ...")?;
     let mut stream =
         std::net::TcpStream::connect(&addr).with_context(|| format!("connecting to {addr}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -216,22 +242,18 @@ fn fetch(bundle: &str, out: &mut dyn Write) -> anyhow::Result<PathBuf> {
     let mut body = Vec::new();
     stream
         .read_to_end(&mut body)
-        .with_context(|| format!("reading {bundle}"))?;
+        .with_context(|| format!("reading {url}"))?;
     let split = body
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .context("no HTTP header in the reply")?;
+        .with_context(|| format!("{url}: no HTTP header in the reply"))?;
     let head = String::from_utf8_lossy(&body[..split]).into_owned();
     let status = head.lines().next().unwrap_or_default();
     if !status.contains(" 200 ") {
-        bail!("{bundle}: {status}");
+        bail!("{url}: {status}");
     }
-    let dest = PathBuf::from(DOWNLOAD);
-    if let Some(dir) = dest.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::write(&dest, &body[split + 4..]).with_context(|| format!("writing {DOWNLOAD}"))?;
-    Ok(dest)
+    body.drain(..split + 4);
+    Ok(body)
 }
 
 /// Polls the supervisor until the node is healthy or `timeout` passes.
