@@ -122,12 +122,25 @@ pub fn local_check_targets(binds: &[SocketAddr]) -> Vec<SocketAddr> {
                 IpAddr::V6(v) if v.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
                 ip => ip,
             };
-            // Binding a UDP socket to ip:0 succeeds exactly when the address is local.
-            std::net::UdpSocket::bind((ip, 0))
-                .ok()
-                .map(|_| SocketAddr::new(ip, a.port()))
+            // Local means: on one of this host's interfaces. (Binding a UDP socket is not a
+            // test: with net.ipv4.ip_nonlocal_bind=1, which a backup node needs so its proxy
+            // can bind a VIP it does not hold, every address binds.)
+            (ip.is_loopback() || is_local_address(ip)).then(|| SocketAddr::new(ip, a.port()))
         })
         .collect()
+}
+
+/// Whether `ip` is assigned to an interface of this host (its network namespace).
+fn is_local_address(ip: IpAddr) -> bool {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return false;
+    };
+    addrs.into_iter().any(|i| {
+        i.address.is_some_and(|a| {
+            a.as_sockaddr_in().map(|v| IpAddr::V4(v.ip())) == Some(ip)
+                || a.as_sockaddr_in6().map(|v| IpAddr::V6(v.ip())) == Some(ip)
+        })
+    })
 }
 
 /// Checks that every address of `targets` accepts a TCP connection within

@@ -510,7 +510,16 @@ impl Core {
                 self.event("restarted service vrrp for the new vrrp settings");
             }
         }
-        let pid = self.shared.service_status("vrrp").and_then(|s| s.pid);
+        // The child task records the pid once it has spawned the process; wait for it
+        // (bounded), or a pid of `None` would later read as "restarted".
+        let mut pid = None;
+        for _ in 0..100 {
+            pid = self.shared.service_status("vrrp").and_then(|s| s.pid);
+            if pid.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         tokio::time::sleep(apply::VRRP_SETTLE).await;
         match self.shared.service_status("vrrp") {
             Some(s) if s.state == ServiceState::Running && s.pid == pid => Ok(()),
