@@ -32,6 +32,20 @@ pub struct Args {
     /// (a release pipeline's artifact, or a build of another commit).
     #[arg(long)]
     pub tandem_bin: Option<PathBuf>,
+    /// Use this prebuilt `tandemctl` binary instead of building `tandem-cli`.
+    #[arg(long)]
+    pub tandemctl_bin: Option<PathBuf>,
+    /// Append `-SUFFIX` to the image version (a second build for upgrade tests).
+    #[arg(long)]
+    pub version_suffix: Option<String>,
+    /// Test build: the supervisor never sends READY (`sleep infinity` instead), so a trial
+    /// boot of it never gets healthy and must roll back. Implies `--version-suffix broken`.
+    #[arg(long)]
+    pub broken: bool,
+    /// Test build: reboot an unhealthy trial boot after this many seconds instead of the
+    /// unit's 300 s (tandem-trial-timeout.timer drop-in).
+    #[arg(long)]
+    pub trial_timeout_s: Option<u32>,
 }
 
 /// Where the build puts its results.
@@ -88,11 +102,18 @@ pub fn ensure_built(sh: &Shell) -> Result<Outputs> {
     Ok(out)
 }
 
-pub fn run(sh: &Shell, args: Args) -> Result<()> {
+pub fn run(sh: &Shell, args: Args) -> Result<Outputs> {
     let started = Instant::now();
     let spec = ImageSpec::load()?;
     let board = BoardSpec::load(&spec.image.board)?;
-    let version = workspace_version()?;
+    let mut version = workspace_version()?;
+    let suffix = args
+        .version_suffix
+        .clone()
+        .or_else(|| args.broken.then(|| "broken".to_owned()));
+    if let Some(suffix) = &suffix {
+        version = format!("{version}-{suffix}");
+    }
     let out = Outputs::new(&spec, &version);
     let root_dir = project_root();
     host::ensure_packages_from(
@@ -112,13 +133,19 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     }
     std::fs::create_dir_all(&work)?;
 
-    let binaries = match &args.tandem_bin {
-        Some(bin) => Binaries {
+    let binaries = match (&args.tandem_bin, &args.tandemctl_bin) {
+        (Some(bin), ctl) => Binaries {
             tandem: std::fs::canonicalize(bin)
                 .with_context(|| format!("--tandem-bin {}", bin.display()))?,
-            tandemctl: None,
+            tandemctl: ctl
+                .as_ref()
+                .map(|c| {
+                    std::fs::canonicalize(c)
+                        .with_context(|| format!("--tandemctl-bin {}", c.display()))
+                })
+                .transpose()?,
         },
-        None => build_binaries(sh)?,
+        (None, _) => build_binaries(sh)?,
     };
     let tarball = rootfs_tarball(sh, &spec, &board, &cache, args.rebuild_rootfs)?;
     let t_rootfs = started.elapsed();
@@ -129,6 +156,7 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     cmd!(sh, "tar -C {rootfs} --numeric-owner -xpf {tarball}").run()?;
     let key = ensure_build_key(sh, &keys)?;
     let kver = customise(sh, &spec, &board, &rootfs, &binaries, &key, &version)?;
+    test_build_changes(&rootfs, &args)?;
 
     // Kernel and initramfs leave the root file system: they go to the ESP, per slot.
     let vmlinuz = work.join("vmlinuz");
@@ -207,7 +235,7 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
         human(file_len(&out.upgrade)?),
         human(slot_size),
     );
-    Ok(())
+    Ok(out)
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -398,7 +426,10 @@ fn customise(
             .into_owned();
         if p.is_dir() && name.ends_with(".d") {
             cmd!(sh, "cp -a --no-preserve=ownership {p} {unit_dir}/").run()?;
-        } else if name.ends_with(".service") || name.ends_with(".target") {
+        } else if name.ends_with(".service")
+            || name.ends_with(".target")
+            || name.ends_with(".timer")
+        {
             std::fs::copy(&p, unit_dir.join(&name))?;
             units.push(name);
         }
@@ -447,6 +478,29 @@ fn customise(
     let kver = prune_modules(sh, spec, board, root)?;
     write_manifest(sh, spec, board, root, bin, version, &kver)?;
     Ok(kver)
+}
+
+/// The test-build switches (`--broken`, `--trial-timeout-s`), as unit drop-ins.
+fn test_build_changes(root: &Path, args: &Args) -> Result<()> {
+    let units = root.join("usr/lib/systemd/system");
+    if args.broken {
+        eprintln!("TEST BUILD: the supervisor never gets READY (--broken)");
+        write(
+            &units.join("tandem-supervisor.service.d/50-broken-test-build.conf"),
+            "# cargo xtask image --broken: a build whose supervisor never sends READY=1.\n\
+             [Service]\nExecStart=\nExecStart=/bin/sleep infinity\n",
+        )?;
+    }
+    if let Some(s) = args.trial_timeout_s {
+        eprintln!("TEST BUILD: trial boots give up after {s} s (--trial-timeout-s)");
+        write(
+            &units.join("tandem-trial-timeout.timer.d/50-test-build.conf"),
+            &format!(
+                "# cargo xtask image --trial-timeout-s {s}\n[Timer]\nOnBootSec=\nOnBootSec={s}s\n"
+            ),
+        )?;
+    }
+    Ok(())
 }
 
 /// Board data rendered as configuration files.

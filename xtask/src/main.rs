@@ -10,6 +10,7 @@ mod lint;
 mod pair;
 mod run;
 mod spec;
+mod system;
 mod test;
 #[cfg(test)]
 mod tidy;
@@ -71,7 +72,7 @@ fn main() -> Result<()> {
         Cmd::Lint => lint::run(&sh),
         Cmd::Run(args) => run::run(&sh, args),
         Cmd::Setup => host::ensure_packages(&sh),
-        Cmd::Image(args) => image::run(&sh, args),
+        Cmd::Image(args) => image::run(&sh, args).map(|_| ()),
         Cmd::Pair(args) => pair::run(&sh, args),
     }
 }

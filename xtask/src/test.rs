@@ -30,7 +30,7 @@ pub struct Args {
 pub fn run(sh: &Shell, args: Args, ci: bool) -> Result<()> {
     if args.only_system {
         section("system tier (QEMU)");
-        return crate::pair::system_test(sh);
+        return crate::system::run(sh);
     }
     if !args.no_lint {
         lint::run(sh)?;
@@ -52,7 +52,7 @@ pub fn run(sh: &Shell, args: Args, ci: bool) -> Result<()> {
     c.run()?;
     if args.system {
         section("system tier (QEMU)");
-        crate::pair::system_test(sh)?;
+        crate::system::run(sh)?;
     }
     Ok(())
 }

@@ -1,0 +1,373 @@
+//! `cargo xtask test --system`: the appliance scenario on the real image booted as the
+//! QEMU pair, asserted through the serial consoles and the lab's client host.
+//!
+//! Owns: the scenario (first-boot setup on both consoles, a config with the VIP and the two
+//! demo web servers, traffic through the VIP, lb1 killed and the client outage measured,
+//! lb1 back, lb2 upgraded to a second build and blessed, a broken build rolled back) and
+//! the test builds it needs (`image --version-suffix v2`, `image --broken`).
+//! Must not touch the root network namespace: every packet stays in `tandem-pair-*`.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use xshell::{Shell, cmd};
+
+use crate::image;
+use crate::pair::{self, LAN_NS, Node, VIP};
+use crate::spec::{BoardSpec, ImageSpec};
+use crate::{project_root, section};
+
+/// The lab's bundle and config server (inside `LAN_NS`, on the management bridge).
+const SERVE: &str = "198.19.0.1:8080";
+/// The admin password the test sets (a test lab only).
+const PASSWORD: &str = "lab-admin-pw";
+/// Trial timeout of the broken test build.
+const BROKEN_TRIAL_S: u32 = 90;
+
+struct Console<'a> {
+    node: &'a Node,
+    pos: usize,
+}
+
+impl<'a> Console<'a> {
+    fn new(node: &'a Node) -> Self {
+        let pos = std::fs::metadata(node.serial_log())
+            .map(|m| m.len() as usize)
+            .unwrap_or(0);
+        Console { node, pos }
+    }
+
+    /// Waits for `needle` after what was already consumed.
+    fn expect(&mut self, needle: &str, timeout: Duration) -> Result<String> {
+        let start = self.pos;
+        self.pos = pair::wait_for_text(self.node, needle, start, timeout)?;
+        let log = std::fs::read(self.node.serial_log())?;
+        Ok(String::from_utf8_lossy(&log[start..self.pos.min(log.len())]).into_owned())
+    }
+
+    /// Types `line`, then waits for `until`; returns what was printed.
+    fn run(&mut self, line: &str, until: &str, timeout: Duration) -> Result<String> {
+        eprintln!("[{}] {line}", self.node.name);
+        pair::send_line(self.node, line)?;
+        self.expect(until, timeout)
+    }
+
+    /// The interactive prompt of this node (`lb1> `), or `tandem> ` before the
+    /// supervisor answers.
+    fn prompt(&mut self, timeout: Duration) -> Result<()> {
+        let (end, _) = pair::wait_for_any(
+            self.node,
+            &[&format!("{}> ", self.node.name), "tandem> "],
+            self.pos,
+            timeout,
+        )?;
+        self.pos = end;
+        Ok(())
+    }
+
+    /// A command at the prompt: its output up to the next prompt.
+    fn cmd(&mut self, line: &str, timeout: Duration) -> Result<String> {
+        eprintln!("[{}] {line}", self.node.name);
+        pair::send_line(self.node, line)?;
+        let start = self.pos;
+        self.prompt(timeout)?;
+        let log = std::fs::read(self.node.serial_log())?;
+        let out = String::from_utf8_lossy(&log[start..self.pos.min(log.len())]).into_owned();
+        eprintln!("{out}");
+        Ok(out)
+    }
+
+    fn login(&mut self) -> Result<()> {
+        self.expect("password: ", pair::BOOT_TIMEOUT)?;
+        self.run(PASSWORD, "tandemctl on ", Duration::from_secs(60))?;
+        self.prompt(Duration::from_secs(30))
+    }
+}
+
+/// The whole system tier.
+pub fn run(sh: &Shell) -> Result<()> {
+    let started = Instant::now();
+    let spec = ImageSpec::load()?;
+    let board = BoardSpec::load(&spec.image.board)?;
+    section("system test: images (the factory image, a second build, a broken build)");
+    let base = image::ensure_built(sh)?;
+    let release = project_root().join("target/release");
+    let prebuilt = |suffix: Option<&str>, broken: bool| image::Args {
+        zstd_level: 1,
+        tandem_bin: Some(release.join("tandem")),
+        tandemctl_bin: Some(release.join("tandemctl")),
+        version_suffix: suffix.map(str::to_owned),
+        broken,
+        trial_timeout_s: broken.then_some(BROKEN_TRIAL_S),
+        ..Default::default()
+    };
+    let v2 = image::run(sh, prebuilt(Some("v2"), false))?;
+    let bad = image::run(sh, prebuilt(None, true))?;
+    let dir = &base.dir;
+    std::fs::copy(
+        project_root().join("xtask/data/system-pair.yaml"),
+        dir.join("system-pair.yaml"),
+    )?;
+    let name = |p: &std::path::Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let (v2_bundle, bad_bundle) = (name(&v2.upgrade), name(&bad.upgrade));
+    let t_build = started.elapsed();
+
+    section("system test: boot the pair, first-boot setup on both serial consoles");
+    let lab = pair::up(sh, 2)?;
+    let state = pair::state_dir();
+    pair::spawn_logged(
+        &state.join("bundles.pid"),
+        &state.join("bundles.log"),
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                LAN_NS,
+                "/usr/bin/python3",
+                "-m",
+                "http.server",
+            ])
+            .args(["8080", "--bind", "198.19.0.1", "--directory"])
+            .arg(dir),
+    )?;
+    let (lb1, lb2) = (&lab.nodes[0], &lab.nodes[1]);
+    let mut c1 = Console::new(lb1);
+    let mut c2 = Console::new(lb2);
+    let mut boot_times = Vec::new();
+    for (c, i) in [(&mut c1, 1), (&mut c2, 2)] {
+        c.pos = 0;
+        c.expect("node name (lb1 or lb2): ", pair::BOOT_TIMEOUT)?;
+        boot_times.push(started.elapsed());
+        c.run(
+            &format!("lb{i}"),
+            "management address",
+            Duration::from_secs(30),
+        )?;
+        c.run(
+            &format!("198.19.0.1{i}/24"),
+            "LAN address",
+            Duration::from_secs(30),
+        )?;
+        c.run(
+            &format!("198.18.0.1{i}/24"),
+            "sync link address",
+            Duration::from_secs(30),
+        )?;
+        c.run(
+            &format!("198.18.1.{i}/24"),
+            "admin password",
+            Duration::from_secs(30),
+        )?;
+        c.run(PASSWORD, "again", Duration::from_secs(30))?;
+        c.run(PASSWORD, "setup done", Duration::from_secs(120))?;
+        c.prompt(Duration::from_secs(120))?;
+    }
+
+    section("system test: commit the lab configuration on both nodes");
+    let url = format!("http://{SERVE}/system-pair.yaml");
+    for c in [&mut c1, &mut c2] {
+        let out = c.cmd(&format!("config load {url}"), Duration::from_secs(60))?;
+        ensure!(
+            !out.contains("error"),
+            "{}: config load failed:\n{out}",
+            c.node.name
+        );
+        let out = c.cmd("config commit system test", Duration::from_secs(120))?;
+        ensure!(
+            !out.contains("error"),
+            "{}: config commit failed:\n{out}",
+            c.node.name
+        );
+    }
+
+    section("system test: traffic from the client through the VIP");
+    let t = wait_for_vip(sh, Duration::from_secs(180))?;
+    eprintln!(
+        "the VIP answers ({:.1} s after the commits)",
+        t.as_secs_f64()
+    );
+    let status = c1.cmd("status", Duration::from_secs(30))?;
+    ensure!(
+        status.to_ascii_lowercase().contains("master"),
+        "lb1 is not master:\n{status}"
+    );
+
+    section("system test: lb1's QEMU quits; client outage (a request every 10 ms)");
+    let gap = outage_while(sh, || {
+        let pid = pair::pid_of(&lb1.pidfile()).context("lb1 has no pid")?;
+        cmd!(sh, "kill {pid}").run()?;
+        Ok(())
+    })?;
+    eprintln!("client outage when lb1 died: {gap:.0} ms");
+
+    section("system test: lb1 comes back");
+    let accel = std::fs::read_to_string(state.join("accel.arg"))?;
+    let names = vec!["lb1".to_owned(), "lb2".to_owned()];
+    let t_back = Instant::now();
+    let lb1b = pair::boot_vm(sh, &board, &base.img, &accel, &names, 0, false)?;
+    let mut c1 = Console::new(&lb1b);
+    c1.pos = 0; // QEMU started a new serial log
+    c1.login()?;
+    wait_for_vip(sh, Duration::from_secs(180))?;
+    eprintln!(
+        "lb1 back at the prompt in {:.1} s",
+        t_back.elapsed().as_secs_f64()
+    );
+
+    section("system test: upgrade lb2 to the second build");
+    let t_up = Instant::now();
+    let out = c2.run(
+        &format!("firmware install http://{SERVE}/{v2_bundle} --reboot"),
+        "rebooting",
+        Duration::from_secs(600),
+    )?;
+    ensure!(
+        out.contains("signature and sha256"),
+        "lb2: install output:\n{out}"
+    );
+    let t_install = t_up.elapsed();
+    c2.login()?;
+    let version = c2.cmd("show version", Duration::from_secs(30))?;
+    ensure!(
+        version.contains(&format!("version: {}-v2", image::workspace_version()?)),
+        "lb2 does not run the second build:\n{version}"
+    );
+    let blessed = wait_status(&mut c2, "slot B: ", "good", Duration::from_secs(400))?;
+    let t_upgrade = t_up.elapsed();
+    eprintln!(
+        "lb2 upgraded and blessed in {:.0} s (install {:.0} s):\n{blessed}",
+        t_upgrade.as_secs_f64(),
+        t_install.as_secs_f64()
+    );
+
+    section("system test: a broken build on lb2 rolls back");
+    let t_rb = Instant::now();
+    c2.run(
+        &format!("firmware install http://{SERVE}/{bad_bundle} --tries 1 --reboot"),
+        "rebooting",
+        Duration::from_secs(600),
+    )?;
+    c2.expect("no tries left: slot B boots next", pair::BOOT_TIMEOUT)?;
+    c2.login()?;
+    let version = c2.cmd("show version", Duration::from_secs(30))?;
+    ensure!(
+        version.contains("-v2"),
+        "lb2 is not back on the second build:\n{version}"
+    );
+    let st = c2.cmd("firmware status", Duration::from_secs(30))?;
+    ensure!(st.contains("running slot: B"), "lb2 not on slot B:\n{st}");
+    let t_rollback = t_rb.elapsed();
+    wait_for_vip(sh, Duration::from_secs(60))?;
+
+    drop(lab);
+    eprintln!(
+        "\nsystem test passed in {:.0} s (test builds {:.0} s)\n  setup prompts: lb1 {:.0} s, lb2 {:.0} s after start\n  \
+         outage when lb1 died: {gap:.0} ms\n  upgrade lb2 (download, verify, write, reboot, blessed): {:.0} s\n  \
+         broken build rolled back (install, trial, give-up, reboot): {:.0} s",
+        started.elapsed().as_secs_f64(),
+        t_build.as_secs_f64(),
+        boot_times[0].as_secs_f64() - t_build.as_secs_f64(),
+        boot_times[1].as_secs_f64() - t_build.as_secs_f64(),
+        t_upgrade.as_secs_f64(),
+        t_rollback.as_secs_f64(),
+    );
+    Ok(())
+}
+
+/// `firmware status` until the line starting with `line` contains `want`.
+fn wait_status(c: &mut Console, line: &str, want: &str, timeout: Duration) -> Result<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let st = c.cmd("firmware status", Duration::from_secs(60))?;
+        if st.lines().any(|l| l.contains(line) && l.contains(want)) {
+            return Ok(st);
+        }
+        if Instant::now() > deadline {
+            bail!("{}: `{line}` never became {want}:\n{st}", c.node.name);
+        }
+        std::thread::sleep(Duration::from_secs(10));
+    }
+}
+
+/// Waits until the client gets a page from the VIP.
+fn wait_for_vip(sh: &Shell, timeout: Duration) -> Result<Duration> {
+    let started = Instant::now();
+    let url = format!("http://{VIP}/");
+    loop {
+        let out = cmd!(sh, "ip netns exec tandem-pair-client curl -s -m 2 {url}")
+            .quiet()
+            .ignore_status()
+            .read()
+            .unwrap_or_default();
+        if out.contains("web1") || out.contains("web2") {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > timeout {
+            bail!("the VIP {VIP} did not answer from the client host within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Runs a client in the client namespace sending a request every 10 ms, calls `event`
+/// after 3 s, and returns the longest gap between two successful requests, in ms.
+fn outage_while(sh: &Shell, event: impl FnOnce() -> Result<()>) -> Result<f64> {
+    let script = format!(
+        r#"
+import http.client, time, json
+end = time.time() + 40
+last_ok = None; gap = 0.0; ok = fail = 0
+while time.time() < end:
+    t = time.time()
+    try:
+        c = http.client.HTTPConnection("{VIP}", 80, timeout=0.3)
+        c.request("GET", "/"); r = c.getresponse(); r.read(); c.close()
+        good = r.status == 200
+    except Exception:
+        good = False
+    now = time.time()
+    if good:
+        ok += 1
+        if last_ok is not None: gap = max(gap, now - last_ok)
+        last_ok = now
+    else:
+        fail += 1
+    time.sleep(max(0.0, 0.01 - (time.time() - t)))
+print(json.dumps({{"gap_ms": gap * 1000, "ok": ok, "fail": fail}}))
+"#
+    );
+    let child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            "tandem-pair-client",
+            "python3",
+            "-c",
+            &script,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting the client loop")?;
+    std::thread::sleep(Duration::from_secs(3));
+    event()?;
+    let out = child.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("client: {text}");
+    let _ = sh;
+    let gap = text
+        .split("\"gap_ms\": ")
+        .nth(1)
+        .and_then(|r| r.split([',', '}']).next())
+        .and_then(|n| n.trim().parse::<f64>().ok())
+        .context("the client loop printed no gap")?;
+    ensure!(
+        !text.contains("\"ok\": 0,"),
+        "no request succeeded during the failover"
+    );
+    Ok(gap)
+}
