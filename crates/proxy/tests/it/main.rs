@@ -11,6 +11,7 @@ mod limits;
 mod persist;
 mod proxy_protocol;
 mod reload;
+mod smuggling;
 mod runtime;
 mod tcp;
 mod tls;
