@@ -374,6 +374,67 @@ fn rootfs_tarball(
     Ok(tarball)
 }
 
+/// The bare-Debian baseline for the boot-time comparison: the same cached Debian rootfs
+/// (same kernel, same packages) without any Tandem file or unit, the distribution's own
+/// serial getty (a login prompt), as slot A of a copy of the appliance image (same ESP,
+/// systemd-boot, kernel, initramfs and command line). Returns the disk image.
+pub fn build_baseline(sh: &Shell, appliance: &Outputs) -> Result<PathBuf> {
+    let spec = ImageSpec::load()?;
+    let board = BoardSpec::load(&spec.image.board)?;
+    let cache = appliance.dir.join("cache");
+    let tarball = rootfs_tarball(sh, &spec, &board, &cache, false)?;
+    section("bare-Debian baseline image");
+    let work = appliance.dir.join("baseline");
+    if work.exists() {
+        std::fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
+    }
+    let rootfs = work.join("rootfs");
+    std::fs::create_dir_all(&rootfs)?;
+    cmd!(sh, "tar -C {rootfs} --numeric-owner -xpf {tarball}").run()?;
+    // A read-only root: an empty machine-id (systemd mounts a transient one) and no
+    // systemd-firstboot, which would otherwise prompt on the console at every boot.
+    write(&rootfs.join("etc/machine-id"), "")?;
+    cmd!(
+        sh,
+        "systemctl --root={rootfs} mask systemd-firstboot.service"
+    )
+    .run()?;
+    let slot = work.join("rootfs.squashfs");
+    cmd!(
+        sh,
+        "mksquashfs {rootfs} {slot} -noappend -quiet -comp zstd -Xcompression-level 15 -b 256K -xattrs"
+    )
+    .run()?;
+    let mut start = MIB;
+    let align = spec.partitions.alignment_mib.max(1) * MIB;
+    let mut offset = None;
+    for p in &spec.partitions.part {
+        start = start.div_ceil(align) * align;
+        if p.role == "slot-a" {
+            ensure!(
+                file_len(&slot)? <= p.size_mib * MIB,
+                "the baseline rootfs does not fit slot A"
+            );
+            offset = Some(start);
+        }
+        start += p.size_mib * MIB;
+    }
+    let offset = offset.context("no slot-a partition in image.toml")?;
+    let img = appliance.dir.join("baseline-x86_64.img");
+    let base = &appliance.img;
+    cmd!(sh, "cp --sparse=always {base} {img}").run()?;
+    let seek = format!("seek={}", offset / MIB);
+    let input = format!("if={}", slot.display());
+    let output = format!("of={}", img.display());
+    cmd!(
+        sh,
+        "dd {input} {output} bs=1M {seek} conv=notrunc status=none"
+    )
+    .run()?;
+    std::fs::remove_dir_all(&rootfs)?;
+    Ok(img)
+}
+
 /// The ed25519 build key that signs upgrade bundles; generated once per build machine.
 /// Returns the private key path (the public key is next to it, `.pub.pem`).
 fn ensure_build_key(sh: &Shell, keys: &Path) -> Result<PathBuf> {

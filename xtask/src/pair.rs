@@ -37,8 +37,8 @@ const MGMT_HOST: &str = "198.19.0.1/24";
 pub const READY: [&str; 2] = ["node name (lb1 or lb2): ", "password: "];
 /// Bound on one TCG boot to the console prompt (about 30-40 s idle; much more under load).
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
-const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
-const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -145,7 +145,7 @@ impl Drop for Lab {
 
 /// Tries KVM with a 5 s probe (the kernel must print its banner on the serial port);
 /// returns the `-accel` argument and a note for the screen.
-fn pick_accel(sh: &Shell, vmlinuz: &Path) -> (String, String) {
+pub fn pick_accel(sh: &Shell, vmlinuz: &Path) -> (String, String) {
     let started = Instant::now();
     let out = cmd!(
         sh,

@@ -115,26 +115,24 @@ pub fn run(sh: &Shell) -> Result<()> {
             .unwrap_or_default()
     };
     let (v2_bundle, bad_bundle) = (name(&v2.upgrade), name(&bad.upgrade));
+    let baseline = image::build_baseline(sh, &base)?;
     let t_build = started.elapsed();
+
+    section(
+        "system test: bare-Debian baseline boots to a login prompt (same kernel, firmware, loader)",
+    );
+    let (accel, note) = pair::pick_accel(sh, &base.vmlinuz);
+    eprintln!("accelerator: {note}");
+    let t_baseline = boot_to_text(sh, &baseline, &accel, "login: ")?;
+    eprintln!(
+        "bare Debian: login prompt after {:.1} s",
+        t_baseline.as_secs_f64()
+    );
 
     section("system test: boot the pair, first-boot setup on both serial consoles");
     let lab = pair::up(sh, 2)?;
     let state = pair::state_dir();
-    pair::spawn_logged(
-        &state.join("bundles.pid"),
-        &state.join("bundles.log"),
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                LAN_NS,
-                "/usr/bin/python3",
-                "-m",
-                "http.server",
-            ])
-            .args(["8080", "--bind", "198.19.0.1", "--directory"])
-            .arg(dir),
-    )?;
+    serve(dir)?;
     let (lb1, lb2) = (&lab.nodes[0], &lab.nodes[1]);
     let mut c1 = Console::new(lb1);
     let mut c2 = Console::new(lb2);
@@ -143,29 +141,7 @@ pub fn run(sh: &Shell) -> Result<()> {
         c.pos = 0;
         c.expect("node name (lb1 or lb2): ", pair::BOOT_TIMEOUT)?;
         boot_times.push(started.elapsed());
-        c.run(
-            &format!("lb{i}"),
-            "management address",
-            Duration::from_secs(30),
-        )?;
-        c.run(
-            &format!("198.19.0.1{i}/24"),
-            "LAN address",
-            Duration::from_secs(30),
-        )?;
-        c.run(
-            &format!("198.18.0.1{i}/24"),
-            "sync link address",
-            Duration::from_secs(30),
-        )?;
-        c.run(
-            &format!("198.18.1.{i}/24"),
-            "admin password",
-            Duration::from_secs(30),
-        )?;
-        c.run(PASSWORD, "again", Duration::from_secs(30))?;
-        c.run(PASSWORD, "setup done", Duration::from_secs(120))?;
-        c.prompt(Duration::from_secs(120))?;
+        setup(c, i)?;
     }
 
     section("system test: commit the lab configuration on both nodes");
@@ -212,11 +188,16 @@ pub fn run(sh: &Shell) -> Result<()> {
     let lb1b = pair::boot_vm(sh, &board, &base.img, &accel, &names, 0, false)?;
     let mut c1 = Console::new(&lb1b);
     c1.pos = 0; // QEMU started a new serial log
+    c1.expect("node healthy after", pair::BOOT_TIMEOUT)?;
+    let t_healthy = t_back.elapsed();
+    c1.pos = 0;
     c1.login()?;
     wait_for_vip(sh, Duration::from_secs(180))?;
+    let boot_report = c1.cmd("show boot", Duration::from_secs(330))?;
     eprintln!(
-        "lb1 back at the prompt in {:.1} s",
-        t_back.elapsed().as_secs_f64()
+        "lb1 back: healthy (serving) {:.1} s after QEMU started; bare Debian login prompt {:.1} s",
+        t_healthy.as_secs_f64(),
+        t_baseline.as_secs_f64()
     );
 
     section("system test: upgrade lb2 to the second build");
@@ -268,14 +249,255 @@ pub fn run(sh: &Shell) -> Result<()> {
     eprintln!(
         "\nsystem test passed in {:.0} s (test builds {:.0} s)\n  setup prompts: lb1 {:.0} s, lb2 {:.0} s after start\n  \
          outage when lb1 died: {gap:.0} ms\n  upgrade lb2 (download, verify, write, reboot, blessed): {:.0} s\n  \
-         broken build rolled back (install, trial, give-up, reboot): {:.0} s",
+         broken build rolled back (install, trial, give-up, reboot): {:.0} s\n  \
+         boot: lb1 healthy {:.1} s after QEMU start (lb2 running beside it) vs bare Debian login prompt {:.1} s (alone)\n{boot_report}",
         started.elapsed().as_secs_f64(),
         t_build.as_secs_f64(),
         boot_times[0].as_secs_f64() - t_build.as_secs_f64(),
         boot_times[1].as_secs_f64() - t_build.as_secs_f64(),
         t_upgrade.as_secs_f64(),
         t_rollback.as_secs_f64(),
+        t_healthy.as_secs_f64(),
+        t_baseline.as_secs_f64(),
     );
+    Ok(())
+}
+
+/// Boots `img` alone (same QEMU machine as the pair, a throw-away snapshot, no NICs) and
+/// returns the time from QEMU's start to `needle` on its serial console; then stops it.
+fn boot_to_text(sh: &Shell, img: &std::path::Path, accel: &str, needle: &str) -> Result<Duration> {
+    let dir = project_root().join("target/image/baseline");
+    std::fs::create_dir_all(&dir)?;
+    let vars = dir.join("OVMF_VARS.fd");
+    std::fs::copy(pair::OVMF_VARS, &vars)?;
+    let log = dir.join("serial.log");
+    let _ = std::fs::remove_file(&log);
+    let code = format!(
+        "if=pflash,format=raw,unit=0,readonly=on,file={}",
+        pair::OVMF_CODE
+    );
+    let vars = format!("if=pflash,format=raw,unit=1,file={}", vars.display());
+    let drive = format!(
+        "if=none,id=disk0,format=raw,snapshot=on,file={}",
+        img.display()
+    );
+    let serial = format!("file:{}", log.display());
+    let mut args: Vec<String> = vec!["-machine", "q35", "-accel", accel, "-m", "768", "-smp", "1"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    for a in [
+        "-nodefaults",
+        "-display",
+        "none",
+        "-drive",
+        &code,
+        "-drive",
+        &vars,
+        "-drive",
+        &drive,
+        "-device",
+        "virtio-blk-pci,drive=disk0",
+        "-serial",
+        &serial,
+    ] {
+        args.push(a.to_owned());
+    }
+    eprintln!("$ qemu-system-x86_64 {}", args.join(" "));
+    let started = Instant::now();
+    let mut child = Command::new("qemu-system-x86_64")
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .context("starting the baseline VM")?;
+    let _ = sh;
+    let result = loop {
+        let text = std::fs::read(&log).unwrap_or_default();
+        if text.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+            break Ok(started.elapsed());
+        }
+        if started.elapsed() > pair::BOOT_TIMEOUT {
+            break Err(anyhow::anyhow!(
+                "baseline: no {needle:?} within {:?}",
+                pair::BOOT_TIMEOUT
+            ));
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            break Err(anyhow::anyhow!("baseline QEMU exited: {st}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
+/// Answers the first-boot setup's questions for node `lb{i}` (after its first question).
+fn setup(c: &mut Console, i: usize) -> Result<()> {
+    c.run(
+        &format!("lb{i}"),
+        "management address",
+        Duration::from_secs(30),
+    )?;
+    c.run(
+        &format!("198.19.0.1{i}/24"),
+        "LAN address",
+        Duration::from_secs(30),
+    )?;
+    c.run(
+        &format!("198.18.0.1{i}/24"),
+        "sync link address",
+        Duration::from_secs(30),
+    )?;
+    c.run(
+        &format!("198.18.1.{i}/24"),
+        "admin password",
+        Duration::from_secs(30),
+    )?;
+    c.run(PASSWORD, "again", Duration::from_secs(30))?;
+    c.run(PASSWORD, "setup done", Duration::from_secs(120))?;
+    c.prompt(Duration::from_secs(120))
+}
+
+/// Starts the lab's HTTP server for bundles and the config (inside `LAN_NS`).
+fn serve(dir: &std::path::Path) -> Result<()> {
+    let state = pair::state_dir();
+    pair::spawn_logged(
+        &state.join("bundles.pid"),
+        &state.join("bundles.log"),
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                LAN_NS,
+                "/usr/bin/python3",
+                "-m",
+                "http.server",
+            ])
+            .args(["8080", "--bind", "198.19.0.1", "--directory"])
+            .arg(dir),
+    )
+}
+
+/// `cargo xtask test --power-cut`: `runs` times, lb1's QEMU is killed (SIGKILL: the
+/// guest's page cache and unflushed writes are lost) at a random point of
+/// `firmware install`, then booted again: it must reach the console and log in.
+pub fn power_cut(sh: &Shell, runs: usize) -> Result<()> {
+    let started = Instant::now();
+    let spec = ImageSpec::load()?;
+    let board = BoardSpec::load(&spec.image.board)?;
+    let base = image::ensure_built(sh)?;
+    let release = project_root().join("target/release");
+    let v2 = image::run(
+        sh,
+        image::Args {
+            zstd_level: 1,
+            tandem_bin: Some(release.join("tandem")),
+            tandemctl_bin: Some(release.join("tandemctl")),
+            version_suffix: Some("v2".into()),
+            ..Default::default()
+        },
+    )?;
+    let bundle = v2
+        .upgrade
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let lab = pair::up(sh, 1)?;
+    serve(&base.dir)?;
+    let lb1 = &lab.nodes[0];
+    let mut c = Console::new(lb1);
+    c.pos = 0;
+    c.expect("node name (lb1 or lb2): ", pair::BOOT_TIMEOUT)?;
+    setup(&mut c, 1)?;
+    // One complete install first: how long the window is.
+    let t = Instant::now();
+    let out = c.cmd(
+        &format!("firmware install http://{SERVE}/{bundle}"),
+        Duration::from_secs(900),
+    )?;
+    ensure!(
+        out.contains("installed "),
+        "the reference install failed:
+{out}"
+    );
+    let window = t.elapsed();
+    eprintln!(
+        "a complete install takes {:.1} s on the console",
+        window.as_secs_f64()
+    );
+    let accel = std::fs::read_to_string(pair::state_dir().join("accel.arg"))?;
+    let names = vec!["lb1".to_owned()];
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        | 1;
+    let mut results = Vec::new();
+    let mut node = None;
+    for run in 1..=runs {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let cut = window.mul_f64((seed % 1000) as f64 / 1000.0);
+        let current = node.as_ref().unwrap_or(lb1);
+        let mut c = Console::new(current);
+        if run > 1 {
+            c.pos = 0;
+            c.login()?;
+        } else {
+            c.prompt(Duration::from_secs(1)).ok();
+        }
+        pair::send_line(
+            current,
+            &format!("firmware install http://{SERVE}/{bundle}"),
+        )?;
+        std::thread::sleep(cut);
+        let pid = pair::pid_of(&current.pidfile()).context("lb1 has no pid")?;
+        cmd!(sh, "kill -KILL {pid}").run()?;
+        while pair::pid_alive(&current.pidfile()) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let log = std::fs::read(current.serial_log()).unwrap_or_default();
+        let tail = String::from_utf8_lossy(&log[c.pos.min(log.len())..]).into_owned();
+        let step = tail
+            .lines()
+            .rfind(|l| l.contains("  [") || l.contains("verifying") || l.contains("downloading"))
+            .unwrap_or("before the download")
+            .trim()
+            .to_owned();
+        let t_boot = Instant::now();
+        let n = pair::boot_vm(sh, &board, &base.img, &accel, &names, 0, false)?;
+        let mut c = Console::new(&n);
+        c.pos = 0;
+        c.login()?;
+        let st = c.cmd("firmware status", Duration::from_secs(60))?;
+        let running = st
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("running slot: "))
+            .unwrap_or("?")
+            .trim()
+            .to_owned();
+        eprintln!(
+            "power cut {run}/{runs}: at {:.1} s ({step}); booted slot {running} to the prompt in {:.0} s",
+            cut.as_secs_f64(),
+            t_boot.elapsed().as_secs_f64()
+        );
+        results.push((cut, step, running));
+        node = Some(n);
+    }
+    drop(lab);
+    eprintln!(
+        "\npower-cut test: {runs} of {runs} cuts booted ({:.0} s)",
+        started.elapsed().as_secs_f64()
+    );
+    for (i, (cut, step, slot)) in results.iter().enumerate() {
+        eprintln!(
+            "  {}: cut at {:.1} s, last step seen `{step}`, booted slot {slot}",
+            i + 1,
+            cut.as_secs_f64()
+        );
+    }
     Ok(())
 }
 

@@ -22,12 +22,23 @@ pub struct Args {
     /// Run only the system tier (implies `--system`; for iterating on the image).
     #[arg(long)]
     pub only_system: bool,
+    /// Only the power-cut test: lb1 killed at random points of `firmware install`, then
+    /// booted again (root; about 2 minutes per run under TCG; not in CI).
+    #[arg(long)]
+    pub power_cut: bool,
+    /// Runs of the power-cut test.
+    #[arg(long, default_value_t = 10)]
+    pub power_cut_runs: usize,
     /// Extra arguments passed to `cargo test` (e.g. a test name filter).
     #[arg(last = true)]
     pub cargo_args: Vec<String>,
 }
 
 pub fn run(sh: &Shell, args: Args, ci: bool) -> Result<()> {
+    if args.power_cut {
+        section("power-cut test (QEMU)");
+        return crate::system::power_cut(sh, args.power_cut_runs);
+    }
     if args.only_system {
         section("system tier (QEMU)");
         return crate::system::run(sh);

@@ -144,6 +144,8 @@ pub enum ShowWhat {
     Config,
     /// The firmware image: version, slot, build, Debian packages (the manifest).
     Version,
+    /// Boot time (systemd-analyze) and when the node became healthy.
+    Boot,
 }
 
 /// `sync` commands.
@@ -289,6 +291,10 @@ pub fn run(global: &Global, command: Command, out: &mut dyn Write) -> anyhow::Re
             what: ShowWhat::Version,
             ..
         } => return crate::firmware::show_version(out),
+        Command::Show {
+            what: ShowWhat::Boot,
+            ..
+        } => return crate::firmware::show_boot(out),
         Command::Setup(args) => return crate::setup::run(args, out),
         Command::Console => return crate::setup::console(global),
         Command::Reboot | Command::Poweroff => {
@@ -368,7 +374,7 @@ fn request(command: &Command, client: &mut Client) -> anyhow::Result<(Option<Val
                 render::vrrp(v.get("vrrp").unwrap_or(&Value::Null))
             }),
             ShowWhat::Sync => (Some(json!({"cmd": "sync_status"})), render::sync),
-            ShowWhat::Version => (None, |_| String::new()),
+            ShowWhat::Version | ShowWhat::Boot => (None, |_| String::new()),
             ShowWhat::Stats => (Some(json!({"cmd": "status"})), |_| {
                 "not available yet: traffic statistics come from the proxy runtime API; `show servers` lists the configured servers\n".into()
             }),

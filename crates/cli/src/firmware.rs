@@ -164,6 +164,42 @@ pub fn show_version(out: &mut dyn Write) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// `show boot`: systemd-analyze's boot time and the chain to `tandem-appliance.target`
+/// (when the node became healthy). Waits (bounded) while boot jobs are still running.
+pub fn show_boot(out: &mut dyn Write) -> anyhow::Result<i32> {
+    let started = Instant::now();
+    loop {
+        let time = std::process::Command::new("systemd-analyze")
+            .arg("time")
+            .output()
+            .context("running systemd-analyze")?;
+        if time.status.success() {
+            out.write_all(&time.stdout)?;
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            writeln!(out, "boot not finished after 300 s")?;
+            return Ok(1);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let chain = std::process::Command::new("systemd-analyze")
+        .args(["critical-chain", "--no-pager", "tandem-appliance.target"])
+        .output()
+        .context("running systemd-analyze critical-chain")?;
+    out.write_all(&chain.stdout)?;
+    let active = std::process::Command::new("systemctl")
+        .args(["is-active", "tandem-appliance.target"])
+        .output()
+        .context("running systemctl is-active")?;
+    write!(
+        out,
+        "tandem-appliance.target: {}",
+        String::from_utf8_lossy(&active.stdout)
+    )?;
+    Ok(0)
+}
+
 fn status(layout: &Layout, out: &mut dyn Write) -> anyhow::Result<()> {
     let st = layout.status()?;
     writeln!(out, "running slot: {}", st.running)?;

@@ -54,6 +54,7 @@ const TREE: &[(&[&str], &[&str])] = &[
             "history",
             "config",
             "version",
+            "boot",
         ],
     ),
     (
