@@ -18,6 +18,7 @@
 //!   reloads;
 //! - [`health`]: active checks; [`plan`]: the immutable compiled view; [`error`](mod@error):
 //!   classification;
+//! - [`handover`]: binary upgrade, listening sockets passed to a successor (`docs/upgrade.md`);
 //! - [`api`]: the runtime API (Unix socket, line-delimited JSON, `docs/runtime-api.md`);
 //!   [`metrics`]: every metric name and the Prometheus endpoint; `access`: the access log.
 //!
@@ -30,6 +31,7 @@ mod connect;
 pub mod error;
 pub mod from_config;
 pub mod guard;
+pub mod handover;
 pub mod health;
 pub mod http;
 mod idle;
@@ -48,7 +50,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 pub use crate::error::{ProxyError, Side};
 pub use crate::plan::Plan;
@@ -125,6 +127,9 @@ pub enum RunError {
     /// The SIGHUP handler could not be installed.
     #[error("failed to install the SIGHUP handler: {0}")]
     Signal(std::io::Error),
+    /// Taking the listening sockets over from the running proxy failed.
+    #[error(transparent)]
+    Handover(#[from] handover::HandoverError),
 }
 
 /// Runs the proxy until `shutdown` completes; SIGHUP reloads from `source`.
@@ -139,12 +144,37 @@ pub async fn run(
     source: impl PlanSource + 'static,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
+    run_with(source, shutdown, handover::Options::default()).await
+}
+
+/// [`run`] with upgrade settings: with `take_over`, the listening sockets come from the
+/// running proxy (which then drains and exits); the handover socket (`serve`) lets a
+/// successor do the same to this process, which then stops as on shutdown.
+///
+/// The configuration is loaded before contacting the running proxy: an invalid one fails
+/// here and the running proxy never notices. Any failure before `READY` leaves it serving.
+pub async fn run_with(
+    source: impl PlanSource + 'static,
+    shutdown: impl Future<Output = ()>,
+    upgrade: handover::Options,
+) -> Result<(), RunError> {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(RunError::Signal)?;
     let source: std::sync::Arc<dyn PlanSource> = std::sync::Arc::new(source);
     let first = source.load()?;
     let settings = first.settings.clone();
-    let proxy = Proxy::start(first).await?;
+    let proxy = match &upgrade.take_over {
+        None => Proxy::start(first).await?,
+        Some(path) => {
+            let (predecessor, inherited) = handover::take_over(path).await?;
+            let proxy = Proxy::start_with(first, inherited).await?;
+            // Serving now: from here on a failure must not stop this process.
+            if let Err(e) = predecessor.ready().await {
+                warn!(cause = %e, "predecessor did not confirm the handover, serving anyway");
+            }
+            proxy
+        }
+    };
     info!(generation = proxy.generation(), "proxy started");
     // Aborted when `run` returns; each task owns its listener.
     let mut side_tasks = Vec::new();
@@ -160,10 +190,38 @@ pub async fn run(
             Err(e) => error!(listen = %addr, cause = %e, "metrics endpoint unavailable"),
         }
     }
+    // Carries a successor's READY from the handover task; the reply releases it.
+    let (handed_tx, mut handed_rx) = tokio::sync::mpsc::channel::<handover::HandedOver>(1);
+    let handover_path = upgrade.serve.clone().or_else(|| {
+        settings
+            .runtime_socket
+            .as_deref()
+            .map(handover::default_path)
+    });
+    // Aborted when `run` returns, unless it ended after handing over.
+    let mut handover_task = None;
+    if let Some(path) = &handover_path {
+        match handover::spawn(proxy.clone(), path, handed_tx) {
+            Ok(task) => handover_task = Some(task),
+            Err(e) => error!(cause = %e, "handover socket unavailable, upgrades need a restart"),
+        }
+    }
+    let mut handed_over = false;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            Some(done) = handed_rx.recv() => {
+                // The successor serves: release the side sockets for it, then drain.
+                for t in side_tasks.drain(..) {
+                    t.abort();
+                    let _ = t.await;
+                }
+                let _ = done.send(());
+                handed_over = true;
+                info!("handed over to the successor, draining");
+                break;
+            }
             _ = hup.recv() => match source.load() {
                 Ok(plan) => match proxy.reload(plan).await {
                     Ok(generation) => info!(generation, "reloaded on SIGHUP"),
@@ -176,6 +234,14 @@ pub async fn run(
     info!("shutting down");
     for t in side_tasks {
         t.abort();
+    }
+    if let Some(t) = handover_task {
+        if handed_over {
+            // Lets `DONE` go out; the task ends right after it.
+            let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
+        } else {
+            t.abort();
+        }
     }
     proxy
         .shutdown(Duration::from_secs(SHUTDOWN_GRACE_SECS))

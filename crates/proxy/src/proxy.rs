@@ -8,10 +8,15 @@
 //! reload is refused and nothing changes. Otherwise the snapshot is swapped atomically
 //! (`ArcSwap`), listeners whose address is gone stop accepting, new ones start, and
 //! established connections finish on the snapshot they started with.
+//!
+//! Upgrade: [`Proxy::start_with`] adopts listening sockets received from a predecessor
+//! (`handover`) for the binds they match instead of binding; [`Proxy::listener_fds`] gives
+//! duplicates of this proxy's listening sockets to a successor.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -53,6 +58,8 @@ struct Listener {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
     local: SocketAddr,
+    /// A duplicate of the listening socket, for handing it over (`listener_fds`).
+    fd: OwnedFd,
 }
 
 /// What reload and shutdown change; behind an async mutex so reloads are serialized.
@@ -60,6 +67,9 @@ struct Control {
     listeners: HashMap<SocketAddr, Listener>,
     checks: Vec<JoinHandle<()>>,
     stopped: bool,
+    /// Listening sockets from a predecessor, used by the first plan instead of binding;
+    /// the ones it does not bind are closed after it is installed.
+    adopt: HashMap<SocketAddr, std::net::TcpListener>,
 }
 
 struct Inner {
@@ -90,6 +100,16 @@ impl std::fmt::Debug for Proxy {
 impl Proxy {
     /// Binds every frontend of `plan`, starts health checks, and starts serving.
     pub async fn start(plan: Plan) -> Result<Proxy, ReloadError> {
+        Self::start_with(plan, HashMap::new()).await
+    }
+
+    /// Like [`Proxy::start`], but serves the binds found in `inherited` (configured bind
+    /// address to listening socket, from a predecessor) on those sockets; the others are
+    /// bound fresh, and inherited sockets the plan does not bind are closed.
+    pub async fn start_with(
+        plan: Plan,
+        inherited: HashMap<SocketAddr, std::net::TcpListener>,
+    ) -> Result<Proxy, ReloadError> {
         let registry = Registry::default();
         let first = Arc::new(registry.bind(Arc::new(plan.clone()), 0));
         let proxy = Proxy {
@@ -101,6 +121,7 @@ impl Proxy {
                     listeners: HashMap::new(),
                     checks: Vec::new(),
                     stopped: false,
+                    adopt: inherited,
                 }),
                 shutdown: watch::channel(false).0,
                 conns: Arc::new(()),
@@ -119,11 +140,20 @@ impl Proxy {
         let mut fresh = Vec::new();
         for addr in plan.bind_addrs() {
             if !ctl.listeners.contains_key(&addr) {
-                fresh.push((
-                    addr,
-                    bind(addr).map_err(|source| ReloadError::Bind { addr, source })?,
-                ));
+                let listener = match ctl.adopt.remove(&addr) {
+                    Some(l) => adopt(l),
+                    None => bind(addr),
+                };
+                let listener = listener.map_err(|source| ReloadError::Bind { addr, source })?;
+                let fd = listener
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(|source| ReloadError::Bind { addr, source })?;
+                fresh.push((addr, listener, fd));
             }
+        }
+        for (addr, _) in ctl.adopt.drain() {
+            info!(bind = %addr, "inherited listener not in the configuration, closed");
         }
         let generation = self.inner.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let snap = Arc::new(self.inner.registry.bind(Arc::new(plan), generation));
@@ -141,7 +171,7 @@ impl Proxy {
                 info!(bind = %addr, "listener removed");
             }
         }
-        for (addr, listener) in fresh {
+        for (addr, listener, fd) in fresh {
             let local = listener.local_addr().unwrap_or(addr);
             let (stop, stop_rx) = watch::channel(false);
             let span = info_span!("listener", bind = %local);
@@ -149,7 +179,15 @@ impl Proxy {
                 accept_loop(listener, addr, self.inner.clone(), stop_rx).instrument(span),
             );
             info!(bind = %local, "listener added");
-            ctl.listeners.insert(addr, Listener { stop, task, local });
+            ctl.listeners.insert(
+                addr,
+                Listener {
+                    stop,
+                    task,
+                    local,
+                    fd,
+                },
+            );
         }
         for t in ctl.checks.drain(..) {
             t.abort();
@@ -183,6 +221,16 @@ impl Proxy {
             .listeners
             .iter()
             .map(|(k, l)| (*k, l.local))
+            .collect()
+    }
+
+    /// Duplicates of the listening sockets, by configured bind address, for a successor
+    /// process (`handover`). Closing them does not affect this proxy.
+    pub async fn listener_fds(&self) -> io::Result<Vec<(SocketAddr, OwnedFd)>> {
+        let ctl = self.inner.control.lock().await;
+        ctl.listeners
+            .iter()
+            .map(|(addr, l)| Ok((*addr, l.fd.try_clone()?)))
             .collect()
     }
 
@@ -249,6 +297,12 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     s.set_reuseaddr(true)?;
     s.bind(addr)?;
     s.listen(LISTEN_BACKLOG)
+}
+
+/// A listening socket from a predecessor, made ready for tokio.
+fn adopt(l: std::net::TcpListener) -> io::Result<TcpListener> {
+    l.set_nonblocking(true)?;
+    TcpListener::from_std(l)
 }
 
 async fn accept_loop(

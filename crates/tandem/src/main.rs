@@ -38,6 +38,9 @@ enum Command {
     /// Run the data plane: the frontends and backends of the configuration.
     /// SIGHUP reloads the file (an invalid file is refused and the old one keeps serving);
     /// SIGTERM and SIGINT stop accepting and drain in-flight requests.
+    /// Binary upgrade: start the new binary with `--takeover` on the running one's handover
+    /// socket; it takes the listening sockets over, then the old one drains and exits
+    /// (docs/upgrade.md).
     Proxy {
         /// The YAML configuration file.
         #[arg(long)]
@@ -48,6 +51,13 @@ enum Command {
         /// Worker threads; 1 runs the proxy on a single-threaded runtime.
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        /// Take the listening sockets over from the proxy serving this handover socket.
+        #[arg(long, value_name = "SOCKET")]
+        takeover: Option<PathBuf>,
+        /// Where to hand the listening sockets to a successor (default:
+        /// `<runtime.socket>.handover` when the runtime API is configured).
+        #[arg(long, value_name = "SOCKET")]
+        handover_socket: Option<PathBuf>,
     },
     /// Run the VRRP daemon: elect a master with the peer and hold the VIPs while master.
     /// SIGTERM and SIGINT resign (priority-0 advert), remove the VIPs and exit 0.
@@ -114,13 +124,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             node,
             threads,
+            takeover,
+            handover_socket,
         } => {
             init_tracing();
             let runtime = runtime(threads)?;
             runtime
-                .block_on(tandem_proxy::run(
+                .block_on(tandem_proxy::run_with(
                     tandem_proxy::ConfigFile { path: config, node },
                     shutdown_signal(),
+                    tandem_proxy::handover::Options {
+                        serve: handover_socket,
+                        take_over: takeover,
+                    },
                 ))
                 .context("proxy stopped")?;
             Ok(ExitCode::SUCCESS)

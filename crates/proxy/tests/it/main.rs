@@ -11,7 +11,7 @@ mod limits;
 mod persist;
 mod proxy_protocol;
 mod reload;
-mod smuggling;
 mod runtime;
+mod smuggling;
 mod tcp;
 mod tls;
