@@ -66,7 +66,7 @@ pub struct Instance {
     pub(crate) guardian: Option<Arc<Mutex<GuardianLink>>>,
     /// Tracked interfaces and the weight their failure subtracts.
     pub(crate) track_interfaces: Vec<(String, u8)>,
-    /// Proxy health (`true` = healthy) and its weight; `None` when not tracked or inert.
+    /// Proxy health (`true` = healthy) and its weight; `None` when the proxy is not tracked.
     pub(crate) proxy: Option<(u8, watch::Receiver<bool>)>,
     pub(crate) events: Arc<Events>,
     pub(crate) status: Arc<Mutex<Value>>,
