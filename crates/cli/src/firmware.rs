@@ -322,8 +322,8 @@ fn wait_healthy(socket: &Path, timeout: Duration, out: &mut dyn Write) -> anyhow
 }
 
 /// Why a `status` reply is not healthy, or `None` when it is: every service running and
-/// healthy, every VRRP instance settled (master or backup), and, once paired, the peer
-/// seen by config sync.
+/// healthy, every VRRP instance settled (master or backup), and, once config sync is
+/// paired, the peer seen by it.
 pub fn unhealthy(status: &Value) -> Option<String> {
     if status.get("ok") != Some(&Value::Bool(true)) {
         return Some("status refused".into());
@@ -342,8 +342,11 @@ pub fn unhealthy(status: &Value) -> Option<String> {
             }
         }
     }
+    // The peer counts once config sync is paired (state connecting or running); an
+    // unpaired or unclustered node is healthy on its own.
     let peer = &status["peer"];
-    if peer.get("name").is_some() && peer["last_exchange_ms"].is_null() {
+    let paired = matches!(peer["state"].as_str(), Some("connecting" | "running"));
+    if paired && peer["last_exchange_ms"].is_null() {
         return Some(format!("peer {} not seen yet", peer["name"]));
     }
     None
@@ -366,7 +369,9 @@ mod tests {
         v["vrrp"]["instances"][0]["state"] = json!("Init");
         assert!(unhealthy(&v).expect("unhealthy").contains("init"));
         let mut v = good;
-        v["peer"] = json!({"name": "lb2", "last_exchange_ms": null});
+        v["peer"] = json!({"name": "lb2", "state": "unpaired", "last_exchange_ms": null});
+        assert_eq!(unhealthy(&v), None, "unpaired: the peer is not required");
+        v["peer"] = json!({"name": "lb2", "state": "connecting", "last_exchange_ms": null});
         assert!(unhealthy(&v).expect("unhealthy").contains("lb2"));
     }
 }
