@@ -30,8 +30,9 @@ use crate::state::{ChildEvent, ServiceState, Severity, Shared, VrrpView, now_ms}
 pub const MAX_CONFIRM_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// How long a request to the VRRP daemon or the proxy runtime API may take.
 const PEER_SOCKET_TIMEOUT: Duration = Duration::from_secs(3);
-/// How often the VRRP daemon's status is polled for the roles.
-pub const VRRP_POLL: Duration = Duration::from_secs(1);
+/// How often the VRRP daemon's status is polled for the roles (the split-brain guard needs
+/// fresh roles: two polls and two runtime messages fit in its 2 s budget).
+pub const VRRP_POLL: Duration = Duration::from_millis(250);
 
 /// How the supervisor runs.
 #[derive(Debug, Clone)]
@@ -149,6 +150,10 @@ pub struct Core {
     pub(crate) txn: tokio::sync::Mutex<()>,
     /// The config sync service, once started (`sync.rs`).
     pub(crate) sync: std::sync::OnceLock<tandem_sync::shell::SyncHandle>,
+    /// The split-brain guard's state (`splitbrain.rs`).
+    pub(crate) split_brain: Mutex<crate::splitbrain::GuardState>,
+    /// Serializes split-brain checks (runtime messages are imported concurrently).
+    pub(crate) split_brain_turn: tokio::sync::Mutex<()>,
     /// The armed `commit confirmed` timer, if any.
     confirm_timer: Mutex<Option<JoinHandle<()>>>,
     started: std::time::Instant,
@@ -169,6 +174,8 @@ impl Core {
             children: Mutex::default(),
             txn: tokio::sync::Mutex::new(()),
             sync: std::sync::OnceLock::new(),
+            split_brain: Mutex::default(),
+            split_brain_turn: tokio::sync::Mutex::new(()),
             confirm_timer: Mutex::new(None),
             started: std::time::Instant::now(),
         })

@@ -13,6 +13,7 @@ pub mod child;
 pub mod control;
 pub mod core;
 pub mod notify;
+pub mod splitbrain;
 pub mod state;
 pub mod sync;
 

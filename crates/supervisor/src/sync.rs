@@ -159,7 +159,14 @@ pub fn start(core: &Arc<Core>) {
         loop {
             tick.tick().await;
             let Some(core) = weak.upgrade() else { return };
-            core.sync_alarms(&handle.snapshot());
+            let st = handle.snapshot();
+            core.sync_alarms(&st);
+            // The split-brain guard never holds without a live peer (`splitbrain.rs`).
+            let link_up = st.core.as_ref().is_some_and(|c| c.link == LinkState::Up);
+            if !link_up {
+                core.release_all("the sync link is down: the peer cannot be confirmed alive")
+                    .await;
+            }
         }
     });
 }
@@ -552,8 +559,8 @@ impl Core {
         Ok(json!({"resolved": true, "generation": next.meta.number, "comment": comment}))
     }
 
-    /// Runtime state for the peer: this node's VRRP roles, and, when this node is master of
-    /// any instance, its source-persistence tables.
+    /// Runtime state for the peer: this node's VRRP roles and split-brain holds, and, when this
+    /// node is master of any instance, its source-persistence tables (once a second).
     pub(crate) async fn runtime_export(&self) -> Option<Value> {
         let vrrp = self.shared.vrrp();
         let active = vrrp
@@ -566,7 +573,9 @@ impl Core {
             .map(|i| json!({"instance": i.get("name"), "state": i.get("state")}))
             .collect();
         let mut persistence = Vec::new();
-        if active && let Ok(g) = self.store(Store::load_current) {
+        if active
+            && self.persistence_due()
+            && let Ok(g) = self.store(Store::load_current) {
             for b in &g.config.backends {
                 if !matches!(
                     b.persistence,
@@ -602,13 +611,14 @@ impl Core {
             }
         }
         Some(
-            json!({"node": self.opts.node, "active": active, "vrrp": roles, "persistence": persistence}),
+            json!({"node": self.opts.node, "active": active, "vrrp": roles, "holding": self.holding(), "persistence": persistence}),
         )
     }
 
-    /// Runtime state from the peer: imports its persistence tables while this node is not
-    /// master of any instance.
+    /// Runtime state from the peer: runs the split-brain guard on its roles, and imports its
+    /// persistence tables while this node is not master of any instance.
     pub(crate) async fn runtime_import(&self, state: Value) {
+        self.split_brain_check(&state).await;
         let vrrp = self.shared.vrrp();
         let active = vrrp
             .instances

@@ -32,7 +32,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// TLS handshake timeout.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often runtime state (VRRP roles, persistence) is exported to the peer.
-pub const RUNTIME_INTERVAL: Duration = Duration::from_secs(1);
+/// Every 250 ms: the VRRP roles feed the supervisor's split-brain guard, which must resolve a
+/// double master within 2 s (the host sends the heavy persistence tables only once a second).
+pub const RUNTIME_INTERVAL: Duration = Duration::from_millis(250);
 /// How often the endpoints and pairing are re-read (configuration changes).
 pub const RECHECK: Duration = Duration::from_secs(1);
 /// Frames queued for the writer task per connection.

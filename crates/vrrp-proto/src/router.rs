@@ -58,6 +58,11 @@ pub enum Reason {
     LinkDown,
     /// [`Command::LinkUp`]: Fault → Backup, or Master for an address owner.
     LinkUp,
+    /// [`Command::HoldBackup`] while Master: Master → Backup with a priority-0 advert.
+    Hold,
+    /// [`Command::ResumeMaster`]: Initialize → Master at once (a restarted daemon adopting a
+    /// live master's VIPs).
+    Resumed,
 }
 
 /// Operator and environment inputs.
@@ -81,6 +86,26 @@ pub enum Command {
     LinkDown,
     /// The interface came back: Fault → startup event (and the preempt delay restarts).
     LinkUp,
+    /// Stay Backup until `until` (the split-brain guard): a master resigns (priority-0 advert,
+    /// VIPs dropped); a backup whose Master_Down_Timer expires before `until` re-arms it at
+    /// `until` instead of taking over. Adverts are still received and processed as usual.
+    /// Sending it again with a later `until` refreshes the hold; at `until` (or on
+    /// [`Command::ReleaseHold`]) the router behaves as a plain backup again: with no adverts
+    /// heard it becomes master. Refused in Initialize and for an address owner.
+    HoldBackup {
+        /// End of the hold (protocol time, as `now`).
+        until: Instant,
+    },
+    /// Ends a [`Command::HoldBackup`] early: the Master_Down_Timer is pulled in to at most
+    /// `now + Master_Down_Interval`. Refused when no hold is in force.
+    ReleaseHold,
+    /// Startup mode of a successor daemon that adopted the VIPs of a master that ran
+    /// moments ago (same node, previous process): Initialize → Master at once (advert now,
+    /// VIPs requested again, gratuitous announcements), without the Master_Down wait of
+    /// [`Command::Startup`]. The shell must only use it when this node was master within the
+    /// last Master_Down_Interval and the VIPs are still installed; if a peer took over
+    /// meanwhile, the normal advert comparison settles it. Link down: → Fault as Startup.
+    ResumeMaster,
 }
 
 /// A command that does not apply.
@@ -217,6 +242,8 @@ pub struct Router {
     preempt_delay_until: Option<Instant>,
     /// End of the no-preempt hold started by a switchover.
     switchover_hold_until: Option<Instant>,
+    /// End of the hold set by [`Command::HoldBackup`]; in force while `now < until`.
+    hold_until: Option<Instant>,
     /// Primary address of the master whose advert we last accepted (Backup), or ours (Master).
     master: Option<IpAddr>,
     /// An address-list mismatch was already logged; cleared by a matching advert.
@@ -241,6 +268,7 @@ impl Router {
             now,
             preempt_delay_until: None,
             switchover_hold_until: None,
+            hold_until: None,
             master: None,
             mismatch_logged: false,
             config,
@@ -275,7 +303,11 @@ impl Router {
                         State::Backup,
                         "master down timer outside backup"
                     );
-                    self.become_master(now, Reason::MasterDown);
+                    match self.hold_until.filter(|u| now < *u) {
+                        // Held: no take-over before the hold ends.
+                        Some(until) => self.timers.set(Timer::MasterDown, until),
+                        None => self.become_master(now, Reason::MasterDown),
+                    }
                 }
                 Timer::Adver => {
                     debug_assert_eq!(self.state, State::Master, "adver timer outside master");
@@ -364,6 +396,12 @@ impl Router {
     /// Primary address of the current master as far as we know (ours when Master).
     pub fn master_address(&self) -> Option<IpAddr> {
         self.master
+    }
+
+    /// End of the [`Command::HoldBackup`] hold, if one was set and not released (it may
+    /// already lie in the past: a hold is in force while `now < until`).
+    pub fn hold_until(&self) -> Option<Instant> {
+        self.hold_until
     }
 
     /// Whether VIPs are currently requested (AddVips emitted, no RemoveVips since).
@@ -520,6 +558,7 @@ impl Router {
                     return not_applicable;
                 }
                 self.admin_up = false;
+                self.hold_until = None;
                 let was = self.state;
                 self.transition(State::Initialize, Reason::Shutdown);
                 self.timers.stop_all();
@@ -548,6 +587,45 @@ impl Router {
                 self.master = None;
                 self.timers
                     .set(Timer::MasterDown, now + self.master_down_interval());
+            }
+            Command::HoldBackup { until } => {
+                if self.state == State::Initialize || self.is_owner() {
+                    return not_applicable;
+                }
+                self.hold_until = Some(until);
+                if self.state == State::Master && now < until {
+                    self.transition(State::Backup, Reason::Hold);
+                    self.timers.stop(Timer::Adver);
+                    self.send_advert(0);
+                    self.remove_vips();
+                    self.master = None;
+                    self.timers
+                        .set(Timer::MasterDown, now + self.master_down_interval());
+                }
+            }
+            Command::ReleaseHold => {
+                if self.hold_until.take().is_none() {
+                    return not_applicable;
+                }
+                if self.state == State::Backup {
+                    let latest = now + self.master_down_interval();
+                    if self.timers.get(Timer::MasterDown).is_none_or(|t| t > latest) {
+                        self.timers.set(Timer::MasterDown, latest);
+                    }
+                }
+            }
+            Command::ResumeMaster => {
+                if self.state != State::Initialize {
+                    return not_applicable;
+                }
+                self.admin_up = true;
+                if self.link_up {
+                    self.preempt_delay_until = None;
+                    self.master_adver_interval = self.config.advert_interval();
+                    self.become_master(now, Reason::Resumed);
+                } else {
+                    self.transition(State::Fault, Reason::LinkDown);
+                }
             }
             Command::LinkDown => {
                 if !self.link_up {
@@ -582,7 +660,8 @@ impl Router {
         self.preempt_delay_until =
             (!self.config.preempt_delay.is_zero()).then(|| now + self.config.preempt_delay);
         self.master_adver_interval = self.config.advert_interval();
-        if self.is_owner() {
+        // A hold (split-brain guard) outranks ownership: an owner under hold starts as Backup.
+        if self.is_owner() && self.hold_until.is_none_or(|u| now >= u) {
             let reason = if reason == Reason::Startup {
                 Reason::AddressOwner
             } else {
@@ -751,6 +830,10 @@ impl Router {
                     "vrid {vrid}: Master needs exactly Adver_Timer"
                 );
                 assert!(self.vips_requested, "vrid {vrid}: Master without VIPs");
+                assert!(
+                    self.hold_until.is_none_or(|u| u <= self.now),
+                    "vrid {vrid}: Master while a backup hold is in force"
+                );
                 assert_eq!(
                     self.master,
                     Some(self.config.primary_address),

@@ -38,6 +38,10 @@ enum Pending {
     LinkUp(usize),
     /// Clear loss and partitions.
     Heal,
+    /// Restart a crashed master with ResumeMaster (supervised restart of its daemon).
+    Resume(usize),
+    /// The end of a HoldBackup: release it (true) or let it run out (false).
+    EndHold(usize, bool),
 }
 
 /// Outcome of one seed.
@@ -207,6 +211,9 @@ impl Sim {
             Pending::Startup(i) => self.pair.command(i, Command::Startup),
             Pending::LinkUp(i) => self.pair.set_link(i, true),
             Pending::Heal => self.heal(),
+            Pending::Resume(i) => self.pair.resume(i),
+            Pending::EndHold(i, true) => self.pair.command(i, Command::ReleaseHold),
+            Pending::EndHold(_, false) => {}
         }
     }
 
@@ -226,14 +233,14 @@ impl Sim {
     /// A node that is running and not already subject to a pending event.
     fn idle_node(&mut self) -> Option<usize> {
         let i = self.rng.pick(&[A, B]);
-        let busy = self.pending.iter().any(|p| matches!(p.1, Pending::Restart(j) | Pending::Startup(j) | Pending::LinkUp(j) if j == i));
+        let busy = self.pending.iter().any(|p| matches!(p.1, Pending::Restart(j) | Pending::Startup(j) | Pending::LinkUp(j) | Pending::Resume(j) | Pending::EndHold(j, _) if j == i));
         (!busy && self.pair.nodes[i].router.is_some()).then_some(i)
     }
 
     /// Draws and performs one action, then advances time by a drawn delta.
     fn act(&mut self) -> Result<(), String> {
         // (weight, action id)
-        const MIX: [(u64, u8); 16] = [
+        const MIX: [(u64, u8); 18] = [
             (30, 0), // advance a little
             (20, 1), // advance up to 5 s
             (10, 2), // advance up to 30 s
@@ -250,6 +257,8 @@ impl Sim {
             (2, 13), // switchover
             (1, 14), // big clock jump
             (1, 15), // buggify
+            (2, 16), // hold backup (split-brain guard), released or run out
+            (2, 17), // crash a master, resume it quickly (supervised restart)
         ];
         let total: u64 = MIX.iter().map(|m| m.0).sum();
         let mut draw = self.rng.below(total);
@@ -348,6 +357,24 @@ impl Sim {
                 let d = Duration::from_secs(1) + self.rng.duration(Duration::from_secs(600));
                 self.refresh(true);
                 self.pair.jump(d);
+            }
+            16 => {
+                if let Some(i) = self.idle_node() {
+                    let after = self.rng.duration(Duration::from_secs(3));
+                    let until = self.now() + after;
+                    self.pair.command(i, Command::HoldBackup { until });
+                    let release = self.rng.chance(500);
+                    self.schedule(after, Pending::EndHold(i, release));
+                }
+            }
+            17 => {
+                if let Some(&m) = self.pair.masters().first()
+                    && let Some(i) = self.idle_node().filter(|i| *i == m)
+                {
+                    self.pair.crash(i);
+                    let after = self.rng.duration(Duration::from_millis(300));
+                    self.schedule(after, Pending::Resume(i));
+                }
             }
             _ => self.buggify(),
         }

@@ -11,6 +11,19 @@
 //!   every (or the named) instance this node is master of, through the state machine's
 //!   switchover (priority-0 advert, VIPs removed, no preemption back for the switchover hold):
 //!   `{"ok":true,"switched":["www"]}`, or `{"ok":false,"error":"..."}` when none applies.
+//! * `{"cmd":"hold","instance":"www","ms":1000}` (instance optional: every instance) → stay
+//!   Backup for `ms` milliseconds (1..=60000) through the state machine's `HoldBackup`: a master
+//!   resigns (priority-0 advert, VIPs removed), a backup does not take over before the hold
+//!   ends, adverts are still processed. Sending it again refreshes the hold (the new end
+//!   replaces the old one). Used by the supervisor's split-brain guard. Reply
+//!   `{"ok":true,"held":["www"],"skipped":[]}`; `status` shows `hold_ms` (remaining).
+//! * `{"cmd":"release"}` or `{"cmd":"release","instance":"www"}` → ends a hold early; the
+//!   instance is a plain backup again (takes over within Master_Down_Interval when no adverts
+//!   arrive): `{"ok":true,"released":["www"],"skipped":[...]}`.
+//! * `{"cmd":"announce"}` or `{"cmd":"announce","instance":"www"}` → a master sends a fresh
+//!   burst of gratuitous ARP / unsolicited NA for its VIPs (the split-brain guard's winner
+//!   does, once the other node gave them up, so clients that followed the other node's
+//!   announcements come back): `{"ok":true,"announced":["www"],"skipped":[...]}`.
 //! * `{"cmd":"watch"}` → `{"ok":true,"watching":true}`, then one line per event, in order,
 //!   until the client disconnects: `{"event":"state","seq":7,"ts_ms":1732262400123,
 //!   "instance":"www","vrid":51,"interface":"eth1","from":"backup","to":"master",
@@ -128,7 +141,16 @@ pub fn unix_ms() -> u64 {
 pub enum InstanceRequest {
     /// Hand mastership over; the reply says whether it applied.
     Switchover(oneshot::Sender<Result<(), String>>),
+    /// Stay backup for this long (split-brain guard); refreshes a running hold.
+    Hold(Duration, oneshot::Sender<Result<(), String>>),
+    /// End a hold early.
+    Release(oneshot::Sender<Result<(), String>>),
+    /// Re-announce the VIPs (gratuitous ARP / unsolicited NA burst) when master.
+    Announce(oneshot::Sender<Result<(), String>>),
 }
+
+/// Longest hold accepted on the control socket.
+pub const MAX_HOLD: Duration = Duration::from_secs(60);
 
 /// What the control server knows about one instance.
 #[derive(Clone, Debug)]
@@ -239,6 +261,29 @@ async fn connection(stream: UnixStream, state: Arc<ControlState>) -> std::io::Re
                 let only = request.get("instance").and_then(Value::as_str);
                 write_json(&mut write, &switchover(&state, only).await).await?;
             }
+            "hold" => {
+                let only = request.get("instance").and_then(Value::as_str);
+                let reply = match request.get("ms").and_then(Value::as_u64) {
+                    Some(ms) if ms >= 1 && ms <= MAX_HOLD.as_millis() as u64 => {
+                        let d = Duration::from_millis(ms);
+                        fan_out(&state, only, ("held", "hold"), |tx| InstanceRequest::Hold(d, tx)).await
+                    }
+                    _ => json!({"ok": false, "error": format!("hold needs \"ms\": 1..={}", MAX_HOLD.as_millis())}),
+                };
+                write_json(&mut write, &reply).await?;
+            }
+            "announce" => {
+                let only = request.get("instance").and_then(Value::as_str);
+                let reply =
+                    fan_out(&state, only, ("announced", "announce"), InstanceRequest::Announce)
+                        .await;
+                write_json(&mut write, &reply).await?;
+            }
+            "release" => {
+                let only = request.get("instance").and_then(Value::as_str);
+                let reply = fan_out(&state, only, ("released", "release"), InstanceRequest::Release).await;
+                write_json(&mut write, &reply).await?;
+            }
             "watch" => {
                 let mut rx = state.events.subscribe();
                 write_json(&mut write, &json!({"ok": true, "watching": true})).await?;
@@ -256,7 +301,7 @@ async fn connection(stream: UnixStream, state: Arc<ControlState>) -> std::io::Re
             other => {
                 write_json(
                     &mut write,
-                    &json!({"ok": false, "error": format!("unknown cmd `{other}`, expected status, switchover or watch")}),
+                    &json!({"ok": false, "error": format!("unknown cmd `{other}`, expected status, switchover, hold, release, announce or watch")}),
                 )
                 .await?;
             }
@@ -274,6 +319,17 @@ fn status(state: &ControlState) -> Value {
 }
 
 async fn switchover(state: &ControlState, only: Option<&str>) -> Value {
+    fan_out(state, only, ("switched", "switch over"), InstanceRequest::Switchover).await
+}
+
+/// Sends one request to every (or the named) instance and collects the instances it applied to
+/// under `key`; `verb` names the action in the error when it applied to none.
+async fn fan_out(
+    state: &ControlState,
+    only: Option<&str>,
+    (key, verb): (&str, &str),
+    make: impl Fn(oneshot::Sender<Result<(), String>>) -> InstanceRequest,
+) -> Value {
     if let Some(name) = only
         && !state.instances.iter().any(|i| i.name == name)
     {
@@ -289,7 +345,7 @@ async fn switchover(state: &ControlState, only: Option<&str>) -> Value {
         let (tx, rx) = oneshot::channel();
         if inst
             .requests
-            .send(InstanceRequest::Switchover(tx))
+            .send(make(tx))
             .await
             .is_err()
         {
@@ -303,9 +359,9 @@ async fn switchover(state: &ControlState, only: Option<&str>) -> Value {
         }
     }
     if switched.is_empty() {
-        json!({"ok": false, "error": format!("nothing to switch over: {}", errors.join("; "))})
+        json!({"ok": false, "error": format!("nothing to {verb}: {}", errors.join("; "))})
     } else {
-        json!({"ok": true, "switched": switched, "skipped": errors})
+        json!({"ok": true, key: switched, "skipped": errors})
     }
 }
 

@@ -89,6 +89,8 @@ struct Shell {
     link_up: bool,
     penalty: u8,
     failed_tracks: Vec<String>,
+    /// When the last valid advert from another router of this VRID was processed.
+    last_advert: Option<StdInstant>,
     counters: ShellCounters,
 }
 
@@ -129,6 +131,7 @@ impl Instance {
                 link_up: true,
                 penalty: 0,
                 failed_tracks: Vec::new(),
+                last_advert: None,
                 counters: ShellCounters::default(),
             };
             self.remove_stale_vips(&mut shell);
@@ -182,7 +185,7 @@ impl Instance {
                         self.router.handle_timeout(now);
                     }
                     req = requests.recv(), if requests_open => match req {
-                        Some(r) => self.on_request(r),
+                        Some(r) => self.on_request(&mut shell, r),
                         None => requests_open = false,
                     },
                     ev = link_changed(&mut link_events) => {
@@ -252,14 +255,55 @@ impl Instance {
                 let now = self.now();
                 let payload = buf.get(start..end).unwrap_or(&[]);
                 // Invalid adverts are counted by the router and logged at debug there.
-                let _ = self.router.handle_packet(now, &meta, payload);
+                if let Ok(tandem_vrrp_proto::RxDisposition::Processed) =
+                    self.router.handle_packet(now, &meta, payload)
+                {
+                    shell.last_advert = Some(StdInstant::now());
+                }
                 true
             }
         }
     }
 
-    fn on_request(&mut self, req: InstanceRequest) {
+    fn on_request(&mut self, shell: &mut Shell, req: InstanceRequest) {
         match req {
+            InstanceRequest::Announce(reply) => {
+                let result = if self.router.state() == State::Master && shell.held {
+                    info!("re-announcing the VIPs on request");
+                    self.send_garp(shell);
+                    shell.garp.start(StdInstant::now());
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "not master (state {})",
+                        state_text(self.router.state())
+                    ))
+                };
+                let _ = reply.send(result);
+            }
+            InstanceRequest::Hold(d, reply) => {
+                let now = self.now();
+                let result = self
+                    .router
+                    .handle_command(now, Command::HoldBackup { until: now + d })
+                    .map_err(|e| e.to_string());
+                match &result {
+                    Ok(()) => debug!(hold_ms = d.as_millis() as u64, "backup hold set on the control socket"),
+                    Err(e) => info!(cause = %e, "hold request does not apply"),
+                }
+                let _ = reply.send(result);
+            }
+            InstanceRequest::Release(reply) => {
+                let now = self.now();
+                let result = self
+                    .router
+                    .handle_command(now, Command::ReleaseHold)
+                    .map_err(|e| e.to_string());
+                if result.is_ok() {
+                    info!("backup hold released on the control socket");
+                }
+                let _ = reply.send(result);
+            }
             InstanceRequest::Switchover(reply) => {
                 let now = self.now();
                 let result = self
@@ -539,6 +583,8 @@ impl Instance {
             "link_up": shell.link_up,
             "track_penalty": shell.penalty,
             "failed_tracks": shell.failed_tracks,
+            "hold_ms": self.router.hold_until().map(|u| u.saturating_duration_since(self.now()).as_millis() as u64).filter(|ms| *ms > 0),
+            "last_advert_ms": shell.last_advert.map(|t| t.elapsed().as_millis() as u64),
             "proxy_tracking": match &self.proxy { Some((_, rx)) if *rx.borrow() => "up", Some(_) => "down", None => "off" },
             "counters": {
                 "adverts_sent": c.adverts_sent,
@@ -614,5 +660,7 @@ fn reason_text(r: Reason) -> (&'static str, Option<String>) {
         Reason::Switchover => ("switchover", None),
         Reason::LinkDown => ("link_down", None),
         Reason::LinkUp => ("link_up", None),
+        Reason::Hold => ("hold", None),
+        Reason::Resumed => ("resumed", None),
     }
 }

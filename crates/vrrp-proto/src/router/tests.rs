@@ -563,3 +563,108 @@ fn ipv6_router_round_trip() {
     );
     assert_eq!(b.master_address(), Some(tx.src));
 }
+
+#[test]
+fn hold_backup_makes_a_master_resign_and_stay_backup_until_it_ends() {
+    let (mut r, t) = master(A, 100);
+    let until = t + Duration::from_secs(10);
+    r.handle_command(t, Command::HoldBackup { until }).unwrap();
+    assert_eq!(
+        drain(&mut r),
+        ["state Master->Backup Hold", "tx 0", "remove"]
+    );
+    assert_eq!(r.hold_until(), Some(until));
+    // No adverts: the Master_Down_Timer fires and is re-armed at the end of the hold.
+    let down = r.poll_timeout().unwrap();
+    assert!(down < until);
+    r.handle_timeout(down);
+    assert_eq!(r.state(), State::Backup);
+    assert_eq!(drain(&mut r), Vec::<String>::new());
+    assert_eq!(r.poll_timeout(), Some(until));
+    // Refresh: a later hold moves the take-over further out.
+    let later = until + Duration::from_secs(5);
+    r.handle_command(down, Command::HoldBackup { until: later })
+        .unwrap();
+    r.handle_timeout(until);
+    assert_eq!(r.state(), State::Backup);
+    assert_eq!(r.poll_timeout(), Some(later));
+    // When the hold ends with no adverts heard, it is a plain backup whose timer expired.
+    r.handle_timeout(later);
+    assert_eq!(r.state(), State::Master);
+    assert_eq!(
+        drain(&mut r),
+        ["state Backup->Master MasterDown", "tx 100", "add", "garp"]
+    );
+}
+
+#[test]
+fn a_held_backup_follows_adverts_and_release_pulls_the_timer_in() {
+    let mut r = backup(B, 200, A, 100);
+    let now = ms(100);
+    r.handle_command(now, Command::HoldBackup { until: ms(60_000) })
+        .unwrap();
+    assert_eq!(drain(&mut r), Vec::<String>::new(), "a backup just stays");
+    // Preempting and higher priority: the lower master's adverts are discarded, yet the hold
+    // keeps it from taking over.
+    receive(&mut r, ms(200), A, 100);
+    let down = r.poll_timeout().unwrap();
+    r.handle_timeout(down);
+    assert_eq!(r.state(), State::Backup);
+    assert_eq!(r.poll_timeout(), Some(ms(60_000)));
+    // Release: back to a plain preempting backup, take-over within one Master_Down_Interval.
+    let at = down + Duration::from_millis(1);
+    r.handle_command(at, Command::ReleaseHold).unwrap();
+    assert_eq!(r.hold_until(), None);
+    assert_eq!(r.poll_timeout(), Some(at + r.master_down_interval()));
+    assert!(matches!(
+        r.handle_command(at, Command::ReleaseHold),
+        Err(CommandError::NotApplicable { .. })
+    ));
+    r.handle_timeout(at + r.master_down_interval());
+    assert_eq!(r.state(), State::Master);
+}
+
+#[test]
+fn hold_is_refused_in_initialize_and_for_an_owner_and_ends_at_shutdown() {
+    let mut r = Router::new(cfg(A, 100), ms(0)).unwrap();
+    assert!(matches!(
+        r.handle_command(ms(0), Command::HoldBackup { until: ms(10) }),
+        Err(CommandError::NotApplicable { .. })
+    ));
+    let mut owner = started(cfg(A, 255), ms(0));
+    drain(&mut owner);
+    assert!(matches!(
+        owner.handle_command(ms(1), Command::HoldBackup { until: ms(10_000) }),
+        Err(CommandError::NotApplicable { .. })
+    ));
+    assert_eq!(owner.state(), State::Master);
+    let mut b = started(cfg(B, 100), ms(0));
+    b.handle_command(ms(1), Command::HoldBackup { until: ms(10_000) })
+        .unwrap();
+    b.handle_command(ms(2), Command::Shutdown).unwrap();
+    assert_eq!(b.hold_until(), None);
+}
+
+#[test]
+fn resume_master_goes_master_at_once_with_an_advert() {
+    let mut r = Router::new(cfg(B, 100), ms(7)).unwrap();
+    r.handle_command(ms(7), Command::ResumeMaster).unwrap();
+    assert_eq!(
+        drain(&mut r),
+        ["state Initialize->Master Resumed", "tx 100", "add", "garp"]
+    );
+    assert_eq!(r.poll_timeout(), Some(ms(1007)));
+    assert!(matches!(
+        r.handle_command(ms(8), Command::ResumeMaster),
+        Err(CommandError::NotApplicable { .. })
+    ));
+    // A better master that took over meanwhile wins as usual.
+    receive(&mut r, ms(9), A, 200);
+    assert_eq!(r.state(), State::Backup);
+    // Link down at resume: Fault, like Startup.
+    let mut f = Router::new(cfg(B, 100), ms(0)).unwrap();
+    f.handle_command(ms(0), Command::LinkDown).unwrap();
+    f.handle_command(ms(1), Command::ResumeMaster).unwrap();
+    assert_eq!(f.state(), State::Fault);
+    assert!(!f.vips_requested());
+}

@@ -251,6 +251,21 @@ impl Pair {
         self.command(i, Command::Startup);
     }
 
+    /// Starts a fresh router on a crashed node and sends ResumeMaster: the successor daemon of
+    /// a master that adopted its VIPs (the shell reinstalls them at once).
+    pub fn resume(&mut self, i: usize) {
+        let now = self.time;
+        let node = &mut self.nodes[i];
+        node.router = Some(Router::new(node.config.clone(), now).expect("valid config"));
+        let link_up = node.link_up;
+        let name = node.name;
+        self.note(format!("{name} resumed"));
+        if !link_up {
+            self.command(i, Command::LinkDown);
+        }
+        self.command(i, Command::ResumeMaster);
+    }
+
     /// Takes a node's link down or up (the wires drop its packets while down).
     pub fn set_link(&mut self, i: usize, up: bool) {
         self.nodes[i].link_up = up;
