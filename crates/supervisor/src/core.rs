@@ -340,21 +340,9 @@ impl Core {
         if service == "vrrp" {
             args.push("--control-socket".into());
             args.push(self.opts.vrrp_socket.display().to_string());
-            // `track.proxy`: the daemon probes the first local frontend bind over TCP until
-            // the proxy runtime API offers a health endpoint.
-            let tracks_proxy = config.vrrp.iter().any(|v| v.track.proxy.is_some());
-            let binds: Vec<_> = config
-                .frontends
-                .iter()
-                .flat_map(|f| f.bind.iter().map(|b| b.address.socket_addr()))
-                .collect();
-            if let Some(addr) = apply::local_check_targets(&binds)
-                .first()
-                .filter(|_| tracks_proxy)
-            {
-                args.push("--proxy-probe-tcp".into());
-                args.push(addr.to_string());
-            }
+            // `track.proxy`: the daemon's default probe asks the proxy runtime API
+            // (`runtime.socket`), which also sees a proxy that listens but serves nothing.
+            // A TCP probe of a frontend bind would fail on a VIP this node does not hold.
         }
         ChildSpec {
             service,

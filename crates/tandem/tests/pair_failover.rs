@@ -92,3 +92,54 @@ fn wait_for_alarm(n: &common::Node, id: &str) -> String {
     });
     msg.unwrap_or_default()
 }
+
+#[test]
+fn pair_a_sigkilled_proxy_is_back_within_1s_and_the_vip_stays() {
+    if !require_root() {
+        return;
+    }
+    let _s = serial();
+    let text = common::config_with(100, "track proxy", "    track: { proxy: 60 }\n");
+    let bed = Bed::with_config("pairkillproxy", &text);
+    let [lb1, lb2] = &bed.lb;
+    wait_for("lb1 holds the VIP", || lb1.has_vip() && !lb2.has_vip());
+    wait_for("lb1 tracks a healthy proxy", || {
+        lb1.vrrp()["proxy_tracking"] == "up"
+    });
+    wait_for("an answer through the VIP", || bed.get("198.18.0.3").is_some());
+    let proxy = |n: &common::Node| {
+        let s = n.ok(json!({"cmd": "status"}));
+        s["services"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["name"] == "proxy").cloned())
+            .unwrap_or_default()
+    };
+    let before = proxy(lb1);
+    let pid = before["pid"].as_u64().expect("proxy pid") as i32;
+    let t0 = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill proxy");
+    let mut back = None;
+    let mut lb2_had = false;
+    let mut lb1_lost = false;
+    while t0.elapsed() < Duration::from_secs(3) {
+        lb2_had |= lb2.has_vip();
+        lb1_lost |= !lb1.has_vip();
+        if back.is_none() {
+            let p = proxy(lb1);
+            if p["pid"].as_u64().is_some_and(|p| p as i32 != pid) && p["healthy"] == true {
+                back = Some(t0.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!("SIGKILLed proxy (pid {pid}) serving again after {back:?}; lb2 had the VIP: {lb2_had}, lb1 lost it: {lb1_lost}");
+    let back = back.expect("the proxy is back");
+    assert!(back < Duration::from_secs(2), "liveness bound");
+    assert!(!lb2_had && !lb1_lost, "the VIP did not move");
+    assert_eq!(lb1.vrrp()["state"], "master");
+    wait_for("an answer through the VIP", || bed.get("198.18.0.4").is_some());
+}
