@@ -16,11 +16,10 @@ use std::time::Duration;
 
 use hyper::StatusCode;
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::SendRequest;
 use tokio::time::Sleep;
 
 use crate::access::AccessLog;
-use crate::live::Snapshot;
+use crate::live::{Snapshot, Upstream};
 use crate::queue::Slot;
 
 /// Error type of the bodies the proxy produces.
@@ -128,7 +127,7 @@ impl Body for ReqBody {
 /// What to do when an upstream response body ends.
 pub struct Release {
     /// The connection, reusable once the body is complete.
-    pub(crate) conn: SendRequest<ReqBody>,
+    pub(crate) conn: Upstream,
     /// The server slot, freed when the body ends or is dropped.
     pub(crate) slot: Slot,
     /// Pool bound of the server's backend.

@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode, Uri, Version};
@@ -35,7 +34,7 @@ use crate::body::{ProxyBody, Release, ReqBody, Sink, error_page};
 use crate::error::ProxyError;
 use crate::guard::Guarded;
 use crate::idle::{Busy, IdleIo};
-use crate::live::{Snapshot, epoch};
+use crate::live::{Snapshot, Upstream, epoch};
 use crate::plan::{
     Algorithm, Backend, BackendId, Forwarded, Frontend, LogFormat, Persistence, Server,
 };
@@ -45,6 +44,8 @@ use crate::tls::Accepted;
 
 /// Smallest read buffer hyper accepts.
 const MIN_BUF_BYTES: usize = 8192;
+/// hyper's request header count limit when none is set (`h1_max_headers`).
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 /// Most concurrent streams on one HTTP/2 client connection (HAProxy
 /// `tune.h2.max-concurrent-streams`).
 pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
@@ -118,9 +119,14 @@ pub(crate) async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(fe.timeouts.header)
-        .max_headers(fe.max_headers)
         .max_buf_size(fe.max_header_bytes.max(MIN_BUF_BYTES))
         .keep_alive(refused.is_none());
+    // hyper's own limit is 100 headers, parsed into a stack array; an explicit limit makes it
+    // build and fill a vector of that many slots for every request head (about 5% of the
+    // proxy's instructions per keep-alive request), so it is only set when it differs.
+    if fe.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+        builder.http1().max_headers(fe.max_headers);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -359,28 +365,48 @@ fn route(fe: &Frontend, req: &Request<Incoming>) -> Result<BackendId, ProxyError
     })
 }
 
+/// The hop-by-hop headers always removed; `Connection` first.
+static HOP_BY_HOP: [&HeaderName; 7] = [
+    &header::CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &header::TE,
+    &header::TRAILER,
+    &header::TRANSFER_ENCODING,
+    &header::UPGRADE,
+];
+
 /// Removes hop-by-hop headers, including those the Connection header names.
+///
+/// One pass over the (few) headers present finds which hop-by-hop names occur, so only
+/// those are looked up and removed: most requests carry none, most responses only
+/// `Connection`.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    if let Some(conn) = h.get(header::CONNECTION).cloned()
+    let mut present = 0u8;
+    for name in h.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|hop| *hop == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
+        return;
+    }
+    if present & 1 != 0
+        && let Some(conn) = h.get(header::CONNECTION).cloned()
         && let Ok(list) = conn.to_str()
     {
         for name in list.split(',') {
             let name = name.trim();
-            if !name.is_empty() {
+            // `keep-alive` is one of HOP_BY_HOP, removed below if present.
+            if !name.is_empty() && !name.eq_ignore_ascii_case("keep-alive") {
                 h.remove(name);
             }
         }
     }
-    for name in [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-    ] {
-        h.remove(name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            h.remove(*name);
+        }
     }
 }
 
@@ -530,9 +556,23 @@ async fn forward(
             server: slot.index,
         };
         req.body_mut().sink = Some(sink.clone());
-        let sent = tokio::time::timeout(backend.timeouts.server, conn.try_send_request(req)).await;
+        let sent = {
+            // `timeout server` on the connection's own timer (see `Upstream`).
+            conn.timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + backend.timeouts.server);
+            let mut send = std::pin::pin!(conn.send.try_send_request(req));
+            let timer = &mut conn.timer;
+            std::future::poll_fn(|cx| {
+                if let std::task::Poll::Ready(r) = send.as_mut().poll(cx) {
+                    return std::task::Poll::Ready(Ok(r));
+                }
+                timer.as_mut().poll(cx).map(Err)
+            })
+            .await
+        };
         match sent {
-            Err(_) => {
+            Err(()) => {
                 // Passive detection counts a server that does not answer as a failure.
                 if passive_connect {
                     slot.server.update(Instant::now(), |m| m.on_connect(false));
@@ -657,16 +697,37 @@ async fn connection(
     backend: &Backend,
     server: &Server,
     slot: &Slot,
-) -> Result<(SendRequest<ReqBody>, bool), ProxyError> {
+) -> Result<(Upstream, bool), ProxyError> {
     // With `send_proxy`, a connection is bound to the client it was opened for: never shared.
     while backend.send_proxy.is_none()
         && let Some(mut c) = slot.server.take_idle()
     {
+        // Usually ready at once: no timer then. Polled with a no-op waker, so a pending
+        // connection is polled again below, with the task's waker, under the timer.
+        match c
+            .send
+            .poll_ready(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+        {
+            std::task::Poll::Ready(Ok(())) => return Ok((c, true)),
+            std::task::Poll::Ready(Err(_)) => continue,
+            std::task::Poll::Pending => {}
+        }
         // A connection whose last response just ended becomes ready as soon as its task runs.
-        if let Ok(Ok(())) = tokio::time::timeout(backend.timeouts.connect, c.ready()).await {
+        if let Ok(Ok(())) = tokio::time::timeout(backend.timeouts.connect, c.send.ready()).await {
             return Ok((c, true));
         }
     }
+    // Boxed: only new connections pay for the connect and handshake state, instead of every
+    // connection's request future (which hyper keeps allocated while the client is idle).
+    Box::pin(open_new(ctx, backend, server)).await
+}
+
+/// Opens a new connection to `server` and starts its hyper connection task.
+async fn open_new(
+    ctx: &ConnCtx,
+    backend: &Backend,
+    server: &Server,
+) -> Result<(Upstream, bool), ProxyError> {
     let stream = crate::connect::open(server, backend, ctx.peer, ctx.local).await?;
     let (send, conn) = hyper::client::conn::http1::Builder::new()
         .handshake(TokioIo::new(stream))
@@ -684,7 +745,7 @@ async fn connection(
         }
         .instrument(span),
     );
-    Ok((send, false))
+    Ok((Upstream::new(send), false))
 }
 
 #[cfg(test)]
@@ -705,6 +766,32 @@ mod tests {
             "for=192.0.2.7;proto=http;host=\"shop.test:8080\"",
         );
         check("2001:db8::1", None, "for=\"[2001:db8::1]\";proto=http");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("a.test"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2, "nothing hop-by-hop: untouched");
+
+        h.insert(header::CONNECTION, HeaderValue::from_static("close, X-Private"));
+        h.insert("x-private", HeaderValue::from_static("secret"));
+        for name in ["keep-alive", "proxy-connection", "te", "trailer", "upgrade"] {
+            h.insert(name, HeaderValue::from_static("v"));
+        }
+        h.append(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.append(header::TRANSFER_ENCODING, HeaderValue::from_static("gzip"));
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["host", "x-keep"]);
+
+        // Without a Connection header, the other hop-by-hop headers still go.
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -21,6 +22,7 @@ use tandem_balance::{
     StickTable, Transition,
 };
 use tokio::sync::{Semaphore, oneshot};
+use tokio::time::Sleep;
 use tracing::{info, warn};
 
 use crate::body::ReqBody;
@@ -91,7 +93,7 @@ pub struct ServerState {
     /// restores the configured weight, as in HAProxy.
     runtime_weight: AtomicU32,
     /// Idle keep-alive connections, most recent last.
-    pool: Mutex<Vec<SendRequest<ReqBody>>>,
+    pool: Mutex<Vec<Upstream>>,
     /// Traffic counters.
     pub counters: Counters,
     /// Connect failures.
@@ -236,10 +238,10 @@ impl ServerState {
     }
 
     /// Takes an idle connection from the pool, dropping closed ones; it may need `ready()`.
-    pub(crate) fn take_idle(&self) -> Option<SendRequest<ReqBody>> {
+    pub(crate) fn take_idle(&self) -> Option<Upstream> {
         let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(c) = pool.pop() {
-            if !c.is_closed() {
+            if !c.send.is_closed() {
                 return Some(c);
             }
         }
@@ -247,14 +249,44 @@ impl ServerState {
     }
 
     /// Returns a connection to the pool if there is room.
-    pub(crate) fn put_idle(&self, conn: SendRequest<ReqBody>, max_idle: usize) {
-        if conn.is_closed() || !self.status().accepts_persistent() {
+    pub(crate) fn put_idle(&self, conn: Upstream, max_idle: usize) {
+        if conn.send.is_closed() || !self.status().accepts_persistent() {
             return;
         }
         let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
         if pool.len() < max_idle {
             pool.push(conn);
         }
+    }
+}
+
+/// A keep-alive connection to a server, with the `timeout server` timer of its requests.
+///
+/// The timer lives as long as the connection and is re-armed for each request: moving a
+/// registered deadline later is an atomic store in tokio, where a new timer per request
+/// means inserting into and removing from the timer wheel under its lock every time.
+pub(crate) struct Upstream {
+    /// hyper's sender of requests on the connection.
+    pub(crate) send: SendRequest<ReqBody>,
+    /// Armed for the request in flight; stale (and harmless) while pooled.
+    pub(crate) timer: Pin<Box<Sleep>>,
+}
+
+impl Upstream {
+    /// A new connection's sender, with its timer.
+    pub(crate) fn new(send: SendRequest<ReqBody>) -> Self {
+        Self {
+            send,
+            timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
+        }
+    }
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("closed", &self.send.is_closed())
+            .finish_non_exhaustive()
     }
 }
 

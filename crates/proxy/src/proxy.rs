@@ -25,7 +25,7 @@ use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, debug_span, error, info, info_span, warn};
 
 use crate::live::{Registry, ServerState, Snapshot};
 use crate::plan::{Mode, Plan};
@@ -342,8 +342,11 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let fe = &snap.plan.frontends()[fi];
+        // Debug level: an enabled span is formatted and stored per connection and entered on
+        // every poll (memory per idle connection, CPU per request); the events inside carry
+        // the frontend and client themselves.
         let span =
-            info_span!("conn", frontend = %fe.name, client = %peer, generation = snap.generation);
+            debug_span!("conn", frontend = %fe.name, client = %peer, generation = snap.generation);
         let guard = inner.conns.clone();
         let mode = fe.mode;
         let shutdown = inner.shutdown.subscribe();
@@ -354,7 +357,9 @@ async fn accept_loop(
                     crate::tls::accept_client(stream, peer, &snap.plan.frontends()[fi], bind).await;
                 match accepted {
                     Err(e) => {
-                        info!(kind = e.kind(), cause = %e, "client connection dropped before serving");
+                        let fe = &snap.plan.frontends()[fi];
+                        info!(frontend = %fe.name, client = %peer, kind = e.kind(), cause = %e,
+                            "client connection dropped before serving");
                     }
                     Ok(acc) => match mode {
                         Mode::Http => crate::http::serve(acc, snap, fi, shutdown).await,

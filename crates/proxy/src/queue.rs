@@ -102,6 +102,19 @@ pub async fn acquire(
             Pick::AllFull => {}
         }
     }
+    // Boxed: the waiting state (channel, timer) is allocated only by requests that queue,
+    // instead of enlarging every connection's request future.
+    Box::pin(wait(backend, sel, live, req, tried)).await
+}
+
+/// The queued path of [`acquire`]: FIFO wait for a slot, up to `timeout queue`.
+async fn wait(
+    backend: &Backend,
+    sel: &tandem_balance::Backend,
+    live: &LiveBackend,
+    req: &Request<'_>,
+    tried: &Tried,
+) -> Result<Slot, ProxyError> {
     let start = Instant::now();
     let deadline = start + backend.timeouts.queue;
     let mut at_front = false;

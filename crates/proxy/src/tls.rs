@@ -595,7 +595,9 @@ pub(crate) async fn accept_client(
             h2: false,
         });
     };
-    let accept = tokio_rustls::TlsAcceptor::from(tls.config.clone()).accept(stream);
+    // Boxed: the handshake state is only needed until it completes, but inline it would size
+    // the task of every connection, TLS or not, for its whole life.
+    let accept = Box::pin(tokio_rustls::TlsAcceptor::from(tls.config.clone()).accept(stream));
     let stream = match tokio::time::timeout_at(deadline, accept).await {
         Err(_) => {
             return Err(AcceptError::Timeout {
