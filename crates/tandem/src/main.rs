@@ -81,7 +81,11 @@ enum Command {
     },
     /// Internal: the VIP guardian started by `tandem vrrp` (reads its protocol on stdin).
     #[command(hide = true)]
-    VrrpGuardian,
+    VrrpGuardian {
+        /// Socket where a restarted daemon adopts the VIPs this guardian holds.
+        #[arg(long)]
+        listen: Option<PathBuf>,
+    },
     /// Run the node supervisor: keeps the configuration store in DIR/config, starts and
     /// restarts the proxy and the VRRP daemon, runs config transactions for `tandemctl`
     /// (control socket), reports readiness to systemd. SIGTERM/SIGINT stop the services.
@@ -159,6 +163,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     program: std::env::current_exe()
                         .context("failed to find this executable for the vip guardian")?,
                     args: vec!["vrrp-guardian".into()],
+                    listen: Some(tandem_vrrpd::guardian_socket(&control_socket)),
                 })
             };
             let options = tandem_vrrpd::Options {
@@ -198,9 +203,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("supervisor failed")?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::VrrpGuardian => {
+        Command::VrrpGuardian { listen } => {
             init_tracing();
-            tandem_vrrpd::guardian_main().context("vip guardian failed")?;
+            tandem_vrrpd::guardian_main(listen.as_deref()).context("vip guardian failed")?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -24,6 +24,33 @@
 //!    A daemon that resumes after a freeze notices the gap since its last heartbeat and
 //!    resynchronises: it re-announces `hold`, reinstalls the VIPs if the protocol still says
 //!    master, and sends gratuitous ARP; the peer's adverts then settle who is master.
+//!
+//!    **Adoption by a restarted daemon.** With `--listen PATH` (`tandem vrrp` passes
+//!    `<control socket>.guardian`, see [`crate::guardian_socket`]) the guardian does not act on
+//!    EOF at once: it waits a grace period of `min(100 ms, TIMEOUT_MS / 2)` (TIMEOUT_MS is just
+//!    under Master_Down_Interval) for a successor, since the supervisor restarts the daemon at
+//!    once. Without a listening socket, or with nothing held, EOF acts immediately as above.
+//!    The handover, race-free because some guardian holds the VIPs at every moment:
+//!    1. The starting daemon connects to PATH *before* spawning its own guardian
+//!       ([`Adoption::connect`], bounded: 300 ms). The old guardian accepts at any time but
+//!       answers only once orphaned (so a second daemon next to a live one learns nothing):
+//!       `held KEY MS_SINCE_LAST_BEAT` per held key, then `end`; from then on its grace is
+//!       frozen and it waits (at most 1 s) for the confirmation.
+//!    2. The daemon spawns its own guardian (which unlinks PATH and binds it anew), and starts
+//!       each instance whose key is held with a last beat within Master_Down_Interval with
+//!       `ResumeMaster` (no `remove_stale_vips`; the advert goes out at once, the VIPs are
+//!       re-added idempotently, and the new guardian gets `hold` on its pipe); the others start
+//!       normally.
+//!    3. Once every instance started, the daemon writes `done KEY[,KEY...]` (`done -` for none)
+//!       and closes. The old guardian removes and resigns the keys that were not adopted, then
+//!       exits without touching the adopted ones. EOF without `done`, a bad line or the 1 s
+//!       bound: it removes and resigns everything, as after a plain death. It unlinks PATH on
+//!       exit only if PATH is still the socket it bound (inode check).
+//!
+//!    Measured in the pair test (`cargo test -p tandem --test pair_failover -- --nocapture`):
+//!    the restarted daemon is master 30-65 ms after the SIGKILL (its instance starts ~16 ms
+//!    after the daemon does), the peer's longest advert silence is 95-110 ms (about one
+//!    interval) and the peer never holds the VIP.
 //! 2. **Address lifetime backstop.** Every VIP is installed with a finite valid/preferred
 //!    lifetime ([`crate::VIP_LIFETIME`], whole seconds, the kernel's granularity) that the master
 //!    renews every [`crate::VIP_RENEW`]. If the guardian is gone too (killed with the daemon by
@@ -38,6 +65,12 @@
 //! * Daemon frozen for just about `TIMEOUT_MS`: the guardian may remove the VIPs right as the
 //!   daemon resumes and re-adds them; the next renewal (at most `VIP_RENEW` later) reinstalls
 //!   them if the daemon is still master.
+//! * Daemon killed twice in a row (the successor dies mid-adoption): the old guardian sees EOF
+//!   without `done` and removes everything; the successor's guardian does the same for its own
+//!   `hold`s. A successor that does not answer at all is bounded by the 1 s confirmation wait.
+//! * Standalone `tandem vrrp` (no supervisor): the grace delays the VIP removal and the
+//!   resignation by up to 100 ms after a SIGKILL (removal still within the 400 ms the
+//!   `vrrp_failover` test asserts).
 //! * Guardian cannot reach netlink: it logs every failure and retries the removal on the next
 //!   tick until it succeeds or the key is released.
 //!
@@ -50,13 +83,15 @@ use std::ffi::OsString;
 use std::io::{self, BufRead, Read, Write};
 use std::net::IpAddr;
 use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::error::Error;
 use crate::netlink::Netlink;
@@ -67,6 +102,10 @@ const MAX_LINE: u64 = 16 * 1024;
 const TICK: Duration = Duration::from_millis(10);
 /// Messages buffered between the guardian's reader thread and its main loop.
 const QUEUE: usize = 1024;
+/// Longest wait of an orphaned guardian for a successor daemon (see [`grace`]).
+const MAX_GRACE: Duration = Duration::from_millis(100);
+/// Bound on each step of an adoption (report, confirmation).
+const ADOPT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How to start the guardian: a program and its arguments (the binary passes itself and its
 /// hidden subcommand).
@@ -76,6 +115,9 @@ pub struct GuardianCommand {
     pub program: PathBuf,
     /// Arguments, e.g. `["vrrp-guardian"]`.
     pub args: Vec<OsString>,
+    /// Where the guardian listens for a successor daemon (passed as `--listen PATH`); `None`
+    /// for no adoption (VIPs removed as soon as the daemon dies).
+    pub listen: Option<PathBuf>,
 }
 
 /// The daemon's end of the guardian pipe.
@@ -95,8 +137,12 @@ impl GuardianLink {
             program: cmd.program.clone(),
             source,
         };
-        let mut child = Command::new(&cmd.program)
-            .args(&cmd.args)
+        let mut command = Command::new(&cmd.program);
+        command.args(&cmd.args);
+        if let Some(path) = &cmd.listen {
+            command.arg("--listen").arg(path);
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -277,9 +323,14 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 }
 
 /// The guardian process: reads the protocol from stdin until EOF. Returns when the daemon is
-/// gone and every held VIP was removed (or removal failed after retries, logged).
-pub fn guardian_main() -> io::Result<()> {
+/// gone and every held VIP was removed (or removal failed after retries, logged), or when a
+/// successor daemon adopted the held VIPs through the `listen` socket (see the module doc).
+pub fn guardian_main(listen: Option<&Path>) -> io::Result<()> {
     let mut nl = Netlink::new()?;
+    let listener = match listen {
+        Some(path) => Some(AdoptListener::bind(path)?),
+        None => None,
+    };
     let (tx, rx) = mpsc::sync_channel::<Option<String>>(QUEUE);
     std::thread::Builder::new()
         .name("guardian-reader".into())
@@ -304,50 +355,101 @@ pub fn guardian_main() -> io::Result<()> {
                 }
             }
         })?;
-    info!(pid = std::process::id(), "vip guardian running");
+    info!(pid = std::process::id(), listen = ?listen, "vip guardian running");
     let mut held: BTreeMap<String, Held> = BTreeMap::new();
+    // When the daemon's pipe closed (the guardian is an orphan waiting for a successor).
+    let mut orphaned: Option<Instant> = None;
+    let mut adopter: Option<Adopter> = None;
     loop {
-        // Drain every pending message before looking at deadlines, so a beat that is already
-        // in the pipe always counts.
-        let mut eof = false;
-        let mut first = true;
-        loop {
-            let msg = if first {
-                first = false;
-                rx.recv_timeout(TICK)
-            } else {
-                rx.try_recv().map_err(|e| match e {
-                    mpsc::TryRecvError::Empty => mpsc::RecvTimeoutError::Timeout,
-                    mpsc::TryRecvError::Disconnected => mpsc::RecvTimeoutError::Disconnected,
-                })
-            };
-            match msg {
-                Ok(Some(line)) => apply(&mut held, &line),
-                Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    eof = true;
-                    break;
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => break,
-            }
-        }
-        if eof {
-            info!(
-                held = held.len(),
-                "vrrp daemon gone (pipe closed), removing held VIPs"
-            );
-            for (key, h) in &held {
-                // Bounded retries: the daemon is gone, nobody else will remove them.
-                for attempt in 1..=3 {
-                    if remove_all(&mut nl, key, h) {
+        if orphaned.is_none() {
+            // Drain every pending message before looking at deadlines, so a beat that is
+            // already in the pipe always counts.
+            let mut first = true;
+            loop {
+                let msg = if first {
+                    first = false;
+                    rx.recv_timeout(TICK)
+                } else {
+                    rx.try_recv().map_err(|e| match e {
+                        mpsc::TryRecvError::Empty => mpsc::RecvTimeoutError::Timeout,
+                        mpsc::TryRecvError::Disconnected => mpsc::RecvTimeoutError::Disconnected,
+                    })
+                };
+                match msg {
+                    Ok(Some(line)) => apply(&mut held, &line),
+                    Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        orphaned = Some(Instant::now());
                         break;
                     }
-                    warn!(key = %key, attempt, "retrying VIP removal");
-                    std::thread::sleep(Duration::from_millis(20));
+                    Err(mpsc::RecvTimeoutError::Timeout) => break,
                 }
             }
-            return Ok(());
+            if orphaned.is_some() {
+                if listener.is_none() || held.is_empty() {
+                    info!(
+                        held = held.len(),
+                        "vrrp daemon gone (pipe closed), removing held VIPs"
+                    );
+                    remove_everything(&mut nl, &held);
+                    return Ok(());
+                }
+                info!(
+                    held = held.len(),
+                    grace_ms = grace(&held).as_millis() as u64,
+                    "vrrp daemon gone (pipe closed), waiting for a successor to adopt the VIPs"
+                );
+            }
+        } else {
+            std::thread::sleep(TICK);
         }
         let now = Instant::now();
+        if let Some(l) = &listener {
+            if adopter.is_none() {
+                adopter = l.accept();
+            }
+            if let Some(orphaned_at) = orphaned {
+                match adopter.as_mut().map(|a| a.step(&held, now)) {
+                    Some(AdoptStep::Pending) => {}
+                    Some(AdoptStep::Adopted(keys)) => {
+                        let rest: BTreeMap<String, Held> = held
+                            .into_iter()
+                            .filter(|(k, _)| !keys.contains(k))
+                            .collect();
+                        info!(adopted = ?keys, resigned = rest.len(), "a successor daemon adopted the held VIPs; exiting");
+                        remove_everything(&mut nl, &rest);
+                        l.unlink();
+                        return Ok(());
+                    }
+                    Some(AdoptStep::Failed(why)) => {
+                        warn!(
+                            why,
+                            "adoption by a successor daemon failed, removing held VIPs"
+                        );
+                        remove_everything(&mut nl, &held);
+                        l.unlink();
+                        return Ok(());
+                    }
+                    None if now.duration_since(orphaned_at) > grace(&held) => {
+                        info!(
+                            held = held.len(),
+                            "no successor daemon within the grace period, removing held VIPs"
+                        );
+                        remove_everything(&mut nl, &held);
+                        l.unlink();
+                        return Ok(());
+                    }
+                    None => {}
+                }
+                continue;
+            }
+            // The daemon still runs: a connection that waits too long is dropped.
+            if adopter
+                .as_ref()
+                .is_some_and(|a| now.duration_since(a.accepted) > ADOPT_TIMEOUT)
+            {
+                adopter = None;
+            }
+        }
         let expired: Vec<String> = held
             .iter()
             .filter(|(_, h)| now.duration_since(h.last_beat) > h.timeout)
@@ -361,6 +463,240 @@ pub fn guardian_main() -> io::Result<()> {
                     held.remove(&key);
                 }
             }
+        }
+    }
+}
+
+/// How long an orphaned guardian waits for a successor before it removes the VIPs and resigns:
+/// [`MAX_GRACE`], but at most half the shortest heartbeat timeout (3 advert intervals, just
+/// under Master_Down_Interval), so the peer never sees a silence longer than its master-down
+/// wait because of the grace.
+fn grace(held: &BTreeMap<String, Held>) -> Duration {
+    held.values()
+        .map(|h| h.timeout / 2)
+        .fold(MAX_GRACE, Duration::min)
+}
+
+/// Removes every VIP of `held` and resigns for each key, with bounded retries (the daemon is
+/// gone, nobody else will remove them).
+fn remove_everything(nl: &mut Netlink, held: &BTreeMap<String, Held>) {
+    for (key, h) in held {
+        for attempt in 1..=3 {
+            if remove_all(nl, key, h) {
+                break;
+            }
+            warn!(key = %key, attempt, "retrying VIP removal");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The guardian's listening socket for a successor daemon.
+struct AdoptListener {
+    path: PathBuf,
+    listener: UnixListener,
+    /// Inode of the socket file we bound, so we never unlink a successor guardian's socket.
+    ino: u64,
+}
+
+impl AdoptListener {
+    fn bind(path: &Path) -> io::Result<AdoptListener> {
+        // A previous guardian's path (it may still run, adopted or orphaned, with its
+        // connection already accepted): the new one takes the name over.
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let listener = UnixListener::bind(path)?;
+        listener.set_nonblocking(true)?;
+        let ino = std::fs::metadata(path)?.ino();
+        Ok(AdoptListener {
+            path: path.to_owned(),
+            listener,
+            ino,
+        })
+    }
+
+    fn accept(&self) -> Option<Adopter> {
+        match self.listener.accept() {
+            Ok((stream, _)) => {
+                info!("a successor vrrp daemon connected");
+                Some(Adopter {
+                    stream,
+                    accepted: Instant::now(),
+                    replied: None,
+                    buf: Vec::new(),
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            Err(e) => {
+                warn!(path = %self.path.display(), cause = %e, "guardian failed to accept");
+                None
+            }
+        }
+    }
+
+    fn unlink(&self) {
+        if std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.ino) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// A successor daemon connected to an orphaned (or soon orphaned) guardian.
+struct Adopter {
+    stream: UnixStream,
+    accepted: Instant,
+    /// When the held state was sent.
+    replied: Option<Instant>,
+    buf: Vec<u8>,
+}
+
+enum AdoptStep {
+    Pending,
+    /// The successor guards these keys now.
+    Adopted(Vec<String>),
+    Failed(&'static str),
+}
+
+impl Adopter {
+    /// One step of the handover, once the guardian is an orphan: report the held state, then
+    /// wait (bounded) for `done KEY[,KEY...]`.
+    fn step(&mut self, held: &BTreeMap<String, Held>, now: Instant) -> AdoptStep {
+        let Some(replied) = self.replied else {
+            let mut text = String::new();
+            for (key, h) in held {
+                text.push_str(&format!(
+                    "held {key} {}\n",
+                    now.duration_since(h.last_beat).as_millis()
+                ));
+            }
+            text.push_str("end\n");
+            let _ = self.stream.set_nonblocking(false);
+            let _ = self
+                .stream
+                .set_write_timeout(Some(Duration::from_millis(100)));
+            if self.stream.write_all(text.as_bytes()).is_err()
+                || self.stream.set_nonblocking(true).is_err()
+            {
+                return AdoptStep::Failed("cannot report the held VIPs");
+            }
+            self.replied = Some(now);
+            return AdoptStep::Pending;
+        };
+        let mut chunk = [0u8; 4096];
+        let mut closed = false;
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => {
+                    // The successor writes its confirmation and closes: parse what came first.
+                    closed = true;
+                    break;
+                }
+                Ok(n) => {
+                    self.buf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
+                    if self.buf.len() as u64 > MAX_LINE {
+                        return AdoptStep::Failed("adoption line too long");
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return AdoptStep::Failed("the successor connection failed"),
+            }
+        }
+        if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+            let line = String::from_utf8_lossy(self.buf.get(..pos).unwrap_or(&[])).into_owned();
+            return match line.split_once(' ') {
+                Some(("done", keys)) => AdoptStep::Adopted(
+                    keys.split(',')
+                        .filter(|k| !k.is_empty() && *k != "-")
+                        .map(str::to_owned)
+                        .collect(),
+                ),
+                _ => AdoptStep::Failed("unexpected adoption line"),
+            };
+        }
+        if closed {
+            return AdoptStep::Failed("the successor closed the connection");
+        }
+        if now.duration_since(replied) > ADOPT_TIMEOUT {
+            return AdoptStep::Failed("the successor did not confirm in time");
+        }
+        AdoptStep::Pending
+    }
+}
+
+/// The successor's end of an adoption: what the previous guardian holds, and the connection to
+/// confirm on once this daemon's own guardian holds the adopted VIPs.
+#[derive(Debug)]
+pub struct Adoption {
+    stream: UnixStream,
+    /// Held keys and how long since their last heartbeat.
+    pub held: BTreeMap<String, Duration>,
+}
+
+impl Adoption {
+    /// Connects to a previous guardian at `path` and reads what it holds; `None` when there is
+    /// none (no socket, refused) or it does not answer within `timeout` (its daemon still runs,
+    /// or it is gone).
+    pub fn connect(path: &Path, timeout: Duration) -> Option<Adoption> {
+        let stream = match UnixStream::connect(path) {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(path = %path.display(), cause = %e, "no previous vip guardian to adopt");
+                return None;
+            }
+        };
+        let read = || -> io::Result<BTreeMap<String, Duration>> {
+            stream.set_read_timeout(Some(timeout))?;
+            let mut held = BTreeMap::new();
+            let mut r = io::BufReader::new(&stream).take(MAX_LINE);
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line)? == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "guardian closed the adoption connection",
+                    ));
+                }
+                let mut it = line.split_ascii_whitespace();
+                match (it.next(), it.next(), it.next().and_then(|m| m.parse().ok())) {
+                    (Some("end"), _, _) => return Ok(held),
+                    (Some("held"), Some(key), Some(ms)) => {
+                        held.insert(key.to_owned(), Duration::from_millis(ms));
+                    }
+                    _ => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("unexpected line {:?}", line.trim_end()),
+                        ));
+                    }
+                }
+            }
+        };
+        match read() {
+            Ok(held) => {
+                info!(path = %path.display(), held = ?held, "previous vip guardian reported its held VIPs");
+                Some(Adoption { stream, held })
+            }
+            Err(e) => {
+                warn!(path = %path.display(), cause = %e, "previous vip guardian did not report; starting afresh");
+                None
+            }
+        }
+    }
+
+    /// Tells the previous guardian that `keys` are guarded by this daemon now (it resigns the
+    /// others and exits).
+    pub fn finish(mut self, keys: &[String]) {
+        let list = if keys.is_empty() {
+            "-".to_owned()
+        } else {
+            keys.join(",")
+        };
+        if let Err(e) = self.stream.write_all(format!("done {list}\n").as_bytes()) {
+            warn!(cause = %e, "failed to confirm the adoption to the previous vip guardian");
         }
     }
 }
@@ -520,5 +856,55 @@ mod tests {
         assert_eq!(held.len(), 1);
         apply(&mut held, "release k");
         assert!(held.is_empty());
+    }
+
+    fn adopter(stream: UnixStream) -> Adopter {
+        Adopter {
+            stream,
+            accepted: Instant::now(),
+            replied: None,
+            buf: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn adoption_reports_held_keys_and_reads_a_confirmation_written_before_close() {
+        let mut held = BTreeMap::new();
+        apply(&mut held, "hold a 1 300 198.18.0.100/24");
+        apply(&mut held, "hold b 1 300 198.18.0.101/24");
+        let (ours, theirs) = UnixStream::pair().expect("pair");
+        let mut a = adopter(ours);
+        assert!(matches!(a.step(&held, Instant::now()), AdoptStep::Pending));
+        let mut report = String::new();
+        let mut r = io::BufReader::new(&theirs);
+        while !report.ends_with("end\n") {
+            r.read_line(&mut report).expect("read report");
+        }
+        assert!(report.starts_with("held a "), "{report}");
+        assert!(report.contains("\nheld b "), "{report}");
+        (&theirs).write_all(b"done a\n").expect("confirm");
+        drop(r);
+        drop(theirs);
+        match a.step(&held, Instant::now()) {
+            AdoptStep::Adopted(keys) => assert_eq!(keys, ["a"]),
+            _ => panic!("confirmation before close not adopted"),
+        }
+    }
+
+    #[test]
+    fn adoption_fails_when_the_successor_closes_without_confirming() {
+        let mut held = BTreeMap::new();
+        apply(&mut held, "hold a 1 300 198.18.0.100/24");
+        let (ours, theirs) = UnixStream::pair().expect("pair");
+        let mut a = adopter(ours);
+        assert!(matches!(a.step(&held, Instant::now()), AdoptStep::Pending));
+        drop(theirs);
+        assert!(matches!(
+            a.step(&held, Instant::now()),
+            AdoptStep::Failed(_)
+        ));
+        assert_eq!(grace(&held), Duration::from_millis(100));
+        apply(&mut held, "hold b 1 100 198.18.0.101/24");
+        assert_eq!(grace(&held), Duration::from_millis(50));
     }
 }

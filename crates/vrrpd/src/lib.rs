@@ -52,6 +52,19 @@ use tracing::{info, warn};
 
 pub use error::Error;
 pub use guardian::{GuardianCommand, guardian_main};
+
+/// How long a starting daemon waits for a previous guardian to report what it holds (it
+/// notices its daemon's death within 10 ms; a guardian whose daemon still runs never answers).
+const ADOPT_WAIT: Duration = Duration::from_millis(300);
+/// How long the adoption confirmation waits for the resumed instances to start.
+const ADOPT_CONFIRM: Duration = Duration::from_secs(1);
+
+/// The guardian's adoption socket beside the daemon's control socket: `<control>.guardian`.
+pub fn guardian_socket(control_socket: &std::path::Path) -> PathBuf {
+    let mut s = control_socket.as_os_str().to_owned();
+    s.push(".guardian");
+    PathBuf::from(s)
+}
 pub use track::{ProbeTiming, ProxyProbe, RuntimeApiProbe, TcpConnectProbe};
 
 use crate::control::{ControlState, Events, InstanceHandle};
@@ -123,6 +136,15 @@ pub async fn run(
 
     let start = Instant::now();
     let events = Arc::new(Events::new());
+    // A previous daemon of this node died: adopt its guardian's VIPs before our own guardian
+    // takes the socket name over (see `guardian`).
+    let adoption = options
+        .guardian
+        .as_ref()
+        .and_then(|g| g.listen.as_deref())
+        .and_then(|path| guardian::Adoption::connect(path, ADOPT_WAIT));
+    let mut resumed = Vec::new();
+    let mut started = Vec::new();
     let guardian = match &options.guardian {
         Some(cmd) => Some(Arc::new(Mutex::new(guardian::GuardianLink::spawn(cmd)?))),
         None => {
@@ -228,7 +250,17 @@ pub async fn run(
                 source,
             },
         )?;
-        info!(instance = %name, vrid, %primary, ipv6, "vrrp instance configured");
+        let key = format!("{interface}-{vrid}");
+        let resume = adoption
+            .as_ref()
+            .and_then(|a| a.held.get(&key))
+            .is_some_and(|since| *since < router.master_down_interval());
+        if resume {
+            resumed.push(key);
+        }
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        started.push(started_rx);
+        info!(instance = %name, vrid, %primary, ipv6, resume, "vrrp instance configured");
         let socket =
             socket::VrrpSocket::open(&interface, link.index, primary, vrid, !inst.unicast)?;
         let garp = match garp::GarpSocket::open(&interface, link.index) {
@@ -274,8 +306,22 @@ pub async fn run(
             status,
             start,
             resign,
+            resume,
+            started: Some(started_tx),
         };
         tasks.spawn(instance.run(req_rx, shutdown_rx.clone()));
+    }
+
+    if let Some(adoption) = adoption {
+        // Confirm once every resumed instance told our own guardian what it holds: until then
+        // the previous guardian keeps them, so some guardian guards the VIPs at every moment.
+        tokio::spawn(async move {
+            for rx in started {
+                let _ = tokio::time::timeout(ADOPT_CONFIRM, rx).await;
+            }
+            info!(adopted = ?resumed, "adoption confirmed to the previous vip guardian");
+            adoption.finish(&resumed);
+        });
     }
 
     let control_path = options.control_socket.clone();
