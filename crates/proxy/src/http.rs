@@ -776,12 +776,18 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 2, "nothing hop-by-hop: untouched");
 
-        h.insert(header::CONNECTION, HeaderValue::from_static("close, X-Private"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, X-Private"),
+        );
         h.insert("x-private", HeaderValue::from_static("secret"));
         for name in ["keep-alive", "proxy-connection", "te", "trailer", "upgrade"] {
             h.insert(name, HeaderValue::from_static("v"));
         }
-        h.append(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.append(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         h.append(header::TRANSFER_ENCODING, HeaderValue::from_static("gzip"));
         strip_hop_by_hop(&mut h);
         let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();

@@ -112,7 +112,8 @@ impl Core {
         let view = self.shared.vrrp();
         if !view.available {
             // Our own roles are unknown: decide nothing, drop holds (the daemon restarts clean).
-            self.release_all("the local vrrp daemon does not answer").await;
+            self.release_all("the local vrrp daemon does not answer")
+                .await;
             return;
         }
         let local = NodeRoles {
@@ -206,7 +207,11 @@ impl Core {
         let peer_holding: Vec<String> = peer_state
             .get("holding")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default();
         let peer_newly_holding = {
             let mut st = self.guard_state();
@@ -220,7 +225,9 @@ impl Core {
             for inst in &peer_holding {
                 let req = json!({"cmd": "announce", "instance": inst});
                 match ask(&self.opts.vrrp_socket, &req).await {
-                    Ok(v) => info!(instance = %inst, reply = %v, "split brain: the peer holds backup, VIPs re-announced"),
+                    Ok(v) => {
+                        info!(instance = %inst, reply = %v, "split brain: the peer holds backup, VIPs re-announced")
+                    }
                     Err(e) => warn!(instance = %inst, cause = %e, "cannot re-announce the VIPs"),
                 }
             }
@@ -261,7 +268,9 @@ impl Core {
         }
         if self.guard_state().holding.remove(inst) {
             info!(instance = %inst, why, "split brain: hold released");
-            self.event(&format!("split brain: released the backup hold of {inst}: {why}"));
+            self.event(&format!(
+                "split brain: released the backup hold of {inst}: {why}"
+            ));
         }
     }
 

@@ -575,7 +575,8 @@ impl Core {
         let mut persistence = Vec::new();
         if active
             && self.persistence_due()
-            && let Ok(g) = self.store(Store::load_current) {
+            && let Ok(g) = self.store(Store::load_current)
+        {
             for b in &g.config.backends {
                 if !matches!(
                     b.persistence,

@@ -609,7 +609,11 @@ impl Router {
                 }
                 if self.state == State::Backup {
                     let latest = now + self.master_down_interval();
-                    if self.timers.get(Timer::MasterDown).is_none_or(|t| t > latest) {
+                    if self
+                        .timers
+                        .get(Timer::MasterDown)
+                        .is_none_or(|t| t > latest)
+                    {
                         self.timers.set(Timer::MasterDown, latest);
                     }
                 }

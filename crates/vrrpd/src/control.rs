@@ -266,22 +266,37 @@ async fn connection(stream: UnixStream, state: Arc<ControlState>) -> std::io::Re
                 let reply = match request.get("ms").and_then(Value::as_u64) {
                     Some(ms) if ms >= 1 && ms <= MAX_HOLD.as_millis() as u64 => {
                         let d = Duration::from_millis(ms);
-                        fan_out(&state, only, ("held", "hold"), |tx| InstanceRequest::Hold(d, tx)).await
+                        fan_out(&state, only, ("held", "hold"), |tx| {
+                            InstanceRequest::Hold(d, tx)
+                        })
+                        .await
                     }
-                    _ => json!({"ok": false, "error": format!("hold needs \"ms\": 1..={}", MAX_HOLD.as_millis())}),
+                    _ => {
+                        json!({"ok": false, "error": format!("hold needs \"ms\": 1..={}", MAX_HOLD.as_millis())})
+                    }
                 };
                 write_json(&mut write, &reply).await?;
             }
             "announce" => {
                 let only = request.get("instance").and_then(Value::as_str);
-                let reply =
-                    fan_out(&state, only, ("announced", "announce"), InstanceRequest::Announce)
-                        .await;
+                let reply = fan_out(
+                    &state,
+                    only,
+                    ("announced", "announce"),
+                    InstanceRequest::Announce,
+                )
+                .await;
                 write_json(&mut write, &reply).await?;
             }
             "release" => {
                 let only = request.get("instance").and_then(Value::as_str);
-                let reply = fan_out(&state, only, ("released", "release"), InstanceRequest::Release).await;
+                let reply = fan_out(
+                    &state,
+                    only,
+                    ("released", "release"),
+                    InstanceRequest::Release,
+                )
+                .await;
                 write_json(&mut write, &reply).await?;
             }
             "watch" => {
@@ -319,7 +334,13 @@ fn status(state: &ControlState) -> Value {
 }
 
 async fn switchover(state: &ControlState, only: Option<&str>) -> Value {
-    fan_out(state, only, ("switched", "switch over"), InstanceRequest::Switchover).await
+    fan_out(
+        state,
+        only,
+        ("switched", "switch over"),
+        InstanceRequest::Switchover,
+    )
+    .await
 }
 
 /// Sends one request to every (or the named) instance and collects the instances it applied to
@@ -343,12 +364,7 @@ async fn fan_out(
         .filter(|i| only.is_none_or(|n| n == i.name))
     {
         let (tx, rx) = oneshot::channel();
-        if inst
-            .requests
-            .send(make(tx))
-            .await
-            .is_err()
-        {
+        if inst.requests.send(make(tx)).await.is_err() {
             errors.push(format!("{}: instance task is gone", inst.name));
             continue;
         }
