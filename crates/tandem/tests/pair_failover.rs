@@ -1,6 +1,7 @@
 //! Pair failover tests under real supervisors in network namespaces (the bed of
 //! `common/mod.rs`): the split-brain guard with the LAN heartbeat cut while both nodes live,
-//! and supervised restarts of a SIGKILLed child that must not move the VIP.
+//! supervised restarts of a SIGKILLed child (proxy, or the VRRP daemon, whose restart adopts
+//! its guardian's VIPs) that must not move the VIP, and a proxy crash loop that must.
 //!
 //! Owns the acceptance scenarios "LAN heartbeat cut with both nodes alive: exactly one node
 //! holds the VIP" and "killing any child: back within 1 s, the VIP did not move unless the
@@ -160,4 +161,135 @@ fn pair_a_sigkilled_proxy_is_back_within_1s_and_the_vip_stays() {
     wait_for("an answer through the VIP", || {
         bed.get("198.18.0.4").is_some()
     });
+}
+
+#[test]
+fn pair_a_sigkilled_vrrp_daemon_is_back_within_1s_and_the_vip_stays() {
+    if !require_root() {
+        return;
+    }
+    let _s = serial();
+    let bed = Bed::new("pairkillvrrp");
+    let [lb1, lb2] = &bed.lb;
+    wait_for("lb1 holds the VIP", || lb1.has_vip() && !lb2.has_vip());
+    wait_for("an answer through the VIP", || {
+        bed.get("198.18.0.3").is_some()
+    });
+    wait_for("lb2 hears lb1's adverts", || {
+        lb2.vrrpd_status()
+            .is_some_and(|s| s["instances"][0]["last_advert_ms"].as_u64().is_some())
+    });
+    let before = lb1.service("vrrp");
+    let pid = before["pid"].as_u64().expect("vrrp pid") as i32;
+    let t0 = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill vrrp");
+    let mut back = None;
+    let mut lb2_had = false;
+    let mut lb1_lost = false;
+    let mut max_gap = 0u64;
+    let mut samples = 0u32;
+    while t0.elapsed() < Duration::from_millis(1500) {
+        lb2_had |= lb2.has_vip();
+        lb1_lost |= !lb1.has_vip();
+        samples += 1;
+        if let Some(s) = lb2.vrrpd_status() {
+            let i = &s["instances"][0];
+            max_gap = max_gap.max(i["last_advert_ms"].as_u64().unwrap_or(0));
+            assert_eq!(
+                i["state"],
+                "backup",
+                "lb2 at {:?}: {i}\nlb1 vrrp logs: {:#}",
+                t0.elapsed(),
+                lb1.call(json!({"cmd": "logs", "service": "vrrp", "lines": 60}))["lines"]
+            );
+        }
+        if back.is_none() {
+            let p = lb1.service("vrrp");
+            if p["pid"].as_u64().is_some_and(|p| p as i32 != pid)
+                && lb1
+                    .vrrpd_status()
+                    .is_some_and(|s| s["instances"][0]["state"] == "master")
+            {
+                back = Some(t0.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!(
+        "SIGKILLed vrrp daemon (pid {pid}) master again after {back:?}; lb2's longest advert silence {max_gap} ms (status, ±25 ms); lb2 had the VIP: {lb2_had}, lb1 lost it: {lb1_lost} ({samples} samples)"
+    );
+    let back = back.expect("the vrrp daemon is back");
+    assert!(back < Duration::from_secs(1), "back within 1 s: {back:?}");
+    assert!(!lb2_had && !lb1_lost, "the VIP did not move");
+    let v1 = lb1.vrrp();
+    println!("lb1 vrrp after the restart: {v1}");
+    assert_eq!(v1["vips_held"], true);
+    for i in 0..5 {
+        let src = format!("198.18.0.{}", 4 + i);
+        assert!(
+            bed.get(&src).is_some(),
+            "client request {i} through the VIP"
+        );
+    }
+    // The previous guardian handed over and exited; the new one stays.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(lb1.has_vip() && !lb2.has_vip(), "stable after the restart");
+}
+
+#[test]
+fn pair_a_proxy_that_stays_down_moves_the_vip() {
+    if !require_root() {
+        return;
+    }
+    let _s = serial();
+    // preempt, so the backup takes over from a master whose proxy penalty sinks it below.
+    let text = common::config_with(100, "track proxy, preempt", "    track: { proxy: 60 }\n")
+        .replace("preempt: false", "preempt: true");
+    let bed = Bed::with_config("pairproxydown", &text);
+    let [lb1, lb2] = &bed.lb;
+    wait_for("lb1 holds the VIP", || lb1.has_vip() && !lb2.has_vip());
+    wait_for("lb1 tracks a healthy proxy", || {
+        lb1.vrrp()["proxy_tracking"] == "up"
+    });
+    wait_for("an answer through the VIP", || {
+        bed.get("198.18.0.3").is_some()
+    });
+    // Crash loop: every new proxy pid is SIGKILLed at once, until the VIP moves (bounded).
+    let t0 = Instant::now();
+    let mut kills = 0;
+    let mut last = None;
+    let mut moved = None;
+    while t0.elapsed() < Duration::from_secs(6) {
+        if let Some(pid) = lb1.service("proxy")["pid"].as_u64()
+            && last != Some(pid)
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            last = Some(pid);
+            kills += 1;
+        }
+        if lb2.has_vip() && !lb1.has_vip() {
+            moved = Some(t0.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!("proxy crash loop on lb1 ({kills} kills): the VIP moved to lb2 after {moved:?}");
+    let moved = moved.expect("the VIP moves when the proxy stays down");
+    assert!(moved < Duration::from_secs(6), "liveness bound");
+    assert_eq!(lb2.vrrp()["state"], "master");
+    wait_for("an answer through the VIP on lb2", || {
+        bed.get("198.18.0.4").is_some()
+    });
+    // The proxy is left alone again: it comes back and lb1 (priority 150) preempts.
+    let t = wait_for("lb1 holds the VIP again", || {
+        lb1.has_vip() && !lb2.has_vip()
+    });
+    println!("proxy left alone: lb1 holds the VIP again after {t:?}");
 }

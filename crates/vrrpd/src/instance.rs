@@ -74,6 +74,11 @@ pub struct Instance {
     pub(crate) start: StdInstant,
     /// Priority-0 adverts (destination, encoded message) the guardian resigns with on our behalf.
     pub(crate) resign: Vec<(IpAddr, Vec<u8>)>,
+    /// Adopted from the previous daemon's guardian: it was master within Master_Down_Interval
+    /// and its VIPs are still installed, so start with `ResumeMaster` and keep them.
+    pub(crate) resume: bool,
+    /// Fired once the instance started (its guardian `hold` is written when resumed).
+    pub(crate) started: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// Mutable shell state beside the router.
@@ -134,15 +139,26 @@ impl Instance {
                 last_advert: None,
                 counters: ShellCounters::default(),
             };
-            self.remove_stale_vips(&mut shell);
+            if !self.resume {
+                self.remove_stale_vips(&mut shell);
+            }
             self.poll_track(&mut shell);
             let now = self.now();
-            if let Err(e) = self.router.handle_command(now, Command::Startup) {
-                error!(cause = %e, "startup rejected by the state machine");
+            let command = if self.resume {
+                Command::ResumeMaster
+            } else {
+                Command::Startup
+            };
+            if let Err(e) = self.router.handle_command(now, command) {
+                error!(cause = %e, resume = self.resume, "startup rejected by the state machine");
             }
             self.drain(&mut shell);
+            if let Some(tx) = self.started.take() {
+                let _ = tx.send(());
+            }
             self.publish_status(&shell);
-            info!(vips = ?self.vips, priority = self.router.effective_priority(),
+            info!(vips = ?self.vips, priority = self.router.effective_priority(), resume = self.resume,
+                since_daemon_start_ms = self.start.elapsed().as_millis() as u64,
                 advert_interval_ms = self.router.config().advert_interval().as_millis() as u64,
                 "vrrp instance started");
 

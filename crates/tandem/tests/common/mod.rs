@@ -256,6 +256,28 @@ impl Node {
         );
     }
 
+    /// The pid and health of supervised service `name` (`proxy`, `vrrp`) in `status`.
+    pub fn service(&self, name: &str) -> Value {
+        let s = self.ok(json!({"cmd": "status"}));
+        s["services"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["name"] == name).cloned())
+            .unwrap_or_default()
+    }
+
+    /// `status` straight from this node's VRRP daemon (its control socket), `None` while it
+    /// does not answer (restarting); bounded by a 200 ms timeout.
+    pub fn vrrpd_status(&self) -> Option<Value> {
+        let mut s = UnixStream::connect(self.dir.join("vrrp.sock")).ok()?;
+        s.set_read_timeout(Some(Duration::from_millis(200))).ok()?;
+        s.set_write_timeout(Some(Duration::from_millis(200))).ok()?;
+        s.write_all(b"{\"cmd\":\"status\"}\n").ok()?;
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).ok()?;
+        let v: Value = serde_json::from_str(&line).ok()?;
+        (v["ok"] == true).then_some(v)
+    }
+
     pub fn has_vip(&self) -> bool {
         self.host.has_address("eth1", VIP).expect("addresses")
     }
