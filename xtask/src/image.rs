@@ -765,8 +765,10 @@ fn build_esp(
     write(
         &loader,
         &format!(
-            "# Written by cargo xtask image; firmware install rewrites `default`.\n\
-             default {slot_a}.conf\ntimeout {}\n# No editing the kernel command line at the console.\neditor no\nconsole-mode keep\n",
+            "# Written by cargo xtask image; firmware install rewrites `default`. The pattern\n\
+             # matches the slot's blessed entry or a counted one with tries left, never one out\n\
+             # of tries (systemd-boot 252 ids keep the counter): crates/firmware/src/slot.rs.\n\
+             default {slot_a}[.+][c1-9]*\ntimeout {}\n# No editing the kernel command line at the console.\neditor no\nconsole-mode keep\n",
             spec.boot.menu_timeout_s
         ),
     )?;

@@ -57,6 +57,16 @@ impl Slot {
         }
     }
 
+    /// The `default` pattern of loader.conf that selects this slot: its blessed entry
+    /// (`tandem-b.conf`) or a counted one with tries left (`tandem-b+2-1.conf`), never
+    /// one out of tries (`tandem-b+0-3.conf`). systemd-boot 252 matches `default` against
+    /// entry ids that still carry the counter, and it does not skip an out-of-tries entry
+    /// that matches; with this pattern such an entry matches nothing, so systemd-boot
+    /// falls back to its first entry in sort order, where out-of-tries entries come last.
+    pub fn default_pattern(self) -> String {
+        format!("{}[.+][c1-9]*", self.label())
+    }
+
     /// The running slot, from a kernel command line (`root=PARTLABEL=tandem-a`).
     pub fn from_cmdline(cmdline: &str) -> Result<Slot> {
         cmdline
@@ -113,7 +123,7 @@ impl Entry {
         })
     }
 
-    /// The entry id systemd-boot matches `default` against (the counter stripped).
+    /// The blessed file name of this entry (the counter stripped).
     pub fn id(&self) -> String {
         format!("{}.conf", self.slot.label())
     }
@@ -170,7 +180,8 @@ impl Default for Layout {
 pub struct Status {
     /// The slot the node runs.
     pub running: Slot,
-    /// `default` of loader.conf, as written (e.g. `tandem-a.conf`).
+    /// `default` of loader.conf, as written (e.g. `tandem-a[.+][c1-9]*`, or `tandem-a.conf`
+    /// in images before the pattern).
     pub default: Option<String>,
     /// The Tandem entries on the ESP.
     pub entries: Vec<Entry>,
@@ -185,21 +196,27 @@ impl Status {
     /// The slot `default` names.
     pub fn default_slot(&self) -> Option<Slot> {
         let d = self.default.as_deref()?;
-        Slot::from_label(d.strip_suffix(".conf").unwrap_or(d))
+        Slot::from_label(d.get(..8)?)
     }
 
-    /// What systemd-boot would boot next: the default entry unless it is missing or out
-    /// of tries, else the first usable entry in its order (good before counted, A before B).
+    /// What systemd-boot (252) would boot next: the entry `default` matches (the slot's
+    /// entry unless it is out of tries; an old-style `tandem-a.conf` default matches only
+    /// the blessed file), else the first entry in its order: entries with tries before
+    /// those without, then by id, newest (highest) first.
     pub fn next_boot(&self) -> Option<&Entry> {
-        let usable = |e: &&Entry| !e.is_bad();
-        if let Some(slot) = self.default_slot()
-            && let Some(e) = self.entries.iter().filter(usable).find(|e| e.slot == slot)
-        {
-            return Some(e);
+        if let (Some(slot), Some(d)) = (self.default_slot(), self.default.as_deref()) {
+            let exact = d.ends_with(".conf");
+            if let Some(e) = self
+                .entries
+                .iter()
+                .find(|e| e.slot == slot && !e.is_bad() && (!exact || e.file == d))
+            {
+                return Some(e);
+            }
         }
-        let mut rest: Vec<&Entry> = self.entries.iter().filter(usable).collect();
-        rest.sort_by_key(|e| (e.tries_left.is_some(), e.slot));
-        rest.first().copied()
+        let mut all: Vec<&Entry> = self.entries.iter().collect();
+        all.sort_by(|a, b| a.is_bad().cmp(&b.is_bad()).then(b.file.cmp(&a.file)));
+        all.first().copied()
     }
 }
 
@@ -340,9 +357,9 @@ impl Layout {
     }
 }
 
-/// `text` (a loader.conf) with its `default` line naming `slot` (added if missing).
+/// `text` (a loader.conf) with its `default` line selecting `slot` (added if missing).
 pub fn render_default(text: &str, slot: Slot) -> String {
-    let line = format!("default {}.conf", slot.label());
+    let line = format!("default {}", slot.default_pattern());
     let mut found = false;
     let mut out: Vec<String> = text
         .lines()
@@ -429,19 +446,40 @@ mod tests {
         let t = "# c\ndefault tandem-a.conf\ntimeout 0\n";
         assert_eq!(
             render_default(t, Slot::B),
-            "# c\ndefault tandem-b.conf\ntimeout 0\n"
+            "# c\ndefault tandem-b[.+][c1-9]*\ntimeout 0\n"
         );
         assert_eq!(
             render_default("timeout 0\n", Slot::A),
-            "default tandem-a.conf\ntimeout 0\n"
+            "default tandem-a[.+][c1-9]*\ntimeout 0\n"
         );
+    }
+
+    /// systemd-boot 252: `default tandem-a.conf` does not match `tandem-a+1.conf` (the id
+    /// keeps the counter) and the first entry in its order boots: the lab saw exactly this
+    /// (slot B booted after installing into A), hence the pattern.
+    #[test]
+    fn old_exact_default_misses_a_counted_entry() {
+        let st = Status {
+            running: Slot::B,
+            default: Some("tandem-a.conf".into()),
+            entries: vec![
+                Entry::parse("tandem-a+1.conf").expect("a"),
+                Entry::parse("tandem-b.conf").expect("b"),
+            ],
+        };
+        assert_eq!(st.next_boot().map(|e| e.slot), Some(Slot::B));
+        let st = Status {
+            default: Some(Slot::A.default_pattern()),
+            ..st
+        };
+        assert_eq!(st.next_boot().map(|e| e.slot), Some(Slot::A));
     }
 
     #[test]
     fn next_boot_skips_bad_default() {
         let st = Status {
             running: Slot::A,
-            default: Some("tandem-b.conf".into()),
+            default: Some(Slot::B.default_pattern()),
             entries: vec![
                 Entry::parse("tandem-a.conf").expect("a"),
                 Entry::parse("tandem-b+0-3.conf").expect("b"),
