@@ -130,9 +130,9 @@ pub enum ShowWhat {
     Frontends,
     /// Backends: balance, servers, persistence, checks.
     Backends,
-    /// Servers of every backend.
+    /// Servers of every backend, live from the proxy: state, health, weight, sessions, responses.
     Servers,
-    /// Traffic statistics.
+    /// Traffic statistics per frontend and backend, live from the proxy.
     Stats,
     /// VRRP instances and this node's role in each.
     Vrrp,
@@ -356,7 +356,7 @@ fn request(command: &Command, client: &mut Client) -> anyhow::Result<(Option<Val
         } => match what {
             ShowWhat::Frontends => (Some(json!({"cmd": "show_config"})), render::frontends),
             ShowWhat::Backends => (Some(json!({"cmd": "show_config"})), render::backends),
-            ShowWhat::Servers => (Some(json!({"cmd": "show_config"})), render::servers),
+            ShowWhat::Servers => (Some(json!({"cmd": "show_servers"})), render::servers),
             ShowWhat::Config => (
                 Some(json!({"cmd": "show_config", "generation": generation})),
                 |v| {
@@ -375,9 +375,7 @@ fn request(command: &Command, client: &mut Client) -> anyhow::Result<(Option<Val
             }),
             ShowWhat::Sync => (Some(json!({"cmd": "sync_status"})), render::sync),
             ShowWhat::Version | ShowWhat::Boot => (None, |_| String::new()),
-            ShowWhat::Stats => (Some(json!({"cmd": "status"})), |_| {
-                "not available yet: traffic statistics come from the proxy runtime API; `show servers` lists the configured servers\n".into()
-            }),
+            ShowWhat::Stats => (Some(json!({"cmd": "show_stats"})), render::stats),
         },
         Command::Server {
             name,

@@ -266,35 +266,139 @@ pub fn vrrp(v: &Value) -> String {
     t.render()
 }
 
-/// `show servers` from a `show_config` reply.
+/// `1.5 KiB`, `5.0 MiB`: a byte count for people (`-` when absent).
+pub fn bytes(v: &Value) -> String {
+    let Some(n) = v.as_u64() else {
+        return s(v);
+    };
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut x = n as f64 / 1024.0;
+    let mut unit = 0;
+    while x >= 1024.0 && unit + 1 < UNITS.len() {
+        x /= 1024.0;
+        unit += 1;
+    }
+    format!("{x:.1} {}", UNITS[unit])
+}
+
+/// `a/b` of two fields of `v`.
+fn pair_of(v: &Value, a: &str, b: &str) -> String {
+    format!("{}/{}", s(get(v, a)), s(get(v, b)))
+}
+
+/// The responses of status class `class` (`2xx`, ...) of a runtime API object.
+fn responses(v: &Value, class: &str) -> String {
+    s(get(get(v, "responses"), class))
+}
+
+/// `show servers` from a `show_servers` reply (the proxy runtime API's live view): one table
+/// per backend, in the proxy's order.
 pub fn servers(v: &Value) -> String {
-    let mut t = Table::new(&[
-        "BACKEND", "SERVER", "ADDRESS", "WEIGHT", "STATE", "BACKUP", "MAXCONN",
-    ]);
-    for b in arr(get(get(v, "config"), "backends")) {
-        for srv in arr(get(b, "servers")) {
-            t.row(vec![
-                s(get(b, "name")),
-                s(get(srv, "name")),
-                s(get(srv, "address")),
-                s(get(srv, "weight")),
-                s(get(srv, "state")),
-                if get(srv, "backup").as_bool() == Some(true) {
-                    "yes"
-                } else {
-                    "no"
-                }
-                .to_owned(),
-                s(get(srv, "max_connections")),
-            ]);
+    let list = arr(get(v, "servers"));
+    if list.is_empty() {
+        return "no servers\n".to_owned();
+    }
+    let mut backends: Vec<(String, Table)> = Vec::new();
+    for srv in list {
+        let backend = s(get(srv, "backend"));
+        if backends.last().is_none_or(|(b, _)| *b != backend) {
+            backends.push((
+                backend.clone(),
+                Table::new(&[
+                    "SERVER", "ADDRESS", "STATE", "HEALTH", "WEIGHT", "SESSIONS", "QUEUE", "2XX",
+                    "4XX", "5XX",
+                ]),
+            ));
         }
+        let mut name = s(get(srv, "name"));
+        if get(srv, "backup").as_bool() == Some(true) {
+            name.push_str(" (backup)");
+        }
+        let table = &mut backends.last_mut().expect("pushed above").1;
+        table.row(vec![
+            name,
+            s(get(srv, "address")),
+            s(get(srv, "state")),
+            s(get(srv, "health")),
+            pair_of(srv, "weight", "effective_weight"),
+            pair_of(srv, "sessions_current", "sessions_total"),
+            s(get(srv, "queue")),
+            responses(srv, "2xx"),
+            responses(srv, "4xx"),
+            responses(srv, "5xx"),
+        ]);
+    }
+    let mut out = String::new();
+    for (i, (backend, table)) in backends.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let _ = writeln!(out, "backend {backend}");
+        out.push_str(&table.render());
+    }
+    out.push_str("WEIGHT is weight/effective weight, SESSIONS current/total\n");
+    out
+}
+
+/// `show stats` from a `show_stats` reply: per-frontend and per-backend totals.
+pub fn stats(v: &Value) -> String {
+    let mut t = Table::new(&[
+        "FRONTEND",
+        "MODE",
+        "SESSIONS",
+        "2XX",
+        "3XX",
+        "4XX",
+        "5XX",
+        "BYTES IN",
+        "BYTES OUT",
+    ]);
+    for f in arr(get(v, "frontends")) {
+        t.row(vec![
+            s(get(f, "name")),
+            s(get(f, "mode")),
+            pair_of(f, "sessions_current", "sessions_total"),
+            responses(f, "2xx"),
+            responses(f, "3xx"),
+            responses(f, "4xx"),
+            responses(f, "5xx"),
+            bytes(get(f, "bytes_in")),
+            bytes(get(f, "bytes_out")),
+        ]);
     }
     let mut out = t.render();
-    let _ = writeln!(
-        out,
-        "(configured state, generation {}; live health needs the proxy runtime API)",
-        s(get(v, "generation"))
-    );
+    out.push('\n');
+    let mut t = Table::new(&[
+        "BACKEND",
+        "SERVERS",
+        "SESSIONS",
+        "QUEUE",
+        "2XX",
+        "3XX",
+        "4XX",
+        "5XX",
+        "BYTES IN",
+        "BYTES OUT",
+    ]);
+    for b in arr(get(v, "backends")) {
+        t.row(vec![
+            s(get(b, "name")),
+            pair_of(b, "servers_accepting", "servers_total"),
+            pair_of(b, "sessions_current", "sessions_total"),
+            s(get(b, "queue")),
+            responses(b, "2xx"),
+            responses(b, "3xx"),
+            responses(b, "4xx"),
+            responses(b, "5xx"),
+            bytes(get(b, "bytes_in")),
+            bytes(get(b, "bytes_out")),
+        ]);
+    }
+    out.push_str(&t.render());
+    out.push_str("SESSIONS current/total, SERVERS accepting/total\n");
     out
 }
 
@@ -640,6 +744,15 @@ mod tests {
         assert_eq!(ago(252_000), "4m12s");
         assert_eq!(ago(7_500_000), "2h5m");
         assert_eq!(ago(273_600_000), "3d4h");
+    }
+
+    #[test]
+    fn bytes_for_people() {
+        assert_eq!(bytes(&Value::from(0)), "0 B");
+        assert_eq!(bytes(&Value::from(1023)), "1023 B");
+        assert_eq!(bytes(&Value::from(1536)), "1.5 KiB");
+        assert_eq!(bytes(&Value::from(5_242_880)), "5.0 MiB");
+        assert_eq!(bytes(&Value::Null), "-");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Snapshot tests (expect-test) of what `tandemctl` prints for the main commands: status,
-//! show servers, show history, config diff, a commit, and an invalid commit's error.
+//! show servers, show stats, show history, config diff, a commit, and an invalid commit's error.
 //! The inputs are supervisor replies as documented in `docs/control-api.md`.
 //! Must not need a supervisor; `UPDATE_EXPECT=1 cargo test -p tandem-cli` refreshes them.
 
@@ -34,17 +34,29 @@ fn status_reply() -> Value {
     })
 }
 
-fn config_reply() -> Value {
-    json!({"ok": true, "generation": 42, "config": {"backends": [
-        {"name": "shop", "mode": "http", "balance": "roundrobin", "servers": [
-            {"name": "web1", "address": "198.18.0.21:8080", "weight": 50, "max_connections": 500, "backup": false, "state": "ready"},
-            {"name": "web2", "address": "198.18.0.22:8080", "weight": 100, "backup": false, "state": "drain"},
-            {"name": "dr1", "address": "198.18.2.21:8080", "weight": 100, "backup": true, "state": "ready"}
-        ]},
-        {"name": "canary", "mode": "http", "balance": "header(X-User)", "servers": [
-            {"name": "canary1", "address": "198.18.0.41:8080", "weight": 100, "backup": false, "state": "maint"}
-        ]}
-    ]}})
+fn servers_reply() -> Value {
+    let srv = |backend: &str,
+               name: &str,
+               address: &str,
+               state: &str,
+               health: &str,
+               w: [u64; 2],
+               sessions: [u64; 2],
+               r: [u64; 3]| {
+        json!({"backend": backend, "name": name, "id": "54d8501ec308aa74", "address": address,
+            "backup": name.starts_with("dr"), "state": state, "health": health, "status": "UP", "check_streak": 0,
+            "weight": w[0], "config_weight": w[0], "effective_weight": w[1], "max_connections": 200,
+            "sessions_current": sessions[0], "sessions_total": sessions[1], "queue": 0,
+            "bytes_in": 10240, "bytes_out": 5_242_880,
+            "responses": {"1xx": 0, "2xx": r[0], "3xx": 10, "4xx": r[1], "5xx": r[2], "other": 0},
+            "connect_failures": 0, "transitions": 2})
+    };
+    json!({"ok": true, "servers": [
+        srv("shop", "web1", "198.18.0.21:8080", "ready", "up", [50, 50], [3, 1520], [1500, 8, 2]),
+        srv("shop", "web2", "198.18.0.22:8080", "drain", "up", [100, 0], [1, 12004], [11990, 10, 4]),
+        srv("shop", "dr1", "198.18.2.21:8080", "ready", "down", [100, 0], [0, 0], [0, 0, 0]),
+        srv("canary", "canary1", "198.18.0.41:8080", "maint", "up", [100, 0], [0, 7], [7, 0, 0]),
+    ]})
 }
 
 #[test]
@@ -100,14 +112,64 @@ fn status_without_vrrp_or_config() {
 #[test]
 fn show_servers() {
     check(
-        render::servers(&config_reply()),
+        render::servers(&servers_reply()),
         expect![[r#"
-        BACKEND  SERVER   ADDRESS           WEIGHT  STATE  BACKUP  MAXCONN
-        shop     web1     198.18.0.21:8080  50      ready  no      500
-        shop     web2     198.18.0.22:8080  100     drain  no      -
-        shop     dr1      198.18.2.21:8080  100     ready  yes     -
-        canary   canary1  198.18.0.41:8080  100     maint  no      -
-        (configured state, generation 42; live health needs the proxy runtime API)
+        backend shop
+        SERVER        ADDRESS           STATE  HEALTH  WEIGHT  SESSIONS  QUEUE  2XX    4XX  5XX
+        web1          198.18.0.21:8080  ready  up      50/50   3/1520    0      1500   8    2
+        web2          198.18.0.22:8080  drain  up      100/0   1/12004   0      11990  10   4
+        dr1 (backup)  198.18.2.21:8080  ready  down    100/0   0/0       0      0      0    0
+
+        backend canary
+        SERVER   ADDRESS           STATE  HEALTH  WEIGHT  SESSIONS  QUEUE  2XX  4XX  5XX
+        canary1  198.18.0.41:8080  maint  up      100/0   0/7       0      7    0    0
+        WEIGHT is weight/effective weight, SESSIONS current/total
+    "#]],
+    );
+}
+
+#[test]
+fn show_stats() {
+    let v = json!({"ok": true,
+    "frontends": [{"name": "web", "mode": "http", "binds": ["0.0.0.0:80"],
+        "sessions_current": 12, "sessions_total": 9000, "max_connections": 10000,
+        "bytes_in": 0, "bytes_out": 123_456,
+        "responses": {"1xx": 0, "2xx": 8800, "3xx": 0, "4xx": 150, "5xx": 50, "other": 0},
+        "denied": {"connection_rate": 0, "request_rate": 140, "concurrent": 0}}],
+    "backends": [
+        {"name": "shop", "algorithm": "roundrobin", "sessions_current": 3, "sessions_total": 9000,
+            "queue": 0, "bytes_in": 0, "bytes_out": 123_456,
+            "responses": {"1xx": 0, "2xx": 8800, "3xx": 0, "4xx": 10, "5xx": 50, "other": 0},
+            "servers_total": 3, "servers_accepting": 2},
+        {"name": "canary", "algorithm": "roundrobin", "sessions_current": 0, "sessions_total": 7,
+            "queue": 2, "bytes_in": 512, "bytes_out": 3_221_225_472u64,
+            "responses": {"1xx": 0, "2xx": 7, "3xx": 0, "4xx": 0, "5xx": 0, "other": 0},
+            "servers_total": 1, "servers_accepting": 0}
+    ]});
+    check(
+        render::stats(&v),
+        expect![[r#"
+        FRONTEND  MODE  SESSIONS  2XX   3XX  4XX  5XX  BYTES IN  BYTES OUT
+        web       http  12/9000   8800  0    150  50   0 B       120.6 KiB
+
+        BACKEND  SERVERS  SESSIONS  QUEUE  2XX   3XX  4XX  5XX  BYTES IN  BYTES OUT
+        shop     2/3      3/9000    0      8800  0    10   50   0 B       120.6 KiB
+        canary   0/1      0/7       2      7     0    0    0    512 B     3.0 GiB
+        SESSIONS current/total, SERVERS accepting/total
+    "#]],
+    );
+}
+
+#[test]
+fn proxy_down_error() {
+    let v = json!({"ok": false,
+        "error": "cannot connect to /run/tandem/proxy.sock: Connection refused (os error 111)",
+        "hint": "the proxy is not running; see `tandemctl status`"});
+    check(
+        render::error(&v),
+        expect![[r#"
+        error: cannot connect to /run/tandem/proxy.sock: Connection refused (os error 111)
+        next: the proxy is not running; see `tandemctl status`
     "#]],
     );
 }

@@ -38,6 +38,8 @@ pub const COMMANDS: &[&str] = &[
     "sync_resolve",
     "history",
     "show_config",
+    "show_servers",
+    "show_stats",
     "candidate_get",
     "candidate_set",
     "candidate_clear",
@@ -205,6 +207,11 @@ pub async fn dispatch(core: &Arc<Core>, req: &Value, user: &str) -> Value {
                 "`show history` lists them",
             )),
         },
+        "show_servers" => {
+            core.show_servers(str_field(req, "backend").as_deref())
+                .await
+        }
+        "show_stats" => core.show_stats().await,
         "server" => core.server(req).await,
         "failover" => core.failover(str_field(req, "instance").as_deref()).await,
         "maintenance" => match req.get("on").and_then(Value::as_bool) {

@@ -1008,6 +1008,61 @@ impl Core {
         Ok(json!({"proxy": reply}))
     }
 
+    /// The proxy runtime API's socket, or a failure saying the proxy is not running.
+    fn proxy_socket(&self) -> Result<PathBuf, Failure> {
+        let socket = self
+            .store(Store::load_current)
+            .map(|g| g.config.runtime.socket)
+            .map_err(store_failure)?;
+        if !socket.exists() {
+            return Err(proxy_down(format!(
+                "the proxy runtime API is not listening on {}",
+                socket.display()
+            )));
+        }
+        Ok(socket)
+    }
+
+    /// One read-only request to the proxy runtime API; its reply when `ok`.
+    async fn ask_proxy(&self, request: &Value) -> Result<Value, Failure> {
+        let socket = self.proxy_socket()?;
+        let reply = ask(&socket, request).await.map_err(proxy_down)?;
+        if reply.get("ok") != Some(&Value::Bool(true)) {
+            let e = reply
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("refused");
+            let cmd = request.get("cmd").and_then(Value::as_str).unwrap_or("");
+            return Err(Failure::new(
+                format!("the proxy refused `{cmd}`: {e}"),
+                "`show servers` lists backends and servers; `logs proxy` shows the proxy's log",
+            ));
+        }
+        Ok(reply)
+    }
+
+    /// `show_servers`: state and counters of every server (of `backend`), live from the proxy
+    /// runtime API's `show servers`.
+    pub async fn show_servers(&self, backend: Option<&str>) -> Reply {
+        let mut request = json!({"cmd": "show servers"});
+        if let Some(b) = backend {
+            request["backend"] = json!(b);
+        }
+        let reply = self.ask_proxy(&request).await?;
+        Ok(json!({"servers": reply.get("servers").cloned().unwrap_or(json!([]))}))
+    }
+
+    /// `show_stats`: counters of every frontend and backend, live from the proxy runtime API's
+    /// `show frontends` and `show backends`.
+    pub async fn show_stats(&self) -> Reply {
+        let frontends = self.ask_proxy(&json!({"cmd": "show frontends"})).await?;
+        let backends = self.ask_proxy(&json!({"cmd": "show backends"})).await?;
+        Ok(json!({
+            "frontends": frontends.get("frontends").cloned().unwrap_or(json!([])),
+            "backends": backends.get("backends").cloned().unwrap_or(json!([])),
+        }))
+    }
+
     /// `failover`: planned switchover through the VRRP daemon.
     pub async fn failover(&self, instance: Option<&str>) -> Reply {
         if !self.is_started("vrrp") {
@@ -1051,6 +1106,11 @@ impl Core {
         };
         Ok(json!({"maintenance": on, "switchover": switchover}))
     }
+}
+
+/// The proxy runtime API cannot be asked: `what` says why.
+fn proxy_down(what: String) -> Failure {
+    Failure::new(what, "the proxy is not running; see `tandemctl status`")
 }
 
 /// One request/response exchange on a line-delimited JSON Unix socket, bounded in time.

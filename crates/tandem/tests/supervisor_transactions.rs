@@ -1,7 +1,9 @@
 //! End-to-end tests of `tandem supervisor` on loopback: a SIGKILLed proxy child is back and
 //! serving (time measured and printed), an invalid commit is refused with line and column and
 //! changes nothing, a commit whose apply fails (bind on a taken port) is rolled back on its own,
-//! and `commit confirmed` reverts unless confirmed, also across a supervisor restart.
+//! `commit confirmed` reverts unless confirmed, also across a supervisor restart, and
+//! `show_servers` / `show_stats` report the proxy's live counters and states (or say the proxy
+//! is not running).
 //! Must not use anything but 127.0.0.1, ephemeral ports and temporary directories.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
@@ -340,5 +342,76 @@ fn commit_confirmed_reverts_unless_confirmed_also_across_a_restart() {
     let shown = sup.call(json!({"cmd": "show_config"}));
     assert_eq!(shown["meta"]["restores"], 4);
     wait_for("proxy serving", || serving(front));
+    sup.stop();
+}
+
+/// The server `app1` in a `show_servers` reply.
+fn app1(reply: &Value) -> Value {
+    assert_eq!(reply["ok"], true, "{reply:#}");
+    reply["servers"]
+        .as_array()
+        .expect("servers")
+        .iter()
+        .find(|s| s["backend"] == "app" && s["name"] == "app1")
+        .cloned()
+        .unwrap_or_else(|| panic!("no app/app1 in {reply:#}"))
+}
+
+#[test]
+fn show_servers_and_stats_are_live_from_the_proxy() {
+    let dir = TempDir::new("live");
+    let (sup, front, _) = started(&dir);
+    for _ in 0..5 {
+        assert!(serving(front));
+    }
+    let srv = app1(&sup.call(json!({"cmd": "show_servers"})));
+    assert_eq!(srv["state"], "ready", "{srv:#}");
+    assert!(
+        srv["responses"]["2xx"].as_u64().unwrap_or(0) >= 5,
+        "the server that answered counts its requests: {srv:#}"
+    );
+    let stats = sup.call(json!({"cmd": "show_stats"}));
+    assert_eq!(stats["ok"], true, "{stats:#}");
+    assert!(
+        stats["frontends"][0]["responses"]["2xx"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 5,
+        "{stats:#}"
+    );
+    assert_eq!(stats["backends"][0]["name"], "app", "{stats:#}");
+
+    let r =
+        sup.call(json!({"cmd": "server", "backend": "app", "server": "app1", "action": "drain"}));
+    assert_eq!(r["ok"], true, "{r:#}");
+    let one = sup.call(json!({"cmd": "show_servers", "backend": "app"}));
+    assert_eq!(app1(&one)["state"], "drain", "{one:#}");
+    let r = sup.call(json!({"cmd": "show_servers", "backend": "nope"}));
+    assert_eq!(r["ok"], false, "{r:#}");
+    assert!(
+        r["error"].as_str().unwrap().contains("no backend nope"),
+        "{r:#}"
+    );
+    sup.stop();
+}
+
+#[test]
+fn show_servers_without_a_proxy_says_so() {
+    let dir = TempDir::new("noproxy");
+    let sup = Supervisor::start(&dir.0);
+    // A configuration whose proxy cannot be asked: commit one, then remove the API socket.
+    let (front, back) = (free_port(), backend());
+    let r = sup.call(json!({"cmd": "commit", "text": config(&dir.0, front, back, 100, None)}));
+    assert_eq!(r["ok"], true, "{r:#}");
+    std::fs::remove_file(dir.0.join("proxy.sock")).unwrap();
+    for cmd in ["show_servers", "show_stats"] {
+        let r = sup.call(json!({"cmd": cmd}));
+        assert_eq!(r["ok"], false, "{r:#}");
+        assert!(r["error"].as_str().unwrap().contains("proxy.sock"), "{r:#}");
+        assert_eq!(
+            r["hint"], "the proxy is not running; see `tandemctl status`",
+            "{r:#}"
+        );
+    }
     sup.stop();
 }
