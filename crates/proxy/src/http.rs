@@ -299,8 +299,9 @@ fn check_request(ctx: &ConnCtx, req: &Request<Incoming>) -> Result<(), ProxyErro
         });
     }
     if ctx.conflict.load(Ordering::Acquire) {
+        // The raw head guard refused this connection's framing; it logged the exact rule.
         return Err(ProxyError::BadRequest {
-            reason: "both content-length and transfer-encoding",
+            reason: "ambiguous request framing",
         });
     }
     let h = req.headers();
