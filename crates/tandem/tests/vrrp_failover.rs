@@ -43,7 +43,9 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn config_yaml(preempt: bool, unicast: bool, track: &str) -> String {
+/// The `version`, `cluster` and `vrrp` sections every scenario shares; `vrrp_extra` holds
+/// more keys of the `www` instance (indented four spaces), then the rest of the file follows.
+fn pair_head(vrrp_extra: &str) -> String {
     format!(
         r#"version: 1
 cluster:
@@ -56,19 +58,23 @@ vrrp:
     interface: {IFACE}
     vrid: 51
     advert_interval: 100ms
-    preempt: {preempt}
-    unicast: {unicast}
     addresses: [198.18.0.100/24]
-{track}frontends:
+{vrrp_extra}"#
+    )
+}
+
+fn config_yaml(preempt: bool, unicast: bool, track: &str) -> String {
+    pair_head(&format!(
+        "    preempt: {preempt}\n    unicast: {unicast}\n{track}"
+    )) + r#"frontends:
   - name: web
     bind: ["198.18.0.100:80"]
     default_backend: app
 backends:
   - name: app
     servers:
-      - {{ name: app1, address: 198.18.0.20:8080 }}
+      - { name: app1, address: 198.18.0.20:8080 }
 "#
-    )
 }
 
 /// A TCP responder inside an LB host: answers every connection with the node's name. Binds
@@ -657,21 +663,9 @@ fn a_failed_tracked_interface_lowers_priority_and_hands_over() {
 /// namespaces share one file system). Each node's proxy serves VIP:80 (tcp) from its local
 /// responder on 127.0.0.1:8080, so the answer names the node whose proxy carried it.
 fn proxy_pair_yaml(socket: &std::path::Path) -> String {
-    format!(
-        r#"version: 1
-cluster:
-  name: test
-  nodes:
-    lb1: {{ lan_address: 198.18.0.11, sync_address: 198.18.1.1, priority: 150 }}
-    lb2: {{ lan_address: 198.18.0.12, sync_address: 198.18.1.2, priority: 100 }}
-vrrp:
-  - name: www
-    interface: {IFACE}
-    vrid: 51
-    advert_interval: 100ms
-    addresses: [198.18.0.100/24]
-    track: {{ proxy: 60 }}
-runtime: {{ socket: {} }}
+    pair_head("    track: { proxy: 60 }\n")
+        + &format!(
+            r#"runtime: {{ socket: {} }}
 frontends:
   - name: web
     mode: tcp
@@ -683,8 +677,8 @@ backends:
     servers:
       - {{ name: local, address: "127.0.0.1:{PORT}" }}
 "#,
-        socket.display()
-    )
+            socket.display()
+        )
 }
 
 /// Port the proxies serve on the VIP.
