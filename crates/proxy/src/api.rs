@@ -2,7 +2,8 @@
 //!
 //! Owns: the socket listener ([`spawn`]), the command protocol ([`execute`], documented in
 //! `docs/runtime-api.md`): `show frontends|backends|servers`, `set server … state|weight`,
-//! `reload`, `show persistence`, `import persistence`; and the JSON views of live counters.
+//! `reload`, `show persistence`, `import persistence`, `show rates`, `import rates`; and the
+//! JSON views of live counters.
 //! Does not own: the state it changes (`live`, through `ServerState::update`), how a reload
 //! installs a plan (`proxy`), or where a reload reads its configuration ([`PlanSource`]).
 //!
@@ -26,6 +27,7 @@ use crate::PlanSource;
 use crate::live::{LiveBackend, ServerState, Snapshot};
 use crate::metrics::{CLASSES, Counters, DENY_REASONS};
 use crate::plan::{Algorithm, Persistence};
+use crate::protect::{RateCounter, RateEntry, SourceTable};
 use crate::proxy::Proxy;
 
 /// Most API connections served at once.
@@ -62,7 +64,10 @@ struct Command {
     #[serde(default)]
     weight: Option<u32>,
     #[serde(default)]
-    entries: Option<Vec<EntryJson>>,
+    frontend: Option<String>,
+    /// `import persistence`: [`EntryJson`]s; `import rates`: [`RateEntryJson`]s.
+    #[serde(default)]
+    entries: Option<Value>,
 }
 
 /// A stick-table entry on the wire (`show persistence`, `import persistence`).
@@ -73,6 +78,50 @@ struct EntryJson {
     /// Opaque server id (16 hex digits), never the address.
     server_id: String,
     expires_in_ms: u64,
+}
+
+/// One rate counter on the wire (`show rates`, `import rates`), relative to the answer.
+#[derive(Debug, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct CounterJson {
+    current: u32,
+    previous: u32,
+    elapsed_ms: u64,
+    period_ms: u64,
+}
+
+impl From<RateCounter> for CounterJson {
+    fn from(c: RateCounter) -> Self {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        CounterJson {
+            current: c.current,
+            previous: c.previous,
+            elapsed_ms: ms(c.elapsed),
+            period_ms: ms(c.period),
+        }
+    }
+}
+
+impl From<&CounterJson> for RateCounter {
+    fn from(c: &CounterJson) -> Self {
+        RateCounter {
+            current: c.current,
+            previous: c.previous,
+            elapsed: Duration::from_millis(c.elapsed_ms),
+            period: Duration::from_millis(c.period_ms),
+        }
+    }
+}
+
+/// A source's rate state on the wire (`show rates`, `import rates`).
+#[derive(Debug, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct RateEntryJson {
+    client: IpAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    connections: Option<CounterJson>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    requests: Option<CounterJson>,
 }
 
 /// Serves the API on `path` (a stale socket is replaced) until the task is aborted.
@@ -194,8 +243,10 @@ pub async fn execute(proxy: &Proxy, source: Option<&dyn PlanSource>, line: &[u8]
         },
         "show persistence" => show_persistence(&snap, cmd.backend.as_deref()),
         "import persistence" => import_persistence(&snap, &cmd),
+        "show rates" => show_rates(&snap, cmd.frontend.as_deref()),
+        "import rates" => import_rates(&snap, &cmd),
         other => Err(format!(
-            "unknown command {other:?}: expected show frontends|backends|servers|persistence, set server, import persistence, reload"
+            "unknown command {other:?}: expected show frontends|backends|servers|persistence|rates, set server, import persistence|rates, reload"
         )),
     };
     res.unwrap_or_else(fail)
@@ -446,12 +497,9 @@ fn import_persistence(snap: &Snapshot, cmd: &Command) -> Result<Value, String> {
     if live.stick.is_none() {
         return Err(format!("backend {name} has no source persistence"));
     }
-    let entries = cmd
-        .entries
-        .as_deref()
-        .ok_or("import persistence needs \"entries\"")?;
+    let entries: Vec<EntryJson> = entries_of(cmd, "import persistence")?;
     let mut parsed = Vec::with_capacity(entries.len());
-    for e in entries {
+    for e in &entries {
         let server = ServerId::from_cookie(&e.server_id)
             .map_err(|err| format!("invalid entry for {}: {err}", e.client))?;
         parsed.push(StickEntry {
@@ -462,5 +510,78 @@ fn import_persistence(snap: &Snapshot, cmd: &Command) -> Result<Value, String> {
     }
     let n = parsed.len();
     live.import_sticky(Instant::now(), parsed);
+    Ok(json!({ "ok": true, "imported": n }))
+}
+
+/// The `entries` of an import command, parsed.
+fn entries_of<T: serde::de::DeserializeOwned>(cmd: &Command, what: &str) -> Result<Vec<T>, String> {
+    let entries = cmd
+        .entries
+        .clone()
+        .ok_or_else(|| format!("{what} needs \"entries\""))?;
+    serde_json::from_value(entries).map_err(|e| format!("invalid entries for {what}: {e}"))
+}
+
+fn rate_json(rate: Option<crate::plan::Rate>) -> Value {
+    rate.map_or(Value::Null, |r| {
+        json!({ "count": r.count, "per_ms": u64::try_from(r.per.as_millis()).unwrap_or(u64::MAX) })
+    })
+}
+
+/// The frontend `name` and its per-source table, or why not.
+fn sources_of<'a>(
+    snap: &'a Snapshot,
+    name: Option<&str>,
+) -> Result<(usize, &'a Arc<SourceTable>), String> {
+    let name = name.ok_or("rate commands need \"frontend\"")?;
+    let fi = snap
+        .plan
+        .frontends()
+        .iter()
+        .position(|f| f.name == name)
+        .ok_or_else(|| format!("no frontend {name}"))?;
+    let protect = &snap.plan.frontends()[fi].protect;
+    match &snap.frontends[fi].sources {
+        Some(t) if protect.connection_rate.is_some() || protect.request_rate.is_some() => {
+            Ok((fi, t))
+        }
+        _ => Err(format!("frontend {name} has no per-source rate limit")),
+    }
+}
+
+fn show_rates(snap: &Snapshot, frontend: Option<&str>) -> Result<Value, String> {
+    let (fi, table) = sources_of(snap, frontend)?;
+    let f = &snap.plan.frontends()[fi];
+    let entries: Vec<Value> = table
+        .export(Instant::now())
+        .into_iter()
+        .map(|e| {
+            json!(RateEntryJson {
+                client: e.client,
+                connections: e.connections.map(CounterJson::from),
+                requests: e.requests.map(CounterJson::from),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "ok": true, "frontend": f.name,
+        "connection_rate": rate_json(f.protect.connection_rate),
+        "request_rate": rate_json(f.protect.request_rate),
+        "entries": entries,
+    }))
+}
+
+fn import_rates(snap: &Snapshot, cmd: &Command) -> Result<Value, String> {
+    let (_, table) = sources_of(snap, cmd.frontend.as_deref())?;
+    let entries: Vec<RateEntryJson> = entries_of(cmd, "import rates")?;
+    let parsed: Vec<RateEntry> = entries
+        .iter()
+        .map(|e| RateEntry {
+            client: e.client,
+            connections: e.connections.as_ref().map(RateCounter::from),
+            requests: e.requests.as_ref().map(RateCounter::from),
+        })
+        .collect();
+    let n = table.import(Instant::now(), &parsed);
     Ok(json!({ "ok": true, "imported": n }))
 }

@@ -1,7 +1,8 @@
 //! Config sync inside the supervisor: the [`Host`] the `tandem-sync` shell runs against, the
 //! peer's side of a transaction (`peer_apply`), what a commit reports about the peer, the
 //! `show sync` / `pair` / `sync resolve` commands, sync alarms, and runtime-state export
-//! (source-persistence tables) from the active node and import on the passive one.
+//! (source-persistence tables and the per-source rate counters of `protect`) from the active
+//! node and import on the passive one.
 //!
 //! Owns the glue only: every peer generation goes through the same store commit and apply as
 //! a local commit, under the same transaction lock. Must not speak the sync protocol (the
@@ -28,6 +29,11 @@ pub const PEER_ACK_WAIT: Duration = Duration::from_secs(10);
 pub const ALARM_POLL: Duration = Duration::from_millis(500);
 /// Most persistence entries exported per backend per round (a bound on frame size).
 pub const MAX_EXPORT_ENTRIES: usize = 20_000;
+/// Most rate-counter sources exported per frontend per round (a bound on frame size).
+pub const MAX_EXPORT_RATES: usize = 10_000;
+/// Entries per `import persistence|rates` request (the runtime API takes lines of at most
+/// 64 KiB; an entry is at most ~160 bytes).
+pub const IMPORT_CHUNK: usize = 256;
 
 fn gref(g: &Generation) -> GenRef {
     GenRef {
@@ -560,7 +566,8 @@ impl Core {
     }
 
     /// Runtime state for the peer: this node's VRRP roles and split-brain holds, and, when this
-    /// node is master of any instance, its source-persistence tables (once a second).
+    /// node is master of any instance, its source-persistence tables and per-source rate
+    /// counters (once a second).
     pub(crate) async fn runtime_export(&self) -> Option<Value> {
         let vrrp = self.shared.vrrp();
         let active = vrrp
@@ -573,10 +580,8 @@ impl Core {
             .map(|i| json!({"instance": i.get("name"), "state": i.get("state")}))
             .collect();
         let mut persistence = Vec::new();
-        if active
-            && self.persistence_due()
-            && let Ok(g) = self.store(Store::load_current)
-        {
+        let due = active && self.persistence_due();
+        if due && let Ok(g) = self.store(Store::load_current) {
             for b in &g.config.backends {
                 if !matches!(
                     b.persistence,
@@ -611,13 +616,59 @@ impl Core {
                 }
             }
         }
+        let rates = if active && due {
+            self.export_rates().await
+        } else {
+            Vec::new()
+        };
         Some(
-            json!({"node": self.opts.node, "active": active, "vrrp": roles, "holding": self.holding(), "persistence": persistence}),
+            json!({"node": self.opts.node, "active": active, "vrrp": roles, "holding": self.holding(), "persistence": persistence, "rates": rates}),
         )
     }
 
+    /// The per-source rate counters of every frontend with a `protect` rate limit, from the
+    /// proxy runtime API's `show rates` (sources with the most recent activity kept when
+    /// trimming to [`MAX_EXPORT_RATES`]).
+    async fn export_rates(&self) -> Vec<Value> {
+        let Ok(g) = self.store(Store::load_current) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for f in &g.config.frontends {
+            let limited = f.protect.as_ref().is_some_and(|p| {
+                p.connection_rate_per_source.is_some() || p.request_rate_per_source.is_some()
+            });
+            if !limited {
+                continue;
+            }
+            let name = f.name.to_string();
+            match ask(
+                &g.config.runtime.socket,
+                &json!({"cmd": "show rates", "frontend": name}),
+            )
+            .await
+            {
+                Ok(v) if v.get("ok") == Some(&Value::Bool(true)) => {
+                    let mut entries: Vec<Value> = v
+                        .get("entries")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
+                    let skip = entries.len().saturating_sub(MAX_EXPORT_RATES);
+                    entries.drain(..skip);
+                    if !entries.is_empty() {
+                        out.push(json!({"frontend": name, "entries": entries}));
+                    }
+                }
+                Ok(v) => warn!(frontend = %name, reply = %v, "show rates refused"),
+                Err(e) => warn!(frontend = %name, cause = %e, "cannot export rate counters"),
+            }
+        }
+        out
+    }
+
     /// Runtime state from the peer: runs the split-brain guard on its roles, and imports its
-    /// persistence tables while this node is not master of any instance.
+    /// persistence tables and rate counters while this node is not master of any instance.
     pub(crate) async fn runtime_import(&self, state: Value) {
         self.split_brain_check(&state).await;
         let vrrp = self.shared.vrrp();
@@ -628,24 +679,42 @@ impl Core {
         if active {
             return;
         }
-        let Some(tables) = state.get("persistence").and_then(Value::as_array) else {
-            return;
-        };
         let Ok(g) = self.store(Store::load_current) else {
             return;
         };
-        for t in tables {
-            let (Some(backend), Some(entries)) = (t.get("backend"), t.get("entries")) else {
+        let socket = &g.config.runtime.socket;
+        let tables = state.get("persistence").and_then(Value::as_array);
+        for t in tables.into_iter().flatten() {
+            let (Some(backend), Some(entries)) =
+                (t.get("backend"), t.get("entries").and_then(Value::as_array))
+            else {
                 continue;
             };
-            if entries.as_array().is_none_or(Vec::is_empty) {
-                continue;
+            for chunk in entries.chunks(IMPORT_CHUNK) {
+                let req =
+                    json!({"cmd": "import persistence", "backend": backend, "entries": chunk});
+                match ask(socket, &req).await {
+                    Ok(v) if v.get("ok") == Some(&Value::Bool(true)) => {}
+                    Ok(v) => warn!(%backend, reply = %v, "import persistence refused"),
+                    Err(e) => warn!(%backend, cause = %e, "cannot import persistence"),
+                }
             }
-            let req = json!({"cmd": "import persistence", "backend": backend, "entries": entries});
-            match ask(&g.config.runtime.socket, &req).await {
-                Ok(v) if v.get("ok") == Some(&Value::Bool(true)) => {}
-                Ok(v) => warn!(%backend, reply = %v, "import persistence refused"),
-                Err(e) => warn!(%backend, cause = %e, "cannot import persistence"),
+        }
+        let rates = state.get("rates").and_then(Value::as_array);
+        for t in rates.into_iter().flatten() {
+            let (Some(frontend), Some(entries)) = (
+                t.get("frontend"),
+                t.get("entries").and_then(Value::as_array),
+            ) else {
+                continue;
+            };
+            for chunk in entries.chunks(IMPORT_CHUNK) {
+                let req = json!({"cmd": "import rates", "frontend": frontend, "entries": chunk});
+                match ask(socket, &req).await {
+                    Ok(v) if v.get("ok") == Some(&Value::Bool(true)) => {}
+                    Ok(v) => warn!(%frontend, reply = %v, "import rates refused"),
+                    Err(e) => warn!(%frontend, cause = %e, "cannot import rate counters"),
+                }
             }
         }
     }

@@ -294,3 +294,113 @@ fn pair_a_proxy_that_stays_down_moves_the_vip() {
     });
     println!("proxy left alone: lb1 holds the VIP again after {t:?}");
 }
+
+/// `GET /` on the VIP from client address `src`: the HTTP status, or None.
+fn status_from(bed: &Bed, src: &str) -> Option<u16> {
+    let out = bed
+        .client
+        .output(
+            std::process::Command::new("curl").args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-m",
+                "2",
+                "--interface",
+                src,
+                "http://198.18.0.100/",
+            ]),
+            Duration::from_secs(5),
+        )
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .ok()
+        .filter(|c| *c != 0)
+}
+
+/// One request to node `n`'s proxy runtime API, through its proxy's view of the filesystem
+/// (the proxy socket lives on a tmpfs in the node's own mount namespace).
+fn runtime(n: &common::Node, req: serde_json::Value) -> Option<serde_json::Value> {
+    use std::io::{BufRead as _, Write as _};
+    let pid = n.service("proxy")["pid"].as_u64()?;
+    let path = format!("/proc/{pid}/root{}/proxy.sock", common::RUN_DIR);
+    let mut s = std::os::unix::net::UnixStream::connect(path).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    s.write_all(format!("{req}\n").as_bytes()).ok()?;
+    let mut line = String::new();
+    std::io::BufReader::new(s).read_line(&mut line).ok()?;
+    serde_json::from_str(&line).ok()
+}
+
+#[test]
+fn pair_a_source_over_its_request_rate_is_still_refused_after_a_failover() {
+    if !require_root() {
+        return;
+    }
+    let _s = serial();
+    // 5 requests per source per minute: the whole test runs well inside one window.
+    let text = common::config(100, "protect").replace(
+        "    default_backend: app\n",
+        "    default_backend: app\n    protect: { request_rate_per_source: 5/60s }\n",
+    );
+    let mut bed = Bed::with_config("pairrates", &text);
+    let [lb1, lb2] = &bed.lb;
+    wait_for("lb1 holds the VIP", || lb1.has_vip() && !lb2.has_vip());
+    wait_for("an answer through the VIP", || {
+        status_from(&bed, "198.18.0.3") == Some(200)
+    });
+    // The abuser: 5 requests pass, the next is refused on lb1.
+    let abuser = "198.18.0.5";
+    let mut codes = Vec::new();
+    while codes.last() != Some(&429) && codes.len() < 20 {
+        codes.extend(status_from(&bed, abuser));
+    }
+    println!("abuser on lb1: {codes:?}");
+    assert_eq!(
+        codes.last(),
+        Some(&429),
+        "lb1 refuses the abuser: {codes:?}"
+    );
+    assert_eq!(codes.iter().filter(|c| **c == 200).count(), 5, "{codes:?}");
+
+    // Replicated to the passive node's proxy (runtime state goes once a second).
+    let t = wait_for("lb2's proxy has the abuser's request count", || {
+        runtime(lb2, json!({"cmd": "show rates", "frontend": "web"})).is_some_and(|r| {
+            r["entries"].as_array().is_some_and(|e| {
+                e.iter()
+                    .any(|x| x["client"] == abuser && x["requests"]["current"].as_u64() >= Some(5))
+            })
+        })
+    });
+    println!("rate counters on lb2 {t:?} after the refusal");
+    let shown = runtime(lb2, json!({"cmd": "show rates", "frontend": "web"}));
+    println!("lb2 show rates: {shown:?}");
+
+    // lb1 dies (the supervisor is SIGKILLed; its children get SIGTERM and the VRRP daemon
+    // resigns): the VIP moves to lb2.
+    let t0 = Instant::now();
+    drop(bed.lb[0].process.take());
+    let [lb1, lb2] = &bed.lb;
+    wait_for("lb2 holds the VIP", || lb2.has_vip() && !lb1.has_vip());
+    wait_for("lb2 answers through the VIP", || {
+        status_from(&bed, "198.18.0.6") == Some(200)
+    });
+    println!("lb2 serves the VIP {:?} after lb1 died", t0.elapsed());
+    assert_eq!(
+        status_from(&bed, abuser),
+        Some(429),
+        "the abuser is still refused on lb2"
+    );
+    assert_eq!(
+        status_from(&bed, "198.18.0.7"),
+        Some(200),
+        "another client is served on lb2"
+    );
+    let denied = lb2.ok(json!({"cmd": "show_stats"}))["frontends"][0]["denied"].clone();
+    println!("lb2 frontend denied: {denied}");
+    assert!(denied["request_rate"].as_u64() >= Some(1), "{denied}");
+}
