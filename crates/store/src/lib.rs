@@ -16,6 +16,7 @@
 //! DIR/config/candidate.yaml            the operator's workspace (`config edit|load`)
 //! DIR/config/pending-confirm.json      PendingConfirm while a `commit confirmed` runs
 //! DIR/config/running.yaml              what the services read (supervisor-rendered)
+//! DIR/config/applied                   {"generation":41,...}: the last generation applied and checked
 //! ```
 //!
 //! Every file is replaced through [`Fs::write_atomic`] (write, fsync, rename, fsync dir).
@@ -23,6 +24,12 @@
 //! `current` is the commit point. A crash before it leaves an orphan generation (number above
 //! `current`), removed the next time the store is opened; a crash after it leaves the new
 //! generation. Either way the store loads, and `current` names a complete generation.
+//!
+//! The supervisor records a generation in `applied` once it was applied to the services and
+//! checked ([`Store::mark_applied`]). A crash after the commit point and before that leaves
+//! `current` above `applied`: [`Store::interrupted`] reports it, so the next start finishes
+//! the transaction (apply and check it, restore the last applied one if that fails) instead
+//! of running an unchecked generation silently.
 //!
 //! Numbers only grow: a rollback commits a new generation holding the old text (like Junos'
 //! `rollback N` + `commit`), so history is linear and config sync sees every step.
@@ -167,6 +174,16 @@ pub struct PendingConfirm {
 struct Pointer {
     generation: u64,
     fingerprint: String,
+}
+
+/// A transaction the supervisor did not finish: `generation` is current but was never
+/// applied and checked; `last_applied` was (see [`Store::interrupted`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Interrupted {
+    /// The current generation, committed but never marked applied.
+    pub generation: u64,
+    /// The last generation marked applied and checked.
+    pub last_applied: u64,
 }
 
 /// Accepts every certificate path: used to re-read generations that were validated when they
@@ -436,6 +453,45 @@ impl Store {
     /// Forgets the pending `commit confirmed` (confirmed, or rolled back).
     pub fn clear_pending_confirm(&self) -> Result<(), StoreError> {
         self.remove(&self.root.join("pending-confirm.json"))
+    }
+
+    /// The last generation recorded as applied and checked, if any.
+    pub fn applied(&self) -> Result<Option<u64>, StoreError> {
+        let path = self.root.join("applied");
+        let bytes = match self.fs.read(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            other => other.map_err(|source| io_err("read", &path, source))?,
+        };
+        let pointer: Pointer = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+            number: 0,
+            path: path.clone(),
+            reason: format!("unreadable applied pointer: {e}"),
+        })?;
+        Ok(Some(pointer.generation))
+    }
+
+    /// Records that generation `number` runs: applied to the services and checked.
+    pub fn mark_applied(&self, number: u64) -> Result<(), StoreError> {
+        let meta = self.meta(number)?;
+        let pointer = Pointer {
+            generation: number,
+            fingerprint: meta.fingerprint,
+        };
+        self.write(&self.root.join("applied"), &to_json(&pointer))
+    }
+
+    /// The current generation when it was committed after the last generation marked applied
+    /// and never marked itself (the supervisor stopped between the commit point and the end of
+    /// its check). `None` when the current generation was checked, before the first commit,
+    /// and when nothing was ever marked (the first commit: there is nothing to restore).
+    pub fn interrupted(&self) -> Result<Option<Interrupted>, StoreError> {
+        let (Some(current), Some(last_applied)) = (self.current_number()?, self.applied()?) else {
+            return Ok(None);
+        };
+        Ok((current != last_applied).then_some(Interrupted {
+            generation: current,
+            last_applied,
+        }))
     }
 
     /// Removes what an interrupted commit left: temporary files, generations above `current`

@@ -215,3 +215,34 @@ fn a_synced_generation_keeps_its_number_above_the_current_one() {
     // Reopening keeps the gap and the generations.
     assert_eq!(s.load_current().unwrap().meta.number, 6);
 }
+
+#[test]
+fn a_commit_never_marked_applied_is_reported_as_interrupted() {
+    let fs = MemFs::new();
+    let s = store(&fs);
+    assert_eq!(s.interrupted().unwrap(), None, "empty store");
+    s.commit(&sample(10), &info("first", 1000)).unwrap();
+    assert_eq!(
+        s.interrupted().unwrap(),
+        None,
+        "nothing marked: first commit"
+    );
+    s.mark_applied(1).unwrap();
+    assert_eq!(s.applied().unwrap(), Some(1));
+    s.commit(&sample(20), &info("second", 2000)).unwrap();
+    // The supervisor stopped before applying generation 2: a reopened store says so.
+    let reopened = store(&fs);
+    assert_eq!(
+        reopened.interrupted().unwrap(),
+        Some(Interrupted {
+            generation: 2,
+            last_applied: 1
+        })
+    );
+    reopened.mark_applied(2).unwrap();
+    assert_eq!(reopened.interrupted().unwrap(), None);
+    assert!(matches!(
+        reopened.mark_applied(7),
+        Err(StoreError::NoSuchGeneration(7))
+    ));
+}

@@ -217,20 +217,34 @@ impl Core {
             }
         };
         let _guard = self.txn.lock().await;
-        self.event(&format!("booting generation {}", current.meta.number));
-        if let Err(e) = self.apply(&current, None).await {
-            // Nothing to restore at boot: report it and keep supervising.
-            self.shared.raise(
-                "apply-failed",
-                Severity::Critical,
-                format!(
-                    "generation {} did not start cleanly: {e}",
-                    current.meta.number
-                ),
-            );
+        match self.store(Store::interrupted) {
+            Ok(Some(i)) => self.finish_interrupted(&current, i).await,
+            Ok(None) => {
+                self.event(&format!("booting generation {}", current.meta.number));
+                if let Err(e) = self.apply(&current, None).await {
+                    // A generation checked before: report it and keep supervising.
+                    self.shared.raise(
+                        "apply-failed",
+                        Severity::Critical,
+                        format!(
+                            "generation {} did not start cleanly: {e}",
+                            current.meta.number
+                        ),
+                    );
+                }
+            }
+            Err(e) => {
+                error!(cause = %e, "cannot read which generation was last applied");
+                self.shared.raise(
+                    "store",
+                    Severity::Critical,
+                    format!("cannot read which generation was last applied: {e}"),
+                );
+            }
         }
+        let current = self.store(Store::current_number).ok().flatten();
         match self.store(Store::pending_confirm) {
-            Ok(Some(p)) if p.generation == current.meta.number => {
+            Ok(Some(p)) if Some(p.generation) == current => {
                 self.event(&format!(
                     "re-arming commit confirmed of generation {} (deadline {} ms)",
                     p.generation, p.deadline_ms
@@ -243,6 +257,51 @@ impl Core {
             Ok(None) => {}
             Err(e) => warn!(cause = %e, "cannot read the pending confirm"),
         }
+    }
+
+    /// Start-up after a supervisor stopped in the middle of a transaction: `current` was
+    /// committed but never applied and checked. Finishes the transaction as the commit would
+    /// have: apply and check it, and when that fails restore the last generation that was
+    /// applied and checked (as a new generation). Raises alarm `interrupted-commit` either way,
+    /// so it does not pass silently.
+    async fn finish_interrupted(&self, current: &Generation, i: tandem_store::Interrupted) {
+        let n = current.meta.number;
+        let who = &current.meta.author;
+        warn!(
+            generation = n,
+            last_applied = i.last_applied,
+            "the previous supervisor stopped before generation {n} was applied and checked; finishing the transaction"
+        );
+        self.event(&format!(
+            "generation {n} (committed by {who}) was never applied and checked: the supervisor stopped during the transaction; applying and checking it now"
+        ));
+        let prev = match self.store(|s| s.generation(i.last_applied)) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                warn!(generation = i.last_applied, cause = %e, "the last applied generation cannot be read; trying the parent");
+                current
+                    .meta
+                    .parent
+                    .and_then(|p| self.store(|s| s.generation(p)).ok())
+            }
+        };
+        let outcome = match self.apply(current, None).await {
+            Ok(()) => "it was applied and checked at start and runs now".to_owned(),
+            Err(cause) => {
+                let f = self
+                    .restore_after_failure(current, prev.as_ref(), &cause)
+                    .await;
+                let _ = self.store(Store::clear_pending_confirm);
+                f.error
+            }
+        };
+        self.shared.raise(
+            "interrupted-commit",
+            Severity::Warning,
+            format!(
+                "the supervisor stopped during the commit of generation {n} (by {who}), before it was checked; {outcome}; `show history` shows the generations"
+            ),
+        );
     }
 
     /// Background tasks: proxy health from its log, VRRP role polling.
@@ -405,6 +464,11 @@ impl Core {
             .map_err(|e| format!("cannot render the running configuration: {e}"))?;
         self.apply_proxy(next).await?;
         self.apply_vrrp(next, prev).await?;
+        // The transaction is finished: a restart from here on runs this generation as
+        // checked (`Core::boot`).
+        if let Err(e) = self.store(|s| s.mark_applied(next.meta.number)) {
+            warn!(generation = next.meta.number, cause = %e, "cannot record the generation as applied");
+        }
         self.event(&format!(
             "generation {} applied and checked",
             next.meta.number
@@ -606,7 +670,23 @@ impl Core {
             changes.len(),
             if changes.len() == 1 { "" } else { "s" }
         ));
+        // Recorded before applying, so a `commit confirmed` interrupted by a crash is still
+        // reverted unless confirmed (`Core::boot` finishes the transaction and re-arms it).
+        let pending = confirm_ms.zip(prev.as_ref()).map(|(ms, p)| PendingConfirm {
+            generation: next.meta.number,
+            restore: p.meta.number,
+            deadline_ms: now_ms() + ms,
+            author: author.to_owned(),
+        });
+        if let Some(p) = &pending {
+            self.store(|s| s.set_pending_confirm(p))
+                .map_err(store_failure)?;
+        }
+        crate::crash_point("after-commit");
         if let Err(cause) = self.apply(&next, prev.as_ref()).await {
+            if pending.is_some() {
+                let _ = self.store(Store::clear_pending_confirm);
+            }
             // Keep the candidate: the operator fixes it and commits again.
             let _ = self.store(|s| s.set_candidate(&text));
             return Err(self
@@ -616,6 +696,7 @@ impl Core {
         self.shared.clear("apply-failed");
         self.shared.clear("unconfigured");
         self.shared.clear("confirm-expired");
+        self.shared.clear("interrupted-commit");
         let _ = self.store(Store::clear_candidate);
         let mut reply = json!({
             "committed": true,
@@ -627,13 +708,9 @@ impl Core {
             "nodes": [self.node_label()],
             "warnings": loaded.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
         });
-        if let (Some(ms), Some(p)) = (confirm_ms, prev.as_ref()) {
-            let pending = PendingConfirm {
-                generation: next.meta.number,
-                restore: p.meta.number,
-                deadline_ms: now_ms() + ms,
-                author: author.to_owned(),
-            };
+        if let (Some(ms), Some(mut pending)) = (confirm_ms, pending) {
+            // The window counts from the end of the check, as the operator sees it.
+            pending.deadline_ms = now_ms() + ms;
             self.store(|s| s.set_pending_confirm(&pending))
                 .map_err(store_failure)?;
             self.arm_confirm(pending.clone());

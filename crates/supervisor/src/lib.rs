@@ -47,6 +47,19 @@ pub enum SupervisorError {
     },
 }
 
+/// The environment variable naming a crash point (tests only; see [`crash_point`]).
+pub const CRASH_POINT_ENV: &str = "TANDEM_SUPERVISOR_CRASH_POINT";
+
+/// A test hook: when `TANDEM_SUPERVISOR_CRASH_POINT` is `name`, the supervisor SIGKILLs
+/// itself here, as a power cut or an OOM kill would stop it. Points: `after-commit` (a local
+/// commit wrote the new generation and has not applied it yet). Unset on the appliance.
+pub fn crash_point(name: &str) {
+    if std::env::var_os(CRASH_POINT_ENV).is_some_and(|v| v == name) {
+        tracing::error!(point = name, "crash point reached: SIGKILL");
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
 /// Runs the supervisor until `shutdown` completes, then stops the children.
 pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<(), SupervisorError> {
     let store = Store::open(&opts.data_dir)?;

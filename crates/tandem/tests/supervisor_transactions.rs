@@ -101,9 +101,19 @@ struct Supervisor {
 
 impl Supervisor {
     fn start(dir: &Path) -> Supervisor {
+        Supervisor::start_with(dir, None)
+    }
+
+    /// With `crash_point`, the supervisor SIGKILLs itself there
+    /// (`TANDEM_SUPERVISOR_CRASH_POINT`, `crates/supervisor/src/lib.rs`).
+    fn start_with(dir: &Path, crash_point: Option<&str>) -> Supervisor {
         let socket = dir.join("supervisor.sock");
         let _ = std::fs::remove_file(&socket);
-        let child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tandem"));
+        if let Some(p) = crash_point {
+            cmd.env("TANDEM_SUPERVISOR_CRASH_POINT", p);
+        }
+        let child = cmd
             .args(["supervisor", "--data-dir"])
             .arg(dir)
             .arg("--socket")
@@ -130,6 +140,39 @@ impl Supervisor {
         let mut line = String::new();
         BufReader::new(stream).read_line(&mut line).unwrap();
         serde_json::from_str(&line).expect("reply is JSON")
+    }
+
+    /// One request; `None` when the supervisor closed the connection without answering.
+    fn call_raw(&self, req: Value) -> Option<Value> {
+        let stream = UnixStream::connect(&self.socket).expect("connect control socket");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let mut w = stream.try_clone().unwrap();
+        w.write_all(format!("{req}\n").as_bytes()).unwrap();
+        let mut line = String::new();
+        let n = BufReader::new(stream).read_line(&mut line).unwrap_or(0);
+        (n > 0).then(|| serde_json::from_str(&line).expect("reply is JSON"))
+    }
+
+    /// Waits (bounded) for the supervisor process to exit by itself.
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        let t = Instant::now();
+        while t.elapsed() < WAIT {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn alarm(&self, id: &str) -> Option<String> {
+        self.status()["alarms"]
+            .as_array()?
+            .iter()
+            .find(|a| a["id"] == id)
+            .and_then(|a| a["message"].as_str().map(str::to_owned))
     }
 
     fn status(&self) -> Value {
@@ -342,6 +385,80 @@ fn commit_confirmed_reverts_unless_confirmed_also_across_a_restart() {
     let shown = sup.call(json!({"cmd": "show_config"}));
     assert_eq!(shown["meta"]["restores"], 4);
     wait_for("proxy serving", || serving(front));
+    sup.stop();
+}
+
+#[test]
+fn a_supervisor_killed_between_commit_and_apply_finishes_the_transaction_at_start() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let dir = TempDir::new("crashcommit");
+    let (sup, front, back) = started(&dir);
+    sup.stop();
+    let running = || std::fs::read_to_string(dir.0.join("config/running.yaml")).unwrap();
+
+    // A good change, interrupted after the new generation was written: applied and checked at
+    // the next start.
+    let mut sup = Supervisor::start_with(&dir.0, Some("after-commit"));
+    wait_for("proxy serving", || serving(front));
+    let r = sup.call_raw(json!({"cmd": "commit", "text": config(&dir.0, front, back, 50, None), "comment": "weight 50"}));
+    assert!(r.is_none(), "the supervisor died before answering: {r:?}");
+    let st = sup
+        .exited()
+        .expect("the supervisor exits at the crash point");
+    assert_eq!(st.signal(), Some(9), "{st:?}");
+    assert_eq!(
+        running(),
+        config(&dir.0, front, back, 100, None),
+        "not applied"
+    );
+    let sup = Supervisor::start(&dir.0);
+    assert_eq!(sup.current(), 2, "the committed generation is kept");
+    let mut msg = None;
+    wait_for("alarm interrupted-commit", || {
+        msg = sup.alarm("interrupted-commit");
+        msg.is_some()
+    });
+    let msg = msg.unwrap();
+    println!("after the restart: {msg}");
+    assert!(msg.contains("generation 2"), "{msg}");
+    assert!(msg.contains("applied and checked at start"), "{msg}");
+    assert_eq!(running(), config(&dir.0, front, back, 50, None));
+    assert_eq!(
+        app1(&sup.call(json!({"cmd": "show_servers"})))["config_weight"],
+        50
+    );
+    assert!(serving(front));
+    sup.stop();
+
+    // A change whose apply fails (a frontend on a taken port), interrupted: at the next start
+    // it is applied, fails its check, and the last checked generation is restored.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut sup = Supervisor::start_with(&dir.0, Some("after-commit"));
+    wait_for("proxy serving", || serving(front));
+    let r = sup.call_raw(json!({"cmd": "commit", "text": config(&dir.0, front, back, 50, Some(port)), "comment": "taken port"}));
+    assert!(r.is_none(), "the supervisor died before answering: {r:?}");
+    sup.exited()
+        .expect("the supervisor exits at the crash point");
+    let sup = Supervisor::start(&dir.0);
+    wait_for("the last checked generation restored", || {
+        sup.current() == 4
+    });
+    let s = sup.status();
+    assert_eq!(s["generation"]["author"], "auto-rollback", "{s:#}");
+    assert_eq!(
+        sup.call(json!({"cmd": "show_config"}))["meta"]["restores"],
+        2
+    );
+    let msg = sup
+        .alarm("interrupted-commit")
+        .expect("alarm interrupted-commit");
+    println!("after the second restart: {msg}");
+    assert!(msg.contains("generation 3"), "{msg}");
+    assert!(sup.alarm("apply-failed").is_some(), "{s:#}");
+    assert_eq!(running(), config(&dir.0, front, back, 50, None));
+    wait_for("proxy serving", || serving(front));
+    drop(taken);
     sup.stop();
 }
 
