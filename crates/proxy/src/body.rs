@@ -40,7 +40,7 @@ pub(crate) struct Sink {
 }
 
 impl Sink {
-    fn bytes_in(&self, n: u64) {
+    pub(crate) fn bytes_in(&self, n: u64) {
         if n == 0 {
             return;
         }
@@ -55,7 +55,7 @@ impl Sink {
         b.servers[self.server].counters.bytes_in.fetch_add(n, r);
     }
 
-    fn bytes_out(&self, n: u64) {
+    pub(crate) fn bytes_out(&self, n: u64) {
         if n == 0 {
             return;
         }

@@ -94,6 +94,22 @@ pub enum ProxyError {
         /// The cause.
         source: hyper::Error,
     },
+    /// The server connection failed after the request was (possibly) sent (raw forwarder).
+    #[error("server {server} failed while handling the request: {source}")]
+    UpstreamIo {
+        /// The server.
+        server: String,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The server's response could not be parsed or was cut short (raw forwarder).
+    #[error("server {server} sent an invalid response: {reason}")]
+    BadResponse {
+        /// The server.
+        server: String,
+        /// What was wrong.
+        reason: &'static str,
+    },
     /// The request head is longer than the frontend's `max_header_size`.
     #[error("request head longer than {limit} bytes")]
     HeaderTooLarge {
@@ -127,7 +143,9 @@ impl ProxyError {
             | Self::ConnectTimeout { .. }
             | Self::Handshake { .. }
             | Self::ServerTimeout { .. }
-            | Self::Upstream { .. } => Side::Upstream,
+            | Self::Upstream { .. }
+            | Self::UpstreamIo { .. }
+            | Self::BadResponse { .. } => Side::Upstream,
             Self::BadRequest { .. } | Self::Denied { .. } | Self::HeaderTooLarge { .. } => {
                 Side::Client
             }
@@ -144,7 +162,7 @@ impl ProxyError {
             Self::Connect { .. } | Self::Handshake { .. } => *b"SC",
             Self::ConnectTimeout { .. } => *b"sC",
             Self::ServerTimeout { .. } => *b"sH",
-            Self::Upstream { .. } => *b"SH",
+            Self::Upstream { .. } | Self::UpstreamIo { .. } | Self::BadResponse { .. } => *b"SH",
             Self::BadRequest { .. } | Self::HeaderTooLarge { .. } => *b"CR",
         }
     }
@@ -167,7 +185,9 @@ impl ProxyError {
             Self::Connect { .. }
             | Self::ConnectTimeout { .. }
             | Self::Handshake { .. }
-            | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            | Self::Upstream { .. }
+            | Self::UpstreamIo { .. }
+            | Self::BadResponse { .. } => StatusCode::BAD_GATEWAY,
             Self::ServerTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Denied { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -186,7 +206,8 @@ impl ProxyError {
             Self::ConnectTimeout { .. } => "connect_timeout",
             Self::Handshake { .. } => "handshake",
             Self::ServerTimeout { .. } => "server_timeout",
-            Self::Upstream { .. } => "upstream",
+            Self::Upstream { .. } | Self::UpstreamIo { .. } => "upstream",
+            Self::BadResponse { .. } => "bad_response",
             Self::BadRequest { .. } => "bad_request",
             Self::Denied { .. } => "denied",
             Self::HeaderTooLarge { .. } => "header_too_large",

@@ -42,6 +42,8 @@ use crate::protect::{Refusal, SourceGuard};
 use crate::queue::{Slot, Tried, acquire};
 use crate::tls::Accepted;
 
+mod h1;
+
 /// Smallest read buffer hyper accepts.
 const MIN_BUF_BYTES: usize = 8192;
 /// hyper's request header count limit when none is set (`h1_max_headers`).
@@ -114,30 +116,6 @@ pub(crate) async fn serve(
         Ok(guard) => (None, guard),
         Err(why) => (Some(why), None),
     };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(fe.timeouts.header)
-        .max_buf_size(fe.max_header_bytes.max(MIN_BUF_BYTES))
-        .keep_alive(refused.is_none());
-    // hyper's own limit is 100 headers, parsed into a stack array; an explicit limit makes it
-    // build and fill a vector of that many slots for every request head (about 5% of the
-    // proxy's instructions per keep-alive request), so it is only set when it differs.
-    if fe.max_headers != HYPER_DEFAULT_MAX_HEADERS {
-        builder.http1().max_headers(fe.max_headers);
-    }
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
-        .max_header_list_size(u32::try_from(fe.max_header_bytes).unwrap_or(u32::MAX));
-    // On TLS, ALPN has decided; on plain text the client preface does (h2c prior knowledge).
-    let builder = match (acc.tls, acc.h2) {
-        (true, true) => builder.http2_only(),
-        (true, false) => builder.http1_only(),
-        (false, _) => builder,
-    };
     let peer_value = HeaderValue::try_from(peer.ip().to_string())
         .expect("an IP address is a valid header value");
     let conflict = Arc::new(AtomicBool::new(false));
@@ -158,10 +136,6 @@ pub(crate) async fn serve(
         refused,
         _source: source,
     });
-    let svc = service_fn(move |req| {
-        let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(handle(&ctx, req).await) }
-    });
     let stream = IdleIo::new(acc.stream, fe.timeouts.idle, busy);
     let mut guarded = Guarded::new(stream, conflict);
     if let Some(flag) = oversized {
@@ -170,7 +144,64 @@ pub(crate) async fn serve(
     if let Some(clock) = head_start {
         guarded = guarded.with_head_clock(clock);
     }
-    let conn = builder.serve_connection(TokioIo::new(guarded), svc);
+    // Plain HTTP/1.1 on the raw forwarder; HTTP/2 and what it hands over, on hyper.
+    let io = if acc.h2 {
+        h1::Rewind::new(Vec::new(), guarded)
+    } else {
+        match h1::serve(&ctx, &mut guarded, &mut shutdown, acc.tls).await {
+            h1::Outcome::Closed => {
+                live_fe.stats.current.fetch_sub(1, Ordering::Relaxed);
+                return;
+            }
+            h1::Outcome::Fallback(read) => h1::Rewind::new(read, guarded),
+        }
+    };
+    // Boxed: a connection served by the raw forwarder does not carry hyper's state.
+    Box::pin(serve_hyper(ctx, io, (acc.tls, acc.h2), shutdown)).await;
+    live_fe.stats.current.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Serves the rest of a client connection with hyper (HTTP/2, and what the raw forwarder
+/// hands over).
+async fn serve_hyper<T>(
+    ctx: Arc<ConnCtx>,
+    io: T,
+    (tls, h2): (bool, bool),
+    mut shutdown: watch::Receiver<bool>,
+) where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let fe: &Frontend = &ctx.snap.plan.frontends()[ctx.frontend];
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(fe.timeouts.header)
+        .max_buf_size(fe.max_header_bytes.max(MIN_BUF_BYTES))
+        .keep_alive(ctx.refused.is_none());
+    // hyper's own limit is 100 headers, parsed into a stack array; an explicit limit makes it
+    // build and fill a vector of that many slots for every request head (about 5% of the
+    // proxy's instructions per keep-alive request), so it is only set when it differs.
+    if fe.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+        builder.http1().max_headers(fe.max_headers);
+    }
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(u32::try_from(fe.max_header_bytes).unwrap_or(u32::MAX));
+    // On TLS, ALPN has decided; on plain text the client preface does (h2c prior knowledge).
+    let builder = match (tls, h2) {
+        (true, true) => builder.http2_only(),
+        (true, false) => builder.http1_only(),
+        (false, _) => builder,
+    };
+    let svc_ctx = ctx.clone();
+    let svc = service_fn(move |req| {
+        let ctx = svc_ctx.clone();
+        async move { Ok::<_, Infallible>(handle(&ctx, req).await) }
+    });
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let res = tokio::select! {
         res = conn.as_mut() => res,
@@ -182,7 +213,6 @@ pub(crate) async fn serve(
     if let Err(e) = res {
         debug!(cause = %e, "client connection ended with an error");
     }
-    live_fe.stats.current.fetch_sub(1, Ordering::Relaxed);
 }
 
 async fn handle(ctx: &ConnCtx, req: Request<Incoming>) -> Response<ProxyBody> {

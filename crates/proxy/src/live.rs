@@ -94,6 +94,8 @@ pub struct ServerState {
     runtime_weight: AtomicU32,
     /// Idle keep-alive connections, most recent last.
     pool: Mutex<Vec<Upstream>>,
+    /// Idle keep-alive connections of the raw HTTP/1 forwarder (`h1`), most recent last.
+    raw_pool: Mutex<Vec<RawUpstream>>,
     /// Traffic counters.
     pub counters: Counters,
     /// Connect failures.
@@ -120,6 +122,7 @@ impl ServerState {
             })),
             runtime_weight: AtomicU32::new(NO_WEIGHT),
             pool: Mutex::new(Vec::new()),
+            raw_pool: Mutex::new(Vec::new()),
             counters: Counters::default(),
             connect_failures: AtomicU64::new(0),
             transitions: AtomicU64::new(0),
@@ -197,6 +200,10 @@ impl ServerState {
         if !t.to.accepts_persistent() {
             // Connections to a server that takes no traffic are not reused.
             self.pool.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            self.raw_pool
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
         }
         let (backend, server) = (&self.key.backend, &self.key.server);
         if t.to.accepts_persistent() || t.to.admin == AdminState::Maint {
@@ -257,6 +264,54 @@ impl ServerState {
         if pool.len() < max_idle {
             pool.push(conn);
         }
+    }
+
+    /// Takes the most recent idle raw connection; the caller checks it is still open.
+    pub(crate) fn take_raw(&self) -> Option<RawUpstream> {
+        self.raw_pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+    }
+
+    /// Returns a raw connection to the pool if there is room and the server takes traffic.
+    pub(crate) fn put_raw(&self, conn: RawUpstream, max_idle: usize) {
+        if !self.status().accepts_persistent() {
+            return;
+        }
+        let mut pool = self.raw_pool.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < max_idle {
+            pool.push(conn);
+        }
+    }
+}
+
+/// A keep-alive connection of the raw HTTP/1 forwarder (`h1`): the stream, its read buffer
+/// (kept across requests, empty between them) and the `timeout server` timer of its
+/// requests (re-armed per request, see [`Upstream`]).
+pub(crate) struct RawUpstream {
+    /// The connection (TLS when the backend uses it).
+    pub(crate) stream: crate::tls::ServerStream,
+    /// Response bytes read and not yet forwarded; empty while pooled.
+    pub(crate) buf: Vec<u8>,
+    /// Armed for the request in flight; stale (and harmless) while pooled.
+    pub(crate) timer: Pin<Box<Sleep>>,
+}
+
+impl RawUpstream {
+    /// A new connection, with its timer.
+    pub(crate) fn new(stream: crate::tls::ServerStream) -> Self {
+        Self {
+            stream,
+            buf: Vec::new(),
+            timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
+        }
+    }
+}
+
+impl std::fmt::Debug for RawUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawUpstream").finish_non_exhaustive()
     }
 }
 

@@ -10,6 +10,7 @@ mod http;
 mod limits;
 mod persist;
 mod proxy_protocol;
+mod raw;
 mod reload;
 mod runtime;
 mod smuggling;

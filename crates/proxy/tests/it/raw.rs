@@ -1,0 +1,303 @@
+//! The raw HTTP/1.1 forwarder (`http::h1`): response framing relayed byte for byte,
+//! pipelining, pooled-connection reuse and staleness, large bodies, and the requests it hands
+//! to hyper (HTTP/1.0, `Expect`, chunked request bodies, h2c).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tandem_proxy::plan::Mode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::common::*;
+
+/// A server answering each request head with `respond(path)` (raw bytes); `close_after`
+/// closes the connection after each response without saying so. Counts connections.
+struct Scripted {
+    addr: SocketAddr,
+    conns: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn scripted(respond: fn(&str) -> Vec<u8>, close_after: bool) -> Scripted {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let conns = Arc::new(AtomicUsize::new(0));
+    let counted = conns.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let mut chunk = [0u8; 4096];
+                    let n = match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        buf.drain(..end + 4);
+                        let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+                        if s.write_all(&respond(&path)).await.is_err() {
+                            return;
+                        }
+                        if close_after {
+                            // Let the proxy pool the connection first, then close it.
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    Scripted { addr, conns, task }
+}
+
+fn responses(path: &str) -> Vec<u8> {
+    match path {
+        "/chunked" => {
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n".to_vec()
+        }
+        "/close" => b"HTTP/1.1 200 OK\r\nX-Kind: eof\r\n\r\nuntil the end".to_vec(),
+        "/early" => {
+            b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec()
+        }
+        "/both" => {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec()
+        }
+        "/private" => {
+            b"HTTP/1.1 200 OK\r\nConnection: X-Private\r\nX-Private: secret\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok".to_vec()
+        }
+        p => {
+            let body = format!("path {p}");
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+        }
+    }
+}
+
+async fn proxy_for(s: &Scripted) -> (tandem_proxy::proxy::Proxy, SocketAddr) {
+    let mut srv = tandem_proxy::plan::Server::new("s1", s.addr);
+    srv.weight = 1;
+    start(plan(
+        Mode::Http,
+        free_addr(),
+        backend(Mode::Http, vec![srv]),
+    ))
+    .await
+}
+
+/// Reads from `c` until `want` responses' worth of `marker` appeared or the time bound.
+async fn read_until(c: &mut TcpStream, done: impl Fn(&str) -> bool) -> String {
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !done(&String::from_utf8_lossy(&out)) {
+        let mut chunk = [0u8; 8192];
+        match tokio::time::timeout_at(deadline, c.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&chunk[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn chunked_response_is_relayed_as_sent_and_the_connection_is_reused() {
+    let s = scripted(responses, false).await;
+    let (_proxy, addr) = proxy_for(&s).await;
+    let mut c = TcpStream::connect(addr).await.expect("connect");
+    c.write_all(b"GET /chunked HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let first = read_until(&mut c, |o| o.ends_with("X-Trailer: t\r\n\r\n")).await;
+    assert!(
+        first.starts_with("HTTP/1.1 200 OK\r\n"),
+        "status line: {first:?}"
+    );
+    assert!(
+        first.ends_with("\r\n\r\n5;x=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"),
+        "chunks and trailer relayed untouched: {first:?}"
+    );
+    assert!(
+        first.contains("Transfer-Encoding: chunked\r\n"),
+        "{first:?}"
+    );
+    // The same client connection serves the next request.
+    c.write_all(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let second = read_until(&mut c, |o| o.ends_with("path /next")).await;
+    assert!(second.ends_with("path /next"), "{second:?}");
+    assert_eq!(s.conns.load(Ordering::SeqCst), 1, "one server connection");
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_on_one_connection() {
+    let s = scripted(responses, false).await;
+    let (_proxy, addr) = proxy_for(&s).await;
+    let mut c = TcpStream::connect(addr).await.expect("connect");
+    c.write_all(
+        b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost: a\r\n\r\nHEAD /three HTTP/1.1\r\nHost: a\r\n\r\nGET /four HTTP/1.1\r\nHost: a\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let out = read_until(&mut c, |o| o.ends_with("path /four")).await;
+    let one = out.find("path /one").expect("one answered");
+    let two = out.find("path /two").expect("two answered");
+    assert!(one < two, "{out:?}");
+    // HEAD: the head (with its Content-Length) and no body.
+    assert!(!out.contains("path /three"), "no body for HEAD: {out:?}");
+    assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 4, "{out:?}");
+}
+
+#[tokio::test]
+async fn close_delimited_response_reaches_the_client_then_the_connection_closes() {
+    let s = scripted(responses, false).await;
+    let (_proxy, addr) = proxy_for(&s).await;
+    let out = raw_exchange(addr, b"GET /close HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out:?}");
+    assert!(out.contains("connection: close\r\n"), "{out:?}");
+    assert!(out.ends_with("\r\n\r\nuntil the end"), "{out:?}");
+}
+
+#[tokio::test]
+async fn interim_responses_are_relayed_before_the_final_one() {
+    let s = scripted(responses, false).await;
+    let (_proxy, addr) = proxy_for(&s).await;
+    let mut c = TcpStream::connect(addr).await.expect("connect");
+    c.write_all(b"GET /early HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let out = read_until(&mut c, |o| o.ends_with("\r\n\r\nok")).await;
+    let early = out
+        .find("HTTP/1.1 103 Early Hints\r\n")
+        .expect("103 relayed");
+    let ok = out.find("HTTP/1.1 200 OK\r\n").expect("200 relayed");
+    assert!(early < ok, "{out:?}");
+    assert!(out.contains("Link: </s.css>; rel=preload\r\n"), "{out:?}");
+}
+
+#[tokio::test]
+async fn ambiguous_response_framing_is_a_502_and_hop_by_hop_fields_are_dropped() {
+    let s = scripted(responses, false).await;
+    let (_proxy, addr) = proxy_for(&s).await;
+    let out = raw_exchange(
+        addr,
+        b"GET /both HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{out:?}");
+    let out = raw_exchange(
+        addr,
+        b"GET /private HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out:?}");
+    assert!(!out.contains("X-Private"), "{out:?}");
+    assert!(!out.contains("Keep-Alive"), "{out:?}");
+    assert!(out.contains("connection: close\r\n"), "{out:?}");
+    assert!(out.ends_with("\r\n\r\nok"), "{out:?}");
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_server_closed_is_replaced_without_an_error() {
+    let s = scripted(responses, true).await;
+    let (_proxy, addr) = proxy_for(&s).await;
+    let c = client();
+    for i in 0..5 {
+        let (status, body, _) = get(&c, addr, &format!("/r{i}")).await;
+        assert_eq!(status, hyper::StatusCode::OK, "request {i}");
+        assert_eq!(body, format!("path /r{i}"));
+        // Give the server time to close the connection the proxy pooled.
+        tokio::time::sleep(Duration::from_millis(120)).await;
+    }
+    assert!(
+        s.conns.load(Ordering::SeqCst) >= 5,
+        "a new connection each time"
+    );
+}
+
+#[tokio::test]
+async fn large_bodies_stream_both_ways() {
+    let srv = http_server("big").await;
+    let (_proxy, addr) = start(plan(
+        Mode::Http,
+        free_addr(),
+        backend(Mode::Http, vec![server(&srv, 1)]),
+    ))
+    .await;
+    let body = vec![b'x'; 3 * 1024 * 1024 + 17];
+    let mut c = TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    c.write_all(head.as_bytes()).await.expect("head");
+    c.write_all(&body).await.expect("body");
+    let out = read_until(&mut c, |o| {
+        o.ends_with(&format!("big:{}", 3 * 1024 * 1024 + 17))
+    })
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out:?}");
+    // And the connection still serves a pipelined pair afterwards.
+    c.write_all(b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET /b HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let out = read_until(&mut c, |o| o.matches("big:").count() == 2).await;
+    assert!(out.contains("big:3"), "{out:?}");
+    assert!(out.ends_with("big:0"), "{out:?}");
+}
+
+#[tokio::test]
+async fn requests_the_raw_path_hands_to_hyper_are_served() {
+    let srv = http_server("h").await;
+    let (_proxy, addr) = start(plan(
+        Mode::Http,
+        free_addr(),
+        backend(Mode::Http, vec![server(&srv, 1)]),
+    ))
+    .await;
+    // HTTP/1.0.
+    let out = raw_exchange(addr, b"GET / HTTP/1.0\r\nHost: a\r\n\r\n").await;
+    assert!(out.starts_with("HTTP/1.0 200 OK\r\n"), "{out:?}");
+    assert!(out.ends_with("h:0"), "{out:?}");
+    // A chunked request body, after a request the raw path served on the same connection.
+    let mut c = TcpStream::connect(addr).await.expect("connect");
+    c.write_all(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    let first = read_until(&mut c, |o| o.ends_with("h:0")).await;
+    assert!(first.starts_with("HTTP/1.1 200 OK\r\n"), "{first:?}");
+    c.write_all(
+        b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let second = read_until(&mut c, |o| o.ends_with("h:4")).await;
+    assert!(second.ends_with("h:4"), "{second:?}");
+    // Expect: 100-continue.
+    let mut c = TcpStream::connect(addr).await.expect("connect");
+    c.write_all(
+        b"POST /e HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let cont = read_until(&mut c, |o| o.contains("100 Continue")).await;
+    assert!(cont.starts_with("HTTP/1.1 100 Continue"), "{cont:?}");
+    c.write_all(b"hello").await.expect("body");
+    let out = read_until(&mut c, |o| o.ends_with("h:5")).await;
+    assert!(out.ends_with("h:5"), "{out:?}");
+}
