@@ -136,26 +136,28 @@ pub(crate) async fn serve(
         refused,
         _source: source,
     });
-    let stream = IdleIo::new(acc.stream, fe.timeouts.idle, busy);
-    let mut guarded = Guarded::new(stream, conflict);
-    if let Some(flag) = oversized {
-        guarded = guarded.with_head_limit(fe.max_header_bytes, flag);
-    }
-    if let Some(clock) = head_start {
-        guarded = guarded.with_head_clock(clock);
-    }
-    // Plain HTTP/1.1 on the raw forwarder; HTTP/2 and what it hands over, on hyper.
-    let io = if acc.h2 {
-        h1::Rewind::new(Vec::new(), guarded)
+    let mut stream = IdleIo::new(acc.stream, fe.timeouts.idle, busy);
+    // Plain HTTP/1.1 on the raw forwarder (which checks the heads it parses itself); HTTP/2
+    // and what the raw forwarder hands over, on hyper behind the raw head guard, which starts
+    // at the request boundary where the hand-over happens.
+    let read = if acc.h2 {
+        Vec::new()
     } else {
-        match h1::serve(&ctx, &mut guarded, &mut shutdown, acc.tls).await {
+        match h1::serve(&ctx, &mut stream, &mut shutdown, acc.tls).await {
             h1::Outcome::Closed => {
                 live_fe.stats.current.fetch_sub(1, Ordering::Relaxed);
                 return;
             }
-            h1::Outcome::Fallback(read) => h1::Rewind::new(read, guarded),
+            h1::Outcome::Fallback(read) => read,
         }
     };
+    let mut io = Guarded::new(h1::Rewind::new(read, stream), conflict);
+    if let Some(flag) = oversized {
+        io = io.with_head_limit(fe.max_header_bytes, flag);
+    }
+    if let Some(clock) = head_start {
+        io = io.with_head_clock(clock);
+    }
     // Boxed: a connection served by the raw forwarder does not carry hyper's state.
     Box::pin(serve_hyper(ctx, io, (acc.tls, acc.h2), shutdown)).await;
     live_fe.stats.current.fetch_sub(1, Ordering::Relaxed);

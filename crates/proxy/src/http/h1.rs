@@ -113,6 +113,20 @@ fn head_end(buf: &[u8], from: usize) -> Option<usize> {
         .map(|i| start + i + 4)
 }
 
+/// Whether every line in `head` ends with CRLF and no CR appears elsewhere (RFC 9112
+/// section 2.2: a bare LF or CR is refused, never guessed at). A final lone CR is allowed
+/// (the LF may still come).
+fn crlf_lines(head: &[u8]) -> bool {
+    let mut prev = 0u8;
+    for &b in head {
+        if (b == b'\n') != (prev == b'\r') {
+            return false;
+        }
+        prev = b;
+    }
+    true
+}
+
 /// Whether `buf` may be the start of the HTTP/2 client preface.
 fn h2_preface(buf: &[u8]) -> bool {
     let p = b"PRI * HTTP/2.0";
@@ -161,9 +175,9 @@ pub(crate) async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                     break n;
                 }
                 scanned = buf.len();
-                if ctx.conflict.load(Ordering::Acquire) {
+                if !crlf_lines(&buf) {
                     let err = ProxyError::BadRequest {
-                        reason: "ambiguous request framing",
+                        reason: "line not ended by crlf",
                     };
                     refuse(ctx, io, err, None, None).await;
                     return Outcome::Closed;
@@ -443,17 +457,17 @@ fn analyze(ctx: &ConnCtx, head: &[u8], now: Instant) -> Analyzed {
         line,
         body: u64::MAX,
     };
+    if !crlf_lines(head) {
+        return refuse(
+            ProxyError::BadRequest {
+                reason: "line not ended by crlf",
+            },
+            None,
+        );
+    }
     let mut req = httparse::Request::new(hdrs);
     match req.parse(head) {
         Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) | Err(_) if ctx.conflict.load(Ordering::Acquire) => {
-            return refuse(
-                ProxyError::BadRequest {
-                    reason: "ambiguous request framing",
-                },
-                None,
-            );
-        }
         Err(httparse::Error::TooManyHeaders) => {
             return refuse(
                 ProxyError::HeaderTooLarge {
@@ -520,14 +534,6 @@ fn analyze(ctx: &ConnCtx, head: &[u8], now: Instant) -> Analyzed {
             Uri::try_from(target).unwrap_or_default(),
         )
     });
-    if ctx.conflict.load(Ordering::Acquire) {
-        return refuse(
-            ProxyError::BadRequest {
-                reason: "ambiguous request framing",
-            },
-            line,
-        );
-    }
     if let Some(why) = ctx.refused {
         return refuse(denied(why), line);
     }
@@ -572,6 +578,19 @@ fn analyze(ctx: &ConnCtx, head: &[u8], now: Instant) -> Analyzed {
         return refuse(
             ProxyError::BadRequest {
                 reason: "invalid request target",
+            },
+            line,
+        );
+    }
+    if let (Some(u), Some(h)) = (&absolute, host)
+        && !u
+            .authority()
+            .is_some_and(|a| a.as_str().as_bytes().eq_ignore_ascii_case(h.trim_ascii()))
+    {
+        // The proxy routes on the authority, a server might use Host: refused, not rewritten.
+        return refuse(
+            ProxyError::BadRequest {
+                reason: "absolute-form target and host differ",
             },
             line,
         );
