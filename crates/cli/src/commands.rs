@@ -79,7 +79,8 @@ pub enum Command {
         #[arg(long)]
         instance: Option<String>,
     },
-    /// Maintenance mode: `on` hands over the VIPs and flags the node; `off` ends it.
+    /// Maintenance mode: `on` makes the node hold VRRP backup (its VIPs go to the peer) and
+    /// stay out of the pair, also across restarts and reboots; `off` ends it.
     Maintenance {
         /// on or off.
         state: OnOff,
@@ -418,7 +419,7 @@ fn request(command: &Command, client: &mut Client) -> anyhow::Result<(Option<Val
             Some(json!({"cmd": "maintenance", "on": *state == OnOff::On})),
             |v| {
                 if v.get("maintenance") == Some(&Value::Bool(true)) {
-                    "maintenance on: this node is flagged and hands over the VIPs it holds; `maintenance off` ends it\n".into()
+                    "maintenance on: this node holds VRRP backup (its VIPs go to the peer) and stays out of the pair, also across restarts and reboots; `maintenance off` ends it\n".into()
                 } else {
                     "maintenance off\n".into()
                 }

@@ -115,16 +115,22 @@ pub fn status(v: &Value) -> String {
     let now = get(v, "now_ms").as_u64().unwrap_or(0);
     let mut out = String::new();
     let node = get(v, "node").as_str().unwrap_or("(unnamed node)");
+    let maintenance = if get(v, "maintenance").as_bool() != Some(true) {
+        String::new()
+    } else if let Some(since) = get(v, "maintenance_since_ms").as_u64() {
+        format!(
+            "  MAINTENANCE since {} ago by {} (holds VRRP backup; `maintenance off` ends it)",
+            ago(now.saturating_sub(since)),
+            s(get(v, "maintenance_by"))
+        )
+    } else {
+        "  MAINTENANCE".to_owned()
+    };
     let _ = writeln!(
         out,
-        "node     {node}  firmware {}  up {}{}",
+        "node     {node}  firmware {}  up {}{maintenance}",
         s(get(v, "version")),
         ago(get(v, "uptime_s").as_u64().unwrap_or(0) * 1000),
-        if get(v, "maintenance").as_bool() == Some(true) {
-            "  MAINTENANCE"
-        } else {
-            ""
-        }
     );
     match get(v, "generation") {
         Value::Null => {

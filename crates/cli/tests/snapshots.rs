@@ -87,7 +87,8 @@ fn status() {
 fn status_without_vrrp_or_config() {
     let v = json!({
         "ok": true, "node": null, "version": "0.1.0", "uptime_s": 5, "now_ms": T0,
-        "generation": null, "pending_confirm": null, "maintenance": true, "services": [],
+        "generation": null, "pending_confirm": null, "maintenance": true,
+        "maintenance_since_ms": T0 - 3_720_000, "maintenance_by": "alice", "services": [],
         "vrrp": {"available": false, "reason": "no vrrp daemon on this node (no vrrp instances for it)", "instances": []},
         "peer": {"state": "unknown", "detail": "config sync is not available yet"},
         "sync": {"state": "not available yet"}, "alarms": []
@@ -95,7 +96,7 @@ fn status_without_vrrp_or_config() {
     check(
         render::status(&v),
         expect![[r#"
-        node     (unnamed node)  firmware 0.1.0  up 5s  MAINTENANCE
+        node     (unnamed node)  firmware 0.1.0  up 5s  MAINTENANCE since 1h2m ago by alice (holds VRRP backup; `maintenance off` ends it)
         config   none committed
         peer     unknown (config sync is not available yet)
         sync     not available yet

@@ -215,7 +215,7 @@ pub async fn dispatch(core: &Arc<Core>, req: &Value, user: &str) -> Value {
         "server" => core.server(req).await,
         "failover" => core.failover(str_field(req, "instance").as_deref()).await,
         "maintenance" => match req.get("on").and_then(Value::as_bool) {
-            Some(on) => core.maintenance(on).await,
+            Some(on) => core.maintenance(on, &author).await,
             None => Err(Failure::new(
                 "maintenance needs `on` (true or false)",
                 "`maintenance on` or `maintenance off`",

@@ -195,7 +195,10 @@ impl Core {
     /// Starts the services for the current generation and re-arms a pending confirm.
     /// Returns once the proxy acknowledged its start (or failed to).
     pub async fn boot(self: &Arc<Self>) {
+        // Before any service starts: a node in maintenance never takes a VIP.
+        self.load_maintenance();
         self.spawn_watchers();
+        crate::maintenance::spawn_guard(self);
         let current = match self.store(Store::load_current) {
             Ok(g) => g,
             Err(StoreError::Empty(_)) => {
@@ -414,6 +417,11 @@ impl Core {
 
     fn is_started(&self, service: &str) -> bool {
         lock(&self.children).contains_key(service)
+    }
+
+    /// Whether the VRRP daemon is one of this node's services now.
+    pub(crate) fn vrrp_started(&self) -> bool {
+        self.is_started("vrrp")
     }
 
     fn start_child(&self, spec: ChildSpec) {
@@ -905,6 +913,7 @@ impl Core {
     pub fn status(&self) -> Reply {
         let current = self.store(Store::load_current).ok();
         let pending = self.store(Store::pending_confirm).ok().flatten();
+        let maintenance = self.shared.maintenance_record();
         Ok(json!({
             "node": self.opts.node,
             "version": env!("CARGO_PKG_VERSION"),
@@ -919,6 +928,8 @@ impl Core {
             })),
             "pending_confirm": pending,
             "maintenance": self.shared.maintenance(),
+            "maintenance_since_ms": maintenance.as_ref().map(|r| r.since_ms),
+            "maintenance_by": maintenance.as_ref().map(|r| r.by.clone()),
             "services": self.shared.services(),
             "vrrp": self.shared.vrrp(),
             "peer": self.peer_summary(),
@@ -1167,21 +1178,6 @@ impl Core {
         }
         self.event(&format!("planned switchover: {reply}"));
         Ok(json!({"vrrp": reply}))
-    }
-
-    /// `maintenance on|off`: flags the node; turning it on hands over any VIPs it holds.
-    pub async fn maintenance(&self, on: bool) -> Reply {
-        self.shared.set_maintenance(on);
-        self.event(&format!("maintenance {}", if on { "on" } else { "off" }));
-        let switchover = if on && self.is_started("vrrp") {
-            Some(match self.failover(None).await {
-                Ok(v) => v,
-                Err(f) => json!({"skipped": f.error}),
-            })
-        } else {
-            None
-        };
-        Ok(json!({"maintenance": on, "switchover": switchover}))
     }
 }
 

@@ -1,7 +1,7 @@
 //! `tandem-supervisor`: the supervisor of a Tandem node (`tandem supervisor --data-dir DIR`).
 //!
 //! Owns the node: it starts the proxy and the VRRP daemon as child processes and restarts
-//! them ([`child`]), runs config sync with the peer in-process ([`sync`], `tandem-sync`), holds the node state ([`state`]), runs
+//! them ([`child`]), keeps maintenance mode ([`maintenance`]), runs config sync with the peer in-process ([`sync`], `tandem-sync`), holds the node state ([`state`]), runs
 //! configuration transactions over the store ([`core`], [`apply`]), serves the control socket
 //! `tandemctl` talks to ([`control`]) and reports readiness to systemd ([`notify`]).
 //! Must not parse configuration itself (`tandem-config`), write config files except through
@@ -12,6 +12,7 @@ pub mod apply;
 pub mod child;
 pub mod control;
 pub mod core;
+pub mod maintenance;
 pub mod notify;
 pub mod splitbrain;
 pub mod state;

@@ -260,11 +260,14 @@ impl Core {
     }
 
     async fn release(&self, inst: &str, why: &str) {
-        let req = json!({"cmd": "release", "instance": inst});
-        match ask(&self.opts.vrrp_socket, &req).await {
-            Ok(_) => {}
-            // The hold runs out by itself in the daemon.
-            Err(e) => warn!(instance = %inst, cause = %e, "cannot release the backup hold"),
+        // In maintenance the daemon's hold is maintenance's (`maintenance.rs`): keep it.
+        if !self.shared.maintenance() {
+            let req = json!({"cmd": "release", "instance": inst});
+            match ask(&self.opts.vrrp_socket, &req).await {
+                Ok(_) => {}
+                // The hold runs out by itself in the daemon.
+                Err(e) => warn!(instance = %inst, cause = %e, "cannot release the backup hold"),
+            }
         }
         if self.guard_state().holding.remove(inst) {
             info!(instance = %inst, why, "split brain: hold released");

@@ -143,6 +143,7 @@ pub struct Shared {
     logs: Mutex<BTreeMap<&'static str, VecDeque<String>>>,
     vrrp: Mutex<VrrpView>,
     maintenance: AtomicBool,
+    maintenance_record: Mutex<Option<crate::maintenance::Record>>,
     /// Every child event; transaction code subscribes before it signals a child.
     pub events: broadcast::Sender<ChildEvent>,
 }
@@ -166,6 +167,7 @@ impl Shared {
                 instances: Vec::new(),
             }),
             maintenance: AtomicBool::new(false),
+            maintenance_record: Mutex::new(None),
             events: broadcast::channel(EVENT_BUFFER).0,
         }
     }
@@ -283,58 +285,25 @@ impl Shared {
         self.maintenance.load(Ordering::Relaxed)
     }
 
-    /// Turns maintenance mode on or off (with its info alarm).
-    pub fn set_maintenance(&self, on: bool) {
-        self.maintenance.store(on, Ordering::Relaxed);
-        if on {
-            self.raise(
+    /// Since when and by whom maintenance mode is on, if it is.
+    pub fn maintenance_record(&self) -> Option<crate::maintenance::Record> {
+        lock(&self.maintenance_record).clone()
+    }
+
+    /// Turns maintenance mode on (`Some`, with its info alarm) or off.
+    pub fn set_maintenance(&self, record: Option<crate::maintenance::Record>) {
+        self.maintenance.store(record.is_some(), Ordering::Relaxed);
+        match &record {
+            Some(r) => self.raise(
                 "maintenance",
                 Severity::Info,
-                "node is in maintenance mode; `maintenance off` ends it".into(),
-            );
-        } else {
-            self.clear("maintenance");
+                format!(
+                    "node is in maintenance mode (set by {}): it holds VRRP backup and takes no VIP, also across restarts; `maintenance off` ends it",
+                    r.by
+                ),
+            ),
+            None => self.clear("maintenance"),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn log_ring_is_bounded_and_tails() {
-        let s = Shared::new(None);
-        for i in 0..(LOG_LINES + 10) {
-            s.log("proxy", &format!("line {i}"));
-        }
-        let tail = s.log_tail(Some("proxy"), 2);
-        assert_eq!(
-            tail,
-            vec![
-                format!("line {}", LOG_LINES + 8),
-                format!("line {}", LOG_LINES + 9)
-            ]
-        );
-        assert_eq!(s.log_tail(Some("proxy"), usize::MAX).len(), LOG_LINES);
-        s.log("vrrp", &"é".repeat(LOG_LINE_BYTES));
-        assert!(s.log_tail(Some("vrrp"), 1)[0].len() <= LOG_LINE_BYTES);
-    }
-
-    #[test]
-    fn alarms_keep_their_first_time_and_sort_by_severity() {
-        let s = Shared::new(None);
-        s.raise("b", Severity::Warning, "w".into());
-        s.raise("a", Severity::Critical, "c".into());
-        let since = s.alarms()[1].since_ms;
-        s.raise("b", Severity::Warning, "w2".into());
-        let alarms = s.alarms();
-        assert_eq!(alarms[0].id, "a");
-        assert_eq!(
-            (alarms[1].since_ms, alarms[1].message.as_str()),
-            (since, "w2")
-        );
-        s.clear("a");
-        assert_eq!(s.alarms().len(), 1);
+        *lock(&self.maintenance_record) = record;
     }
 }

@@ -404,3 +404,70 @@ fn pair_a_source_over_its_request_rate_is_still_refused_after_a_failover() {
     println!("lb2 frontend denied: {denied}");
     assert!(denied["request_rate"].as_u64() >= Some(1), "{denied}");
 }
+
+#[test]
+fn pair_maintenance_survives_a_supervisor_restart_and_keeps_the_node_off_the_vip() {
+    if !require_root() {
+        return;
+    }
+    let _s = serial();
+    // preempt: without the maintenance hold, lb1 (priority 150) takes the VIP back from lb2.
+    let text = common::config(100, "preempt").replace("preempt: false", "preempt: true");
+    let mut bed = Bed::with_config("pairmaint", &text);
+    {
+        let [lb1, lb2] = &bed.lb;
+        wait_for("lb1 holds the VIP", || lb1.has_vip() && !lb2.has_vip());
+        let r = lb1.ok(json!({"cmd": "maintenance", "on": true}));
+        println!("maintenance on: {r}");
+        let t = wait_for("the VIP moves to lb2", || lb2.has_vip() && !lb1.has_vip());
+        println!("VIP on lb2 {t:?} after maintenance on");
+        wait_for("an answer through the VIP on lb2", || {
+            bed.get("198.18.0.3").is_some()
+        });
+    }
+
+    // The supervisor dies and starts again (as after a reboot: its children go with it).
+    bed.lb[0]
+        .process
+        .as_mut()
+        .expect("lb1 supervisor")
+        .kill(Duration::from_secs(10))
+        .expect("kill lb1's supervisor");
+    bed.lb[0].start();
+    let [lb1, lb2] = &bed.lb;
+    let s = lb1.ok(json!({"cmd": "status"}));
+    assert_eq!(s["maintenance"], true, "{s:#}");
+    assert!(s["maintenance_since_ms"].as_u64().is_some(), "{s:#}");
+    assert!(lb1.alarm("maintenance").is_some());
+    let t = wait_for("lb1's restarted vrrp daemon holds backup", || {
+        let v = lb1.vrrp();
+        v["state"] == "backup" && v["hold_ms"].as_u64().is_some()
+    });
+    println!("lb1's vrrp daemon holds backup {t:?} after the restart");
+    // Well past the master-down interval, the preemption and a hold's lifetime (5 s, refreshed
+    // every 500 ms): lb1 never takes the VIP.
+    let t0 = Instant::now();
+    let mut samples = 0;
+    while t0.elapsed() < Duration::from_secs(7) {
+        let (a, b) = (lb1.has_vip(), lb2.has_vip());
+        assert!(
+            !a && b,
+            "at {:?} after the restart lb1 {a} lb2 {b}: {}",
+            t0.elapsed(),
+            lb1.vrrp()
+        );
+        samples += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("{samples} samples over 7 s: only lb2 held the VIP");
+    assert_eq!(lb1.vrrp()["state"], "backup");
+
+    // maintenance off: lb1 rejoins and, with preempt, takes the VIP back.
+    lb1.ok(json!({"cmd": "maintenance", "on": false}));
+    let t = wait_for("lb1 holds the VIP again", || {
+        lb1.has_vip() && !lb2.has_vip()
+    });
+    println!("lb1 holds the VIP {t:?} after maintenance off");
+    assert_eq!(lb1.ok(json!({"cmd": "status"}))["maintenance"], false);
+    assert!(lb1.alarm("maintenance").is_none());
+}

@@ -1,0 +1,290 @@
+//! Maintenance mode (`maintenance on|off`): the node leaves the pair gracefully and stays out
+//! until the operator ends it, across supervisor restarts and reboots.
+//!
+//! Owns the durable record `DIR/maintenance.json` (written atomically through the store's
+//! [`Fs`]; read at start, before any service starts) and the VRRP hold that keeps the node
+//! out: while maintenance is on, the VRRP daemon is told `{"cmd":"hold","ms":HOLD}` (a master
+//! resigns with a priority-0 advert and removes its VIPs, a backup never takes over), at once
+//! when maintenance is turned on, as soon as a (re)started daemon answers on its control
+//! socket, and every [`REFRESH`] after, so the hold never runs out while the mode lasts.
+//! `maintenance off` releases it. The split-brain guard never releases a hold while
+//! maintenance is on (`splitbrain.rs`).
+//! Must not decide VRRP roles (the daemon's state machine does) nor run the proxy.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tandem_store::Fs;
+use tracing::{info, warn};
+
+use crate::core::{Core, Failure, Reply, ask};
+use crate::state::{ChildEvent, Severity, now_ms};
+
+/// The record's file name in the data directory.
+pub const FILE: &str = "maintenance.json";
+/// How long one maintenance hold lasts in the VRRP daemon unless refreshed.
+pub const HOLD: Duration = Duration::from_secs(5);
+/// How often the hold is refreshed.
+pub const REFRESH: Duration = Duration::from_millis(500);
+/// How long a freshly started VRRP daemon is waited for to take the hold.
+const START_WAIT: Duration = Duration::from_secs(3);
+
+/// Maintenance mode as recorded in `DIR/maintenance.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Whether the node is in maintenance.
+    pub on: bool,
+    /// When it was turned on or off, milliseconds since the Unix epoch.
+    pub since_ms: u64,
+    /// Who turned it on or off.
+    pub by: String,
+}
+
+/// Why the record could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum MaintenanceError {
+    /// The file could not be read or written.
+    #[error("failed to {action} {path}: {source}")]
+    Io {
+        /// `read` or `write`.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file does not hold a record.
+    #[error("{path} is unreadable: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The record in data directory `dir`: `None` when maintenance was never turned on.
+pub fn load(fs: &dyn Fs, dir: &Path) -> Result<Option<Record>, MaintenanceError> {
+    let path = dir.join(FILE);
+    let bytes = match fs.read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(MaintenanceError::Io {
+                action: "read",
+                path,
+                source,
+            });
+        }
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| MaintenanceError::Corrupt {
+            path,
+            reason: e.to_string(),
+        })
+}
+
+/// Writes `record` to data directory `dir` atomically and durably.
+pub fn save(fs: &dyn Fs, dir: &Path, record: &Record) -> Result<(), MaintenanceError> {
+    let path = dir.join(FILE);
+    let mut bytes = serde_json::to_vec_pretty(record).unwrap_or_default();
+    bytes.push(b'\n');
+    fs.write_atomic(&path, &bytes)
+        .map_err(|source| MaintenanceError::Io {
+            action: "write",
+            path,
+            source,
+        })
+}
+
+impl Core {
+    /// At start, before any service: maintenance mode as recorded. An unreadable record counts
+    /// as on (the operator asked for it; `maintenance off` rewrites it), with an alarm.
+    pub(crate) fn load_maintenance(&self) {
+        match load(&tandem_store::RealFs, &self.opts.data_dir) {
+            Ok(Some(r)) if r.on => {
+                self.event(&format!(
+                    "maintenance mode is on (set by {} at {} ms): holding VRRP backup",
+                    r.by, r.since_ms
+                ));
+                self.shared.set_maintenance(Some(r));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                warn!(cause = %e, "cannot read the maintenance record; staying in maintenance");
+                self.shared.raise(
+                    "maintenance-record",
+                    Severity::Warning,
+                    format!("{e}; the node stays in maintenance mode until `maintenance off`"),
+                );
+                self.shared.set_maintenance(Some(Record {
+                    on: true,
+                    since_ms: now_ms(),
+                    by: "unknown (unreadable record)".into(),
+                }));
+            }
+        }
+    }
+
+    /// `maintenance on|off`: recorded durably first, then the VRRP hold is taken (the VIPs go
+    /// to the peer) or released.
+    pub async fn maintenance(&self, on: bool, author: &str) -> Reply {
+        let record = Record {
+            on,
+            since_ms: now_ms(),
+            by: author.to_owned(),
+        };
+        save(&tandem_store::RealFs, &self.opts.data_dir, &record).map_err(|e| {
+            Failure::new(
+                format!("maintenance mode was not changed: {e}"),
+                "check the data directory (disk full or read-only?) and `logs supervisor`",
+            )
+        })?;
+        self.shared.clear("maintenance-record");
+        self.shared.set_maintenance(on.then(|| record.clone()));
+        self.event(&format!(
+            "maintenance {} by {author}",
+            if on { "on" } else { "off" }
+        ));
+        let vrrp = if !self.vrrp_started() {
+            json!({"skipped": "no vrrp daemon runs on this node"})
+        } else if on {
+            match self.maintenance_hold().await {
+                Ok(v) => v,
+                Err(e) => json!({"skipped": e}),
+            }
+        } else {
+            self.maintenance_release().await
+        };
+        Ok(json!({
+            "maintenance": on,
+            "since_ms": record.since_ms,
+            "by": author,
+            "switchover": vrrp,
+        }))
+    }
+
+    /// Tells the VRRP daemon to hold backup on every instance for [`HOLD`].
+    async fn maintenance_hold(&self) -> Result<Value, String> {
+        let req = json!({"cmd": "hold", "ms": HOLD.as_millis() as u64});
+        let v = ask(&self.opts.vrrp_socket, &req).await?;
+        let skipped = v
+            .get("skipped")
+            .and_then(Value::as_array)
+            .is_some_and(|s| !s.is_empty());
+        if v.get("ok") == Some(&Value::Bool(true)) && !skipped {
+            Ok(v)
+        } else {
+            Err(format!("the vrrp daemon refused the hold: {v}"))
+        }
+    }
+
+    /// Ends the maintenance hold, except on instances the split-brain guard holds.
+    async fn maintenance_release(&self) -> Value {
+        let guarded = self.holding();
+        let instances: Vec<String> = self
+            .shared
+            .vrrp()
+            .instances
+            .iter()
+            .filter_map(|i| i.get("name").and_then(Value::as_str).map(str::to_owned))
+            .filter(|n| !guarded.contains(n))
+            .collect();
+        let mut replies = Vec::new();
+        let requests: Vec<Value> = if guarded.is_empty() {
+            vec![json!({"cmd": "release"})]
+        } else {
+            instances
+                .iter()
+                .map(|i| json!({"cmd": "release", "instance": i}))
+                .collect()
+        };
+        for req in requests {
+            match ask(&self.opts.vrrp_socket, &req).await {
+                Ok(v) => replies.push(v),
+                Err(e) => {
+                    warn!(cause = %e, "cannot release the maintenance hold; it ends by itself");
+                    replies.push(json!({"skipped": e}));
+                }
+            }
+        }
+        json!({"released": replies})
+    }
+}
+
+/// Keeps the maintenance hold while maintenance is on: on every start of the VRRP daemon (as
+/// soon as its control socket answers) and every [`REFRESH`].
+pub(crate) fn spawn_guard(core: &Arc<Core>) {
+    let weak = Arc::downgrade(core);
+    let mut events = core.shared.events.subscribe();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(REFRESH);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let started = tokio::select! {
+                _ = tick.tick() => false,
+                ev = events.recv() => match ev {
+                    Ok(ChildEvent::Started { service: "vrrp", .. }) => true,
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => return,
+                },
+            };
+            let Some(core) = weak.upgrade() else { return };
+            if !core.shared.maintenance() || !core.vrrp_started() {
+                continue;
+            }
+            if started {
+                // A new daemon starts backup and would take over after its master-down
+                // interval: hold it as soon as it answers.
+                let t0 = Instant::now();
+                loop {
+                    match core.maintenance_hold().await {
+                        Ok(_) => {
+                            info!(
+                                after_ms = t0.elapsed().as_millis() as u64,
+                                "maintenance: the started vrrp daemon holds backup"
+                            );
+                            break;
+                        }
+                        Err(e) if t0.elapsed() > START_WAIT => {
+                            warn!(cause = %e, "maintenance: the started vrrp daemon did not take the hold");
+                            break;
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                    }
+                }
+            } else if let Err(e) = core.maintenance_hold().await {
+                warn!(cause = %e, "maintenance: cannot refresh the vrrp hold");
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tandem_store::MemFs;
+
+    #[test]
+    fn the_record_survives_a_restart_and_an_absent_one_is_off() {
+        let fs = MemFs::new();
+        let dir = Path::new("/data");
+        assert_eq!(load(&fs, dir).unwrap(), None);
+        let r = Record {
+            on: true,
+            since_ms: 42,
+            by: "alice".into(),
+        };
+        save(&fs, dir, &r).unwrap();
+        assert_eq!(load(&fs, dir).unwrap(), Some(r));
+        fs.write_atomic(&dir.join(FILE), b"{").unwrap();
+        assert!(matches!(
+            load(&fs, dir),
+            Err(MaintenanceError::Corrupt { .. })
+        ));
+    }
+}
