@@ -92,6 +92,16 @@ pub enum Command {
         /// The peer's certificate fingerprint (SHA-256, hex, colons optional).
         #[arg(long)]
         peer_fingerprint: Option<String>,
+        /// The peer's node name (with --peer-address and --local-address: for a node with no
+        /// configuration yet, which then receives the peer's).
+        #[arg(long, requires_all = ["peer_address", "local_address"])]
+        peer_name: Option<String>,
+        /// The peer's sync link address, IP or IP:PORT (port 7400 by default).
+        #[arg(long, requires_all = ["peer_name", "local_address"])]
+        peer_address: Option<String>,
+        /// This node's sync link address, IP or IP:PORT (port 7400 by default).
+        #[arg(long, requires_all = ["peer_name", "peer_address"])]
+        local_address: Option<String>,
     },
     /// Config sync with the peer: `sync resolve use-local|use-peer` ends a divergence.
     Sync {
@@ -315,10 +325,14 @@ pub fn run(global: &Global, command: Command, out: &mut dyn Write) -> anyhow::Re
     let mut client = Client::connect(&global.socket)?;
     if let Command::Pair {
         peer_fingerprint: None,
+        peer_name,
+        peer_address,
+        local_address,
     } = &command
         && !global.json
     {
-        return pair_interactive(&mut client, out);
+        let first = json!({"cmd": "sync_pair", "peer_name": peer_name, "peer_address": peer_address, "local_address": local_address});
+        return pair_interactive(&mut client, &first, out);
     }
     let (request, view) = request(&command, &mut client)?;
     let Some(request) = request else {
@@ -425,8 +439,16 @@ fn request(command: &Command, client: &mut Client) -> anyhow::Result<(Option<Val
                 }
             },
         ),
-        Command::Pair { peer_fingerprint } => (
-            Some(json!({"cmd": "sync_pair", "peer_fingerprint": peer_fingerprint})),
+        Command::Pair {
+            peer_fingerprint,
+            peer_name,
+            peer_address,
+            local_address,
+        } => (
+            Some(
+                json!({"cmd": "sync_pair", "peer_fingerprint": peer_fingerprint,
+                "peer_name": peer_name, "peer_address": peer_address, "local_address": local_address}),
+            ),
             render::pair,
         ),
         Command::Sync {
@@ -516,8 +538,12 @@ fn request(command: &Command, client: &mut Client) -> anyhow::Result<(Option<Val
 }
 
 /// `pair` on a console: show our fingerprint, ask for the peer's, confirm, pin.
-fn pair_interactive(client: &mut Client, out: &mut dyn Write) -> anyhow::Result<i32> {
-    let reply = client.call(&json!({"cmd": "sync_pair"}))?;
+fn pair_interactive(
+    client: &mut Client,
+    first: &Value,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
+    let reply = client.call(first)?;
     if reply.get("ok") != Some(&Value::Bool(true)) {
         write!(out, "{}", render::error(&reply))?;
         return Ok(1);

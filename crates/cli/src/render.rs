@@ -619,6 +619,15 @@ pub fn pair(v: &Value) -> String {
             );
         }
     }
+    if let b @ Value::Object(_) = get(v, "bootstrap") {
+        let _ = writeln!(
+            out,
+            "until a configuration names this node: listening on {}, peer {} at {} (its configuration is taken when this node has none)",
+            s(get(b, "local")),
+            s(get(b, "peer")),
+            s(get(b, "remote"))
+        );
+    }
     out
 }
 

@@ -265,3 +265,21 @@ fn failed_apply_error() {
     "#]],
     );
 }
+
+#[test]
+fn pair_with_a_bootstrap_peer() {
+    let v = json!({
+        "ok": true, "fingerprint": "AB:CD", "peer_fingerprint": "EF:01", "paired": true,
+        "bootstrap": {"peer": "lb1", "local": "198.18.1.2:7400", "remote": "198.18.1.1:7400"}
+    });
+    check(
+        render::pair(&v),
+        expect![[r#"
+        this node's sync certificate fingerprint (SHA-256):
+          AB:CD
+        pinned peer certificate:
+          EF:01
+        until a configuration names this node: listening on 198.18.1.2:7400, peer lb1 at 198.18.1.1:7400 (its configuration is taken when this node has none)
+    "#]],
+    );
+}

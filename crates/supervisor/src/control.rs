@@ -160,6 +160,32 @@ fn str_field(req: &Value, key: &str) -> Option<String> {
     req.get(key).and_then(Value::as_str).map(str::to_owned)
 }
 
+/// `sync_pair`'s optional `peer_name` + `peer_address` (+ `local_address`): where the peer is
+/// while this node has no configuration.
+fn sync_bootstrap(req: &Value) -> Result<Option<crate::sync::Bootstrap>, Failure> {
+    let hint = "give `peer_name`, `peer_address` and `local_address` together (IP or IP:PORT, port 7400 by default)";
+    let (name, peer, local) = (
+        str_field(req, "peer_name"),
+        str_field(req, "peer_address"),
+        str_field(req, "local_address"),
+    );
+    match (name, peer, local) {
+        (None, None, None) => Ok(None),
+        (Some(name), Some(peer), Some(local)) => {
+            let remote =
+                crate::sync::parse_sync_address(&peer).map_err(|e| Failure::new(e, hint))?;
+            let local =
+                crate::sync::parse_sync_address(&local).map_err(|e| Failure::new(e, hint))?;
+            Ok(Some(crate::sync::Bootstrap {
+                peer: name,
+                local,
+                remote,
+            }))
+        }
+        _ => Err(Failure::new("incomplete peer address for pairing", hint)),
+    }
+}
+
 fn u64_field(req: &Value, key: &str) -> Option<u64> {
     req.get(key).and_then(Value::as_u64)
 }
@@ -222,7 +248,10 @@ pub async fn dispatch(core: &Arc<Core>, req: &Value, user: &str) -> Value {
             )),
         },
         "sync_status" => core.sync_status(),
-        "sync_pair" => core.sync_pair(str_field(req, "peer_fingerprint").as_deref()),
+        "sync_pair" => match sync_bootstrap(req) {
+            Ok(b) => core.sync_pair(str_field(req, "peer_fingerprint").as_deref(), b),
+            Err(f) => Err(f),
+        },
         "sync_resolve" => match str_field(req, "side") {
             Some(side) => core.sync_resolve(&side, &author).await,
             None => Err(Failure::new(

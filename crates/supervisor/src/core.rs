@@ -156,10 +156,13 @@ pub struct Core {
     pub(crate) split_brain_turn: tokio::sync::Mutex<()>,
     /// The armed `commit confirmed` timer, if any.
     confirm_timer: Mutex<Option<JoinHandle<()>>>,
+    /// A peer generation committed and still being applied and checked: config sync does not
+    /// announce it to the peer before it runs (`sync.rs`).
+    pub(crate) applying_peer: Mutex<Option<u64>>,
     started: std::time::Instant,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // No holder panics (map and store calls return errors); recover anyway.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -177,6 +180,7 @@ impl Core {
             split_brain: Mutex::default(),
             split_brain_turn: tokio::sync::Mutex::new(()),
             confirm_timer: Mutex::new(None),
+            applying_peer: Mutex::new(None),
             started: std::time::Instant::now(),
         })
     }

@@ -8,12 +8,13 @@
 //! a local commit, under the same transaction lock. Must not speak the sync protocol (the
 //! `tandem-sync` core decides what to push and when) nor open network sockets itself.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use tandem_config::SUPPORTED_VERSION;
-use tandem_store::{CommitInfo, Generation, Store, StoreError};
+use tandem_store::{CommitInfo, Fs as _, Generation, Store, StoreError};
 use tandem_sync::shell::{self, Command, Endpoints, Host, PeerResult, ShellStatus, SyncHandle};
 use tandem_sync::{
     GenInfo, GenRef, LinkState, LocalView, Outcome, RefusalKind, Relation, WireGeneration,
@@ -65,11 +66,71 @@ pub struct SyncHost {
     core: Weak<Core>,
 }
 
+/// Where the peer is before any configuration names this node: recorded by `pair` with the
+/// peer's name and sync address (`DATA/sync/bootstrap.json`), used only while this node has no
+/// configuration at all, so a freshly set-up node can receive its first generation from the
+/// peer instead of needing the same first configuration committed on both nodes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Bootstrap {
+    /// The peer's name in `cluster.nodes`.
+    pub peer: String,
+    /// This node's sync address and port (listen).
+    pub local: SocketAddr,
+    /// The peer's sync address and port (dial).
+    pub remote: SocketAddr,
+}
+
+/// The bootstrap file under the data directory.
+pub const BOOTSTRAP_FILE: &str = "sync/bootstrap.json";
+
+/// `IP` or `IP:PORT` (IPv6 as `[IP]:PORT`); the port defaults to config sync's 7400.
+pub fn parse_sync_address(text: &str) -> Result<SocketAddr, String> {
+    let t = text.trim();
+    if let Ok(a) = t.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    t.parse::<std::net::IpAddr>()
+        .map(|ip| SocketAddr::new(ip, tandem_config::raw::DEFAULT_SYNC_PORT))
+        .map_err(|_| format!("invalid sync address `{t}`: expected IP or IP:PORT"))
+}
+
+impl Bootstrap {
+    fn load(dir: &std::path::Path) -> Option<Bootstrap> {
+        let bytes = tandem_store::RealFs.read(&dir.join(BOOTSTRAP_FILE)).ok()?;
+        serde_json::from_slice(&bytes)
+            .inspect_err(|e| warn!(cause = %e, "ignoring an unreadable sync bootstrap file"))
+            .ok()
+    }
+
+    fn save(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        let path = dir.join(BOOTSTRAP_FILE);
+        if let Some(parent) = path.parent() {
+            tandem_store::RealFs.create_dir_all(parent)?;
+        }
+        let mut bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
+        bytes.push(b'\n');
+        tandem_store::RealFs.write_atomic(&path, &bytes)
+    }
+}
+
 impl Host for SyncHost {
     fn endpoints(&self) -> Option<Endpoints> {
         let core = self.core.upgrade()?;
         let node = core.opts.node.clone()?;
-        let config = core.store(Store::load_current).ok()?.config;
+        let config = match core.store(Store::load_current) {
+            Ok(g) => g.config,
+            Err(StoreError::Empty(_)) => {
+                // No configuration yet: the peer recorded by `pair`, if any.
+                let b = Bootstrap::load(&core.opts.data_dir)?;
+                return Some(Endpoints {
+                    node,
+                    peer: b.peer,
+                    local: b.local,
+                    remote: b.remote,
+                });
+            }
+            Err(_) => return None,
+        };
         let cluster = config.cluster.as_ref()?;
         if cluster.nodes.len() != 2 {
             return None;
@@ -89,10 +150,14 @@ impl Host for SyncHost {
         let Some(core) = self.core.upgrade() else {
             return LocalView::default();
         };
+        // A peer generation being applied is not announced before it runs: the peer's
+        // commit reports "committed on lb1 and lb2" only once this node checked it.
+        let applying = *crate::core::lock(&core.applying_peer);
         let mut history: Vec<GenInfo> = core
             .store(Store::history)
             .unwrap_or_default()
             .into_iter()
+            .filter(|m| Some(m.number) != applying)
             .map(|m| GenInfo {
                 generation: GenRef {
                     number: m.number,
@@ -339,7 +404,10 @@ impl Core {
             "generation {} from {from} ({}) committed by config sync",
             next.meta.number, g.author
         ));
-        if let Err(cause) = self.apply(&next, prev.as_ref()).await {
+        *crate::core::lock(&self.applying_peer) = Some(next.meta.number);
+        let applied = self.apply(&next, prev.as_ref()).await;
+        *crate::core::lock(&self.applying_peer) = None;
+        if let Err(cause) = applied {
             let f = self
                 .restore_after_failure(&next, prev.as_ref(), &cause)
                 .await;
@@ -458,14 +526,40 @@ impl Core {
         Ok(reply)
     }
 
-    /// `pair`: shows our fingerprint; with `peer_fingerprint`, pins the peer's certificate.
-    pub fn sync_pair(&self, peer_fingerprint: Option<&str>) -> Reply {
+    /// `pair`: shows our fingerprint; with `peer_fingerprint`, pins the peer's certificate;
+    /// with `bootstrap`, records where the peer is for a node without configuration (see
+    /// [`Bootstrap`]).
+    pub fn sync_pair(&self, peer_fingerprint: Option<&str>, bootstrap: Option<Bootstrap>) -> Reply {
         let Some(h) = self.sync_handle() else {
             return Err(Failure::new(
                 "config sync is not running",
                 "`status` and `logs supervisor` say why",
             ));
         };
+        if let Some(b) = &bootstrap {
+            if self.opts.node.is_none() {
+                return Err(Failure::new(
+                    "this node has no name: the supervisor runs without --node",
+                    "set the node name with `setup` (it starts the supervisor with --node)",
+                ));
+            }
+            if self.opts.node.as_deref() == Some(b.peer.as_str()) {
+                return Err(Failure::new(
+                    format!("the peer cannot be this node ({})", b.peer),
+                    "give the other node's name, e.g. `pair --peer-name lb1 ...` on lb2",
+                ));
+            }
+            b.save(&self.opts.data_dir).map_err(|e| {
+                Failure::new(
+                    format!("cannot record the peer's address: {e}"),
+                    "check the data directory (disk full or read-only?)",
+                )
+            })?;
+            self.event(&format!(
+                "pairing: until a configuration names this node, config sync listens on {} and reaches {} at {}",
+                b.local, b.peer, b.remote
+            ));
+        }
         let id = &h.identity;
         if let Some(fp) = peer_fingerprint {
             let pinned = id.pin(fp).map_err(|e| {
@@ -481,6 +575,7 @@ impl Core {
             "fingerprint": tandem_sync::tls::display_fingerprint(&id.fingerprint),
             "peer_fingerprint": pinned.as_deref().map(tandem_sync::tls::display_fingerprint),
             "paired": pinned.is_some(),
+            "bootstrap": Bootstrap::load(&self.opts.data_dir),
         }))
     }
 

@@ -184,3 +184,62 @@ fn pair_source_persistence_survives_a_failover() {
     println!("after failover:  {after:?}");
     assert_eq!(before, after, "every client stays on its server");
 }
+
+#[test]
+fn pair_a_node_without_configuration_takes_the_peers_first_generation() {
+    if !require_root() {
+        return;
+    }
+    let _s = serial();
+    // lb2 is freshly set up: no configuration. The operator pairs it giving lb1's name and
+    // both sync addresses, and commits the first configuration on lb1 only.
+    let bed = Bed::bare("pairbootstrap");
+    let [lb1, lb2] = &bed.lb;
+    let fp = bed.fingerprints();
+    lb1.ok(json!({"cmd": "sync_pair", "peer_fingerprint": fp[1]}));
+    let r = lb2.ok(json!({"cmd": "sync_pair", "peer_fingerprint": fp[0],
+        "peer_name": "lb1", "peer_address": "198.18.1.1", "local_address": "198.18.1.2"}));
+    println!("pair on lb2: {r}");
+    assert_eq!(r["bootstrap"]["remote"], "198.18.1.1:7400", "{r:#}");
+    assert!(lb2.ok(json!({"cmd": "status"}))["generation"].is_null());
+    let t0 = Instant::now();
+    let r = lb1.ok(json!({"cmd": "commit", "text": config(100, "first"), "comment": "first"}));
+    println!("commit on lb1 after {:?}: {}", t0.elapsed(), r["message"]);
+    let t = wait_for("lb2 runs lb1's generation", || {
+        lb2.generation() == lb1.generation()
+    });
+    println!(
+        "lb2 took generation {:?} {t:?} after the commit",
+        lb2.generation()
+    );
+    assert_eq!(lb1.generation().0, 1);
+    wait_for("both in sync", || {
+        [lb1, lb2]
+            .iter()
+            .all(|n| n.sync()["sync"]["core"]["relation"]["state"] == "in_sync")
+    });
+    for n in [lb1, lb2] {
+        let alarms = n.alarms();
+        assert!(
+            !alarms
+                .iter()
+                .any(|a| a == "divergence" || a == "unconfigured"),
+            "{}: {alarms:?}",
+            n.name
+        );
+    }
+    // lb2 runs it: it takes the VIP when lb1 hands it over.
+    wait_for("lb1 holds the VIP", || lb1.has_vip() && !lb2.has_vip());
+    wait_for("lb2 hears lb1's adverts", || {
+        lb2.vrrp()["state"] == "backup"
+    });
+    lb1.ok(json!({"cmd": "failover"}));
+    wait_for("the VIP on lb2", || lb2.has_vip() && !lb1.has_vip());
+    wait_for("an answer through the VIP on lb2", || {
+        bed.get("198.18.0.3").is_some()
+    });
+    // Later commits flow as usual, now over the configured endpoints.
+    let r = lb1.ok(json!({"cmd": "commit", "text": config(50, "second"), "comment": "second"}));
+    assert_eq!(r["nodes"], json!(["lb1", "lb2"]), "{r:#}");
+    assert_eq!(lb2.generation().0, 2);
+}

@@ -311,6 +311,38 @@ impl Bed {
 
     /// As [`Bed::new`] with `initial` as the first configuration on both nodes.
     pub fn with_config(name: &str, initial: &str) -> Bed {
+        let bed = Bed::bare(name);
+        let lb = &bed.lb;
+        // Pairing, as an operator does with `tandemctl pair` on both consoles.
+        let fp = bed.fingerprints();
+        lb[0].ok(json!({"cmd": "sync_pair", "peer_fingerprint": fp[1]}));
+        lb[1].ok(json!({"cmd": "sync_pair", "peer_fingerprint": fp[0]}));
+        for n in lb {
+            n.ok(json!({"cmd": "commit", "text": initial, "comment": "initial"}));
+        }
+        let t = wait_for("sync link up on both", || {
+            lb.iter().all(|n| n.link() == "up")
+        });
+        println!("sync link up {t:?} after the initial commits");
+        assert_eq!(lb[0].generation(), lb[1].generation());
+        bed
+    }
+
+    /// Both nodes' sync certificate fingerprints, as `pair` shows them.
+    pub fn fingerprints(&self) -> Vec<String> {
+        self.lb
+            .iter()
+            .map(|n| {
+                n.ok(json!({"cmd": "sync_pair"}))["fingerprint"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    /// The bed with both supervisors started: not paired, nothing committed.
+    pub fn bare(name: &str) -> Bed {
         std::fs::create_dir_all(RUN_DIR).expect("run dir");
         let bed = Testbed::new(name).expect("testbed");
         let lan = bed.segment("lan").expect("lan");
@@ -363,26 +395,6 @@ impl Bed {
         for n in &mut lb {
             n.start();
         }
-        // Pairing, as an operator does with `tandemctl pair` on both consoles.
-        let fp: Vec<String> = lb
-            .iter()
-            .map(|n| {
-                n.ok(json!({"cmd": "sync_pair"}))["fingerprint"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned()
-            })
-            .collect();
-        lb[0].ok(json!({"cmd": "sync_pair", "peer_fingerprint": fp[1]}));
-        lb[1].ok(json!({"cmd": "sync_pair", "peer_fingerprint": fp[0]}));
-        for n in &lb {
-            n.ok(json!({"cmd": "commit", "text": initial, "comment": "initial"}));
-        }
-        let t = wait_for("sync link up on both", || {
-            lb.iter().all(|n| n.link() == "up")
-        });
-        println!("sync link up {t:?} after the initial commits");
-        assert_eq!(lb[0].generation(), lb[1].generation());
         Bed {
             lb,
             client,
