@@ -585,3 +585,129 @@ fn import_rates(snap: &Snapshot, cmd: &Command) -> Result<Value, String> {
     let n = table.import(Instant::now(), &parsed);
     Ok(json!({ "ok": true, "imported": n }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port()
+    }
+
+    async fn proxy() -> Proxy {
+        let yaml = format!(
+            r#"version: 1
+frontends:
+  - name: web
+    bind: ["127.0.0.1:{}"]
+    default_backend: app
+    protect: {{ request_rate_per_source: 3/60s }}
+  - name: open
+    bind: ["127.0.0.1:{}"]
+    default_backend: app
+backends:
+  - name: app
+    servers:
+      - {{ name: a, address: 127.0.0.1:9, weight: 1 }}
+"#,
+            free_port(),
+            free_port()
+        );
+        let loaded = tandem_config::parse(
+            &yaml,
+            "test.yaml",
+            &tandem_config::MemoryCertFiles::default(),
+        )
+        .unwrap_or_else(|r| panic!("valid config: {r}"));
+        let plan = crate::plan::Plan::from_config(&loaded.config, None).expect("plan");
+        Proxy::start(plan).await.expect("proxy starts")
+    }
+
+    async fn api(proxy: &Proxy, line: &str) -> Value {
+        execute(proxy, None, line.as_bytes()).await
+    }
+
+    /// The status code of `GET /` on `addr` from 127.0.0.1.
+    async fn status(addr: std::net::SocketAddr) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        // The status line is enough (a bounded read, whether or not the proxy closes).
+        let mut out = Vec::new();
+        let mut buf = [0u8; 512];
+        while !out.windows(2).any(|w| w == b"\r\n") {
+            match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => out.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+        String::from_utf8_lossy(&out)
+            .split(' ')
+            .nth(1)
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    #[tokio::test]
+    async fn imported_rate_counters_refuse_a_source_over_its_rate() {
+        let proxy = proxy().await;
+        let web = proxy.snapshot().plan.frontends()[0].binds[0];
+        let addr = proxy.local_addrs().await[&web];
+
+        let r = api(&proxy, r#"{"cmd":"show rates","frontend":"web"}"#).await;
+        assert_eq!(r["ok"], true, "{r}");
+        assert_eq!(r["request_rate"], json!({"count": 3, "per_ms": 60000}));
+        assert_eq!(r["connection_rate"], Value::Null);
+        assert_eq!(r["entries"], json!([]));
+
+        // The peer says 127.0.0.1 made 3 requests 2 s into the current minute.
+        let r = api(
+            &proxy,
+            r#"{"cmd":"import rates","frontend":"web","entries":[{"client":"127.0.0.1","requests":{"current":3,"previous":0,"elapsed_ms":2000,"period_ms":60000}}]}"#,
+        )
+        .await;
+        assert_eq!(r, json!({"ok": true, "imported": 1}));
+        let r = api(&proxy, r#"{"cmd":"show rates","frontend":"web"}"#).await;
+        let e = &r["entries"][0];
+        assert_eq!(e["client"], "127.0.0.1", "{r}");
+        assert_eq!(e["requests"]["current"], 3, "{r}");
+        assert!(e["requests"]["elapsed_ms"].as_u64() >= Some(2000), "{r}");
+        assert!(e.get("connections").is_none(), "{r}");
+        assert_eq!(status(addr).await, "429", "over its rate on this node too");
+
+        for (line, error) in [
+            (
+                r#"{"cmd":"show rates","frontend":"open"}"#,
+                "frontend open has no per-source rate limit",
+            ),
+            (
+                r#"{"cmd":"show rates","frontend":"nope"}"#,
+                "no frontend nope",
+            ),
+            (r#"{"cmd":"show rates"}"#, "rate commands need \"frontend\""),
+            (
+                r#"{"cmd":"import rates","frontend":"web"}"#,
+                "import rates needs \"entries\"",
+            ),
+        ] {
+            let r = api(&proxy, line).await;
+            assert_eq!(r, json!({"ok": false, "error": error}), "{line}");
+        }
+        let r = api(
+            &proxy,
+            r#"{"cmd":"import rates","frontend":"web","entries":[{"client":"x"}]}"#,
+        )
+        .await;
+        assert!(
+            r["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("invalid entries for import rates")),
+            "{r}"
+        );
+        proxy.shutdown(Duration::from_millis(10)).await;
+    }
+}
