@@ -179,14 +179,14 @@ pub(crate) async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                     let err = ProxyError::BadRequest {
                         reason: "line not ended by crlf",
                     };
-                    refuse(ctx, io, err, None, None).await;
+                    refuse(ctx, io, err, None, None, true).await;
                     return Outcome::Closed;
                 }
                 if buf.len() > fe.max_header_bytes {
                     let err = ProxyError::HeaderTooLarge {
                         limit: fe.max_header_bytes,
                     };
-                    refuse(ctx, io, err, None, None).await;
+                    refuse(ctx, io, err, None, None, true).await;
                     return Outcome::Closed;
                 }
                 let idle = buf.is_empty();
@@ -220,7 +220,7 @@ pub(crate) async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
             let err = ProxyError::HeaderTooLarge {
                 limit: fe.max_header_bytes,
             };
-            refuse(ctx, io, err, None, None).await;
+            refuse(ctx, io, err, None, None, true).await;
             return Outcome::Closed;
         }
 
@@ -233,11 +233,10 @@ pub(crate) async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                 err,
                 backend,
                 line,
-                body,
+                close,
             } => {
                 let log = new_log(ctx, start, line, tq);
-                let close = refuse(ctx, io, err, backend, log).await || body > 0;
-                if close {
+                if refuse(ctx, io, err, backend, log, close).await {
                     return Outcome::Closed;
                 }
                 buf.drain(..head_len);
@@ -263,7 +262,7 @@ pub(crate) async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                 return Outcome::Closed;
             }
             Ended::Failed(err, consumed) => {
-                let close = refuse(ctx, io, err, Some(backend), log).await || !consumed;
+                let close = refuse(ctx, io, err, Some(backend), log, !consumed).await;
                 if close {
                     return Outcome::Closed;
                 }
@@ -311,14 +310,15 @@ fn new_log(
     })
 }
 
-/// Answers a request with an error page (nothing of a response was sent yet); whether the
-/// connection must close afterwards.
+/// Answers a request with an error page (nothing of a response was sent yet), closing the
+/// connection after it when `close` or the error asks for it; whether it closed.
 async fn refuse<T: AsyncWrite + Unpin>(
     ctx: &ConnCtx,
     io: &mut T,
     err: ProxyError,
     backend: Option<BackendId>,
     log: Option<AccessLog>,
+    close: bool,
 ) -> bool {
     let fe = &ctx.snap.plan.frontends()[ctx.frontend];
     let status = err.status();
@@ -342,7 +342,8 @@ async fn refuse<T: AsyncWrite + Unpin>(
             .counters
             .response(status.as_u16());
     }
-    let close = ctx.refused.is_some()
+    let close = close
+        || ctx.refused.is_some()
         || status == StatusCode::BAD_REQUEST
         || status == StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
     let page = error_page(status);
@@ -396,8 +397,8 @@ enum Analyzed {
         err: ProxyError,
         backend: Option<BackendId>,
         line: Option<(Method, Uri)>,
-        /// Content-Length of the refused request's body (a body left unread closes).
-        body: u64,
+        /// Close the connection after the answer.
+        close: bool,
     },
     Fallback,
 }
@@ -455,7 +456,7 @@ fn analyze(ctx: &ConnCtx, head: &[u8], now: Instant) -> Analyzed {
         err,
         backend: None,
         line,
-        body: u64::MAX,
+        close: true,
     };
     if !crlf_lines(head) {
         return refuse(
@@ -542,11 +543,14 @@ fn analyze(ctx: &ConnCtx, head: &[u8], now: Instant) -> Analyzed {
         && !t.request(ctx.peer.ip(), now)
     {
         live_fe.stats.denied[Refusal::RequestRate as usize].fetch_add(1, Ordering::Relaxed);
+        // Kept open for the next request unless a body is left unread or the client asked
+        // to close.
+        let client_close = connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(b"close"));
         return Analyzed::Refuse {
             err: denied(Refusal::RequestRate),
             backend: None,
             line,
-            body: body_len,
+            close: body_len > 0 || client_close,
         };
     }
     if chunked && body.is_some() {

@@ -301,3 +301,42 @@ async fn requests_the_raw_path_hands_to_hyper_are_served() {
     let out = read_until(&mut c, |o| o.ends_with("h:5")).await;
     assert!(out.ends_with("h:5"), "{out:?}");
 }
+
+#[tokio::test]
+async fn a_refused_request_that_asked_to_close_is_answered_then_closed() {
+    use tandem_proxy::plan::{Frontend, Plan, Protect, Rate};
+    let srv = http_server("r").await;
+    let bind = free_addr();
+    let mut fe = Frontend::new("web", Mode::Http, bind, "app");
+    fe.protect = Protect {
+        request_rate: Some(Rate {
+            count: 1,
+            per: Duration::from_secs(60),
+        }),
+        ..Protect::default()
+    };
+    let plan = Plan::new(vec![fe], vec![backend(Mode::Http, vec![server(&srv, 1)])]).expect("plan");
+    let (_proxy, addr) = start(plan).await;
+    let first = raw_exchange(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(first.starts_with("HTTP/1.1 200 OK\r\n"), "{first:?}");
+    // raw_exchange reads to the end: it returns only because the proxy closed (bounded wait).
+    let started = std::time::Instant::now();
+    let second = raw_exchange(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        second.starts_with("HTTP/1.1 429 Too Many Requests\r\n"),
+        "{second:?}"
+    );
+    assert!(second.contains("connection: close\r\n"), "{second:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the connection was closed, not left to the read bound"
+    );
+}
