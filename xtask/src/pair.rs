@@ -265,6 +265,32 @@ pub fn boot_vm(
     i: usize,
     fresh: bool,
 ) -> Result<Node> {
+    let disk = if fresh { Disk::Fresh(img) } else { Disk::Kept };
+    boot_vm_with(sh, board, accel, names, i, disk)
+}
+
+/// What a node's VM boots.
+pub enum Disk<'a> {
+    /// A new copy-on-write overlay of this image, new OVMF vars, new taps.
+    Fresh(&'a Path),
+    /// The node's disk and OVMF vars as they were (after its QEMU was killed).
+    Kept,
+    /// Another image (the bare-Debian baseline) on this node's VM: the same machine,
+    /// NICs, taps and a copy of the node's OVMF vars, on a throw-away overlay. The node's
+    /// own disk and vars are not touched. The node's QEMU must not be running.
+    Borrowed(&'a Path),
+}
+
+/// Boots node `names[i]` on `disk`. Does not wait for it.
+pub fn boot_vm_with(
+    sh: &Shell,
+    board: &BoardSpec,
+    accel: &str,
+    names: &[String],
+    i: usize,
+    disk: Disk,
+) -> Result<Node> {
+    let fresh = matches!(disk, Disk::Fresh(_));
     let dir = state_dir();
     let ns = LAN_NS;
     let name = &names[i];
@@ -275,14 +301,27 @@ pub fn boot_vm(
         dir: node_dir.clone(),
     };
     section(&format!("booting {name}"));
-    let disk = node_dir.join("disk.qcow2");
-    let vars = node_dir.join("OVMF_VARS.fd");
-    if fresh {
-        // A copy-on-write overlay per VM: the built image is never written. 4 GiB so
-        // the data partition has room to grow on first boot.
-        cmd!(sh, "qemu-img create -q -f qcow2 -F raw -b {img} {disk} 4G").run()?;
-        std::fs::copy(OVMF_VARS, &vars).context("copying the OVMF vars template")?;
-    }
+    let (disk, vars) = match disk {
+        Disk::Fresh(img) => {
+            // A copy-on-write overlay per VM: the built image is never written. 4 GiB so
+            // the data partition has room to grow on first boot.
+            let (disk, vars) = (node_dir.join("disk.qcow2"), node_dir.join("OVMF_VARS.fd"));
+            cmd!(sh, "qemu-img create -q -f qcow2 -F raw -b {img} {disk} 4G").run()?;
+            std::fs::copy(OVMF_VARS, &vars).context("copying the OVMF vars template")?;
+            (disk, vars)
+        }
+        Disk::Kept => (node_dir.join("disk.qcow2"), node_dir.join("OVMF_VARS.fd")),
+        Disk::Borrowed(img) => {
+            let (disk, vars) = (
+                node_dir.join("borrowed.qcow2"),
+                node_dir.join("borrowed-vars.fd"),
+            );
+            cmd!(sh, "qemu-img create -q -f qcow2 -F raw -b {img} {disk} 4G").run()?;
+            std::fs::copy(node_dir.join("OVMF_VARS.fd"), &vars)
+                .context("copying the node's OVMF vars")?;
+            (disk, vars)
+        }
+    };
     let mut nic_args: Vec<String> = Vec::new();
     for nic in &board.nics {
         let role = &nic.role;

@@ -91,19 +91,8 @@ pub fn run(sh: &Shell) -> Result<()> {
     let spec = ImageSpec::load()?;
     let board = BoardSpec::load(&spec.image.board)?;
     section("system test: images (the factory image, a second build, a broken build)");
-    let base = image::ensure_built(sh)?;
-    let release = project_root().join("target/release");
-    let prebuilt = |suffix: Option<&str>, broken: bool| image::Args {
-        zstd_level: 1,
-        tandem_bin: Some(release.join("tandem")),
-        tandemctl_bin: Some(release.join("tandemctl")),
-        version_suffix: suffix.map(str::to_owned),
-        broken,
-        trial_timeout_s: broken.then_some(BROKEN_TRIAL_S),
-        ..Default::default()
-    };
-    let v2 = image::run(sh, prebuilt(Some("v2"), false))?;
-    let bad = image::run(sh, prebuilt(None, true))?;
+    let (base, v2, bad) = test_images(sh, true)?;
+    let bad = bad.context("no broken build")?;
     let dir = &base.dir;
     std::fs::copy(
         project_root().join("xtask/data/system-pair.yaml"),
@@ -117,17 +106,6 @@ pub fn run(sh: &Shell) -> Result<()> {
     let (v2_bundle, bad_bundle) = (name(&v2.upgrade), name(&bad.upgrade));
     let baseline = image::build_baseline(sh, &base)?;
     let t_build = started.elapsed();
-
-    section(
-        "system test: bare-Debian baseline boots to a login prompt (same kernel, firmware, loader)",
-    );
-    let (accel, note) = pair::pick_accel(sh, &base.vmlinuz);
-    eprintln!("accelerator: {note}");
-    let t_baseline = boot_to_text(sh, &baseline, &accel, "login: ")?;
-    eprintln!(
-        "bare Debian: login prompt after {:.1} s",
-        t_baseline.as_secs_f64()
-    );
 
     section("system test: boot the pair, first-boot setup on both serial consoles");
     let lab = pair::up(sh, 2)?;
@@ -181,9 +159,38 @@ pub fn run(sh: &Shell) -> Result<()> {
     })?;
     eprintln!("client outage when lb1 died: {gap:.0} ms");
 
-    section("system test: lb1 comes back");
+    // The boot-time comparison, on the same VM in the same conditions (lb2 running and
+    // serving beside it): first the bare-Debian baseline on lb1's machine (same NICs,
+    // taps, a copy of its firmware variables), to its login prompt; then lb1 on its own
+    // disk, to "node healthy" (supervisor READY, proxy listening, VRRP settled).
+    section("system test: the bare-Debian baseline boots on lb1's VM (boot-time reference)");
     let accel = std::fs::read_to_string(state.join("accel.arg"))?;
     let names = vec!["lb1".to_owned(), "lb2".to_owned()];
+    wait_gone(lb1)?;
+    let t_bare = Instant::now();
+    let bare = pair::boot_vm_with(
+        sh,
+        &board,
+        &accel,
+        &names,
+        0,
+        pair::Disk::Borrowed(&baseline),
+    )?;
+    let mut cb = Console::new(&bare);
+    cb.pos = 0;
+    cb.expect("login: ", pair::BOOT_TIMEOUT)?;
+    let t_baseline = t_bare.elapsed();
+    cb.expect("=== boot report", Duration::from_secs(300))?;
+    let bare_report = cb.expect("=== end of boot report", Duration::from_secs(120))?;
+    eprintln!(
+        "bare Debian: login prompt {:.1} s after QEMU started\n{bare_report}",
+        t_baseline.as_secs_f64()
+    );
+    let pid = pair::pid_of(&bare.pidfile()).context("the baseline VM has no pid")?;
+    cmd!(sh, "kill {pid}").run()?;
+    wait_gone(&bare)?;
+
+    section("system test: lb1 comes back");
     let t_back = Instant::now();
     let lb1b = pair::boot_vm(sh, &board, &base.img, &accel, &names, 0, false)?;
     let mut c1 = Console::new(&lb1b);
@@ -195,9 +202,11 @@ pub fn run(sh: &Shell) -> Result<()> {
     wait_for_vip(sh, Duration::from_secs(180))?;
     let boot_report = c1.cmd("show boot", Duration::from_secs(330))?;
     eprintln!(
-        "lb1 back: healthy (serving) {:.1} s after QEMU started; bare Debian login prompt {:.1} s",
+        "lb1 back: healthy (serving) {:.1} s after QEMU started; bare Debian login prompt {:.1} s \
+         (same VM, same conditions, {:+.1} s)",
         t_healthy.as_secs_f64(),
-        t_baseline.as_secs_f64()
+        t_baseline.as_secs_f64(),
+        t_healthy.as_secs_f64() - t_baseline.as_secs_f64()
     );
 
     section("system test: upgrade lb2 to the second build");
@@ -250,7 +259,8 @@ pub fn run(sh: &Shell) -> Result<()> {
         "\nsystem test passed in {:.0} s (test builds {:.0} s)\n  setup prompts: lb1 {:.0} s, lb2 {:.0} s after start\n  \
          outage when lb1 died: {gap:.0} ms\n  upgrade lb2 (download, verify, write, reboot, blessed): {:.0} s\n  \
          broken build rolled back (install, trial, give-up, reboot): {:.0} s\n  \
-         boot: lb1 healthy {:.1} s after QEMU start (lb2 running beside it) vs bare Debian login prompt {:.1} s (alone)\n{boot_report}",
+         boot (same VM, lb2 running beside it, QEMU start to the console line): lb1 healthy {:.1} s, \
+         bare Debian login prompt {:.1} s\n\nlb1 (show boot):\n{boot_report}\n\nbare Debian:\n{bare_report}",
         started.elapsed().as_secs_f64(),
         t_build.as_secs_f64(),
         boot_times[0].as_secs_f64() - t_build.as_secs_f64(),
@@ -263,73 +273,46 @@ pub fn run(sh: &Shell) -> Result<()> {
     Ok(())
 }
 
-/// Boots `img` alone (same QEMU machine as the pair, a throw-away snapshot, no NICs) and
-/// returns the time from QEMU's start to `needle` on its serial console; then stops it.
-fn boot_to_text(sh: &Shell, img: &std::path::Path, accel: &str, needle: &str) -> Result<Duration> {
-    let dir = project_root().join("target/image/baseline");
-    std::fs::create_dir_all(&dir)?;
-    let vars = dir.join("OVMF_VARS.fd");
-    std::fs::copy(pair::OVMF_VARS, &vars)?;
-    let log = dir.join("serial.log");
-    let _ = std::fs::remove_file(&log);
-    let code = format!(
-        "if=pflash,format=raw,unit=0,readonly=on,file={}",
-        pair::OVMF_CODE
-    );
-    let vars = format!("if=pflash,format=raw,unit=1,file={}", vars.display());
-    let drive = format!(
-        "if=none,id=disk0,format=raw,snapshot=on,file={}",
-        img.display()
-    );
-    let serial = format!("file:{}", log.display());
-    let mut args: Vec<String> = vec!["-machine", "q35", "-accel", accel, "-m", "768", "-smp", "1"]
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-    for a in [
-        "-nodefaults",
-        "-display",
-        "none",
-        "-drive",
-        &code,
-        "-drive",
-        &vars,
-        "-drive",
-        &drive,
-        "-device",
-        "virtio-blk-pci,drive=disk0",
-        "-serial",
-        &serial,
-    ] {
-        args.push(a.to_owned());
-    }
-    eprintln!("$ qemu-system-x86_64 {}", args.join(" "));
-    let started = Instant::now();
-    let mut child = Command::new("qemu-system-x86_64")
-        .args(&args)
-        .stdin(std::process::Stdio::null())
-        .spawn()
-        .context("starting the baseline VM")?;
-    let _ = sh;
-    let result = loop {
-        let text = std::fs::read(&log).unwrap_or_default();
-        if text.windows(needle.len()).any(|w| w == needle.as_bytes()) {
-            break Ok(started.elapsed());
-        }
-        if started.elapsed() > pair::BOOT_TIMEOUT {
-            break Err(anyhow::anyhow!(
-                "baseline: no {needle:?} within {:?}",
-                pair::BOOT_TIMEOUT
-            ));
-        }
-        if let Ok(Some(st)) = child.try_wait() {
-            break Err(anyhow::anyhow!("baseline QEMU exited: {st}"));
-        }
-        std::thread::sleep(Duration::from_millis(100));
+/// The system tier's builds, all from the current tree and the same binaries (cargo
+/// profile `image::TEST_PROFILE`): the factory image (where `pair` looks for it), a second
+/// build (`-v2`) and, if asked, a broken build whose trial boots give up after
+/// `BROKEN_TRIAL_S`.
+fn test_images(
+    sh: &Shell,
+    broken: bool,
+) -> Result<(image::Outputs, image::Outputs, Option<image::Outputs>)> {
+    let bin = image::build_binaries(sh, image::TEST_PROFILE)?;
+    let build = |suffix: Option<&str>, broken: bool| image::Args {
+        zstd_level: 1,
+        tandem_bin: Some(bin.tandem.clone()),
+        tandemctl_bin: bin.tandemctl.clone(),
+        version_suffix: suffix.map(str::to_owned),
+        broken,
+        trial_timeout_s: broken.then_some(BROKEN_TRIAL_S),
+        ..Default::default()
     };
-    let _ = child.kill();
-    let _ = child.wait();
-    result
+    let base = image::run(sh, build(None, false))?;
+    let v2 = image::run(sh, build(Some("v2"), false))?;
+    let bad = if broken {
+        Some(image::run(sh, build(None, true))?)
+    } else {
+        None
+    };
+    Ok((base, v2, bad))
+}
+
+/// Waits (bounded) until the node's QEMU has exited.
+fn wait_gone(node: &Node) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pair::pid_alive(&node.pidfile()) {
+        ensure!(
+            Instant::now() < deadline,
+            "{}: QEMU still running 30 s after it was stopped",
+            node.name
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
 }
 
 /// Answers the first-boot setup's questions for node `lb{i}` (after its first question).
@@ -386,18 +369,7 @@ pub fn power_cut(sh: &Shell, runs: usize) -> Result<()> {
     let started = Instant::now();
     let spec = ImageSpec::load()?;
     let board = BoardSpec::load(&spec.image.board)?;
-    let base = image::ensure_built(sh)?;
-    let release = project_root().join("target/release");
-    let v2 = image::run(
-        sh,
-        image::Args {
-            zstd_level: 1,
-            tandem_bin: Some(release.join("tandem")),
-            tandemctl_bin: Some(release.join("tandemctl")),
-            version_suffix: Some("v2".into()),
-            ..Default::default()
-        },
-    )?;
+    let (base, v2, _) = test_images(sh, false)?;
     let bundle = v2
         .upgrade
         .file_name()

@@ -164,8 +164,8 @@ pub fn show_version(out: &mut dyn Write) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// `show boot`: systemd-analyze's boot time and the chain to `tandem-appliance.target`
-/// (when the node became healthy). Waits (bounded) while boot jobs are still running.
+/// `show boot`: systemd-analyze's boot time, the chain to `tandem-appliance.target`
+/// (when the node became healthy) and the slowest units. Waits (bounded) while boot jobs are still running.
 pub fn show_boot(out: &mut dyn Write) -> anyhow::Result<i32> {
     let started = Instant::now();
     loop {
@@ -188,6 +188,15 @@ pub fn show_boot(out: &mut dyn Write) -> anyhow::Result<i32> {
         .output()
         .context("running systemd-analyze critical-chain")?;
     out.write_all(&chain.stdout)?;
+    // Where the time went (one vCPU under emulation: every unit's time counts).
+    let blame = std::process::Command::new("systemd-analyze")
+        .args(["blame", "--no-pager"])
+        .output()
+        .context("running systemd-analyze blame")?;
+    writeln!(out, "slowest units (systemd-analyze blame):")?;
+    for line in String::from_utf8_lossy(&blame.stdout).lines().take(25) {
+        writeln!(out, "  {}", line.trim())?;
+    }
     let active = std::process::Command::new("systemctl")
         .args(["is-active", "tandem-appliance.target"])
         .output()
