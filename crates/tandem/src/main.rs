@@ -106,10 +106,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    use std::io::Write as _;
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("tandem: error: {e:#}");
+            // Not eprintln!: it panics when stderr is a broken pipe.
+            let _ = writeln!(std::io::stderr(), "tandem: error: {e:#}");
             ExitCode::from(2)
         }
     }
@@ -216,9 +218,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // A log line that cannot be written is dropped, never reported on stderr: under the
+    // supervisor, stderr is a pipe that breaks when the supervisor dies, and reporting the
+    // failure there panics (in the VRRP daemon's shutdown, or in its guardian, that panic
+    // left the VIPs in place until their lifetime ran out).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     if std::env::var("TANDEM_LOG").is_ok_and(|v| v == "json") {
         builder.json().init();
     } else {

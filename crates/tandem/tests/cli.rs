@@ -175,3 +175,75 @@ fn schema_prints_a_json_schema_with_the_top_level_sections() {
         assert!(props.contains_key(key), "schema lacks `{key}`");
     }
 }
+
+/// Under the supervisor, a daemon's stderr is a pipe that breaks when the supervisor dies.
+/// Logging into the broken pipe must not take the daemon down: here the proxy keeps
+/// answering (and logging) after the reader of its stderr is gone.
+#[test]
+fn a_daemon_keeps_working_when_its_stderr_pipe_breaks() {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
+
+    let dir = temp_dir("broken-stderr");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // The backend's port is closed: every request fails with 503 and logs a warning.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.join("proxy.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 1\nfrontends:\n  - name: web\n    bind: [\"127.0.0.1:{port}\"]\n    default_backend: app\nbackends:\n  - name: app\n    retries: 0\n    servers:\n      - {{ name: s1, address: \"127.0.0.1:{dead}\" }}\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["proxy", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the proxy");
+    let ask = || -> Option<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let first = loop {
+        if let Some(r) = ask() {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "the proxy never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(first.starts_with("HTTP/1.1 5"), "{first:?}");
+    // The supervisor dies: the read end of the pipe closes.
+    drop(child.stderr.take());
+    for i in 0..3 {
+        let r = ask().unwrap_or_default();
+        assert!(
+            r.starts_with("HTTP/1.1 5"),
+            "request {i} after stderr broke: {r:?}"
+        );
+    }
+    assert!(
+        child.try_wait().expect("child status").is_none(),
+        "the proxy is still running"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
