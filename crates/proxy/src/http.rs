@@ -554,11 +554,7 @@ async fn forward(
             Ok(c) => c,
             Err(e) => {
                 debug_assert!(e.retry_safe());
-                slot.server.connect_failures.fetch_add(1, Ordering::Relaxed);
-                if passive_connect {
-                    slot.server.update(Instant::now(), |m| m.on_connect(false));
-                }
-                warn!(backend = %backend.name, server = %server.name, cause = %e, "connect failed, trying another server");
+                slot.server.connect_failed(passive_connect, &e);
                 tried.insert(slot.index);
                 last_err = Some(e);
                 connect_failures += 1;

@@ -244,6 +244,17 @@ impl ServerState {
         }
     }
 
+    /// Records a failed connect to this server (counter, passive health) and logs it; the
+    /// caller tries another server.
+    pub(crate) fn connect_failed(&self, passive: bool, cause: &dyn std::fmt::Display) {
+        self.connect_failures.fetch_add(1, Ordering::Relaxed);
+        if passive {
+            self.update(Instant::now(), |m| m.on_connect(false));
+        }
+        warn!(backend = %self.key.backend, server = %self.key.server, %cause,
+            "connect failed, trying another server");
+    }
+
     /// Takes an idle connection from the pool, dropping closed ones; it may need `ready()`.
     pub(crate) fn take_idle(&self) -> Option<Upstream> {
         let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());

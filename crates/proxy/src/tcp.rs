@@ -173,11 +173,7 @@ async fn connect_any(
                 return Ok((s, slot));
             }
             Err(e) => {
-                slot.server.connect_failures.fetch_add(1, Ordering::Relaxed);
-                if passive {
-                    slot.server.update(Instant::now(), |m| m.on_connect(false));
-                }
-                warn!(backend = %backend.name, server = %server.name, cause = %e, "connect failed, trying another server");
+                slot.server.connect_failed(passive, &e);
                 tried.insert(slot.index);
                 last_err = Some(e);
             }
