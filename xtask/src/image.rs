@@ -552,10 +552,11 @@ fn customise(
     cmd!(sh, "systemctl --root={root} enable {units...}").run()?;
     // Debian's own blessing would run at boot-complete.target, before the node is known
     // healthy; systemd-firstboot would prompt on the console at every boot (the machine-id
-    // is empty on a read-only root). Both are replaced by Tandem units.
+    // is empty on a read-only root). Both are replaced by Tandem units. systemd-repart
+    // grows the data partition once, from tandem-firstboot, not at every boot.
     cmd!(
         sh,
-        "systemctl --root={root} mask systemd-bless-boot.service systemd-firstboot.service"
+        "systemctl --root={root} mask systemd-bless-boot.service systemd-firstboot.service systemd-repart.service"
     )
     .run()?;
 

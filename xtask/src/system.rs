@@ -117,7 +117,8 @@ pub fn run(sh: &Shell) -> Result<()> {
     let mut boot_times = Vec::new();
     for (c, i) in [(&mut c1, 1), (&mut c2, 2)] {
         c.pos = 0;
-        c.expect("node name (lb1 or lb2): ", pair::BOOT_TIMEOUT)?;
+        let first = c.expect("node name (lb1 or lb2): ", pair::BOOT_TIMEOUT)?;
+        check_first_boot(c.node, &first)?;
         boot_times.push(started.elapsed());
         setup(c, i)?;
     }
@@ -315,6 +316,21 @@ fn wait_gone(node: &Node) -> Result<()> {
     Ok(())
 }
 
+/// The first boot grew the data partition to the end of the (4 GiB) disk.
+fn check_first_boot(node: &Node, console: &str) -> Result<()> {
+    let line = console
+        .lines()
+        .find(|l| l.contains("tandem-firstboot: ") && l.contains("data partition"))
+        .with_context(|| format!("{}: no tandem-firstboot line on the console", node.name))?;
+    eprintln!("[{}] {}", node.name, line.trim());
+    ensure!(
+        line.contains("data partition grown to 3."),
+        "{}: the data partition was not grown to the disk: {line}",
+        node.name
+    );
+    Ok(())
+}
+
 /// Answers the first-boot setup's questions for node `lb{i}` (after its first question).
 fn setup(c: &mut Console, i: usize) -> Result<()> {
     c.run(
@@ -365,11 +381,27 @@ fn serve(dir: &std::path::Path) -> Result<()> {
 /// `cargo xtask test --power-cut`: `runs` times, lb1's QEMU is killed (SIGKILL: the
 /// guest's page cache and unflushed writes are lost) at a random point of
 /// `firmware install`, then booted again: it must reach the console and log in.
-pub fn power_cut(sh: &Shell, runs: usize) -> Result<()> {
+/// `fresh_images`: build the factory image and the second build first; otherwise use
+/// the ones the system tier has just built in the same `cargo xtask test`.
+pub fn power_cut(sh: &Shell, runs: usize, fresh_images: bool) -> Result<()> {
     let started = Instant::now();
     let spec = ImageSpec::load()?;
     let board = BoardSpec::load(&spec.image.board)?;
-    let (base, v2, _) = test_images(sh, false)?;
+    let (base, v2) = if fresh_images {
+        let (base, v2, _) = test_images(sh, false)?;
+        (base, v2)
+    } else {
+        let version = image::workspace_version()?;
+        let base = image::Outputs::new(&spec, &version);
+        let v2 = image::Outputs::new(&spec, &format!("{version}-v2"));
+        ensure!(
+            base.img.exists() && v2.upgrade.exists(),
+            "the system tier's images are missing ({}, {})",
+            base.img.display(),
+            v2.upgrade.display()
+        );
+        (base, v2)
+    };
     let bundle = v2
         .upgrade
         .file_name()
@@ -380,7 +412,8 @@ pub fn power_cut(sh: &Shell, runs: usize) -> Result<()> {
     let lb1 = &lab.nodes[0];
     let mut c = Console::new(lb1);
     c.pos = 0;
-    c.expect("node name (lb1 or lb2): ", pair::BOOT_TIMEOUT)?;
+    let first = c.expect("node name (lb1 or lb2): ", pair::BOOT_TIMEOUT)?;
+    check_first_boot(lb1, &first)?;
     setup(&mut c, 1)?;
     // One complete install first: how long the window is.
     let t = Instant::now();

@@ -2,42 +2,50 @@
 //!
 //! Owns: the list of tiers and how each is invoked. Tests themselves live in the
 //! crates (unit, integration, network-namespace) and in the QEMU system tier
-//! (`--system`, xtask/src/pair.rs; not in the default tiers yet).
+//! (xtask/src/system.rs: the pair scenario, then a few power-cut runs; root only).
 //! Tests that need root skip with a notice outside CI and fail inside it (`CI` set).
 
-use anyhow::Result;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
 use xshell::{Shell, cmd};
 
 use crate::{host, lint, section};
+
+/// Power-cut runs in the default tiers (CI): enough to catch an install that leaves the
+/// node unbootable at a common point, within CI's hour. `--power-cut` runs 10 by default.
+const DEFAULT_TIER_POWER_CUT_RUNS: usize = 2;
 
 #[derive(clap::Args, Default)]
 pub struct Args {
     /// Skip the lint tier (fmt, clippy, isolation checks).
     #[arg(long)]
     pub no_lint: bool,
-    /// Also run the system tier after the others: build the image if missing, boot one
-    /// VM then the pair under QEMU, check the serial console and systemd-analyze (root).
+    /// Skip the system tier (the appliance image booted as the QEMU pair, then the
+    /// power-cut runs), which runs after the other tiers by default when root.
     #[arg(long)]
-    pub system: bool,
-    /// Run only the system tier (implies `--system`; for iterating on the image).
+    pub no_system: bool,
+    /// Run only the system tier: the pair scenario, without the power-cut runs (for
+    /// iterating on the image).
     #[arg(long)]
     pub only_system: bool,
     /// Only the power-cut test: lb1 killed at random points of `firmware install`, then
-    /// booted again (root; about 2 minutes per run under TCG; not in CI).
+    /// booted again (root; about 2 minutes per run under TCG).
     #[arg(long)]
     pub power_cut: bool,
-    /// Runs of the power-cut test.
-    #[arg(long, default_value_t = 10)]
-    pub power_cut_runs: usize,
+    /// Runs of the power-cut test: 10 with `--power-cut`, 2 in the default tiers (0: none).
+    #[arg(long)]
+    pub power_cut_runs: Option<usize>,
     /// Extra arguments passed to `cargo test` (e.g. a test name filter).
     #[arg(last = true)]
     pub cargo_args: Vec<String>,
 }
 
 pub fn run(sh: &Shell, args: Args, ci: bool) -> Result<()> {
+    let started = Instant::now();
     if args.power_cut {
         section("power-cut test (QEMU)");
-        return crate::system::power_cut(sh, args.power_cut_runs);
+        return crate::system::power_cut(sh, args.power_cut_runs.unwrap_or(10), true);
     }
     if args.only_system {
         section("system tier (QEMU)");
@@ -61,9 +69,29 @@ pub fn run(sh: &Shell, args: Args, ci: bool) -> Result<()> {
         c = c.env("CI", "true");
     }
     c.run()?;
-    if args.system {
-        section("system tier (QEMU)");
-        crate::system::run(sh)?;
+    eprintln!("tiers before the system tier: {:.0?}", started.elapsed());
+    if args.no_system {
+        return Ok(());
     }
+    if !host::nix_is_root() {
+        if ci {
+            bail!("the system tier needs root (QEMU, namespaces, mmdebstrap); CI runs as root");
+        }
+        eprintln!("skipped: the system tier needs root (QEMU pair); `--no-system` silences this");
+        return Ok(());
+    }
+    let t = Instant::now();
+    section("system tier (QEMU)");
+    crate::system::run(sh)?;
+    eprintln!("system tier: {:.0?}", t.elapsed());
+    let runs = args.power_cut_runs.unwrap_or(DEFAULT_TIER_POWER_CUT_RUNS);
+    if runs > 0 {
+        let t = Instant::now();
+        section("power-cut test (QEMU)");
+        // On the images the system tier has just built.
+        crate::system::power_cut(sh, runs, false)?;
+        eprintln!("power-cut test: {:.0?}", t.elapsed());
+    }
+    eprintln!("all tiers: {:.0?}", started.elapsed());
     Ok(())
 }
