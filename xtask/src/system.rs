@@ -444,15 +444,12 @@ pub fn power_cut(sh: &Shell, runs: usize, fresh_images: bool) -> Result<()> {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        let cut = window.mul_f64((seed % 1000) as f64 / 1000.0);
+        // Up to 15 % past the reference install's length, so that some cuts come after
+        // a completed install too (then the new slot must boot).
+        let cut = window.mul_f64((seed % 1000) as f64 / 1000.0 * 1.15);
         let current = node.as_ref().unwrap_or(lb1);
-        let mut c = Console::new(current);
-        if run > 1 {
-            c.pos = 0;
-            c.login()?;
-        } else {
-            c.prompt(Duration::from_secs(1)).ok();
-        }
+        // At the prompt: after the setup (first run) or the login of the previous run.
+        let c = Console::new(current);
         pair::send_line(
             current,
             &format!("firmware install http://{SERVE}/{bundle}"),
@@ -471,6 +468,17 @@ pub fn power_cut(sh: &Shell, runs: usize, fresh_images: bool) -> Result<()> {
             .unwrap_or("before the download")
             .trim()
             .to_owned();
+        let completed = tail.contains("installed ");
+        let target = tail
+            .lines()
+            .find_map(|l| l.split("installing into slot ").nth(1))
+            .and_then(|r| r.split_whitespace().next())
+            .map(str::to_owned);
+        let step = if completed {
+            "install completed".to_owned()
+        } else {
+            step
+        };
         let t_boot = Instant::now();
         let n = pair::boot_vm(sh, &board, &base.img, &accel, &names, 0, false)?;
         let mut c = Console::new(&n);
@@ -488,6 +496,14 @@ pub fn power_cut(sh: &Shell, runs: usize, fresh_images: bool) -> Result<()> {
             cut.as_secs_f64(),
             t_boot.elapsed().as_secs_f64()
         );
+        if completed {
+            // An install that said `installed` is durable: its slot boots next.
+            ensure!(
+                target.as_deref() == Some(running.as_str()),
+                "power cut {run}: the install had completed (into slot {target:?}) but slot \
+                 {running} booted:\n{st}"
+            );
+        }
         results.push((cut, step, running));
         node = Some(n);
     }
