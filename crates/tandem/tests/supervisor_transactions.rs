@@ -450,9 +450,14 @@ fn a_supervisor_killed_between_commit_and_apply_finishes_the_transaction_at_star
         sup.call(json!({"cmd": "show_config"}))["meta"]["restores"],
         2
     );
-    let msg = sup
-        .alarm("interrupted-commit")
-        .expect("alarm interrupted-commit");
+    // The alarm is raised once the restore has finished (the restored generation exists a
+    // moment before).
+    let mut msg = None;
+    wait_for("alarm interrupted-commit", || {
+        msg = sup.alarm("interrupted-commit");
+        msg.is_some()
+    });
+    let msg = msg.unwrap();
     println!("after the second restart: {msg}");
     assert!(msg.contains("generation 3"), "{msg}");
     assert!(sup.alarm("apply-failed").is_some(), "{s:#}");
