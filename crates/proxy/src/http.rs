@@ -87,6 +87,27 @@ struct ConnCtx {
     _source: Option<SourceGuard>,
 }
 
+impl ConnCtx {
+    /// Counts a request sent to `slot`'s server of backend `id`; where its body bytes count.
+    fn request_sent(&self, id: BackendId, slot: &Slot) -> Sink {
+        slot.server
+            .counters
+            .sessions_total
+            .fetch_add(1, Ordering::Relaxed);
+        self.snap.backends[id]
+            .stats
+            .counters
+            .sessions_total
+            .fetch_add(1, Ordering::Relaxed);
+        Sink {
+            snap: self.snap.clone(),
+            frontend: self.frontend,
+            backend: id,
+            server: slot.index,
+        }
+    }
+}
+
 /// Decrements the busy count when a request's handling ends.
 struct BusyGuard<'a>(&'a AtomicU32);
 
@@ -570,20 +591,7 @@ async fn forward(
         if let Some(l) = log.as_mut() {
             l.tc = ms(connecting.elapsed());
         }
-        slot.server
-            .counters
-            .sessions_total
-            .fetch_add(1, Ordering::Relaxed);
-        live.stats
-            .counters
-            .sessions_total
-            .fetch_add(1, Ordering::Relaxed);
-        let sink = Sink {
-            snap: ctx.snap.clone(),
-            frontend: ctx.frontend,
-            backend: id,
-            server: slot.index,
-        };
+        let sink = ctx.request_sent(id, &slot);
         req.body_mut().sink = Some(sink.clone());
         let sent = {
             // `timeout server` on the connection's own timer (see `Upstream`).

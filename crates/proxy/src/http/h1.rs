@@ -36,7 +36,7 @@ use tracing::{debug, warn};
 
 use super::{ConnCtx, denied, forwarded_value};
 use crate::access::{AccessLog, ms};
-use crate::body::{Sink, error_page};
+use crate::body::error_page;
 use crate::error::ProxyError;
 use crate::live::{LiveBackend, RawUpstream};
 use crate::plan::{Algorithm, Backend, BackendId, Forwarded, Frontend, LogFormat, Persistence};
@@ -1118,20 +1118,7 @@ async fn exchange<T: AsyncRead + AsyncWrite + Unpin>(
         if let Some(l) = log.as_mut() {
             l.tc = ms(connecting.elapsed());
         }
-        slot.server
-            .counters
-            .sessions_total
-            .fetch_add(1, Ordering::Relaxed);
-        live.stats
-            .counters
-            .sessions_total
-            .fetch_add(1, Ordering::Relaxed);
-        let sink = Sink {
-            snap: ctx.snap.clone(),
-            frontend: ctx.frontend,
-            backend: id,
-            server: slot.index,
-        };
+        let sink = ctx.request_sent(id, &slot);
         let server_timeout = backend.timeouts.server;
         conn.timer
             .as_mut()
