@@ -35,8 +35,8 @@ pub struct Args {
     /// Use this prebuilt `tandemctl` binary instead of building `tandem-cli`.
     #[arg(long)]
     pub tandemctl_bin: Option<PathBuf>,
-    /// Cargo profile of the binaries (default `release`, what ships; `systest` is release
-    /// with thin LTO: what the system tier builds, much faster cold).
+    /// Cargo profile of the binaries (default `release`, what ships; another profile of
+    /// the root Cargo.toml for a faster build of a test image).
     #[arg(long)]
     pub profile: Option<String>,
     /// Append `-SUFFIX` to the image version (a second build for upgrade tests).
@@ -273,13 +273,6 @@ pub struct Binaries {
     pub tandemctl: Option<PathBuf>,
 }
 
-/// The cargo profile the system tier builds its images with: `release` with thin LTO and
-/// 16 codegen units instead of fat LTO and one, which costs minutes on a cold build (CI)
-/// for a few percent of proxy CPU per request that the system test does not measure.
-/// Given to cargo with `--config`, so it needs no entry in the root Cargo.toml; shipped
-/// images keep `release`.
-pub const TEST_PROFILE: &str = "systest";
-
 /// `cargo build --profile <profile> -p tandem -p <cli>`; returns the binaries.
 pub fn build_binaries(sh: &Shell, profile: &str) -> Result<Binaries> {
     section(&format!("binaries (cargo profile {profile})"));
@@ -297,27 +290,12 @@ pub fn build_binaries(sh: &Shell, profile: &str) -> Result<Binaries> {
     } else {
         eprintln!("note: crates/cli does not exist yet: the image ships without tandemctl");
     }
-    let mut config: Vec<String> = Vec::new();
-    if profile == TEST_PROFILE {
-        for kv in [
-            format!("profile.{profile}.inherits=\"release\""),
-            format!("profile.{profile}.lto=\"thin\""),
-            format!("profile.{profile}.codegen-units=16"),
-        ] {
-            config.push("--config".into());
-            config.push(kv);
-        }
-    }
     let pkgs: Vec<String> = packages
         .iter()
         .flat_map(|p| ["-p".into(), p.clone()])
         .collect();
     let t = Instant::now();
-    cmd!(
-        sh,
-        "cargo build --locked --profile {profile} {config...} {pkgs...}"
-    )
-    .run()?;
+    cmd!(sh, "cargo build --locked --profile {profile} {pkgs...}").run()?;
     eprintln!("binaries built in {:.0?}", t.elapsed());
     let dir = project_root().join("target").join(profile);
     Ok(Binaries {
@@ -554,9 +532,13 @@ fn customise(
     // healthy; systemd-firstboot would prompt on the console at every boot (the machine-id
     // is empty on a read-only root). Both are replaced by Tandem units. systemd-repart
     // grows the data partition once, from tandem-firstboot, not at every boot.
+    // No login prompts on the VGA consoles (getty@tty1, and getty-static's tty2-6, which
+    // Debian starts when there is no logind): no account can log in there, the serial
+    // console (tandemctl) is the only way in; they cost ~2 s of the one vCPU under TCG.
     cmd!(
         sh,
-        "systemctl --root={root} mask systemd-bless-boot.service systemd-firstboot.service systemd-repart.service"
+        "systemctl --root={root} mask systemd-bless-boot.service systemd-firstboot.service
+         systemd-repart.service getty-static.service getty@tty1.service"
     )
     .run()?;
 
