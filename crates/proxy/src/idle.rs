@@ -9,7 +9,7 @@
 //! header read timer bounds (`client_header`, like HAProxy's `timeout http-keep-alive`
 //! defaulting to `timeout http-request`), so an idle keep-alive connection closes after
 //! `min(client_header, client_idle)`.
-//! One timer per connection, re-armed lazily: progress only records an instant.
+//! One timer per connection, re-armed lazily (`deadline`): progress only records an instant.
 
 use std::io;
 use std::pin::Pin;
@@ -19,7 +19,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
+
+use crate::deadline::Deadline;
 
 /// Requests of one connection being handled now (raised by the handler).
 pub(crate) type Busy = Arc<AtomicU32>;
@@ -29,7 +31,7 @@ pub(crate) struct IdleIo<T> {
     inner: T,
     timeout: Duration,
     last: Instant,
-    timer: Pin<Box<Sleep>>,
+    timer: Deadline,
     busy: Busy,
 }
 
@@ -40,18 +42,15 @@ impl<T> IdleIo<T> {
             inner,
             timeout,
             last: now,
-            timer: Box::pin(tokio::time::sleep_until(now + timeout)),
+            timer: Deadline::new(now + timeout),
             busy,
         }
     }
 
     /// Whether the client has been silent too long; registers the waker otherwise.
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let deadline = self.last + self.timeout;
-        if self.timer.deadline() != deadline {
-            self.timer.as_mut().reset(deadline);
-        }
-        self.timer.as_mut().poll(cx).is_ready()
+        self.timer.set(self.last + self.timeout);
+        self.timer.poll_expired(cx).is_ready()
     }
 
     fn timed_out(&self) -> io::Error {

@@ -28,6 +28,7 @@ mod access;
 pub mod api;
 pub mod body;
 mod connect;
+mod deadline;
 pub mod error;
 pub mod from_config;
 pub mod guard;

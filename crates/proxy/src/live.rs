@@ -298,15 +298,15 @@ impl ServerState {
 }
 
 /// A keep-alive connection of the raw HTTP/1 forwarder (`h1`): the stream, its read buffer
-/// (kept across requests, empty between them) and the `timeout server` timer of its
-/// requests (re-armed per request, see [`Upstream`]).
+/// (kept across requests, empty between them) and the `timeout server` deadline of its
+/// requests (moved per request, re-armed only when it fires: see `deadline`).
 pub(crate) struct RawUpstream {
     /// The connection (TLS when the backend uses it).
     pub(crate) stream: crate::tls::ServerStream,
     /// Response bytes read and not yet forwarded; empty while pooled.
     pub(crate) buf: Vec<u8>,
-    /// Armed for the request in flight; stale (and harmless) while pooled.
-    pub(crate) timer: Pin<Box<Sleep>>,
+    /// `timeout server` of the request in flight; stale (and harmless) while pooled.
+    pub(crate) timer: crate::deadline::Deadline,
 }
 
 impl RawUpstream {
@@ -315,7 +315,7 @@ impl RawUpstream {
         Self {
             stream,
             buf: Vec::new(),
-            timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
+            timer: crate::deadline::Deadline::new(tokio::time::Instant::now()),
         }
     }
 }

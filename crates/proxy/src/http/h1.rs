@@ -37,6 +37,7 @@ use tracing::{debug, warn};
 use super::{ConnCtx, denied, forwarded_value};
 use crate::access::{AccessLog, ms};
 use crate::body::error_page;
+use crate::deadline::Deadline;
 use crate::error::ProxyError;
 use crate::live::{LiveBackend, RawUpstream};
 use crate::plan::{Algorithm, Backend, BackendId, Forwarded, Frontend, LogFormat, Persistence};
@@ -93,13 +94,13 @@ async fn fill<T: AsyncRead + Unpin>(io: &mut T, buf: &mut Vec<u8>) -> io::Result
 }
 
 /// Runs `fut` unless `timer` fires first (`None`).
-async fn before<F: Future>(timer: &mut Pin<Box<tokio::time::Sleep>>, fut: F) -> Option<F::Output> {
+async fn before<F: Future>(timer: &mut Deadline, fut: F) -> Option<F::Output> {
     let mut fut = std::pin::pin!(fut);
     std::future::poll_fn(|cx| {
         if let Poll::Ready(v) = fut.as_mut().poll(cx) {
             return Poll::Ready(Some(v));
         }
-        timer.as_mut().poll(cx).map(|()| None)
+        timer.poll_expired(cx).map(|()| None)
     })
     .await
 }
@@ -144,15 +145,13 @@ pub(crate) async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
     let fe: &Frontend = &ctx.snap.plan.frontends()[ctx.frontend];
     let mut buf: Vec<u8> = Vec::new();
     let mut first = true;
-    let mut timer = Box::pin(tokio::time::sleep_until(tokio::time::Instant::now()));
+    let mut timer = Deadline::new(tokio::time::Instant::now() + fe.timeouts.header);
     loop {
         if buf.is_empty() && buf.capacity() > KEEP_BUF_BYTES {
             buf = Vec::new();
         }
         // 1. A complete request head, within `client_header`.
-        timer
-            .as_mut()
-            .reset(tokio::time::Instant::now() + fe.timeouts.header);
+        timer.set(tokio::time::Instant::now() + fe.timeouts.header);
         let mut head_began = (!buf.is_empty()).then(Instant::now);
         let mut scanned = 0;
         let head_len = {
@@ -194,7 +193,7 @@ pub(crate) async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                     if let Poll::Ready(r) = poll_fill(io, cx, &mut buf) {
                         return Poll::Ready(Some(r));
                     }
-                    if timer.as_mut().poll(cx).is_ready() {
+                    if timer.poll_expired(cx).is_ready() {
                         return Poll::Ready(None);
                     }
                     if idle && stop.as_mut().poll(cx).is_ready() {
@@ -1120,9 +1119,7 @@ async fn exchange<T: AsyncRead + AsyncWrite + Unpin>(
         }
         let sink = ctx.request_sent(id, &slot);
         let server_timeout = backend.timeouts.server;
-        conn.timer
-            .as_mut()
-            .reset(tokio::time::Instant::now() + server_timeout);
+        conn.timer.set(tokio::time::Instant::now() + server_timeout);
 
         // Send the request: head and the body bytes in hand, then the rest of the body.
         let sent = if body_now.is_empty() {
@@ -1172,9 +1169,7 @@ async fn exchange<T: AsyncRead + AsyncWrite + Unpin>(
                     }
                 }
                 let take = (buf.len() as u64).min(left) as usize;
-                conn.timer
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + server_timeout);
+                conn.timer.set(tokio::time::Instant::now() + server_timeout);
                 match before(&mut conn.timer, conn.stream.write_all(&buf[..take])).await {
                     Some(Ok(())) => {}
                     Some(Err(e)) => {
@@ -1479,9 +1474,7 @@ async fn relay_body<T: AsyncWrite + Unpin>(
         if io.flush().await.is_err() {
             return Err((bytes, BodyError::Client));
         }
-        conn.timer
-            .as_mut()
-            .reset(tokio::time::Instant::now() + timeout);
+        conn.timer.set(tokio::time::Instant::now() + timeout);
         if conn.buf.capacity() < UPSTREAM_BUF_BYTES {
             conn.buf.reserve(UPSTREAM_BUF_BYTES);
         }

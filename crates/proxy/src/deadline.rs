@@ -1,0 +1,77 @@
+//! A timeout whose deadline moves on every request and almost never fires.
+//!
+//! Owns: [`Deadline`]. Moving a registered tokio timer means taking the timer driver's lock
+//! and re-inserting the entry in the wheel; a keep-alive connection would do that several
+//! times per request (head wait, server wait, client inactivity). Here, moving the deadline
+//! only records it: the timer keeps its earlier deadline, and when that fires it is moved to
+//! the recorded one (or reports the expiry). So a timer is re-armed about once per timeout
+//! period instead of once per request.
+//! Does not own: which timeout applies (the callers).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::time::{Instant, Sleep};
+
+/// See the module doc.
+pub(crate) struct Deadline {
+    timer: Pin<Box<Sleep>>,
+    at: Instant,
+}
+
+impl Deadline {
+    /// A deadline at `at`.
+    pub(crate) fn new(at: Instant) -> Self {
+        Self {
+            timer: Box::pin(tokio::time::sleep_until(at)),
+            at,
+        }
+    }
+
+    /// Moves the deadline (cheap: no timer operation).
+    pub(crate) fn set(&mut self, at: Instant) {
+        self.at = at;
+    }
+
+    /// Ready once the current deadline has passed; registers the waker otherwise.
+    pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if self.timer.deadline() > self.at {
+                // Moved earlier: the timer must follow now.
+                self.timer.as_mut().reset(self.at);
+            }
+            match self.timer.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(()) if self.timer.deadline() >= self.at => return Poll::Ready(()),
+                // Fired at an older deadline: re-arm at the current one.
+                Poll::Ready(()) => self.timer.as_mut().reset(self.at),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn fires_at_the_latest_deadline_set_and_not_before() {
+        let start = Instant::now();
+        let mut d = Deadline::new(start + Duration::from_secs(1));
+        // Moved later several times before the first deadline.
+        for ms in [1500, 2000, 3000] {
+            d.set(start + Duration::from_millis(ms));
+        }
+        std::future::poll_fn(|cx| d.poll_expired(cx)).await;
+        assert_eq!(Instant::now() - start, Duration::from_secs(3));
+        // Moved earlier: fires then.
+        let now = Instant::now();
+        d.set(now + Duration::from_secs(10));
+        let _ = std::future::poll_fn(|cx| Poll::Ready(d.poll_expired(cx))).await;
+        d.set(now + Duration::from_secs(2));
+        std::future::poll_fn(|cx| d.poll_expired(cx)).await;
+        assert_eq!(Instant::now() - now, Duration::from_secs(2));
+    }
+}
