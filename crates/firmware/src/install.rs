@@ -33,7 +33,7 @@ use std::path::PathBuf;
 use sha2::{Digest as _, Sha256};
 
 use crate::bundle::{Bundle, hash_range, hex};
-use crate::slot::{Entry, Layout, Slot, sync_dir, tmp_path, write_atomic};
+use crate::slot::{Entry, Layout, Slot, rename_synced, sync_dir, tmp_path, write_atomic};
 use crate::{Error, Result, io};
 
 /// One step of an installation, in the order [`Plan::new`] lists them.
@@ -206,8 +206,7 @@ impl Plan {
                 let dst = dir.join(name);
                 let tmp = tmp_path(&dst);
                 self.copy_member(name, &tmp, None)?;
-                std::fs::rename(&tmp, &dst).map_err(io("renaming", &tmp))?;
-                sync_dir(&dir)
+                rename_synced(&tmp, &dst)
             }
             Step::WriteEntry => {
                 let dir = l.entries_dir();

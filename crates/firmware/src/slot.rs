@@ -288,8 +288,7 @@ impl Layout {
             if e.slot == running && !e.is_good() {
                 let from = dir.join(&e.file);
                 let to = dir.join(e.id());
-                std::fs::rename(&from, &to).map_err(io("renaming", &from))?;
-                sync_dir(&dir)?;
+                rename_synced(&from, &to)?;
                 return Ok(true);
             }
         }
@@ -378,16 +377,31 @@ pub fn render_default(text: &str, slot: Slot) -> String {
     out.join("\n") + "\n"
 }
 
-/// Writes `path` atomically: `path.tmp`, fsync, rename over `path`, fsync the directory.
+/// Writes `path` atomically: `path.tmp`, fsync, then [`rename_synced`] over `path`.
 ///
 /// On vfat the rename onto an existing name re-points the existing directory entry at the
-/// new clusters (one sector) before the temp entry is removed, so after a power cut the
-/// name holds the old or the new content, never a mix; a leftover `.tmp` is harmless.
+/// new clusters (one sector), so after a power cut the name holds the old or the new
+/// content, never a mix; a leftover `.tmp` is harmless.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = tmp_path(path);
     write_synced(&tmp, data)?;
-    std::fs::rename(&tmp, path).map_err(io("renaming", &tmp))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    rename_synced(&tmp, path)
+}
+
+/// Renames `from` to `to` durably: rename, fsync the renamed file, fsync the directory.
+///
+/// The file's fsync is what makes a rename durable on vfat (the ESP): Linux's vfat writes
+/// the new directory entry's start cluster and size (or re-points an existing entry) only
+/// when the renamed *inode* is written back, while fsyncing the directory writes the entry
+/// as created (empty) and the removal of the old one. Found by the QEMU power-cut test: a
+/// cut after `firmware install` had reported success booted the old slot, with the new
+/// boot entry present but empty and `loader.conf` still naming the old slot.
+pub fn rename_synced(from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to).map_err(io("renaming", from))?;
+    File::open(to)
+        .and_then(|f| f.sync_all())
+        .map_err(io("syncing", to))?;
+    sync_dir(to.parent().unwrap_or(Path::new(".")))
 }
 
 /// `path` with `.tmp` appended.
