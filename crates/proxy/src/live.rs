@@ -286,12 +286,17 @@ impl ServerState {
     }
 
     /// Returns a raw connection to the pool if there is room and the server takes traffic.
-    pub(crate) fn put_raw(&self, conn: RawUpstream, max_idle: usize) {
+    /// Beyond the first [`POOL_BUFFERED`] pooled connections, the read buffer is freed (a
+    /// peak of concurrency leaves many idle connections behind).
+    pub(crate) fn put_raw(&self, mut conn: RawUpstream, max_idle: usize) {
         if !self.status().accepts_persistent() {
             return;
         }
         let mut pool = self.raw_pool.lock().unwrap_or_else(|p| p.into_inner());
         if pool.len() < max_idle {
+            if pool.len() >= POOL_BUFFERED {
+                conn.buf = Vec::new();
+            }
             pool.push(conn);
         }
     }
@@ -355,6 +360,9 @@ impl std::fmt::Debug for Upstream {
             .finish_non_exhaustive()
     }
 }
+
+/// Pooled raw connections per server that keep their read buffer.
+const POOL_BUFFERED: usize = 64;
 
 /// `runtime_weight` value meaning "the configured weight".
 const NO_WEIGHT: u32 = u32::MAX;

@@ -47,7 +47,7 @@ pub const DEFAULT_RISE: u32 = 2;
 /// Default consecutive failures to mark a server down (`fall`).
 pub const DEFAULT_FALL: u32 = 3;
 /// Default idle connections kept per server in the upstream pool.
-pub const DEFAULT_MAX_IDLE_PER_SERVER: usize = 64;
+pub const DEFAULT_MAX_IDLE_PER_SERVER: usize = 1024;
 /// Entries in a backend's source stick table (`persistence: source`); the least recently used
 /// client is evicted when full. About 100 bytes each.
 pub const STICK_TABLE_CAPACITY: usize = 65_536;
