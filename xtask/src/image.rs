@@ -295,7 +295,26 @@ pub fn build_binaries(sh: &Shell, profile: &str) -> Result<Binaries> {
         .flat_map(|p| ["-p".into(), p.clone()])
         .collect();
     let t = Instant::now();
-    cmd!(sh, "cargo build --locked --profile {profile} {pkgs...}").run()?;
+    let mut build = cmd!(sh, "cargo build --locked --profile {profile} {pkgs...}");
+    // `cargo xtask` runs us with xtask's own CARGO_PKG_*/CARGO_MANIFEST_* variables; build
+    // scripts that watch them (ring: rerun-if-env-changed=CARGO_MANIFEST_DIR, ...) would
+    // rerun, and everything above them rebuild, whenever a shell build and an xtask build
+    // alternate in the shared target dir (5 minutes of fat LTO each time).
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        if k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_MANIFEST_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+            ]
+            .contains(&&*k)
+        {
+            build = build.env_remove(&key);
+        }
+    }
+    build.run()?;
     eprintln!("binaries built in {:.0?}", t.elapsed());
     let dir = project_root().join("target").join(profile);
     Ok(Binaries {
