@@ -316,7 +316,7 @@ pub fn build_binaries(sh: &Shell, profile: &str) -> Result<Binaries> {
     }
     build.run()?;
     eprintln!("binaries built in {:.0?}", t.elapsed());
-    let dir = project_root().join("target").join(profile);
+    let dir = crate::cargo_target_dir().join(profile);
     Ok(Binaries {
         tandem: dir.join("tandem"),
         tandemctl: (packages.len() > 1).then(|| dir.join("tandemctl")),

@@ -85,6 +85,15 @@ pub fn project_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Where cargo puts build outputs: `CARGO_TARGET_DIR` (relative to the workspace root when
+/// relative) or `target/`.
+pub fn cargo_target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) if !d.is_empty() => project_root().join(d),
+        _ => project_root().join("target"),
+    }
+}
+
 /// Prints a section header so CI logs show which step is running.
 pub fn section(name: &str) {
     eprintln!("\n==> {name}");

@@ -46,7 +46,7 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     section("building tandem and tandemctl (release)");
     cmd!(sh, "cargo build --release -p tandem -p tandem-cli").run()?;
     let root = project_root();
-    let bin = root.join("target/release");
+    let bin = crate::cargo_target_dir().join("release");
     let dir = root.join("target/run");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("data")).context("creating target/run/data")?;
