@@ -205,13 +205,23 @@ fn a_daemon_keeps_working_when_its_stderr_pipe_breaks() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["proxy", "--config"])
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the proxy");
+    /// Kills the proxy however the test ends.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Killed(
+        Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .args(["proxy", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the proxy"),
+    );
     let ask = || -> Option<String> {
         let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -231,7 +241,7 @@ fn a_daemon_keeps_working_when_its_stderr_pipe_breaks() {
     };
     assert!(first.starts_with("HTTP/1.1 5"), "{first:?}");
     // The supervisor dies: the read end of the pipe closes.
-    drop(child.stderr.take());
+    drop(child.0.stderr.take());
     for i in 0..3 {
         let r = ask().unwrap_or_default();
         assert!(
@@ -240,10 +250,9 @@ fn a_daemon_keeps_working_when_its_stderr_pipe_breaks() {
         );
     }
     assert!(
-        child.try_wait().expect("child status").is_none(),
+        child.0.try_wait().expect("child status").is_none(),
         "the proxy is still running"
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     let _ = std::fs::remove_dir_all(&dir);
 }
