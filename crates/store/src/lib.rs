@@ -264,7 +264,12 @@ impl Store {
 
     /// The number of the current generation, `None` before the first commit.
     pub fn current_number(&self) -> Result<Option<u64>, StoreError> {
-        let path = self.root.join("current");
+        self.read_pointer("current")
+    }
+
+    /// The generation a pointer file (`current`, `applied`) names; `None` when it is absent.
+    fn read_pointer(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        let path = self.root.join(name);
         let bytes = match self.fs.read(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             other => other.map_err(|source| io_err("read", &path, source))?,
@@ -272,7 +277,7 @@ impl Store {
         let pointer: Pointer = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
             number: 0,
             path: path.clone(),
-            reason: format!("unreadable current pointer: {e}"),
+            reason: format!("unreadable {name} pointer: {e}"),
         })?;
         Ok(Some(pointer.generation))
     }
@@ -457,17 +462,7 @@ impl Store {
 
     /// The last generation recorded as applied and checked, if any.
     pub fn applied(&self) -> Result<Option<u64>, StoreError> {
-        let path = self.root.join("applied");
-        let bytes = match self.fs.read(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            other => other.map_err(|source| io_err("read", &path, source))?,
-        };
-        let pointer: Pointer = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-            number: 0,
-            path: path.clone(),
-            reason: format!("unreadable applied pointer: {e}"),
-        })?;
-        Ok(Some(pointer.generation))
+        self.read_pointer("applied")
     }
 
     /// Records that generation `number` runs: applied to the services and checked.

@@ -692,15 +692,7 @@ impl Core {
                 .await
                 {
                     Ok(v) if v.get("ok") == Some(&Value::Bool(true)) => {
-                        let mut entries: Vec<Value> = v
-                            .get("entries")
-                            .and_then(Value::as_array)
-                            .cloned()
-                            .unwrap_or_default();
-                        // Most recently used last: keep the newest when trimming.
-                        let skip = entries.len().saturating_sub(MAX_EXPORT_ENTRIES);
-                        entries.drain(..skip);
-                        let entries: Vec<Value> = entries
+                        let entries: Vec<Value> = newest_entries(&v, MAX_EXPORT_ENTRIES)
                             .into_iter()
                             .map(|e| json!({"client": e.get("client"), "server_id": e.get("server_id"), "expires_in_ms": e.get("expires_in_ms")}))
                             .collect();
@@ -744,13 +736,7 @@ impl Core {
             .await
             {
                 Ok(v) if v.get("ok") == Some(&Value::Bool(true)) => {
-                    let mut entries: Vec<Value> = v
-                        .get("entries")
-                        .and_then(Value::as_array)
-                        .cloned()
-                        .unwrap_or_default();
-                    let skip = entries.len().saturating_sub(MAX_EXPORT_RATES);
-                    entries.drain(..skip);
+                    let entries = newest_entries(&v, MAX_EXPORT_RATES);
                     if !entries.is_empty() {
                         out.push(json!({"frontend": name, "entries": entries}));
                     }
@@ -813,4 +799,17 @@ impl Core {
             }
         }
     }
+}
+
+/// The last `max` entries of a runtime API reply's `entries` (most recently used last: the
+/// newest are kept when trimming).
+fn newest_entries(reply: &Value, max: usize) -> Vec<Value> {
+    let mut entries: Vec<Value> = reply
+        .get("entries")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let skip = entries.len().saturating_sub(max);
+    entries.drain(..skip);
+    entries
 }
