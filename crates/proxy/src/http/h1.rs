@@ -226,7 +226,7 @@ pub(crate) async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
         // 2. What the head asks for.
         let start = Instant::now();
         let tq = head_began.map_or(-1, |t| ms(start.saturating_duration_since(t)));
-        let prepared = match analyze(ctx, &buf[..head_len], start) {
+        let mut prepared = match analyze(ctx, &buf[..head_len], start) {
             Analyzed::Fallback => return Outcome::Fallback(buf),
             Analyzed::Refuse {
                 err,
@@ -243,12 +243,12 @@ pub(crate) async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
             }
             Analyzed::Forward(p) => p,
         };
-        let mut prepared = prepared;
 
         // 3. Forward it; the request future is boxed so an idle connection does not carry
         // its state.
-        let mut log = new_log(ctx, start, prepared.line.take_line(), tq);
+        let mut log = new_log(ctx, start, prepared.line.take(), tq);
         let backend = prepared.backend;
+        let client_close = prepared.client_close;
         prepared.stopping = *shutdown.borrow();
         let ended = Box::pin(exchange(
             ctx, io, &mut buf, head_len, prepared, start, &mut log,
@@ -261,7 +261,8 @@ pub(crate) async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                 return Outcome::Closed;
             }
             Ended::Failed(err, consumed) => {
-                let close = refuse(ctx, io, err, Some(backend), log, !consumed).await;
+                let close =
+                    refuse(ctx, io, err, Some(backend), log, !consumed || client_close).await;
                 if close {
                     return Outcome::Closed;
                 }
@@ -271,15 +272,6 @@ pub(crate) async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
             let _ = io.shutdown().await;
             return Outcome::Closed;
         }
-    }
-}
-
-/// The request line for the access log, kept only when logging.
-struct LogLine(Option<(Method, Uri)>);
-
-impl LogLine {
-    fn take_line(&mut self) -> Option<(Method, Uri)> {
-        self.0.take()
     }
 }
 
@@ -385,7 +377,8 @@ struct Prepared {
     key_path: Option<String>,
     /// The hashed header's value, for `algorithm: header(NAME)`.
     key_header: Option<Vec<u8>>,
-    line: LogLine,
+    /// The request line for the access log, kept only when logging.
+    line: Option<(Method, Uri)>,
     /// The proxy is shutting down: ask the client to close after this response.
     stopping: bool,
 }
@@ -723,7 +716,7 @@ fn analyze(ctx: &ConnCtx, head: &[u8], now: Instant) -> Analyzed {
         cookie,
         key_path,
         key_header,
-        line: LogLine(line),
+        line,
         stopping: false,
     })
 }

@@ -340,3 +340,30 @@ async fn a_refused_request_that_asked_to_close_is_answered_then_closed() {
         "the connection was closed, not left to the read bound"
     );
 }
+
+#[tokio::test]
+async fn an_error_answer_to_a_request_that_asked_to_close_closes() {
+    // The only server refuses connections: 503/502 after the retries.
+    let dead = free_addr();
+    let (_proxy, addr) = start(plan(
+        Mode::Http,
+        free_addr(),
+        backend(
+            Mode::Http,
+            vec![tandem_proxy::plan::Server::new("gone", dead)],
+        ),
+    ))
+    .await;
+    let started = std::time::Instant::now();
+    let out = raw_exchange(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 50"), "{out:?}");
+    assert!(out.contains("connection: close\r\n"), "{out:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the connection was closed, not left to the read bound"
+    );
+}
