@@ -30,6 +30,24 @@ impl Drop for Leftovers {
     }
 }
 
+/// Whether `pid` is listed by `ip netns pids <netns>` within `timeout`.
+fn pid_in_netns_within(netns: &str, pid: u32, timeout: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let out = Command::new("ip")
+            .args(["netns", "pids", netns])
+            .output()
+            .expect("ip netns pids");
+        let listed = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .any(|p| p == pid.to_string());
+        if listed || std::time::Instant::now() >= deadline {
+            return listed;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn leftovers_of_a_killed_test_process_are_swept() {
     if !common::root_or_skip() {
@@ -69,6 +87,12 @@ fn leftovers_of_a_killed_test_process_are_swept() {
     };
     let sleeper_pid = leftovers.sleeper.id();
     assert!(common::netns_list().contains(&netns));
+    // `ip netns exec` enters the namespace and then execs `sleep`; until it has entered, the
+    // sweep cannot see it there (a CI run swept too early and left it running).
+    assert!(
+        pid_in_netns_within(&netns, sleeper_pid, STEP),
+        "process {sleeper_pid} never showed up in {netns}"
+    );
 
     let next = Testbed::new("sweep_next").expect("testbed");
 
