@@ -56,6 +56,8 @@ const MAX_RESPONSE_HEADERS: usize = 128;
 const KEEP_BUF_BYTES: usize = 1024;
 /// Read size on server connections (and for streamed request bodies).
 const UPSTREAM_BUF_BYTES: usize = 16 * 1024;
+/// How long a connection closed with its request body unread still drains the client.
+const LINGER: Duration = Duration::from_secs(2);
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_BYTES]);
@@ -112,6 +114,111 @@ fn head_end(buf: &[u8], from: usize) -> Option<usize> {
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .map(|i| start + i + 4)
+}
+
+/// Whether `buf` (what a server sent so far) holds the start of a final response: past any
+/// complete interim (1xx) heads, a status line whose code does not begin with 1. A head too
+/// large to be one counts (reading it will say so).
+fn final_answer_started(buf: &[u8]) -> bool {
+    if buf.len() > MAX_RESPONSE_HEAD {
+        return true;
+    }
+    let mut at = 0;
+    loop {
+        let rest = &buf[at..];
+        // "HTTP/1.1 " is 9 bytes; the status code follows.
+        match rest.get(9) {
+            None => return false,
+            Some(b'1') => match head_end(rest, 0) {
+                Some(n) => at += n,
+                None => return false,
+            },
+            Some(_) => return true,
+        }
+    }
+}
+
+/// How sending request bytes to a server ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Sent {
+    /// All of them were written.
+    All,
+    /// The server began a final answer first; it is in the read buffer, the rest unsent.
+    Answered,
+}
+
+/// Writes `data` to the server while watching for an early answer (a server may refuse an
+/// upload before reading it, and then stop reading or close). Interim responses are kept in
+/// `buf` (the connection's read buffer) for the head reader. A write that fails after the
+/// server answered is an answer.
+async fn send_or_answer<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    data: &[u8],
+) -> io::Result<Sent> {
+    let mut written = 0;
+    std::future::poll_fn(|cx| {
+        while written < data.len() {
+            match Pin::new(&mut *stream).poll_write(cx, &data[written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => written += n,
+                Poll::Ready(Err(e)) => {
+                    // What the server sent before it reset is still readable.
+                    while let Poll::Ready(Ok(n)) = poll_fill(&mut *stream, cx, buf) {
+                        if n == 0 || final_answer_started(buf) {
+                            break;
+                        }
+                    }
+                    return Poll::Ready(if final_answer_started(buf) {
+                        Ok(Sent::Answered)
+                    } else {
+                        Err(e)
+                    });
+                }
+                Poll::Pending => break,
+            }
+        }
+        if written == data.len() {
+            return Poll::Ready(Ok(Sent::All));
+        }
+        // Blocked on the server: has it answered?
+        loop {
+            match poll_fill(&mut *stream, cx, buf) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(if final_answer_started(buf) {
+                        Ok(Sent::Answered)
+                    } else {
+                        Err(io::ErrorKind::UnexpectedEof.into())
+                    });
+                }
+                Poll::Ready(Ok(_)) if final_answer_started(buf) => {
+                    return Poll::Ready(Ok(Sent::Answered));
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    })
+    .await
+}
+
+/// After answering a request whose body was left unread (the write side already shut):
+/// reads and discards what the client still sends, until it closes or [`LINGER`] passes, so
+/// closing with unread input (a TCP reset) does not destroy the answer before the client
+/// read it.
+async fn linger<T: AsyncRead + Unpin>(io: &mut T) {
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(LINGER, async {
+        loop {
+            sink.clear();
+            match fill(io, &mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
 }
 
 /// Whether every line in `head` ends with CRLF and no CR appears elsewhere (RFC 9112
@@ -260,10 +367,18 @@ pub(crate) async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                 let _ = io.shutdown().await;
                 return Outcome::Closed;
             }
+            Ended::CloseUnread => {
+                let _ = io.shutdown().await;
+                linger(io).await;
+                return Outcome::Closed;
+            }
             Ended::Failed(err, consumed) => {
                 let close =
                     refuse(ctx, io, err, Some(backend), log, !consumed || client_close).await;
                 if close {
+                    if !consumed {
+                        linger(io).await;
+                    }
                     return Outcome::Closed;
                 }
             }
@@ -774,6 +889,10 @@ enum Ended {
     KeepAlive,
     /// Response delivered (or cut after its head was sent): close the connection.
     Close,
+    /// The server answered before the request body was all sent (an early 413 or 401 to an
+    /// upload): the answer was relayed, the rest of the body is unread. Close, draining the
+    /// client's input for a moment so the close does not reset the answer away.
+    CloseUnread,
     /// Nothing was sent to the client; answer with this error. `true` when the request
     /// (head and body) was entirely consumed from the client.
     Failed(ProxyError, bool),
@@ -1114,17 +1233,28 @@ async fn exchange<T: AsyncRead + AsyncWrite + Unpin>(
         let server_timeout = backend.timeouts.server;
         conn.timer.set(tokio::time::Instant::now() + server_timeout);
 
-        // Send the request: head and the body bytes in hand, then the rest of the body.
+        // Send the request: head and the body bytes in hand, then the rest of the body,
+        // unless the server answers first (`upload_cut`).
         let sent = if body_now.is_empty() {
-            before(&mut conn.timer, conn.stream.write_all(&p.head)).await
+            before(
+                &mut conn.timer,
+                send_or_answer(&mut conn.stream, &mut conn.buf, &p.head),
+            )
+            .await
         } else {
             let mut both = Vec::with_capacity(p.head.len() + body_now.len());
             both.extend_from_slice(&p.head);
             both.extend_from_slice(&body_now);
-            before(&mut conn.timer, conn.stream.write_all(&both)).await
+            before(
+                &mut conn.timer,
+                send_or_answer(&mut conn.stream, &mut conn.buf, &both),
+            )
+            .await
         };
+        let mut upload_cut = false;
         match sent {
-            Some(Ok(())) => {}
+            Some(Ok(Sent::All)) => sink.bytes_in(buffered),
+            Some(Ok(Sent::Answered)) => upload_cut = true,
             Some(Err(e)) if was_reused && resendable && stale_retries < 8 => {
                 debug!(server = %server.name, cause = %e, "stale pooled connection");
                 stale_retries += 1;
@@ -1149,8 +1279,7 @@ async fn exchange<T: AsyncRead + AsyncWrite + Unpin>(
                 );
             }
         }
-        sink.bytes_in(buffered);
-        if !resendable {
+        if !resendable && !upload_cut {
             // Stream the rest of the body from the client (its inactivity bounded by
             // `client_idle`), keeping whatever follows it for the next request.
             let mut left = p.body - buffered;
@@ -1163,8 +1292,18 @@ async fn exchange<T: AsyncRead + AsyncWrite + Unpin>(
                 }
                 let take = (buf.len() as u64).min(left) as usize;
                 conn.timer.set(tokio::time::Instant::now() + server_timeout);
-                match before(&mut conn.timer, conn.stream.write_all(&buf[..take])).await {
-                    Some(Ok(())) => {}
+                match before(
+                    &mut conn.timer,
+                    send_or_answer(&mut conn.stream, &mut conn.buf, &buf[..take]),
+                )
+                .await
+                {
+                    Some(Ok(Sent::All)) => {}
+                    Some(Ok(Sent::Answered)) => {
+                        debug!(server = %server.name, "server answered before the request body was sent");
+                        upload_cut = true;
+                        break;
+                    }
                     Some(Err(e)) => {
                         return Ended::Failed(
                             ProxyError::UpstreamIo {
@@ -1188,12 +1327,14 @@ async fn exchange<T: AsyncRead + AsyncWrite + Unpin>(
                 buf.drain(..take);
                 left -= take as u64;
             }
-            consumed = true;
+            consumed = left == 0;
         }
-        if !matches!(
-            before(&mut conn.timer, conn.stream.flush()).await,
-            Some(Ok(()))
-        ) {
+        if !upload_cut
+            && !matches!(
+                before(&mut conn.timer, conn.stream.flush()).await,
+                Some(Ok(()))
+            )
+        {
             return Ended::Failed(
                 ProxyError::BadResponse {
                     server: server.name.clone(),
@@ -1293,7 +1434,9 @@ async fn exchange<T: AsyncRead + AsyncWrite + Unpin>(
             l.tr = ms(elapsed);
             l.status = status;
         }
-        let close = p.client_close || resp.framing == Framing::UntilClose || p.stopping;
+        // The client's request body not all read: it cannot send another request.
+        let unread = upload_cut && !consumed;
+        let close = p.client_close || resp.framing == Framing::UntilClose || p.stopping || unread;
         let mut out = resp.out;
         if !slot.persistent {
             persist_new_user(backend, live, &mut out, &slot, client_ip, start);
@@ -1330,6 +1473,7 @@ async fn exchange<T: AsyncRead + AsyncWrite + Unpin>(
         }
         if complete
             && shared
+            && !upload_cut
             && !resp.server_close
             && resp.framing != Framing::UntilClose
             && conn.buf.is_empty()
@@ -1337,7 +1481,9 @@ async fn exchange<T: AsyncRead + AsyncWrite + Unpin>(
             slot.server.put_raw(conn, backend.max_idle_per_server);
         }
         drop(slot);
-        return if complete && !close {
+        return if unread {
+            Ended::CloseUnread
+        } else if complete && !close {
             Ended::KeepAlive
         } else {
             Ended::Close
@@ -1674,6 +1820,22 @@ mod tests {
             String::from_utf8(r.out).expect("utf-8"),
             "HTTP/1.1 200 OK\r\nX-Ok: 2\r\n"
         );
+    }
+
+    #[test]
+    fn a_final_answer_is_told_from_interim_ones() {
+        assert!(!final_answer_started(b""));
+        assert!(!final_answer_started(b"HTTP/1.1 "));
+        assert!(final_answer_started(b"HTTP/1.1 4"));
+        assert!(!final_answer_started(b"HTTP/1.1 100 Continue\r\n"));
+        assert!(!final_answer_started(b"HTTP/1.1 100 Continue\r\n\r\n"));
+        assert!(!final_answer_started(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 1"
+        ));
+        assert!(final_answer_started(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 413"
+        ));
+        assert!(final_answer_started(&vec![b'1'; MAX_RESPONSE_HEAD + 1]));
     }
 
     #[test]

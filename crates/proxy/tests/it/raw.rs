@@ -367,3 +367,173 @@ async fn an_error_answer_to_a_request_that_asked_to_close_closes() {
         "the connection was closed, not left to the read bound"
     );
 }
+
+/// How the upload server of the early-answer tests treats a request body.
+#[derive(Clone, Copy)]
+enum Upload {
+    /// Answers 413 at once and closes without reading the body (the kernel resets).
+    RefuseAndClose,
+    /// Answers 401 at once, then holds the connection without reading.
+    RefuseAndStall,
+    /// Sends an unasked-for `100 Continue`, pauses, reads the whole body, answers 200
+    /// `got:<n>`.
+    ContinueThenRead,
+}
+
+/// A one-connection-at-a-time server for uploads, behaving as `how` after each head.
+async fn upload_server(how: Upload) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let end = loop {
+                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break end + 4;
+                    }
+                    let mut chunk = [0u8; 4096];
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                match how {
+                    Upload::RefuseAndClose => {
+                        let _ = s
+                            .write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big!")
+                            .await;
+                    }
+                    Upload::RefuseAndStall => {
+                        let _ = s
+                            .write_all(
+                                b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 6\r\n\r\ndenied",
+                            )
+                            .await;
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                    }
+                    Upload::ContinueThenRead => {
+                        let _ = s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+                        // Long enough for the proxy's writes to block with the 100 in hand.
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        let mut got = buf.len() - end;
+                        let mut chunk = vec![0u8; 64 * 1024];
+                        while got < len {
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => got += n,
+                            }
+                        }
+                        let body = format!("got:{got}");
+                        let _ = s
+                            .write_all(
+                                format!(
+                                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                                    body.len()
+                                )
+                                .as_bytes(),
+                            )
+                            .await;
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                    }
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// Posts a `len`-byte body through the proxy at `addr`, the body written by another task so
+/// the answer is read while the upload may still be going; what the client read within 10 s.
+async fn upload_through(addr: SocketAddr, len: usize, done: impl Fn(&str) -> bool) -> String {
+    let c = TcpStream::connect(addr).await.expect("connect");
+    let (mut rd, mut wr) = c.into_split();
+    let writer = tokio::spawn(async move {
+        let head = format!("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {len}\r\n\r\n");
+        if wr.write_all(head.as_bytes()).await.is_err() {
+            return;
+        }
+        let chunk = vec![b'u'; 64 * 1024];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            if wr.write_all(&chunk[..n]).await.is_err() {
+                return;
+            }
+            left -= n;
+        }
+    });
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !done(&String::from_utf8_lossy(&out)) {
+        let mut chunk = [0u8; 8192];
+        match tokio::time::timeout_at(deadline, rd.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&chunk[..n]),
+        }
+    }
+    writer.abort();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn upload_proxy(server: SocketAddr) -> (tandem_proxy::proxy::Proxy, SocketAddr) {
+    let mut srv = tandem_proxy::plan::Server::new("up", server);
+    srv.weight = 1;
+    start(plan(
+        Mode::Http,
+        free_addr(),
+        backend(Mode::Http, vec![srv]),
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn an_early_refusal_of_an_upload_reaches_the_client_when_the_server_closes() {
+    let (server, task) = upload_server(Upload::RefuseAndClose).await;
+    let (_proxy, addr) = upload_proxy(server).await;
+    let out = upload_through(addr, 64 * 1024 * 1024, |o| o.ends_with("too big!")).await;
+    task.abort();
+    assert!(
+        out.starts_with("HTTP/1.1 413 Payload Too Large\r\n"),
+        "{out:?}"
+    );
+    assert!(out.ends_with("too big!"), "{out:?}");
+    assert!(out.contains("connection: close\r\n"), "{out:?}");
+}
+
+#[tokio::test]
+async fn an_early_refusal_of_an_upload_reaches_the_client_when_the_server_stops_reading() {
+    let (server, task) = upload_server(Upload::RefuseAndStall).await;
+    let (_proxy, addr) = upload_proxy(server).await;
+    // Far more than the socket buffers hold: the proxy's writes to the server block.
+    let out = upload_through(addr, 64 * 1024 * 1024, |o| o.ends_with("denied")).await;
+    task.abort();
+    assert!(out.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{out:?}");
+    assert!(out.ends_with("denied"), "{out:?}");
+    // The rest of the body was never read: the connection cannot carry another request.
+    assert!(out.contains("connection: close\r\n"), "{out:?}");
+}
+
+#[tokio::test]
+async fn an_unasked_100_continue_does_not_cut_the_upload() {
+    let (server, task) = upload_server(Upload::ContinueThenRead).await;
+    let (_proxy, addr) = upload_proxy(server).await;
+    let len = 16 * 1024 * 1024;
+    let want = format!("got:{len}");
+    let out = upload_through(addr, len, |o| o.ends_with(&want)).await;
+    task.abort();
+    assert!(
+        out.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"),
+        "{out:?}"
+    );
+    assert!(out.ends_with(&want), "{out:?}");
+}
