@@ -90,7 +90,12 @@ fn responses(path: &str) -> Vec<u8> {
 }
 
 async fn proxy_for(s: &Scripted) -> (tandem_proxy::proxy::Proxy, SocketAddr) {
-    let mut srv = tandem_proxy::plan::Server::new("s1", s.addr);
+    proxy_to(s.addr).await
+}
+
+/// A proxy with one HTTP backend of one server at `server`.
+async fn proxy_to(server: SocketAddr) -> (tandem_proxy::proxy::Proxy, SocketAddr) {
+    let mut srv = tandem_proxy::plan::Server::new("s1", server);
     srv.weight = 1;
     start(plan(
         Mode::Http,
@@ -100,10 +105,13 @@ async fn proxy_for(s: &Scripted) -> (tandem_proxy::proxy::Proxy, SocketAddr) {
     .await
 }
 
-/// Reads from `c` until `want` responses' worth of `marker` appeared or the time bound.
-async fn read_until(c: &mut TcpStream, done: impl Fn(&str) -> bool) -> String {
+/// Reads from `c` until `done` says so of what was read, `c` closes, or 10 s passed.
+async fn read_until(
+    c: &mut (impl tokio::io::AsyncRead + Unpin),
+    done: impl Fn(&str) -> bool,
+) -> String {
     let mut out = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !done(&String::from_utf8_lossy(&out)) {
         let mut chunk = [0u8; 8192];
         match tokio::time::timeout_at(deadline, c.read(&mut chunk)).await {
@@ -453,7 +461,7 @@ async fn upload_server(how: Upload) -> (SocketAddr, tokio::task::JoinHandle<()>)
 }
 
 /// Posts a `len`-byte body through the proxy at `addr`, the body written by another task so
-/// the answer is read while the upload may still be going; what the client read within 10 s.
+/// the answer is read while the upload may still be going; what the client read.
 async fn upload_through(addr: SocketAddr, len: usize, done: impl Fn(&str) -> bool) -> String {
     let c = TcpStream::connect(addr).await.expect("connect");
     let (mut rd, mut wr) = c.into_split();
@@ -472,61 +480,48 @@ async fn upload_through(addr: SocketAddr, len: usize, done: impl Fn(&str) -> boo
             left -= n;
         }
     });
-    let mut out = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !done(&String::from_utf8_lossy(&out)) {
-        let mut chunk = [0u8; 8192];
-        match tokio::time::timeout_at(deadline, rd.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
-            Ok(Ok(n)) => out.extend_from_slice(&chunk[..n]),
-        }
-    }
+    let out = read_until(&mut rd, done).await;
     writer.abort();
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
-async fn upload_proxy(server: SocketAddr) -> (tandem_proxy::proxy::Proxy, SocketAddr) {
-    let mut srv = tandem_proxy::plan::Server::new("up", server);
-    srv.weight = 1;
-    start(plan(
-        Mode::Http,
-        free_addr(),
-        backend(Mode::Http, vec![srv]),
-    ))
-    .await
+/// Uploads 64 MiB (far more than the socket buffers hold, so the proxy's writes to the
+/// server block) to a server refusing it as `how`; the client must get the refusal, ending in
+/// `body`, with `connection: close` (the rest of its body was never read).
+async fn assert_early_refusal(how: Upload, status_line: &str, body: &str) {
+    let (server, task) = upload_server(how).await;
+    let (_proxy, addr) = proxy_to(server).await;
+    let out = upload_through(addr, 64 * 1024 * 1024, |o| o.ends_with(body)).await;
+    task.abort();
+    assert!(out.starts_with(status_line), "{out:?}");
+    assert!(out.ends_with(body), "{out:?}");
+    assert!(out.contains("connection: close\r\n"), "{out:?}");
 }
 
 #[tokio::test]
 async fn an_early_refusal_of_an_upload_reaches_the_client_when_the_server_closes() {
-    let (server, task) = upload_server(Upload::RefuseAndClose).await;
-    let (_proxy, addr) = upload_proxy(server).await;
-    let out = upload_through(addr, 64 * 1024 * 1024, |o| o.ends_with("too big!")).await;
-    task.abort();
-    assert!(
-        out.starts_with("HTTP/1.1 413 Payload Too Large\r\n"),
-        "{out:?}"
-    );
-    assert!(out.ends_with("too big!"), "{out:?}");
-    assert!(out.contains("connection: close\r\n"), "{out:?}");
+    assert_early_refusal(
+        Upload::RefuseAndClose,
+        "HTTP/1.1 413 Payload Too Large\r\n",
+        "too big!",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn an_early_refusal_of_an_upload_reaches_the_client_when_the_server_stops_reading() {
-    let (server, task) = upload_server(Upload::RefuseAndStall).await;
-    let (_proxy, addr) = upload_proxy(server).await;
-    // Far more than the socket buffers hold: the proxy's writes to the server block.
-    let out = upload_through(addr, 64 * 1024 * 1024, |o| o.ends_with("denied")).await;
-    task.abort();
-    assert!(out.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{out:?}");
-    assert!(out.ends_with("denied"), "{out:?}");
-    // The rest of the body was never read: the connection cannot carry another request.
-    assert!(out.contains("connection: close\r\n"), "{out:?}");
+    assert_early_refusal(
+        Upload::RefuseAndStall,
+        "HTTP/1.1 401 Unauthorized\r\n",
+        "denied",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn an_unasked_100_continue_does_not_cut_the_upload() {
     let (server, task) = upload_server(Upload::ContinueThenRead).await;
-    let (_proxy, addr) = upload_proxy(server).await;
+    let (_proxy, addr) = proxy_to(server).await;
     let len = 16 * 1024 * 1024;
     let want = format!("got:{len}");
     let out = upload_through(addr, len, |o| o.ends_with(&want)).await;
