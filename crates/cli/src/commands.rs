@@ -73,7 +73,9 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Planned switchover: hand the VIPs this node holds to the peer.
+    /// Planned switchover: hand the VIPs this node holds to the peer. Where this node has the
+    /// higher priority and `preempt` is on, it takes them back once the hold ends (about a
+    /// minute); `maintenance on` keeps them on the peer until `maintenance off`.
     Failover {
         /// Only this VRRP instance.
         #[arg(long)]
@@ -123,7 +125,7 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::firmware::FirmwareCommand,
     },
-    /// First-boot setup: node name, management address, admin password.
+    /// First-boot setup: node name, management, LAN and sync addresses, admin password.
     Setup(crate::setup::SetupArgs),
     /// The serial console's login program: setup or password, then the prompt.
     #[command(hide = true)]

@@ -307,11 +307,33 @@ pub fn validate(raw: &RawConfig, ctx: &mut Ctx<'_>) -> Option<Config> {
                 }
             }
         }
+        if v.accept == Some(false) {
+            ctx.warn(
+                &format!("{p}.accept"),
+                "`accept: false` is not enforced: the proxy listens on the VIPs, so the master serves their traffic anyway",
+            );
+        }
         let track = match &v.track {
             Some(t) => {
                 for name in t.interfaces.keys() {
                     let at = format!("{p}.track.interfaces.{name}");
                     ctx.interface_declared(declared.as_ref(), name, &at, true);
+                }
+                if let Some(c) = &cluster {
+                    let tracked = t
+                        .proxy
+                        .map(|d| (format!("{p}.track.proxy"), d))
+                        .into_iter()
+                        .chain(
+                            t.interfaces
+                                .iter()
+                                .map(|(n, d)| (format!("{p}.track.interfaces.{n}"), *d)),
+                        );
+                    for (at, delta) in tracked {
+                        if let Some(message) = ineffective_track(c, delta) {
+                            ctx.warn(&at, message);
+                        }
+                    }
                 }
                 Track {
                     proxy: t.proxy,
@@ -916,6 +938,29 @@ fn port(v: u16) -> Port {
 
 fn weight(v: u16) -> Weight {
     Weight::new(v).unwrap_or_else(|| unreachable!("default weight {v} is in range"))
+}
+
+/// Why lowering the master's priority by `delta` does not move the VIPs, if it does not: the
+/// highest-priority node must fall below the next one (on equal priorities a live master stays
+/// master, RFC 5798 section 6.4.2).
+fn ineffective_track(cluster: &Cluster, delta: crate::PriorityDelta) -> Option<String> {
+    let mut nodes: Vec<(&Name, u8)> = cluster
+        .nodes
+        .iter()
+        .map(|(n, node)| (n, node.priority.get()))
+        .collect();
+    nodes.sort_by_key(|(_, p)| std::cmp::Reverse(*p));
+    let [(master, high), (peer, low), ..] = nodes[..] else {
+        return None;
+    };
+    let lowered = high.saturating_sub(delta.get()).max(1);
+    (lowered >= low).then(|| {
+        format!(
+            "lowering `{master}`'s priority {high} by {} gives {lowered}, not below `{peer}`'s {low}: the VIPs stay on `{master}` while this fails (use more than {})",
+            delta.get(),
+            high - low
+        )
+    })
 }
 
 fn check_count(v: u8) -> CheckCount {

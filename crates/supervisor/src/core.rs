@@ -1040,6 +1040,15 @@ impl Core {
 
     /// The last `lines` log lines of `service` (all when `None`).
     pub fn logs(&self, service: Option<&str>, lines: usize) -> Reply {
+        const SERVICES: [&str; 3] = ["proxy", "vrrp", "supervisor"];
+        if let Some(s) = service
+            && !SERVICES.contains(&s)
+        {
+            return Err(Failure::new(
+                format!("unknown service `{s}`"),
+                format!("services: {}; none for all", SERVICES.join(", ")),
+            ));
+        }
         Ok(json!({"lines": self.shared.log_tail(service, lines.min(crate::state::LOG_LINES))}))
     }
 

@@ -4,8 +4,8 @@
 //! and `tandem schema` (JSON Schema of the file for editors).
 //! and `tandem proxy` (the data plane, `tandem-proxy`)
 //! and `tandem vrrp` (the failover daemon, `tandem-vrrpd`, plus its hidden `vrrp-guardian`),
-//! and `tandem supervisor` (the node supervisor, `tandem-supervisor`).
-//! Later subcommands (`sync`) plug into [`Command`].
+//! and `tandem supervisor` (the node supervisor, `tandem-supervisor`, which also runs config
+//! sync with the peer, `tandem-sync`: there is no separate `sync` daemon).
 //! All configuration logic lives in `tandem-config`; this file only formats its results.
 
 use std::fmt::Write as _;
@@ -24,7 +24,7 @@ struct Cli {
     command: Command,
 }
 
-/// The subcommands; daemons (`proxy`, `vrrp`, `sync`, `supervisor`) will be added here.
+/// The subcommands: two tools (`check`, `schema`) and the daemons the supervisor runs.
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Check a configuration file: print a summary and warnings and exit 0, or print every

@@ -48,7 +48,11 @@ fn check_accepts_the_pair_example_and_summarises_it() {
         "{text}"
     );
     assert!(
-        text.contains("vrrp www: eth1 vrid 51, VIPs 198.18.0.100/24"),
+        text.contains("configuration is valid (0 warnings)"),
+        "the example must not teach anything `check` warns about: {text}"
+    );
+    assert!(
+        text.contains("vrrp www: lan vrid 51, VIPs 198.18.0.100/24"),
         "{text}"
     );
     assert!(

@@ -537,3 +537,20 @@ fn show_servers_without_a_proxy_says_so() {
     }
     sup.stop();
 }
+
+#[test]
+fn logs_of_an_unknown_service_are_refused_with_the_known_ones() {
+    let dir = TempDir::new("logs");
+    let sup = Supervisor::start(&dir.0);
+    let r = sup.call(json!({"cmd": "logs", "service": "proxi", "lines": 5}));
+    assert_eq!(r["ok"], false, "{r:#}");
+    assert_eq!(r["error"], "unknown service `proxi`", "{r:#}");
+    assert_eq!(
+        r["hint"], "services: proxy, vrrp, supervisor; none for all",
+        "{r:#}"
+    );
+    let r = sup.call(json!({"cmd": "logs", "service": "supervisor", "lines": 5}));
+    assert_eq!(r["ok"], true, "{r:#}");
+    assert!(r["lines"].is_array(), "{r:#}");
+    sup.stop();
+}
