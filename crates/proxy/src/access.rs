@@ -52,6 +52,36 @@ pub(crate) fn ms(d: Duration) -> i64 {
 }
 
 impl AccessLog {
+    /// The record of a request (or tcp session) that began at `start`, nothing reached yet;
+    /// `None` when the frontend logs nothing.
+    pub(crate) fn begin(
+        snap: &Arc<Snapshot>,
+        frontend: usize,
+        client: SocketAddr,
+        start: Instant,
+        http: Option<(Method, Uri)>,
+        tq: i64,
+    ) -> Option<Self> {
+        let format = snap.plan.frontends()[frontend].log_format;
+        (format != LogFormat::Off).then(|| Self {
+            format,
+            snap: snap.clone(),
+            frontend,
+            backend: None,
+            server: None,
+            client,
+            http,
+            start,
+            tq,
+            tw: -1,
+            tc: -1,
+            tr: -1,
+            status: 0,
+            bytes: 0,
+            termination: *b"--",
+        })
+    }
+
     fn names(&self) -> (&str, &str, &str) {
         let plan = &self.snap.plan;
         let fe = plan.frontends()[self.frontend].name.as_str();

@@ -245,29 +245,21 @@ async fn handle(ctx: &ConnCtx, req: Request<Incoming>) -> Response<ProxyBody> {
     let plan = &ctx.snap.plan;
     let fe = &plan.frontends()[ctx.frontend];
     let live_fe = &ctx.snap.frontends[ctx.frontend];
-    let mut log = (fe.log_format != LogFormat::Off).then(|| AccessLog {
-        format: fe.log_format,
-        snap: ctx.snap.clone(),
-        frontend: ctx.frontend,
-        backend: None,
-        server: None,
-        client: ctx.peer,
-        http: Some((req.method().clone(), req.uri().clone())),
+    let tq = ctx
+        .head_start
+        .as_ref()
+        .map_or(-1, |clock| match clock.load(Ordering::Relaxed) {
+            0 => -1,
+            n => ms(start.saturating_duration_since(epoch() + Duration::from_nanos(n))),
+        });
+    let mut log = AccessLog::begin(
+        &ctx.snap,
+        ctx.frontend,
+        ctx.peer,
         start,
-        tq: ctx
-            .head_start
-            .as_ref()
-            .map_or(-1, |clock| match clock.load(Ordering::Relaxed) {
-                0 => -1,
-                n => ms(start.saturating_duration_since(epoch() + Duration::from_nanos(n))),
-            }),
-        tw: -1,
-        tc: -1,
-        tr: -1,
-        status: 0,
-        bytes: 0,
-        termination: *b"--",
-    });
+        Some((req.method().clone(), req.uri().clone())),
+        tq,
+    );
     let admitted = match ctx.refused {
         // Counted once, when the connection was refused.
         Some(why) => Err(denied(why)),
@@ -500,11 +492,7 @@ async fn forward(
     let client_ip = ctx.peer.ip();
     let persist = match &backend.persistence {
         Some(Persistence::Cookie { name }) => cookie_server(&parts.headers, name),
-        Some(Persistence::Source { .. }) => live.stick.as_ref().and_then(|t| {
-            t.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .lookup(start, client_ip)
-        }),
+        Some(Persistence::Source { .. }) => live.stuck_server(start, client_ip),
         None => None,
     };
     let breq = tandem_balance::Request {
@@ -717,13 +705,7 @@ fn persist_new_user(
                 headers.append(header::SET_COOKIE, v);
             }
         }
-        Some(Persistence::Source { .. }) => {
-            if let Some(t) = &live.stick {
-                t.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(now, client, slot.server.id);
-            }
-        }
+        Some(Persistence::Source { .. }) => live.stick_to(now, client, slot.server.id),
         None => {}
     }
 }

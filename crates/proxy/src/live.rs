@@ -439,12 +439,22 @@ pub struct LiveBackend {
 }
 
 impl LiveBackend {
+    /// The server `client` sticks to (`persistence: source`), if any.
+    pub fn stuck_server(&self, now: Instant, client: std::net::IpAddr) -> Option<ServerId> {
+        locked(self.stick.as_ref()?).lookup(now, client)
+    }
+
+    /// Makes `client` stick to `server` (`persistence: source`; nothing otherwise).
+    pub fn stick_to(&self, now: Instant, client: std::net::IpAddr, server: ServerId) {
+        if let Some(t) = &self.stick {
+            locked(t).insert(now, client, server);
+        }
+    }
+
     /// Unexpired stick-table entries, least recently used first (for the peer, or `show
     /// persistence`); `None` without source persistence.
     pub fn export_sticky(&self, now: Instant) -> Option<Vec<StickEntry>> {
-        let t = self.stick.as_ref()?;
-        let t = t.lock().unwrap_or_else(|p| p.into_inner());
-        Some(t.entries(now).collect())
+        Some(locked(self.stick.as_ref()?).entries(now).collect())
     }
 
     /// Merges entries exported by the peer; false without source persistence.
@@ -452,9 +462,7 @@ impl LiveBackend {
         let Some(t) = &self.stick else {
             return false;
         };
-        t.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .import(now, entries);
+        locked(t).import(now, entries);
         true
     }
 }

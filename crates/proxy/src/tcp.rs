@@ -16,7 +16,6 @@ use tracing::{debug, warn};
 use crate::access::AccessLog;
 use crate::error::ProxyError;
 use crate::live::Snapshot;
-use crate::plan::{LogFormat, Persistence};
 use crate::queue::{Slot, Tried, acquire};
 use crate::tls::{Accepted, ServerStream};
 
@@ -44,22 +43,9 @@ pub(crate) async fn serve(acc: Accepted, snap: Arc<Snapshot>, frontend: usize) {
     };
     live_fe.stats.current.fetch_add(1, Ordering::Relaxed);
     let start = Instant::now();
-    let mut log = (fe.log_format != LogFormat::Off).then(|| AccessLog {
-        format: fe.log_format,
-        snap: snap.clone(),
-        frontend,
-        backend: Some(id),
-        server: None,
-        client: peer,
-        http: None,
-        start,
-        tq: -1,
-        tw: -1,
-        tc: -1,
-        tr: -1,
-        status: 0,
-        bytes: 0,
-        termination: *b"--",
+    let mut log = AccessLog::begin(&snap, frontend, peer, start, None, -1).map(|mut l| {
+        l.backend = Some(id);
+        l
     });
     let (mut server, slot) = match connect_any(&snap, id, peer, local, log.as_mut()).await {
         Ok(pair) => pair,
@@ -116,17 +102,8 @@ async fn connect_any(
     let sel = &*snap.plan.balancers()[id];
     let live = &snap.backends[id];
     let now = Instant::now();
-    let sticky = match &backend.persistence {
-        Some(Persistence::Source { .. }) => live.stick.as_deref(),
-        _ => None,
-    };
-    let persist = sticky.and_then(|t| {
-        t.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .lookup(now, peer.ip())
-    });
     let mut req = tandem_balance::Request::new(peer.ip());
-    req.persist = persist;
+    req.persist = live.stuck_server(now, peer.ip());
     let passive = backend
         .health_check
         .as_ref()
@@ -161,14 +138,8 @@ async fn connect_any(
                 if passive {
                     slot.server.update(Instant::now(), |m| m.on_connect(true));
                 }
-                if let Some(t) = sticky
-                    && !slot.persistent
-                {
-                    t.lock().unwrap_or_else(|p| p.into_inner()).insert(
-                        now,
-                        peer.ip(),
-                        slot.server.id,
-                    );
+                if !slot.persistent {
+                    live.stick_to(now, peer.ip(), slot.server.id);
                 }
                 return Ok((s, slot));
             }

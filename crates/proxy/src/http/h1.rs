@@ -341,7 +341,7 @@ pub(crate) async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
                 line,
                 close,
             } => {
-                let log = new_log(ctx, start, line, tq);
+                let log = AccessLog::begin(&ctx.snap, ctx.frontend, ctx.peer, start, line, tq);
                 if refuse(ctx, io, err, backend, log, close).await {
                     return Outcome::Closed;
                 }
@@ -353,7 +353,14 @@ pub(crate) async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
 
         // 3. Forward it; the request future is boxed so an idle connection does not carry
         // its state.
-        let mut log = new_log(ctx, start, prepared.line.take(), tq);
+        let mut log = AccessLog::begin(
+            &ctx.snap,
+            ctx.frontend,
+            ctx.peer,
+            start,
+            prepared.line.take(),
+            tq,
+        );
         let backend = prepared.backend;
         let client_close = prepared.client_close;
         prepared.stopping = *shutdown.borrow();
@@ -388,32 +395,6 @@ pub(crate) async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
             return Outcome::Closed;
         }
     }
-}
-
-fn new_log(
-    ctx: &ConnCtx,
-    start: Instant,
-    line: Option<(Method, Uri)>,
-    tq: i64,
-) -> Option<AccessLog> {
-    let fe = &ctx.snap.plan.frontends()[ctx.frontend];
-    (fe.log_format != LogFormat::Off).then(|| AccessLog {
-        format: fe.log_format,
-        snap: ctx.snap.clone(),
-        frontend: ctx.frontend,
-        backend: None,
-        server: None,
-        client: ctx.peer,
-        http: line,
-        start,
-        tq,
-        tw: -1,
-        tc: -1,
-        tr: -1,
-        status: 0,
-        bytes: 0,
-        termination: *b"--",
-    })
 }
 
 /// Answers a request with an error page (nothing of a response was sent yet), closing the
@@ -1149,11 +1130,7 @@ async fn exchange<T: AsyncRead + AsyncWrite + Unpin>(
     let client_ip = ctx.peer.ip();
     let persist = match &backend.persistence {
         Some(Persistence::Cookie { .. }) => p.cookie,
-        Some(Persistence::Source { .. }) => live.stick.as_ref().and_then(|t| {
-            t.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .lookup(start, client_ip)
-        }),
+        Some(Persistence::Source { .. }) => live.stuck_server(start, client_ip),
         None => None,
     };
     let breq = tandem_balance::Request {
@@ -1653,13 +1630,7 @@ fn persist_new_user(
             out.extend_from_slice(&slot.server.id.to_cookie());
             out.extend_from_slice(b"; Path=/\r\n");
         }
-        Some(Persistence::Source { .. }) => {
-            if let Some(t) = &live.stick {
-                t.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(now, client, slot.server.id);
-            }
-        }
+        Some(Persistence::Source { .. }) => live.stick_to(now, client, slot.server.id),
         None => {}
     }
 }
