@@ -175,6 +175,16 @@ impl Supervisor {
             .and_then(|a| a["message"].as_str().map(str::to_owned))
     }
 
+    /// The message of alarm `id`, once it is raised (bounded by `wait_for`).
+    fn wait_alarm(&self, id: &str) -> String {
+        let mut msg = None;
+        wait_for(&format!("alarm {id}"), || {
+            msg = self.alarm(id);
+            msg.is_some()
+        });
+        msg.expect("wait_for returned, so the alarm was seen")
+    }
+
     fn status(&self) -> Value {
         self.call(json!({"cmd": "status"}))
     }
@@ -413,12 +423,7 @@ fn a_supervisor_killed_between_commit_and_apply_finishes_the_transaction_at_star
     );
     let sup = Supervisor::start(&dir.0);
     assert_eq!(sup.current(), 2, "the committed generation is kept");
-    let mut msg = None;
-    wait_for("alarm interrupted-commit", || {
-        msg = sup.alarm("interrupted-commit");
-        msg.is_some()
-    });
-    let msg = msg.unwrap();
+    let msg = sup.wait_alarm("interrupted-commit");
     println!("after the restart: {msg}");
     assert!(msg.contains("generation 2"), "{msg}");
     assert!(msg.contains("applied and checked at start"), "{msg}");
@@ -452,12 +457,7 @@ fn a_supervisor_killed_between_commit_and_apply_finishes_the_transaction_at_star
     );
     // The alarm is raised once the restore has finished (the restored generation exists a
     // moment before).
-    let mut msg = None;
-    wait_for("alarm interrupted-commit", || {
-        msg = sup.alarm("interrupted-commit");
-        msg.is_some()
-    });
-    let msg = msg.unwrap();
+    let msg = sup.wait_alarm("interrupted-commit");
     println!("after the second restart: {msg}");
     assert!(msg.contains("generation 3"), "{msg}");
     assert!(sup.alarm("apply-failed").is_some(), "{s:#}");

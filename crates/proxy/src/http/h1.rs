@@ -1238,23 +1238,9 @@ async fn exchange<T: AsyncRead + AsyncWrite + Unpin>(
                 continue;
             }
             Some(Err(e)) => {
-                return Ended::Failed(
-                    ProxyError::UpstreamIo {
-                        server: server.name.clone(),
-                        source: e,
-                    },
-                    consumed,
-                );
+                return Ended::Failed(send_failed(server, server_timeout, Some(e)), consumed);
             }
-            None => {
-                return Ended::Failed(
-                    ProxyError::ServerTimeout {
-                        server: server.name.clone(),
-                        after: server_timeout,
-                    },
-                    consumed,
-                );
-            }
+            None => return Ended::Failed(send_failed(server, server_timeout, None), consumed),
         }
         if !resendable && !upload_cut {
             // Stream the rest of the body from the client (its inactivity bounded by
@@ -1282,22 +1268,10 @@ async fn exchange<T: AsyncRead + AsyncWrite + Unpin>(
                         break;
                     }
                     Some(Err(e)) => {
-                        return Ended::Failed(
-                            ProxyError::UpstreamIo {
-                                server: server.name.clone(),
-                                source: e,
-                            },
-                            false,
-                        );
+                        return Ended::Failed(send_failed(server, server_timeout, Some(e)), false);
                     }
                     None => {
-                        return Ended::Failed(
-                            ProxyError::ServerTimeout {
-                                server: server.name.clone(),
-                                after: server_timeout,
-                            },
-                            false,
-                        );
+                        return Ended::Failed(send_failed(server, server_timeout, None), false);
                     }
                 }
                 sink.bytes_in(take as u64);
@@ -1472,6 +1446,20 @@ async fn exchange<T: AsyncRead + AsyncWrite + Unpin>(
         }),
         consumed || resendable,
     )
+}
+
+/// Why sending the request to `server` failed: a write error (`Some`), or `timeout server`
+/// (`after`) ran out (`None`).
+fn send_failed(
+    server: &crate::plan::Server,
+    after: Duration,
+    error: Option<io::Error>,
+) -> ProxyError {
+    let server = server.name.clone();
+    match error {
+        Some(source) => ProxyError::UpstreamIo { server, source },
+        None => ProxyError::ServerTimeout { server, after },
+    }
 }
 
 /// Whether a pooled connection is still open and quiet (nothing unsolicited to read).
