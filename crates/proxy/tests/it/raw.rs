@@ -532,3 +532,32 @@ async fn an_unasked_100_continue_does_not_cut_the_upload() {
     );
     assert!(out.ends_with(&want), "{out:?}");
 }
+
+#[tokio::test]
+async fn after_an_early_refusal_the_rest_of_the_upload_is_drained_not_reset() {
+    let (server, task) = upload_server(Upload::RefuseAndClose).await;
+    let (_proxy, addr) = proxy_to(server).await;
+    let mut c = TcpStream::connect(addr).await.expect("connect");
+    c.write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 67108864\r\n\r\n")
+        .await
+        .expect("head");
+    c.write_all(&vec![b'u'; 256 * 1024])
+        .await
+        .expect("body start");
+    let out = read_until(&mut c, |o| o.ends_with("too big!")).await;
+    task.abort();
+    assert!(out.starts_with("HTTP/1.1 413 "), "{out:?}");
+    // The client, not yet aware, goes on uploading: the proxy keeps reading (and discarding)
+    // instead of resetting the connection under it.
+    let chunk = vec![b'u'; 64 * 1024];
+    for i in 0..64 {
+        tokio::time::timeout(Duration::from_secs(5), c.write_all(&chunk))
+            .await
+            .expect("the proxy keeps reading")
+            .unwrap_or_else(|e| panic!("write {i} after the answer failed: {e}"));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    c.shutdown().await.expect("shutdown");
+    let rest = read_until(&mut c, |_| false).await;
+    assert_eq!(rest, "", "nothing after the answer, then the close");
+}
