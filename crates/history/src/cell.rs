@@ -91,7 +91,11 @@ impl Cell {
 /// Maps an f32 to a u32 whose order is the IEEE total order (negative below positive).
 fn total_key(v: f32) -> u32 {
     let b = v.to_bits();
-    if b & 0x8000_0000 != 0 { !b } else { b | 0x8000_0000 }
+    if b & 0x8000_0000 != 0 {
+        !b
+    } else {
+        b | 0x8000_0000
+    }
 }
 
 #[cfg(test)]

@@ -106,7 +106,11 @@ mod tests {
         let h = [(0.1, 50), (0.5, 90), (1.0, 99), (f64::INFINITY, 100)];
         assert_eq!(quantile(&h, 0.5), Some(0.1));
         assert!((quantile(&h, 0.7).unwrap() - 0.3).abs() < 1e-9);
-        assert_eq!(quantile(&h, 1.0), Some(1.0), "the infinite bucket gives the last bound");
+        assert_eq!(
+            quantile(&h, 1.0),
+            Some(1.0),
+            "the infinite bucket gives the last bound"
+        );
         let before = [(0.1, 40), (0.5, 80), (1.0, 89), (f64::INFINITY, 90)];
         // Between the snapshots: 10 observations, all at or below 0.1.
         assert!(interval_quantile(&before, &h, 0.99).unwrap() <= 0.1);

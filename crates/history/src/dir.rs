@@ -141,7 +141,9 @@ impl Dir for FsDir {
     }
 
     fn replace(&self, name: &str, data: &[u8]) -> io::Result<()> {
-        let tmp = self.root.join(format!(".{name}.tmp.{}", std::process::id()));
+        let tmp = self
+            .root
+            .join(format!(".{name}.tmp.{}", std::process::id()));
         let result = (|| {
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
@@ -184,8 +186,10 @@ pub(crate) struct MemFile {
 
 impl MemFile {
     pub(crate) fn from_bytes(data: &[u8]) -> MemFile {
-        let mut f = MemFile::default();
-        f.len = data.len() as u64;
+        let mut f = MemFile {
+            len: data.len() as u64,
+            ..MemFile::default()
+        };
         f.write_at(0, data);
         f
     }
@@ -282,6 +286,11 @@ impl MemDir {
         });
     }
 
+    /// A copy of every file, sparse pages and all.
+    pub(crate) fn snapshot(&self) -> BTreeMap<String, MemFile> {
+        self.with(|files| files.clone())
+    }
+
     /// The files' names.
     pub fn names(&self) -> Vec<String> {
         self.with(|files| files.keys().cloned().collect())
@@ -316,7 +325,12 @@ impl Dir for MemDir {
     }
 
     fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.with(|files| files.get(name).ok_or_else(|| not_found(name))?.read_at(offset, buf))
+        self.with(|files| {
+            files
+                .get(name)
+                .ok_or_else(|| not_found(name))?
+                .read_at(offset, buf)
+        })
     }
 
     fn write_at(&self, name: &str, offset: u64, data: &[u8]) -> io::Result<()> {
@@ -379,8 +393,10 @@ mod tests {
 
     #[test]
     fn sparse_files_read_zeros_where_unwritten() {
-        let mut f = MemFile::default();
-        f.len = 3 * PAGE;
+        let mut f = MemFile {
+            len: 3 * PAGE,
+            ..MemFile::default()
+        };
         f.write_at(PAGE - 2, b"abcd");
         let mut buf = [9u8; 8];
         f.read_at(PAGE - 4, &mut buf).unwrap();

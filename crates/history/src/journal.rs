@@ -25,6 +25,8 @@ pub const FILE_BYTES: u64 = 2 * SLOT_BYTES as u64;
 const MAGIC: &[u8; 4] = b"TJNL";
 /// Magic, sequence, latest timestamp, length.
 const HEAD: usize = 4 + 8 + 8 + 4;
+/// Bytes at the start of a slot that say how long it is ([`Transaction::slot_len`]).
+pub const HEAD_BYTES: usize = HEAD;
 /// Bytes of an entry before the row image.
 pub const ENTRY_HEAD: usize = 1 + 4 + 4;
 /// Largest entries payload of one slot.
@@ -121,6 +123,16 @@ impl Transaction {
             latest_ts,
             entries,
         })
+    }
+
+    /// The bytes of a slot worth reading, from its first [`HEAD_BYTES`]: `None` when the slot
+    /// is not a journal slot or announces an impossible length.
+    pub fn slot_len(head: &[u8]) -> Option<usize> {
+        if head.len() < HEAD || &head[..4] != MAGIC {
+            return None;
+        }
+        let len = u32::from_le_bytes(head[20..24].try_into().ok()?) as usize;
+        (len <= MAX_PAYLOAD).then_some(HEAD + len + 4)
     }
 
     /// The transaction to replay from the whole journal file: the valid slot with the highest

@@ -315,6 +315,42 @@ impl Row {
         out[4..8].copy_from_slice(&h.finalize().to_le_bytes());
     }
 
+    /// Checks a row of archive `r` and decodes only `column`'s cell: the query path, which
+    /// reads one series out of each row. Returns the row's period and the cell.
+    pub fn decode_one(
+        r: Resolution,
+        bytes: &[u8],
+        column: usize,
+        kind: Kind,
+    ) -> Result<(i64, Option<Cell>), Unusable> {
+        let stored = u32::from_le_bytes(bytes[..4].try_into().unwrap_or_default());
+        let crc = u32::from_le_bytes(bytes[4..8].try_into().unwrap_or_default());
+        if stored == 0 && crc == 0 && bytes.iter().all(|&b| b == 0) {
+            return Err(Unusable::Empty);
+        }
+        let mut h = crc32fast::Hasher::new();
+        h.update(&bytes[..4]);
+        h.update(&bytes[ROW_HEADER_BYTES..]);
+        if h.finalize() != crc || stored == 0 {
+            return Err(Unusable::Corrupt);
+        }
+        let f = |i: usize| f32::from_le_bytes(bytes[i..i + 4].try_into().unwrap_or_default());
+        let cell = if r == Resolution::S10 {
+            let v = f(ROW_HEADER_BYTES + column * FINE_CELL_BYTES);
+            (!v.is_nan()).then(|| Cell::sample(kind, v))
+        } else {
+            let pos = ROW_HEADER_BYTES + column * COARSE_CELL_BYTES;
+            let count = u16::from_le_bytes([bytes[pos], bytes[pos + 1]]);
+            (count > 0).then(|| Cell {
+                count,
+                avg: f(pos + 2),
+                max: f(pos + 6),
+                last: f(pos + 10),
+            })
+        };
+        Ok((i64::from(stored) - 1, cell))
+    }
+
     /// Decodes a row of archive `r`; `kinds` gives each column's kind (10 s cells store only
     /// the value, the kind tells what its `avg` is).
     pub fn decode(r: Resolution, bytes: &[u8], kinds: &[Kind]) -> Result<Row, Unusable> {
@@ -392,10 +428,25 @@ mod tests {
             let mut buf = vec![0; g.row_bytes(r)];
             row.encode(r, &mut buf);
             assert_eq!(Row::decode(r, &buf, &kinds), Ok(row.clone()));
+            for (c, &kind) in kinds.iter().enumerate() {
+                assert_eq!(
+                    Row::decode_one(r, &buf, c, kind),
+                    Ok((123_456, row.cells[c]))
+                );
+            }
             for i in 0..buf.len() {
                 let mut bad = buf.clone();
                 bad[i] ^= 0x40;
-                assert_eq!(Row::decode(r, &bad, &kinds), Err(Unusable::Corrupt), "byte {i}");
+                assert_eq!(
+                    Row::decode(r, &bad, &kinds),
+                    Err(Unusable::Corrupt),
+                    "byte {i}"
+                );
+                assert_eq!(
+                    Row::decode_one(r, &bad, 2, Kind::Gauge),
+                    Err(Unusable::Corrupt),
+                    "byte {i}"
+                );
             }
             assert_eq!(
                 Row::decode(r, &vec![0; buf.len()], &kinds),

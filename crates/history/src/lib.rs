@@ -82,7 +82,7 @@ pub const MAX_SKEW_S: i64 = 300;
 /// before its column is freed, seconds (30 days, the 1 min archive's reach).
 pub const RETIRED_KEEP_S: i64 = 30 * 86_400;
 /// Most points an automatically chosen resolution returns.
-pub const MAX_POINTS: i64 = 2_000;
+pub const MAX_POINTS: i64 = 3_000;
 /// Default bound on the number of series (64 blocks, about 9.4 GB with the standard
 /// geometry); the supervisor may lower it to fit the data partition.
 pub const DEFAULT_MAX_SERIES: usize = 4_096;
@@ -353,12 +353,13 @@ impl<D: Dir> History<D> {
                 });
             }
             Ok(None) if registry.is_empty() => {
-                dir.reserve(DATA_FILE, layout::HEADER_BYTES)
-                    .map_err(io_err("reserve", data_path.clone()))?;
-                dir.write_at(DATA_FILE, 0, &g.encode_header())
-                    .map_err(io_err("write", data_path.clone()))?;
-                dir.sync(DATA_FILE)
-                    .map_err(io_err("sync", data_path.clone()))?;
+                History::create(&dir, &g)?;
+                true
+            }
+            Err(reason) if registry.is_empty() => {
+                // Nothing was ever registered, so nothing can be lost: start afresh.
+                warn!(path = %data_path.display(), reason, "history data file unreadable before any series was registered; recreating it");
+                History::create(&dir, &g)?;
                 true
             }
             Ok(None) => {
@@ -386,10 +387,27 @@ impl<D: Dir> History<D> {
         let journal_path = dir.describe(JOURNAL_FILE);
         dir.reserve(JOURNAL_FILE, journal::FILE_BYTES)
             .map_err(io_err("reserve", journal_path.clone()))?;
-        let jbytes = dir
-            .read(JOURNAL_FILE)
-            .map_err(io_err("read", journal_path))?
-            .unwrap_or_default();
+        let mut last_tx = None;
+        for seq in 0..2 {
+            // Only the used part of each 4 MiB slot is read.
+            let offset = Transaction::slot_offset(seq);
+            let mut head = [0u8; journal::HEAD_BYTES];
+            dir.read_at(JOURNAL_FILE, offset, &mut head)
+                .map_err(io_err("read", journal_path.clone()))?;
+            let Some(len) = Transaction::slot_len(&head) else {
+                continue;
+            };
+            let mut slot = vec![0u8; len];
+            dir.read_at(JOURNAL_FILE, offset, &mut slot)
+                .map_err(io_err("read", journal_path.clone()))?;
+            if let Some(tx) = Transaction::decode(&slot, &g)
+                && last_tx
+                    .as_ref()
+                    .is_none_or(|t: &Transaction| t.seq < tx.seq)
+            {
+                last_tx = Some(tx);
+            }
+        }
         let mut store = History {
             dir,
             geometry: g,
@@ -399,7 +417,7 @@ impl<D: Dir> History<D> {
             latest_ts: None,
         };
         let mut replayed = 0;
-        if let Some(tx) = Transaction::latest(&jbytes, &g) {
+        if let Some(tx) = last_tx {
             store.seq = tx.seq;
             store.latest_ts = (tx.latest_ts != i64::MIN).then_some(tx.latest_ts);
             for e in &tx.entries {
@@ -428,6 +446,13 @@ impl<D: Dir> History<D> {
             "history store opened"
         );
         Ok((store, opened))
+    }
+
+    /// Writes a new data file holding only the header, atomically (a power cut leaves
+    /// either no file or the whole header).
+    fn create(dir: &D, g: &Geometry) -> Result<(), HistoryError> {
+        dir.replace(DATA_FILE, &g.encode_header())
+            .map_err(io_err("replace", dir.describe(DATA_FILE)))
     }
 
     /// The geometry in use.
@@ -494,12 +519,23 @@ impl<D: Dir> History<D> {
         let mut written = Written::default();
 
         // Columns for every series that has something to write, registered durably first.
-        let before = self.registry.clone();
+        let has_data: Vec<bool> = (0..batch.series.len())
+            .map(|i| batch.rows.iter().any(|r| r.cells[i].is_some()))
+            .collect();
+        let needs_registry = batch.series.iter().zip(&has_data).any(|(name, &data)| {
+            data && self.registry.get(name).is_none_or(|e| e.retired.is_some())
+        });
+        let before = needs_registry.then(|| self.registry.clone());
         let mut columns: Vec<Option<(u32, u32, Kind)>> = Vec::with_capacity(batch.series.len());
-        for (i, name) in batch.series.iter().enumerate() {
-            let has_data = batch.rows.iter().any(|r| r.cells[i].is_some());
-            if !has_data {
+        for (name, &data) in batch.series.iter().zip(&has_data) {
+            if !data {
                 columns.push(None);
+                continue;
+            }
+            if let Some(e) = self.registry.get(name)
+                && e.retired.is_none()
+            {
+                columns.push(Some((e.block, e.column, name.kind())));
                 continue;
             }
             let known = self.registry.get(name).is_some();
@@ -525,7 +561,9 @@ impl<D: Dir> History<D> {
                 "history store full: new series refused"
             );
         }
-        if let Err(e) = self.persist_registry(&before) {
+        if let Some(before) = before
+            && let Err(e) = self.persist_registry(&before)
+        {
             self.registry = before;
             return Err(e);
         }
@@ -584,12 +622,9 @@ impl<D: Dir> History<D> {
         Ok(written)
     }
 
-    /// Makes the registry durable if it changed since `before`, growing the data file first
+    /// Makes the registry durable (it changed since `before`), growing the data file first
     /// for new blocks (so no registered column is ever outside the file).
     fn persist_registry(&mut self, before: &Registry) -> Result<(), HistoryError> {
-        if self.registry.encode() == before.encode() {
-            return Ok(());
-        }
         if self.registry.blocks > before.blocks {
             let len = self.geometry.file_bytes(self.registry.blocks);
             self.dir
@@ -647,9 +682,7 @@ impl<D: Dir> History<D> {
     }
 
     fn write_row_image(&self, e: &JournalEntry) -> Result<(), HistoryError> {
-        let off = self
-            .geometry
-            .row_offset(e.block, e.resolution, e.position);
+        let off = self.geometry.row_offset(e.block, e.resolution, e.position);
         self.dir
             .write_at(DATA_FILE, off, &e.image)
             .map_err(io_err("write", self.dir.describe(DATA_FILE)))
@@ -754,30 +787,52 @@ impl<D: Dir> History<D> {
             .unwrap_or_else(|| self.resolution_for(q.from, q.to, now));
         let step = r.step_s();
         let slots = i64::from(self.geometry.slots(r));
-        let newest = now.div_euclid(step).max(self.latest_ts.unwrap_or(0).div_euclid(step));
+        let newest = now
+            .div_euclid(step)
+            .max(self.latest_ts.unwrap_or(0).div_euclid(step));
         let mut first = q.from.div_euclid(step).max(newest - slots + 1);
         if let Some(floor) = entry.floor {
             first = first.max(floor.div_euclid(step) + i64::from(floor.rem_euclid(step) != 0));
         }
         let last = (q.to - 1).div_euclid(step);
         let mut points = Vec::new();
+        let mut corrupt = 0;
         if last >= first {
-            let mut corrupt = 0;
-            let rows = self.read_rows(r, entry.block, first, (last - first + 1) as usize, &mut corrupt)?;
-            for (i, row) in rows.into_iter().enumerate() {
-                if let Some(c) = row.and_then(|row| row.cells[entry.column as usize]) {
-                    points.push(Point {
-                        ts: (first + i as i64) * step,
-                        avg: f64::from(c.avg),
-                        max: f64::from(c.max),
-                        last: f64::from(c.last),
-                        samples: u32::from(c.count),
-                    });
+            let g = &self.geometry;
+            let row_bytes = g.row_bytes(r);
+            let kind = q.series.kind();
+            let mut buf = Vec::new();
+            let mut period = first;
+            while period <= last {
+                // Contiguous rows up to the end of the ring, in reads of at most 1 MiB.
+                let pos = g.position(r, period);
+                let take = ((last - period + 1) as usize)
+                    .min((slots - i64::from(pos)) as usize)
+                    .min((1 << 20) / row_bytes)
+                    .max(1);
+                buf.resize(take * row_bytes, 0);
+                self.dir
+                    .read_at(DATA_FILE, g.row_offset(entry.block, r, pos), &mut buf)
+                    .map_err(io_err("read", self.dir.describe(DATA_FILE)))?;
+                for (i, bytes) in buf.chunks_exact(row_bytes).enumerate() {
+                    let want = period + i as i64;
+                    match Row::decode_one(r, bytes, entry.column as usize, kind) {
+                        Ok((p, Some(c))) if p == want => points.push(Point {
+                            ts: want * step,
+                            avg: f64::from(c.avg),
+                            max: f64::from(c.max),
+                            last: f64::from(c.last),
+                            samples: u32::from(c.count),
+                        }),
+                        Err(Unusable::Corrupt) => corrupt += 1,
+                        _ => {}
+                    }
                 }
+                period += take as i64;
             }
-            if corrupt > 0 {
-                warn!(series = %q.series, resolution = %r, corrupt, "corrupt history rows read as empty");
-            }
+        }
+        if corrupt > 0 {
+            warn!(series = %q.series, resolution = %r, corrupt, "corrupt history rows read as empty");
         }
         Ok(Points {
             series: q.series.clone(),
@@ -810,10 +865,12 @@ impl<D: Dir> History<D> {
                 while hi > end - slots {
                     let lo = (hi - 1023).max(end - slots + 1);
                     let mut corrupt = 0;
-                    let rows = self.read_rows(r, block, lo, (hi - lo + 1) as usize, &mut corrupt)?;
+                    let rows =
+                        self.read_rows(r, block, lo, (hi - lo + 1) as usize, &mut corrupt)?;
                     let found = rows.iter().enumerate().rev().find(|(_, row)| {
-                        row.as_ref()
-                            .is_some_and(|row| cols.iter().any(|&c| row.cells[c as usize].is_some()))
+                        row.as_ref().is_some_and(|row| {
+                            cols.iter().any(|&c| row.cells[c as usize].is_some())
+                        })
                     });
                     if let Some((i, _)) = found {
                         best = best.max(Some((lo + i as i64) * step));
@@ -855,14 +912,25 @@ impl<D: Dir> History<D> {
             }
             let floors: Vec<i64> = members
                 .iter()
-                .map(|(_, n)| self.registry.get(n).and_then(|e| e.floor).unwrap_or(i64::MIN))
+                .map(|(_, n)| {
+                    self.registry
+                        .get(n)
+                        .and_then(|e| e.floor)
+                        .unwrap_or(i64::MIN)
+                })
                 .collect();
             let per_batch = (max_cells / members.len()).max(1) as i64;
             let mut start = first;
             while start <= last {
                 let end = (start + per_batch - 1).min(last);
                 let mut corrupt = 0;
-                let rows = self.read_rows(resolution, block, start, (end - start + 1) as usize, &mut corrupt)?;
+                let rows = self.read_rows(
+                    resolution,
+                    block,
+                    start,
+                    (end - start + 1) as usize,
+                    &mut corrupt,
+                )?;
                 let mut batch = SampleBatch {
                     origin: origin.to_owned(),
                     resolution,
@@ -960,20 +1028,21 @@ impl<D: Dir> History<D> {
                 }
             }
         }
+        if done == Reconciled::default() {
+            return Ok(done);
+        }
         if let Err(e) = self.persist_registry(&before) {
             self.registry = before;
             return Err(e);
         }
-        if done != Reconciled::default() {
-            info!(
-                created = done.created.len(),
-                retired = done.retired.len(),
-                revived = done.revived.len(),
-                purged = done.purged.len(),
-                full = done.full.len(),
-                "history series reconciled"
-            );
-        }
+        info!(
+            created = done.created.len(),
+            retired = done.retired.len(),
+            revived = done.revived.len(),
+            purged = done.purged.len(),
+            full = done.full.len(),
+            "history series reconciled"
+        );
         Ok(done)
     }
 }
@@ -1123,9 +1192,9 @@ impl<'a, D: Dir> Txn<'a, D> {
         first: i64,
         n: usize,
     ) -> Result<Vec<Option<Row>>, HistoryError> {
+        // A corrupt child reads as empty; it is counted when a write starts it afresh.
         let mut corrupt = 0;
         let mut rows = self.store.read_rows(r, block, first, n, &mut corrupt)?;
-        self.corrupt_rows += corrupt;
         let g = &self.store.geometry;
         for (i, slot) in rows.iter_mut().enumerate() {
             let period = first + i as i64;

@@ -82,7 +82,10 @@ impl Registry {
     pub fn decode(bytes: &[u8], columns: u32) -> Result<Registry, String> {
         let f: File = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
         if f.format != 1 {
-            return Err(format!("registry format {}, this firmware reads 1", f.format));
+            return Err(format!(
+                "registry format {}, this firmware reads 1",
+                f.format
+            ));
         }
         let mut r = Registry::new(columns);
         r.blocks = f.blocks;
@@ -264,7 +267,11 @@ mod tests {
         let c = r.allocate(&name("c"), 2).unwrap();
         assert_eq!((a.block, a.column, b.block, b.column), (0, 0, 0, 1));
         assert_eq!((c.block, c.column, r.blocks), (1, 0, 2));
-        assert_eq!(r.allocate(&name("a"), 2), Some(a), "allocating twice is a lookup");
+        assert_eq!(
+            r.allocate(&name("a"), 2),
+            Some(a),
+            "allocating twice is a lookup"
+        );
         r.allocate(&name("d"), 2).unwrap();
         assert_eq!(r.allocate(&name("e"), 2), None);
     }

@@ -457,9 +457,15 @@ mod tests {
             assert_eq!(n.to_string(), s);
         }
         let e = "frontend/web/queue".parse::<SeriesName>().unwrap_err();
-        assert!(e.to_string().contains("a frontend has no metric `queue`"), "{e}");
+        assert!(
+            e.to_string().contains("a frontend has no metric `queue`"),
+            "{e}"
+        );
         let e = "server/app/p99_ms".parse::<SeriesName>().unwrap_err();
-        assert!(e.to_string().contains("expected frontend/NAME/METRIC"), "{e}");
+        assert!(
+            e.to_string().contains("expected frontend/NAME/METRIC"),
+            "{e}"
+        );
         let e = "backend/app/rps".parse::<SeriesName>().unwrap_err();
         assert!(e.to_string().contains("unknown metric `rps`"), "{e}");
         let e = "backend/-x/queue".parse::<SeriesName>().unwrap_err();

@@ -60,12 +60,7 @@ impl FaultDir {
 
     /// A directory holding `dir`'s files, all durable.
     pub fn from_mem(dir: &MemDir) -> FaultDir {
-        let mut files = BTreeMap::new();
-        for name in dir.names() {
-            if let Ok(Some(bytes)) = dir.read(&name) {
-                files.insert(name, MemFile::from_bytes(&bytes));
-            }
-        }
+        let files = dir.snapshot();
         let f = FaultDir::default();
         {
             let mut s = f.lock();
