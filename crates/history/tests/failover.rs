@@ -221,6 +221,11 @@ fn after_the_link_was_down_a_catch_up_fills_the_gap() {
         .iter()
         .map(|b| serde_json::to_vec(b).unwrap().len())
         .sum();
+    let cells: usize = batches.iter().map(SampleBatch::cells).sum();
+    println!(
+        "catch-up of 3 h, 6 series: {} batches, {cells} cells, {size} bytes of JSON",
+        batches.len()
+    );
     assert!(
         size < 1 << 20,
         "a 3 h catch-up of 6 series is small: {size} bytes"
