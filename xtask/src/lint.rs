@@ -10,7 +10,13 @@ use crate::section;
 
 /// Crates that must stay free of any async runtime or socket library.
 /// See docs/ARCHITECTURE.md, "Invariants".
-const PURE_CRATES: &[&str] = &["tandem-config", "tandem-vrrp-proto", "tandem-balance"];
+const PURE_CRATES: &[&str] = &[
+    "tandem-config",
+    "tandem-vrrp-proto",
+    "tandem-balance",
+    "tandem-history",
+    "tandem-forecast",
+];
 
 /// Crates none of the pure cores may pull in.
 const FORBIDDEN_IN_PURE: &[&str] = &["tokio", "socket2", "hyper"];

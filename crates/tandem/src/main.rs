@@ -2,6 +2,7 @@
 //!
 //! Owns the command line: `tandem check FILE` (validate a configuration, like `haproxy -c`)
 //! and `tandem schema` (JSON Schema of the file for editors).
+//! and `tandem forecast` (the capacity forecast on a CSV utilisation series, `tandem-forecast`).
 //! and `tandem proxy` (the data plane, `tandem-proxy`)
 //! and `tandem vrrp` (the failover daemon, `tandem-vrrpd`, plus its hidden `vrrp-guardian`),
 //! and `tandem supervisor` (the node supervisor, `tandem-supervisor`, which also runs config
@@ -35,6 +36,24 @@ enum Command {
     },
     /// Print the JSON Schema of the configuration file (for editor completion and checks).
     Schema,
+    /// Forecast a utilisation series offline, for planning: read `TIMESTAMP,UTILISATION`
+    /// lines (RFC 3339, a fraction from 0 to 1), print when the daily peak is expected to
+    /// cross the threshold (`crossing: YYYY-MM-DD` and its band on the next line, or
+    /// `crossing: none within 1 year`) and the next seasonal peak (`peak: YYYY-MM-DD VALUE`).
+    /// The forecast starts the day after the last sample. Exit 1 on a bad line (every bad
+    /// line is listed with its number).
+    Forecast {
+        /// The CSV file.
+        #[arg(long, value_name = "FILE.csv")]
+        input: PathBuf,
+        /// Utilisation the peak should stay under (`capacity.threshold`).
+        #[arg(long, default_value_t = tandem_forecast::DEFAULT_THRESHOLD)]
+        threshold: f64,
+        /// Servers in the backend now: also print how many like them keep the peak under
+        /// the threshold.
+        #[arg(long)]
+        servers: Option<u32>,
+    },
     /// Run the data plane: the frontends and backends of the configuration.
     /// SIGHUP reloads the file (an invalid file is refused and the old one keeps serving);
     /// SIGTERM and SIGINT stop accepting and drain in-flight requests.
@@ -126,6 +145,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{text}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Forecast {
+            input,
+            threshold,
+            servers,
+        } => forecast(&input, threshold, servers),
         Command::Proxy {
             config,
             node,
@@ -286,6 +310,61 @@ fn check(file: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `tandem forecast`: exit 0 with the forecast (or the plain statement that the history is
+/// too short), 1 with every bad line of the file.
+fn forecast(
+    input: &std::path::Path,
+    threshold: f64,
+    servers: Option<u32>,
+) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    if !(threshold > 0.0 && threshold <= 1.0) {
+        anyhow::bail!(
+            "--threshold {threshold} is not a fraction above 0 and at most 1 (0.7 for 70%)"
+        );
+    }
+    let text = std::fs::read_to_string(input)
+        .with_context(|| format!("failed to read {}", input.display()))?;
+    let samples = match tandem_forecast::csv::parse(&text) {
+        Ok(s) => s,
+        Err(errors) => {
+            let mut err = std::io::stderr().lock();
+            const SHOWN: usize = 20;
+            for e in errors.iter().take(SHOWN) {
+                let _ = writeln!(err, "{}:{}: {}", input.display(), e.line, e.message);
+            }
+            if errors.len() > SHOWN {
+                let _ = writeln!(err, "... and {} more", errors.len() - SHOWN);
+            }
+            let _ = writeln!(
+                err,
+                "{}: {} bad line{}, nothing forecast",
+                input.display(),
+                errors.len(),
+                if errors.len() == 1 { "" } else { "s" }
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    // The forecast starts the day after the last sample (parse returned at least one).
+    let last = samples.iter().map(|s| s.0).max().unwrap_or(0);
+    let now = tandem_forecast::Day::of(last).plus(1).start();
+    let params = tandem_forecast::Params {
+        threshold,
+        ..tandem_forecast::Params::default()
+    };
+    let outcome = tandem_forecast::forecast(&samples, &params, now);
+    print!("{}", outcome.render());
+    if let (Some(n), Some(f)) = (servers, outcome.forecast()) {
+        let (expected, upper) = f.servers_needed(n);
+        println!(
+            "servers: {expected} keep the peak under {:.0}% ({upper} at the band's upper edge; {n} now)",
+            threshold * 100.0
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// One screen describing what the configuration does.
