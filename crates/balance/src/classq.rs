@@ -11,8 +11,8 @@
 //! # Model
 //!
 //! The backend has a *capacity*: the number of requests its usable servers take at once (the
-//! sum of their `max_connections`, [`UNLIMITED`] when one of them has none), set by the caller
-//! with [`ClassQueue::handle_capacity`]. Every request of the backend holds a [`Ticket`] from
+//! sum of their `max_connections`, [`UNLIMITED`] when one of them has none, see
+//! [`crate::Backend::capacity`]), set by the caller with [`ClassQueue::handle_capacity`]. Every request of the backend holds a [`Ticket`] from
 //! arrival to the end of its response: first *waiting*, then *in flight* (holding a slot), or
 //! only one of them. In-flight requests never exceed the capacity through this queue: a ticket
 //! becomes in flight only while `in_flight < capacity`.
@@ -73,7 +73,8 @@
 //! - Time must not go backwards. Callers on several threads read the clock before they get
 //!   the lock, so a `now` slightly older than the last one is taken as the last one rather
 //!   than trusted (it can only delay an expiry by that skew).
-//! - Capacity: the caller keeps it current with `handle_capacity`. When a granted request's
+//! - Capacity: the caller keeps it current with `handle_capacity`, computing it with
+//!   [`crate::Backend::capacity`] (the same notion of "usable server" as the pick). When a granted request's
 //!   pick still finds every server full (the capacity was stale), `handle_requeue` puts it
 //!   back at the head of its class, and the queue stops believing the capacity: it admits no
 //!   more than the current in-flight count, plus one more per freed slot, until that reaches
