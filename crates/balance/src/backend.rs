@@ -341,6 +341,33 @@ impl Backend {
         self.servers.iter().find(|s| s.name == name)
     }
 
+    /// How many requests the servers that take new traffic hold at once: the sum of their
+    /// `max_connections`, or [`crate::UNLIMITED`] when one of them has none. "Take new
+    /// traffic" is decided exactly as in [`Backend::pick`]: up, `Ready`, non-zero effective
+    /// weight; the usable primaries, or else the backups `pick` would use (the first usable
+    /// one, all of them with `all_backups`). The input of [`crate::ClassQueue::handle_capacity`]:
+    /// the caller recomputes it when a server's status, weight or slow start changes.
+    pub fn capacity<L: LiveView + ?Sized>(&self, now: Instant, live: &L) -> u32 {
+        let usable = |i: &&usize| self.slot(**i, now, live, &[]) != Slot::Unusable;
+        let mut group: Vec<usize> = self.primaries.iter().filter(usable).copied().collect();
+        if group.is_empty() {
+            let mut backups = self.backups.iter().filter(usable).copied();
+            group = if self.all_backups {
+                backups.collect()
+            } else {
+                backups.next().into_iter().collect()
+            };
+        }
+        let mut total: u32 = 0;
+        for i in group {
+            match self.servers[i].max_connections {
+                None => return crate::UNLIMITED,
+                Some(max) => total = total.saturating_add(max),
+            }
+        }
+        total.min(crate::UNLIMITED - 1)
+    }
+
     /// Runtime state at load time: admin and health from the spec, idle, not ramping.
     pub fn initial_live(&self) -> Vec<Live> {
         self.servers

@@ -1,4 +1,5 @@
-//! Errors of the balance crate: invalid backend specs, health thresholds and cookie values.
+//! Errors of the balance crate: invalid backend specs, health thresholds, cookie values and
+//! class lists.
 //!
 //! Owns the single `BalanceError` enum. It does not log or count anything: the caller (config
 //! validation, the proxy) decides what an error means for the operator.
@@ -65,4 +66,52 @@ pub enum BalanceError {
     /// A stick table was created with a capacity of zero.
     #[error("invalid stick table capacity 0: must be at least 1")]
     ZeroCapacity,
+    /// A class set was built from an empty list.
+    #[error("invalid class list: at least one class is needed")]
+    NoClasses,
+    /// A class set has more classes than a [`crate::ClassId`] can number.
+    #[error("invalid class list: {count} classes, at most 65535")]
+    TooManyClasses {
+        /// Number of classes given.
+        count: usize,
+    },
+    /// A class name is empty.
+    #[error("empty class name")]
+    EmptyClassName,
+    /// Two classes share a name.
+    #[error("duplicate class name {class}")]
+    DuplicateClassName {
+        /// The repeated name.
+        class: String,
+    },
+    /// Two classes share a priority, so neither would be served first.
+    #[error("classes {first} and {second} have the same priority {priority}")]
+    DuplicateClassPriority {
+        /// The shared priority.
+        priority: i32,
+        /// First class with it.
+        first: String,
+        /// Second class with it.
+        second: String,
+    },
+    /// A share above 100%, or shares adding up to more than 100% of a backend's capacity.
+    #[error("invalid class shares: they add up to {total}%, at most 100%")]
+    SharesOver100 {
+        /// Sum of the shares up to and including the first one that went over.
+        total: u32,
+    },
+    /// A classifier source rule whose prefix is longer than its address.
+    #[error("invalid source network {network}/{prefix}: prefix longer than the address")]
+    InvalidSourcePrefix {
+        /// The network address.
+        network: String,
+        /// The rejected prefix length.
+        prefix: u8,
+    },
+    /// A queue time limit of zero would expire every waiting request at once.
+    #[error("invalid {what}: must be greater than zero")]
+    ZeroQueueTime {
+        /// Which limit (`max_queue_time of class gold`, `queue timeout`).
+        what: String,
+    },
 }

@@ -12,6 +12,8 @@
 //! - [`observe`] / [`ServerMonitor`]: health hysteresis, passive detection, reasons (`health`);
 //! - [`effective_weight`]: slow start (`slowstart`);
 //! - [`ServerId::to_cookie`] / [`StickTable`]: persistence (`server`, `persist`);
+//! - [`ClassSet`] / [`ClassQueue`] / [`Classifier`]: SLA classes, the class-aware admission
+//!   queue of a backend, and request classification (`class`, `classq`, `classify`);
 //! - [`BalanceError`]: everything that can be rejected (`error`).
 //!
 //! # How the proxy uses it
@@ -57,6 +59,9 @@
 //! ```
 
 mod backend;
+mod class;
+mod classify;
+mod classq;
 mod error;
 mod hash;
 mod health;
@@ -65,6 +70,12 @@ mod server;
 mod slowstart;
 
 pub use backend::{Backend, Chosen, Live, LiveView, Pick, Request};
+pub use class::{ClassId, ClassSet, ClassSpec, MAX_SHARE_PERCENT};
+pub use classify::{Classifier, SourceRule};
+pub use classq::{
+    Admission, ClassQueue, ClassStats, DRAIN_WINDOW, Output, QueueLimits, RETRY_AFTER_MAX,
+    RETRY_AFTER_MIN, Rejection, Ticket, UNLIMITED,
+};
 pub use error::BalanceError;
 pub use health::{
     CheckFailure, Health, HealthConfig, HealthState, InitState, Reason, ServerMonitor, Status,

@@ -69,7 +69,7 @@ impl fmt::Display for Change {
 }
 
 /// Lists of items matched by their `name` rather than by position.
-const NAMED_LISTS: [&str; 4] = ["frontends", "backends", "servers", "vrrp"];
+const NAMED_LISTS: [&str; 5] = ["frontends", "backends", "servers", "vrrp", "classes"];
 
 /// The differences from `old` to `new`, in the order of the file's sections; empty when the
 /// configurations are equal.

@@ -36,6 +36,7 @@
 //! [`load`] and checking certificate files through [`CertFiles`].
 
 mod certs;
+mod classes;
 mod de;
 mod diag;
 pub mod diff;
@@ -48,6 +49,7 @@ mod yaml;
 use std::path::{Path, PathBuf};
 
 pub use certs::{CertFiles, FileError, FsCertFiles, MemoryCertFiles};
+pub use classes::{ClassPriority, ClassValueError, Share};
 pub use diag::{Diagnostic, Report, Severity};
 pub use diff::{Change, ChangeKind, Fingerprint, diff, fingerprint, fingerprints};
 pub use model::*;

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+pub use crate::classes::{Class, ClassBy};
 pub use crate::raw::{
     CheckMethod, ForwardedMode, InterfaceRole, LogFormat, Mode, SendProxy, ServerState,
 };
@@ -34,6 +35,9 @@ pub struct Config {
     /// VRRP instances, in file order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub vrrp: Vec<VrrpInstance>,
+    /// SLA classes, in file order; unique names, distinct priorities, shares at most 100%.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<Class>,
     /// Frontends, in file order; names are unique.
     pub frontends: Vec<Frontend>,
     /// Backends, in file order; names are unique.
@@ -56,6 +60,11 @@ impl Config {
     /// The frontend named `name`.
     pub fn frontend(&self, name: &Name) -> Option<&Frontend> {
         self.frontends.iter().find(|f| &f.name == name)
+    }
+
+    /// The class named `name`.
+    pub fn class(&self, name: &Name) -> Option<&Class> {
+        self.classes.iter().find(|c| &c.name == name)
     }
 
     /// The file shape as YAML, with every default written out; parses back to an equal config.
@@ -161,6 +170,13 @@ pub struct Frontend {
     /// Access log, if enabled.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub access_log: Option<AccessLog>,
+    /// Default class: a defined class; filled in (the lowest-priority class) whenever
+    /// `classes` is not empty, `None` only without classes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class: Option<Name>,
+    /// Classification by source and header; every class named is defined.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class_by: Option<ClassBy>,
 }
 
 /// A listening address.
@@ -219,6 +235,9 @@ pub struct Route {
     pub header: Option<HeaderMatch>,
     /// Target backend.
     pub backend: Name,
+    /// Class of matching requests, a defined class.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class: Option<Name>,
 }
 
 /// A header condition.

@@ -16,6 +16,7 @@ use schemars::JsonSchema;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
+pub use crate::classes::{RawClass, RawClassBy};
 use crate::values::{
     Balance, CheckCount, Cidr, Count, Duration, Endpoint, HeaderName, InterfaceName, Ip, Name,
     Port, Priority, PriorityDelta, Rate, StatusRange, Vrid, Weight,
@@ -80,6 +81,8 @@ pub struct RawConfig {
     pub interfaces: Option<BTreeMap<InterfaceName, RawInterface>>,
     /// VRRP instances: each moves a set of VIPs between the nodes; omit for no failover.
     pub vrrp: Vec<RawVrrp>,
+    /// SLA classes: who is served first, and who keeps a share, when every server of a backend is at `max_connections`; omit for one FIFO queue per backend.
+    pub classes: Vec<RawClass>,
     /// Frontends: where client connections are accepted and routed to backends.
     pub frontends: Vec<RawFrontend>,
     /// Backends: pools of servers that frontends send traffic to.
@@ -211,6 +214,10 @@ pub struct RawFrontend {
     pub forwarded: Option<ForwardedMode>,
     /// Access log of this frontend; omit to disable it.
     pub access_log: Option<RawAccessLog>,
+    /// Class of requests no route, header or source assigns; default the lowest-priority class (the largest `priority`).
+    pub class: Option<Name>,
+    /// How requests get their class: by client network and by a request header.
+    pub class_by: Option<RawClassBy>,
 }
 
 /// One listening address, as a string or as a mapping with options.
@@ -297,6 +304,8 @@ pub struct RawRoute {
     pub header: Option<RawHeaderMatch>,
     /// Backend that serves matching requests; required.
     pub backend: Option<Name>,
+    /// Class of matching requests; overrides `class_by` and the frontend's `class`.
+    pub class: Option<Name>,
 }
 
 /// A request-header condition.

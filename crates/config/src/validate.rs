@@ -23,6 +23,8 @@ use crate::values::{
 };
 use crate::yaml::Pos;
 
+mod classes;
+
 /// One semantic problem before it is turned into a `Diagnostic`.
 pub struct Problem {
     /// Error or warning.
@@ -375,6 +377,9 @@ pub fn validate(raw: &RawConfig, ctx: &mut Ctx<'_>) -> Option<Config> {
         }
     }
 
+    // Classes before frontends: frontends and routes refer to them.
+    let mut classes = classes::classes(raw, ctx);
+
     let mut used_backends: BTreeSet<Name> = BTreeSet::new();
     let mut frontends = Vec::new();
     let mut frontend_names = Names::new("frontend");
@@ -540,12 +545,14 @@ pub fn validate(raw: &RawConfig, ctx: &mut Ctx<'_>) -> Option<Config> {
             if let Some(t) = &target {
                 check_backend(ctx, t, &format!("{at}.backend"));
             }
+            let class = classes.route(ctx, r.class.as_ref(), &format!("{at}.class"));
             if let Some(backend) = target {
                 routes.push(Route {
                     host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
                     path_prefix: r.path_prefix.clone(),
                     header,
                     backend,
+                    class,
                 });
             }
         }
@@ -557,6 +564,8 @@ pub fn validate(raw: &RawConfig, ctx: &mut Ctx<'_>) -> Option<Config> {
                 "missing key `default_backend`, a frontend without routes needs one",
             );
         }
+        let class = classes.frontend(ctx, f.class.as_ref(), &p);
+        let class_by = classes.class_by(ctx, f.class_by.as_ref(), mode, &p);
         let l = f.limits.clone().unwrap_or_default();
         let limits = Limits {
             max_header_size: l.max_header_size.unwrap_or(count(DEFAULT_MAX_HEADER_SIZE)),
@@ -580,9 +589,12 @@ pub fn validate(raw: &RawConfig, ctx: &mut Ctx<'_>) -> Option<Config> {
                 access_log: f.access_log.as_ref().map(|a| AccessLog {
                     format: a.format.unwrap_or_default(),
                 }),
+                class,
+                class_by,
             });
         }
     }
+    classes.warn_unassigned(raw, ctx);
     if raw.frontends.is_empty() {
         ctx.empty("frontends", "expected at least one frontend");
     }
@@ -650,6 +662,7 @@ pub fn validate(raw: &RawConfig, ctx: &mut Ctx<'_>) -> Option<Config> {
         cluster,
         interfaces,
         vrrp,
+        classes: classes.list,
         frontends,
         backends,
         metrics,

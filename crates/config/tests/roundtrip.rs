@@ -150,6 +150,25 @@ fn gen_config(seed: u64) -> Config {
             });
         }
     }
+    // SLA classes: distinct priorities, shares adding up to at most 100%.
+    let mut share_left = 100u64;
+    let classes: Vec<Class> = (0..r.below(4))
+        .map(|i| {
+            let share = r.range(0, share_left);
+            share_left -= share;
+            Class {
+                name: name(&format!("c{i}")),
+                priority: ClassPriority::new(i as i16 * 7 - 10).unwrap(),
+                max_queue_time: r.maybe(|r| r.duration()),
+                share: Share::new(share as u8).unwrap(),
+            }
+        })
+        .collect();
+    let class_names: Vec<Name> = classes.iter().map(|c| c.name.clone()).collect();
+    let lowest = classes
+        .iter()
+        .max_by_key(|c| c.priority)
+        .map(|c| c.name.clone());
     let modes = [Mode::Http, Mode::Tcp];
     let backends: Vec<Backend> = (0..r.range(1, 4))
         .map(|i| {
@@ -271,6 +290,11 @@ fn gen_config(seed: u64) -> Config {
                             value: r.maybe(|r| r.text()),
                         }),
                         backend: r.pick(&same_mode),
+                        class: if class_names.is_empty() {
+                            None
+                        } else {
+                            r.maybe(|r| r.pick(&class_names))
+                        },
                     })
                     .collect()
             } else {
@@ -331,6 +355,40 @@ fn gen_config(seed: u64) -> Config {
                 access_log: r.maybe(|r| AccessLog {
                     format: r.pick(&[LogFormat::Haproxy, LogFormat::Json]),
                 }),
+                // With classes, validation fills in the default: generate it explicitly.
+                class: if class_names.is_empty() {
+                    None
+                } else if r.flip() {
+                    Some(r.pick(&class_names))
+                } else {
+                    lowest.clone()
+                },
+                class_by: if class_names.is_empty() {
+                    None
+                } else {
+                    r.maybe(|r| {
+                        let mut sources = BTreeMap::new();
+                        for j in 0..r.range(if http { 0 } else { 1 }, 3) {
+                            let prefix = r.range(8, 32) as u8;
+                            let bits =
+                                (0x0a00_0000u32 + ((j as u32) << 16)) & (u32::MAX << (32 - prefix));
+                            let net = Cidr::new(IpAddr::V4(Ipv4Addr::from(bits)), prefix).unwrap();
+                            sources.insert(net, r.pick(&class_names));
+                        }
+                        if r.flip() {
+                            let v6 = Cidr::new("2001:2::".parse().unwrap(), 48).unwrap();
+                            sources.insert(v6, r.pick(&class_names));
+                        }
+                        ClassBy {
+                            header: if http && (sources.is_empty() || r.flip()) {
+                                Some("X-Class".parse().unwrap())
+                            } else {
+                                None
+                            },
+                            sources,
+                        }
+                    })
+                },
             }
         })
         .collect();
@@ -339,6 +397,7 @@ fn gen_config(seed: u64) -> Config {
         cluster,
         interfaces,
         vrrp,
+        classes,
         frontends,
         backends,
         metrics: r.maybe(|r| Metrics {

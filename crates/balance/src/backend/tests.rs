@@ -782,3 +782,67 @@ fn initial_live_reflects_the_spec() {
     assert_eq!(live[2].status.health, Health::Down);
     assert_eq!(counts(&b, &live), [PICKS, 0, 0]);
 }
+
+#[test]
+fn capacity_counts_the_servers_pick_would_use() {
+    let limited = |w: &[(u32, Option<u32>, bool)], all_backups: bool| {
+        let spec = BackendSpec {
+            name: "web".into(),
+            balance: Balance::RoundRobin,
+            servers: w
+                .iter()
+                .enumerate()
+                .map(|(i, &(weight, max, backup))| {
+                    let mut s = ServerSpec::new(format!("s{i}"), addr(i)).weight(weight);
+                    s.max_connections = max;
+                    s.backup = backup;
+                    s
+                })
+                .collect(),
+            all_backups,
+        };
+        Backend::new(spec, 1).expect("valid spec")
+    };
+    let now = Instant::now();
+    let b = limited(
+        &[
+            (1, Some(10), false),
+            (1, Some(20), false),
+            (0, Some(40), false),
+            (1, Some(5), true),
+            (1, Some(7), true),
+        ],
+        false,
+    );
+    let mut live = b.initial_live();
+    assert_eq!(b.capacity(now, &live), 30, "weight 0 takes no new traffic");
+    live[0] = down();
+    assert_eq!(b.capacity(now, &live), 20);
+    live[1] = admin(AdminState::Drain);
+    assert_eq!(
+        b.capacity(now, &live),
+        5,
+        "no usable primary: the first usable backup"
+    );
+    live[3] = admin(AdminState::Maint);
+    assert_eq!(b.capacity(now, &live), 7);
+    live[4] = down();
+    assert_eq!(b.capacity(now, &live), 0, "nothing takes new traffic");
+    let all = limited(
+        &[(1, Some(10), false), (1, Some(5), true), (1, Some(7), true)],
+        true,
+    );
+    let mut live = all.initial_live();
+    live[0] = down();
+    assert_eq!(
+        all.capacity(now, &live),
+        12,
+        "all_backups: every usable backup"
+    );
+    let open = limited(&[(1, Some(10), false), (1, None, false)], false);
+    assert_eq!(
+        open.capacity(now, &open.initial_live()),
+        crate::UNLIMITED,
+        "a server without max_connections never fills"
+    );
+}
