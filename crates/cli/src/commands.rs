@@ -583,7 +583,7 @@ fn pair_interactive(
 fn read_file(path: &Path) -> anyhow::Result<String> {
     // `config load http://...`: the serial console has no other way in (system tests).
     if let Some(url) = path.to_str().filter(|p| p.starts_with("http://")) {
-        let body = crate::firmware::http_get(url)?;
+        let body = crate::http::get_bytes(url, crate::http::CONFIG)?;
         return String::from_utf8(body).with_context(|| format!("{url} is not UTF-8"));
     }
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
@@ -709,6 +709,7 @@ mod tests {
             "config commit confirmed 30s change weights",
             "config rollback 4",
             "config load /tmp/x.yaml",
+            "firmware install http://198.19.0.1:8080/t.upgrade --allow-downgrade --reboot",
             "maintenance on",
             "logs proxy -n 10",
             "--json status",
