@@ -43,6 +43,12 @@ pub struct Options {
     pub node: Option<String>,
     /// The `tandem` multi-call binary the children run.
     pub program: PathBuf,
+    /// The node's run directory (`/run/tandem` on the appliance, [`crate::DEFAULT_RUN_DIR`]):
+    /// the sockets of the node live here. A configuration's `runtime.socket` under
+    /// `/run/tandem` (its default, `/run/tandem/proxy.sock`) is placed in this directory
+    /// instead when it differs (a lab stack off the appliance), see
+    /// [`Core::runtime_socket`].
+    pub run_dir: PathBuf,
     /// Where to serve the control socket.
     pub control_socket: PathBuf,
     /// The VRRP daemon's control socket.
@@ -159,6 +165,8 @@ pub struct Core {
     /// A peer generation committed and still being applied and checked: config sync does not
     /// announce it to the peer before it runs (`sync.rs`).
     pub(crate) applying_peer: Mutex<Option<u64>>,
+    /// What the running proxy logged about its runtime API and handover sockets.
+    pub(crate) proxy_causes: Mutex<crate::sockets::LoggedCauses>,
     started: std::time::Instant,
 }
 
@@ -181,6 +189,7 @@ impl Core {
             split_brain_turn: tokio::sync::Mutex::new(()),
             confirm_timer: Mutex::new(None),
             applying_peer: Mutex::new(None),
+            proxy_causes: Mutex::default(),
             started: std::time::Instant::now(),
         })
     }
@@ -311,21 +320,36 @@ impl Core {
         );
     }
 
-    /// Background tasks: proxy health from its log, VRRP role polling.
+    /// Background tasks: proxy health and socket problems from its log (with a check of its
+    /// sockets after each start: `sockets.rs`), VRRP role polling.
     fn spawn_watchers(self: &Arc<Self>) {
         let shared = Arc::clone(&self.shared);
         let mut events = shared.events.subscribe();
+        let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
                 match events.recv().await {
                     Ok(ChildEvent::Line {
                         service: "proxy",
                         line,
-                    }) => {
-                        if apply::parse_proxy_line(&line) == Some(ProxyLog::Started) {
+                    }) => match apply::parse_proxy_line(&line) {
+                        Some(ProxyLog::Started) => {
                             shared.service("proxy", |s| s.healthy = Some(true));
+                            let Some(core) = weak.upgrade() else { return };
+                            core.proxy_logged(|c| *c = Default::default());
+                            // Also after a restart the transaction code did not ask for.
+                            tokio::spawn(async move { core.check_proxy_sockets().await });
                         }
-                    }
+                        Some(ProxyLog::RuntimeApiUnavailable(cause)) => {
+                            let Some(core) = weak.upgrade() else { return };
+                            core.proxy_logged(|c| c.runtime_api = Some(cause));
+                        }
+                        Some(ProxyLog::HandoverUnavailable(cause)) => {
+                            let Some(core) = weak.upgrade() else { return };
+                            core.proxy_logged(|c| c.handover = Some(cause));
+                        }
+                        _ => {}
+                    },
                     Ok(ChildEvent::Exited { service, .. }) => {
                         shared.service(service, |s| s.healthy = Some(false));
                     }
@@ -472,7 +496,9 @@ impl Core {
         next: &Generation,
         prev: Option<&Generation>,
     ) -> Result<(), String> {
-        self.store(|s| s.write_running(&next.text))
+        let socket = self.runtime_socket(&next.config);
+        let text = self.store(|s| crate::sockets::render_running(s, next, &socket))?;
+        self.store(|s| s.write_running(&text))
             .map_err(|e| format!("cannot render the running configuration: {e}"))?;
         self.apply_proxy(next).await?;
         self.apply_vrrp(next, prev).await?;
@@ -526,6 +552,11 @@ impl Core {
         let result = apply::check_listeners(&apply::local_check_targets(&binds)).await;
         self.shared
             .service("proxy", |s| s.healthy = Some(result.is_ok()));
+        if result.is_ok() {
+            // After a reload too: the proxy keeps its runtime API where it started it, so a
+            // changed `runtime.socket` shows up here.
+            self.check_proxy_sockets().await;
+        }
         result
     }
 
@@ -1058,7 +1089,7 @@ impl Core {
     pub async fn server(&self, request: &Value) -> Reply {
         let socket = self
             .store(Store::load_current)
-            .map(|g| g.config.runtime.socket)
+            .map(|g| self.runtime_socket(&g.config))
             .map_err(store_failure)?;
         if !socket.exists() {
             return Err(Failure::new(
@@ -1113,7 +1144,7 @@ impl Core {
     fn proxy_socket(&self) -> Result<PathBuf, Failure> {
         let socket = self
             .store(Store::load_current)
-            .map(|g| g.config.runtime.socket)
+            .map(|g| self.runtime_socket(&g.config))
             .map_err(store_failure)?;
         if !socket.exists() {
             return Err(proxy_down(format!(

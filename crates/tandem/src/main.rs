@@ -96,12 +96,17 @@ enum Command {
         /// This node's name in `cluster.nodes` (needed for VRRP).
         #[arg(long)]
         node: Option<String>,
-        /// Control socket for `tandemctl`.
-        #[arg(long, default_value = tandem_supervisor::DEFAULT_CONTROL_SOCKET)]
-        socket: PathBuf,
-        /// The VRRP daemon's control socket.
-        #[arg(long, default_value = tandem_supervisor::DEFAULT_VRRP_SOCKET)]
-        vrrp_socket: PathBuf,
+        /// The node's run directory: its sockets live here (a lab stack off the appliance
+        /// uses one under its data directory; `runtime.socket` under /run/tandem is placed
+        /// in it).
+        #[arg(long, default_value = tandem_supervisor::DEFAULT_RUN_DIR)]
+        run_dir: PathBuf,
+        /// Control socket for `tandemctl` (default: RUN_DIR/supervisor.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// The VRRP daemon's control socket (default: RUN_DIR/vrrp.sock).
+        #[arg(long)]
+        vrrp_socket: Option<PathBuf>,
     },
 }
 
@@ -189,6 +194,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Supervisor {
             data_dir,
             node,
+            run_dir,
             socket,
             vrrp_socket,
         } => {
@@ -197,8 +203,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 data_dir,
                 node,
                 program: std::env::current_exe().context("cannot find the tandem binary")?,
-                control_socket: socket,
-                vrrp_socket,
+                control_socket: socket
+                    .unwrap_or_else(|| run_dir.join(tandem_supervisor::CONTROL_SOCKET_NAME)),
+                vrrp_socket: vrrp_socket
+                    .unwrap_or_else(|| run_dir.join(tandem_supervisor::VRRP_SOCKET_NAME)),
+                run_dir,
             };
             runtime(2)?
                 .block_on(tandem_supervisor::run(options, shutdown_signal()))

@@ -120,6 +120,8 @@ impl Supervisor {
             .arg(&socket)
             .arg("--vrrp-socket")
             .arg(dir.join("vrrp.sock"))
+            .arg("--run-dir")
+            .arg(dir.join("run"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
