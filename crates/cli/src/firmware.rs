@@ -87,6 +87,9 @@ pub fn run(command: &FirmwareCommand, socket: &Path, out: &mut dyn Write) -> any
             };
             let started = Instant::now();
             let path = fetch(bundle, out)?;
+            // A downloaded bundle (about 150 MiB of /data) goes once the install is over,
+            // whatever its outcome.
+            let _cleanup = Downloaded(bundle.starts_with("http://").then(|| path.clone()));
             writeln!(out, "verifying {} ...", path.display())?;
             let b = Bundle::verify(&path, &layout.key)?;
             writeln!(
@@ -296,6 +299,17 @@ fn fetch(bundle: &str, out: &mut dyn Write) -> anyhow::Result<PathBuf> {
     let n = download(bundle, &dest, crate::http::BUNDLE)?;
     writeln!(out, "downloaded {n} bytes")?;
     Ok(dest)
+}
+
+/// Removes a downloaded bundle when dropped.
+struct Downloaded(Option<PathBuf>);
+
+impl Drop for Downloaded {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 /// Downloads `url` to `dest` through `dest.part`, renamed once complete.

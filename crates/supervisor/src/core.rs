@@ -138,6 +138,10 @@ fn store_failure(e: StoreError) -> Failure {
         StoreError::NoSuchGeneration(_) => {
             Failure::new(e.to_string(), "`show history` lists the generations kept")
         }
+        e if tandem_store::is_full(&e) => Failure::new(
+            e.to_string(),
+            "the data partition is full: nothing was changed and the running configuration keeps serving; a leftover firmware download (/data/tandem/incoming.upgrade) or a large candidate uses space",
+        ),
         other => Failure::new(
             other.to_string(),
             "check the data directory (disk full or read-only?) and `logs supervisor`",
@@ -208,6 +212,18 @@ impl Core {
     /// Starts the services for the current generation and re-arms a pending confirm.
     /// Returns once the proxy acknowledged its start (or failed to).
     pub async fn boot(self: &Arc<Self>) {
+        let repairs = self.store(|s| s.repairs().to_vec());
+        if !repairs.is_empty() {
+            let what: Vec<String> = repairs.iter().map(ToString::to_string).collect();
+            self.shared.raise(
+                "store-repaired",
+                Severity::Warning,
+                format!(
+                    "the configuration store was repaired at start: {}; `show history` lists the generations, `config rollback N` restores one",
+                    what.join("; ")
+                ),
+            );
+        }
         // Before any service starts: a node in maintenance never takes a VIP.
         self.load_maintenance();
         self.spawn_watchers();
@@ -740,6 +756,7 @@ impl Core {
         self.shared.clear("unconfigured");
         self.shared.clear("confirm-expired");
         self.shared.clear("interrupted-commit");
+        self.shared.clear("store-repaired");
         let _ = self.store(Store::clear_candidate);
         let mut reply = json!({
             "committed": true,
