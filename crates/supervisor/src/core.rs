@@ -53,6 +53,8 @@ pub struct Options {
     pub control_socket: PathBuf,
     /// The VRRP daemon's control socket.
     pub vrrp_socket: PathBuf,
+    /// The groups that give access to the control socket (`crate::access`).
+    pub access_groups: crate::access::Groups,
 }
 
 /// A failed request: what went wrong, what to do next, and the config diagnostics if any.

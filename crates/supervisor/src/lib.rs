@@ -1,6 +1,6 @@
 //! `tandem-supervisor`: the supervisor of a Tandem node (`tandem supervisor --data-dir DIR`).
 //!
-//! Owns the node: it starts the proxy and the VRRP daemon as child processes and restarts
+//! Owns the node: who may use its control socket ([`access`]); it starts the proxy and the VRRP daemon as child processes and restarts
 //! them ([`child`]), keeps maintenance mode ([`maintenance`]), runs config sync with the peer in-process ([`sync`], `tandem-sync`), holds the node state ([`state`]), runs
 //! configuration transactions over the store ([`core`], [`apply`]), watches the proxy's local
 //! sockets in the node's run directory ([`sockets`]), serves the control socket
@@ -9,6 +9,7 @@
 //! the store (`tandem-store`), or change addresses on interfaces (the VRRP daemon does).
 //! See `LIFECYCLE.md` for start-up, transactions, restarts and how config sync plugs in.
 
+pub mod access;
 pub mod apply;
 pub mod child;
 pub mod control;

@@ -107,6 +107,12 @@ enum Command {
         /// The VRRP daemon's control socket (default: RUN_DIR/vrrp.sock).
         #[arg(long)]
         vrrp_socket: Option<PathBuf>,
+        /// The group of full access to the control socket (besides root).
+        #[arg(long, hide = true, default_value = tandem_supervisor::access::ADMIN_GROUP)]
+        admin_group: String,
+        /// The group of read-only access to the control socket.
+        #[arg(long, hide = true, default_value = tandem_supervisor::access::MONITOR_GROUP)]
+        monitor_group: String,
     },
 }
 
@@ -197,6 +203,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             run_dir,
             socket,
             vrrp_socket,
+            admin_group,
+            monitor_group,
         } => {
             init_tracing();
             let options = tandem_supervisor::Options {
@@ -208,6 +216,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 vrrp_socket: vrrp_socket
                     .unwrap_or_else(|| run_dir.join(tandem_supervisor::VRRP_SOCKET_NAME)),
                 run_dir,
+                access_groups: tandem_supervisor::access::Groups {
+                    admin: admin_group,
+                    monitor: monitor_group,
+                },
             };
             runtime(2)?
                 .block_on(tandem_supervisor::run(options, shutdown_signal()))
