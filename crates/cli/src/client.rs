@@ -8,7 +8,7 @@
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
 use serde_json::Value;
@@ -22,9 +22,15 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Debug)]
 pub struct Client {
     path: PathBuf,
-    /// The connection made by [`Client::connect`], used by the first request.
-    first: Option<BufReader<UnixStream>>,
+    /// The connection made by [`Client::connect`], used by the first request if it comes
+    /// soon enough (a `config load http://...` downloads first, longer than the supervisor
+    /// keeps a silent connection).
+    first: Option<(Instant, BufReader<UnixStream>)>,
 }
+
+/// How long the connection made by [`Client::connect`] is used for the first request; the
+/// supervisor closes one that stays silent for 5 s.
+const FIRST_REUSE: Duration = Duration::from_secs(1);
 
 fn open(path: &Path) -> anyhow::Result<BufReader<UnixStream>> {
     let stream = UnixStream::connect(path).map_err(|e| {
@@ -43,15 +49,15 @@ impl Client {
     pub fn connect(path: &Path) -> anyhow::Result<Client> {
         Ok(Client {
             path: path.to_path_buf(),
-            first: Some(open(path)?),
+            first: Some((Instant::now(), open(path)?)),
         })
     }
 
     /// Sends `request` and returns the reply object (with `ok`).
     pub fn call(&mut self, request: &Value) -> anyhow::Result<Value> {
         let mut reader = match self.first.take() {
-            Some(r) => r,
-            None => open(&self.path)?,
+            Some((at, r)) if at.elapsed() < FIRST_REUSE => r,
+            _ => open(&self.path)?,
         };
         let mut line = request.to_string();
         line.push('\n');

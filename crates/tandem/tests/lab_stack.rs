@@ -335,3 +335,45 @@ fn a_proxy_without_its_runtime_api_raises_an_alarm_that_status_shows() {
         "the supervisor logs the problem"
     );
 }
+
+/// A configuration served over HTTP after `delay`, on 127.0.0.1; its URL.
+fn slow_http(text: String, delay: Duration) -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/lab.yaml", l.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut s in l.incoming().map_while(Result::ok) {
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            std::thread::sleep(delay);
+            let _ = write!(
+                s,
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{text}",
+                text.len()
+            );
+        }
+    });
+    url
+}
+
+#[test]
+fn config_load_from_a_slow_http_server_still_reaches_the_supervisor() {
+    let dir = TempDir::new("slowload");
+    let (front, app1, app2) = (free_port(), demo_server("app1"), demo_server("app2"));
+    let file = lab_yaml(&dir.0, front, app1, app2, "");
+    // Longer than the supervisor keeps a silent connection (5 s).
+    let url = slow_http(
+        std::fs::read_to_string(file).unwrap(),
+        Duration::from_secs(6),
+    );
+    let lab = Lab::start(&dir.0);
+    let loaded = lab.ok(&["config", "load", &url]);
+    assert!(loaded.contains("valid"), "{loaded}");
+    lab.ok(&["config", "commit"]);
+    wait_for("a request through the proxy", || get(front).is_some());
+}
