@@ -1,8 +1,12 @@
 //! `cargo xtask run`: the product on this machine, as a local stack on loopback.
 //!
 //! Owns: building the release binaries, starting two demo web servers, a node supervisor
-//! (which starts the proxy) with its own data directory, committing the configuration
-//! through `tandemctl`, and stopping everything on Ctrl-C.
+//! (which starts the proxy) with its own data directory `target/run/data` and run directory
+//! `target/run/run` (its sockets: control, proxy runtime API, handover; the appliance's is
+//! `/run/tandem`, which does not exist here), committing the configuration through
+//! `tandemctl`, and stopping everything on Ctrl-C. `--smoke` also drives the runtime API
+//! through `tandemctl` (`show servers`, `server app1 drain`, `show stats`) and stops.
+//! The same commands are run with the debug binaries by `crates/tandem/tests/lab_stack.rs`.
 //! Must not contain product logic: every step goes through the shipped binaries.
 //! The QEMU pair (the appliance image) is `cargo xtask pair`.
 
@@ -50,7 +54,10 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     let dir = root.join("target/run");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("data")).context("creating target/run/data")?;
-    let socket = dir.join("supervisor.sock");
+    // The node's run directory: the supervisor derives its sockets from it and places the
+    // proxy's runtime.socket (default /run/tandem/proxy.sock) there.
+    let run_dir = dir.join("run");
+    let socket = run_dir.join("supervisor.sock");
 
     section("demo web servers");
     let stop = Arc::new(AtomicBool::new(false));
@@ -69,10 +76,8 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
             .arg("supervisor")
             .arg("--data-dir")
             .arg(dir.join("data"))
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--vrrp-socket")
-            .arg(dir.join("vrrp.sock"))
+            .arg("--run-dir")
+            .arg(&run_dir)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -100,6 +105,11 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     let answer = get("127.0.0.1:8080").context("a request through the proxy failed")?;
     eprintln!("\nthrough the proxy: {answer}");
     if args.smoke {
+        section("the runtime API through tandemctl");
+        ctl(&["show", "servers"])?;
+        ctl(&["server", "app1", "drain"])?;
+        ctl(&["show", "stats"])?;
+        ctl(&["server", "app1", "ready"])?;
         stop.store(true, Ordering::Relaxed);
         return Ok(());
     }

@@ -129,7 +129,13 @@ pub enum Command {
     Setup(crate::setup::SetupArgs),
     /// The serial console's login program: setup or password, then the prompt.
     #[command(hide = true)]
-    Console,
+    Console(crate::console::ConsoleArgs),
+    /// Show or set how long the console waits at a prompt before it logs out (this node;
+    /// default 15m, 1s to 24h): `idle-timeout 30m`.
+    IdleTimeout {
+        /// The new timeout, e.g. 30m; shows the current one when omitted.
+        duration: Option<String>,
+    },
     /// Reboot the node.
     Reboot,
     /// Power the node off.
@@ -309,7 +315,14 @@ pub fn run(global: &Global, command: Command, out: &mut dyn Write) -> anyhow::Re
             ..
         } => return crate::firmware::show_boot(out),
         Command::Setup(args) => return crate::setup::run(args, out),
-        Command::Console => return crate::setup::console(global),
+        Command::Console(args) => return crate::console::run(args, global),
+        Command::IdleTimeout { duration } => {
+            return crate::console::idle_timeout_command(
+                Path::new(crate::setup::DIR),
+                duration.as_deref(),
+                out,
+            );
+        }
         Command::Reboot | Command::Poweroff => {
             let verb = if matches!(command, Command::Reboot) {
                 "reboot"
@@ -363,7 +376,8 @@ fn request(command: &Command, client: &mut Client) -> anyhow::Result<(Option<Val
         Command::Status => (Some(json!({"cmd": "status"})), render::status),
         Command::Firmware { .. }
         | Command::Setup(_)
-        | Command::Console
+        | Command::Console(_)
+        | Command::IdleTimeout { .. }
         | Command::Reboot
         | Command::Poweroff => (None, |_| String::new()),
         Command::Show {
@@ -583,7 +597,7 @@ fn pair_interactive(
 fn read_file(path: &Path) -> anyhow::Result<String> {
     // `config load http://...`: the serial console has no other way in (system tests).
     if let Some(url) = path.to_str().filter(|p| p.starts_with("http://")) {
-        let body = crate::firmware::http_get(url)?;
+        let body = crate::http::get_bytes(url, crate::http::CONFIG)?;
         return String::from_utf8(body).with_context(|| format!("{url} is not UTF-8"));
     }
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
@@ -709,8 +723,11 @@ mod tests {
             "config commit confirmed 30s change weights",
             "config rollback 4",
             "config load /tmp/x.yaml",
+            "firmware install http://198.19.0.1:8080/t.upgrade --allow-downgrade --reboot",
             "maintenance on",
             "logs proxy -n 10",
+            "idle-timeout 30m",
+            "idle-timeout",
             "--json status",
         ] {
             let args = std::iter::once("tandemctl").chain(line.split_whitespace());

@@ -5,18 +5,20 @@
 //! Owns: the operator's view of the A/B slots and running `tandem-firmware`'s install plan
 //! locally, as root, not through the supervisor: an upgrade must work when the supervisor
 //! or its configuration is what is broken, and only root writes block devices. Fetching a
-//! bundle over plain HTTP (the signature, not the transport, is what is trusted).
+//! bundle over plain HTTP ([`crate::http`], bounded; the signature, not the transport, is
+//! what is trusted). An older release than the running one is refused unless
+//! `--allow-downgrade` (order: `tandem_firmware::version`).
 //! Must not: reboot without being asked (`--reboot`), or write anything before the bundle
 //! has verified.
 
-use std::io::{Read as _, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::Subcommand;
 use serde_json::{Value, json};
-use tandem_firmware::{Bundle, Layout, Plan, Slot};
+use tandem_firmware::{Bundle, Downgrade, Layout, Plan, Relation, Slot};
 
 use crate::client::Client;
 
@@ -36,6 +38,10 @@ pub enum FirmwareCommand {
         /// Reboot into the new slot when the install succeeded.
         #[arg(long)]
         reboot: bool,
+        /// Install the bundle even when it holds an older release than the running
+        /// firmware (or a version that cannot be ordered); refused without it.
+        #[arg(long)]
+        allow_downgrade: bool,
         /// Boot tries the new slot gets (default 3; tests use 1).
         #[arg(long, hide = true)]
         tries: Option<u32>,
@@ -72,6 +78,7 @@ pub fn run(command: &FirmwareCommand, socket: &Path, out: &mut dyn Write) -> any
         FirmwareCommand::Install {
             bundle,
             reboot,
+            allow_downgrade,
             tries,
         } => {
             let layout = Layout {
@@ -80,6 +87,9 @@ pub fn run(command: &FirmwareCommand, socket: &Path, out: &mut dyn Write) -> any
             };
             let started = Instant::now();
             let path = fetch(bundle, out)?;
+            // A downloaded bundle (about 150 MiB of /data) goes once the install is over,
+            // whatever its outcome.
+            let _cleanup = Downloaded(bundle.starts_with("http://").then(|| path.clone()));
             writeln!(out, "verifying {} ...", path.display())?;
             let b = Bundle::verify(&path, &layout.key)?;
             writeln!(
@@ -87,7 +97,32 @@ pub fn run(command: &FirmwareCommand, socket: &Path, out: &mut dyn Write) -> any
                 "signature and sha256 of every member good: version {}",
                 b.version()
             )?;
-            let plan = Plan::new(&layout, b)?;
+            let downgrade = if *allow_downgrade {
+                Downgrade::Allow
+            } else {
+                Downgrade::Refuse
+            };
+            let plan = Plan::new(&layout, b, downgrade).map_err(|e| match e {
+                tandem_firmware::Error::Downgrade { .. }
+                | tandem_firmware::Error::UnorderedVersion { .. } => anyhow::anyhow!(
+                    "{e}; nothing was written (`firmware install {bundle} --allow-downgrade` installs it anyway)"
+                ),
+                e => e.into(),
+            })?;
+            match plan.relation {
+                Relation::Downgrade | Relation::Unordered => writeln!(
+                    out,
+                    "downgrade from {} to {} allowed by --allow-downgrade",
+                    plan.running_version,
+                    plan.bundle.version()
+                )?,
+                Relation::Upgrade | Relation::SameRelease => writeln!(
+                    out,
+                    "running {}, installing {}",
+                    plan.running_version,
+                    plan.bundle.version()
+                )?,
+            }
             writeln!(
                 out,
                 "installing into slot {} ({}), running slot {} stays untouched",
@@ -253,52 +288,58 @@ fn reboot_now(out: &mut dyn Write) -> anyhow::Result<i32> {
     Ok(if status.success() { 0 } else { 1 })
 }
 
-/// A local path as it is, or an http:// URL downloaded to [`DOWNLOAD`].
+/// A local path as it is, or an http:// URL downloaded to [`DOWNLOAD`] (bounded by
+/// [`crate::http::BUNDLE`]; a failed download leaves no file behind).
 fn fetch(bundle: &str, out: &mut dyn Write) -> anyhow::Result<PathBuf> {
     if !bundle.starts_with("http://") {
         return Ok(PathBuf::from(bundle));
     }
     writeln!(out, "downloading {bundle} ...")?;
-    let body = http_get(bundle)?;
     let dest = PathBuf::from(DOWNLOAD);
-    if let Some(dir) = dest.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::write(&dest, &body).with_context(|| format!("writing {DOWNLOAD}"))?;
+    let n = download(bundle, &dest, crate::http::BUNDLE)?;
+    writeln!(out, "downloaded {n} bytes")?;
     Ok(dest)
 }
 
-/// The body of `http://HOST[:PORT]/PATH` (HTTP/1.0, status 200 only). Plain HTTP: what
-/// is fetched this way is verified afterwards (a signed bundle, a validated config).
-pub fn http_get(url: &str) -> anyhow::Result<Vec<u8>> {
-    let rest = url
-        .strip_prefix("http://")
-        .with_context(|| format!("`{url}` is not an http:// URL"))?;
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let addr = if host.contains(':') {
-        host.to_owned()
-    } else {
-        format!("{host}:80")
-    };
-    let mut stream =
-        std::net::TcpStream::connect(&addr).with_context(|| format!("connecting to {addr}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(stream, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
-    let mut body = Vec::new();
-    stream
-        .read_to_end(&mut body)
-        .with_context(|| format!("reading {url}"))?;
-    let split = body
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .with_context(|| format!("{url}: no HTTP header in the reply"))?;
-    let head = String::from_utf8_lossy(&body[..split]).into_owned();
-    let status = head.lines().next().unwrap_or_default();
-    if !status.contains(" 200 ") {
-        bail!("{url}: {status}");
+/// Removes a downloaded bundle when dropped.
+struct Downloaded(Option<PathBuf>);
+
+impl Drop for Downloaded {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
     }
-    body.drain(..split + 4);
-    Ok(body)
+}
+
+/// Downloads `url` to `dest` through `dest.part`, renamed once complete.
+pub fn download(url: &str, dest: &Path, limits: crate::http::Limits) -> anyhow::Result<u64> {
+    if let Some(dir) = dest.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut part = dest.as_os_str().to_owned();
+    part.push(".part");
+    let part = PathBuf::from(part);
+    let result = (|| {
+        let file =
+            std::fs::File::create(&part).with_context(|| format!("creating {}", part.display()))?;
+        let mut w = std::io::BufWriter::new(file);
+        let n = crate::http::get(url, limits, &mut w)
+            .with_context(|| format!("downloading to {}", part.display()))?;
+        let file = w
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(|| format!("writing {}", part.display()))?;
+        file.sync_all()
+            .with_context(|| format!("syncing {}", part.display()))?;
+        std::fs::rename(&part, dest)
+            .with_context(|| format!("renaming {} to {}", part.display(), dest.display()))?;
+        Ok(n)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&part);
+    }
+    result
 }
 
 /// Polls the supervisor until the node is healthy or `timeout` passes.
@@ -364,6 +405,57 @@ pub fn unhealthy(status: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One-shot HTTP server on 127.0.0.1 answering `reply` to every connection.
+    fn serve(reply: &'static [u8]) -> String {
+        use std::io::Read as _;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/b.upgrade", l.local_addr().expect("addr"));
+        std::thread::spawn(move || {
+            for mut s in l.incoming().map_while(Result::ok) {
+                // The whole request head, or closing with unread bytes resets the connection.
+                let (mut seen, mut b) = (Vec::new(), [0u8; 4096]);
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut b) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => seen.extend_from_slice(&b[..n]),
+                    }
+                }
+                let _ = s.write_all(reply);
+            }
+        });
+        url
+    }
+
+    #[test]
+    fn a_failed_download_leaves_no_file_and_a_good_one_is_complete() {
+        let dir = std::env::temp_dir().join(format!("tandem-dl-{}", std::process::id()));
+        let dest = dir.join("incoming.upgrade");
+        let limits = crate::http::Limits {
+            max_bytes: 8,
+            deadline: Duration::from_secs(5),
+        };
+        let e = download(
+            &serve(b"HTTP/1.0 200 OK\r\n\r\n0123456789abcdef"),
+            &dest,
+            limits,
+        )
+        .expect_err("over the cap");
+        assert!(
+            format!("{e:#}").contains("more than the 8 byte limit"),
+            "{e:#}"
+        );
+        assert!(!dest.exists() && !dir.join("incoming.upgrade.part").exists());
+        let n = download(
+            &serve(b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nbundle"),
+            &dest,
+            limits,
+        )
+        .expect("downloaded");
+        assert_eq!(n, 6);
+        assert_eq!(std::fs::read(&dest).expect("read"), b"bundle");
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn health_rules() {

@@ -36,6 +36,7 @@ const TREE: &[(&[&str], &[&str])] = &[
             "sync",
             "logs",
             "firmware",
+            "idle-timeout",
             "reboot",
             "poweroff",
             "help",
@@ -152,6 +153,11 @@ impl Helper for TandemHelper {}
 
 /// Runs the prompt until `exit` or end of input.
 pub fn run(global: &Global) -> anyhow::Result<i32> {
+    run_with(global, None)
+}
+
+/// [`run`], with the console's idle timer armed while the prompt waits for a command.
+pub fn run_with(global: &Global, idle: Option<&crate::console::Idle>) -> anyhow::Result<i32> {
     let config = rustyline::Config::builder()
         .max_history_size(HISTORY_LINES)?
         .auto_add_history(true)
@@ -172,7 +178,14 @@ pub fn run(global: &Global) -> anyhow::Result<i32> {
     let prompt = format!("{node}> ");
     let mut last = 0;
     loop {
-        let line = match editor.readline(&prompt) {
+        if let Some(i) = idle {
+            i.waiting();
+        }
+        let read = editor.readline(&prompt);
+        if let Some(i) = idle {
+            i.busy();
+        }
+        let line = match read {
             Ok(l) => l,
             Err(ReadlineError::Interrupted) => continue,
             Err(ReadlineError::Eof) => break,

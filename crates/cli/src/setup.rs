@@ -1,11 +1,12 @@
-//! First-boot setup (`tandemctl setup`) and the serial console's login (`tandemctl console`).
+//! First-boot setup (`tandemctl setup`); the console's login is [`crate::console`].
 //!
 //! Owns: the node's identity files on the data partition (`/data/tandem/node.env`: node
 //! name; `network.env`: management, LAN and sync addresses; `admin.argon2`: the admin
-//! password as an Argon2id PHC hash; there is no default password), applying the addresses
-//! (`setup --apply-network`, run at boot by tandem-network.service), starting the node after
-//! setup, and asking for the admin password on the console before the prompt.
-//! Must not: store a password in clear, or start a shell.
+//! password as an Argon2id PHC hash, there is no default password; `recovery.argon2`: the
+//! hash of the recovery code printed at setup, which resets a lost password file), applying
+//! the addresses (`setup --apply-network`, run at boot by tandem-network.service), starting
+//! the node after setup, and the password and file helpers the console shares.
+//! Must not: store a password or a recovery code in clear, or start a shell.
 
 use std::io::{BufRead as _, Write};
 use std::path::{Path, PathBuf};
@@ -14,8 +15,6 @@ use std::process::Command;
 use anyhow::{Context as _, bail, ensure};
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use clap::Args;
-
-use crate::commands::Global;
 
 /// Where the node's identity lives.
 pub const DIR: &str = "/data/tandem";
@@ -118,6 +117,7 @@ pub fn run(args: &SetupArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         &format!("{}\n", hash_password(&password)?),
         0o600,
     )?;
+    new_recovery_code(dir, out)?;
     write_file(
         &dir.join("network.env"),
         &format!("MGMT_ADDRESS={mgmt}\nLAN_ADDRESS={lan}\nSYNC_ADDRESS={sync}\n"),
@@ -194,7 +194,8 @@ fn check_prefix(v: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_file(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
+/// Writes `path` atomically (temporary file, fsync, rename) with `mode`.
+pub(crate) fn write_file(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
@@ -204,6 +205,34 @@ fn write_file(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
         .and_then(|f| f.sync_all())
         .with_context(|| format!("syncing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))
+}
+
+/// The recovery code's alphabet: no 0/O, 1/I (read aloud or from paper).
+const CODE_ALPHABET: &[u8; 32] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+
+/// Makes a new recovery code (16 symbols, 80 bits), stores its hash in
+/// `DIR/recovery.argon2` and prints it once.
+pub(crate) fn new_recovery_code(dir: &Path, out: &mut dyn Write) -> anyhow::Result<String> {
+    let mut raw = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut raw))
+        .context("reading /dev/urandom")?;
+    let code: String = raw
+        .iter()
+        .map(|b| CODE_ALPHABET[usize::from(b % 32)] as char)
+        .collect();
+    write_file(
+        &dir.join(crate::console::RECOVERY_FILE),
+        &format!("{}\n", hash_password(&code)?),
+        0o600,
+    )?;
+    let shown: Vec<&str> = (0..4).map(|i| &code[i * 4..i * 4 + 4]).collect();
+    writeln!(
+        out,
+        "recovery code: {}\n  write it down and keep it apart from the box: it sets a new admin password if the password file is ever lost (shown only now)",
+        shown.join("-")
+    )?;
+    Ok(code)
 }
 
 /// Argon2id (the crate's default parameters) with a random salt, as a PHC string.
@@ -228,23 +257,28 @@ pub fn check_password(hash: &str, password: &str) -> bool {
     })
 }
 
-/// Reads a line with the terminal's echo off (when stdin is a terminal).
-fn read_secret(
+/// Reads a line with the terminal's echo off (when stdin is a terminal). Echo goes off
+/// before the prompt is shown, so an answer typed as soon as the prompt appears is never
+/// echoed.
+pub(crate) fn read_secret(
     question: &str,
     input: &mut dyn std::io::BufRead,
     out: &mut dyn Write,
 ) -> anyhow::Result<String> {
+    use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+    let stdin = std::io::stdin();
+    let saved = tcgetattr(&stdin).ok();
+    if let Some(t) = &saved {
+        let mut quiet = t.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO);
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &quiet);
+    }
     write!(out, "{question}: ")?;
     out.flush()?;
-    let echo_off = Command::new("stty")
-        .arg("-echo")
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
     let mut line = String::new();
     let read = input.read_line(&mut line);
-    if echo_off {
-        let _ = Command::new("stty").arg("echo").status();
+    if let Some(t) = &saved {
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, t);
     }
     writeln!(out)?;
     if read.context("reading the password")? == 0 {
@@ -279,53 +313,6 @@ fn apply_network(dir: &Path, out: &mut dyn Write) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
-}
-
-/// `tandemctl console`: the serial console's login program. Not set up: the setup runs.
-/// Set up: the admin password, then the interactive prompt.
-pub fn console(global: &Global) -> anyhow::Result<i32> {
-    let dir = Path::new(DIR);
-    let mut out = std::io::stdout();
-    let version = std::fs::read_to_string(crate::firmware::MANIFEST)
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("version: ").map(str::to_owned))
-        })
-        .unwrap_or_else(|| "unknown".into());
-    writeln!(out, "\nTandem {version}")?;
-    if !is_set_up(dir) {
-        writeln!(out, "This node is not set up yet.")?;
-        if run(
-            &SetupArgs {
-                dir: dir.to_owned(),
-                ..Default::default()
-            },
-            &mut out,
-        )? != 0
-        {
-            return Ok(1);
-        }
-    } else {
-        let hash = std::fs::read_to_string(dir.join("admin.argon2"))
-            .context("reading the admin password hash")?;
-        let stdin = std::io::stdin();
-        let mut input = stdin.lock();
-        let mut ok = false;
-        for _ in 0..3 {
-            let pw = read_secret("password", &mut input, &mut out)?;
-            if check_password(&hash, &pw) {
-                ok = true;
-                break;
-            }
-            writeln!(out, "wrong password")?;
-            std::thread::sleep(std::time::Duration::from_secs(2));
-        }
-        if !ok {
-            return Ok(1);
-        }
-    }
-    crate::interactive::run(global)
 }
 
 #[cfg(test)]

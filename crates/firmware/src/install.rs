@@ -34,6 +34,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::bundle::{Bundle, hash_range, hex};
 use crate::slot::{Entry, Layout, Slot, rename_synced, sync_dir, tmp_path, write_atomic};
+use crate::version::Relation;
 use crate::{Error, Result, io};
 
 /// One step of an installation, in the order [`Plan::new`] lists them.
@@ -69,6 +70,16 @@ impl std::fmt::Display for Step {
     }
 }
 
+/// Whether [`Plan::new`] accepts a bundle of an older release than the running firmware
+/// (or one whose version cannot be ordered, see [`crate::version`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Downgrade {
+    /// Refuse it ([`Error::Downgrade`], [`Error::UnorderedVersion`]): the default.
+    Refuse,
+    /// The operator asked for it (`firmware install ... --allow-downgrade`).
+    Allow,
+}
+
 /// What an installation will do; made without writing anything.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -88,11 +99,41 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// The verified bundle.
     pub bundle: Bundle,
+    /// The running firmware's version (its manifest's `version:`).
+    pub running_version: String,
+    /// How the bundle's version relates to it.
+    pub relation: Relation,
 }
 
 impl Plan {
-    /// Plans installing `bundle` (already verified) into the inactive slot.
-    pub fn new(layout: &Layout, bundle: Bundle) -> Result<Plan> {
+    /// Plans installing `bundle` (already verified) into the inactive slot. A bundle of an
+    /// older release than the running firmware is refused unless `downgrade` allows it; the
+    /// refusal names both versions.
+    pub fn new(layout: &Layout, bundle: Bundle, downgrade: Downgrade) -> Result<Plan> {
+        let running_version = layout.running_version()?;
+        let relation = crate::version::relation(&running_version, bundle.version());
+        if downgrade == Downgrade::Refuse {
+            let versions = || (running_version.clone(), bundle.version().to_owned());
+            match relation {
+                Relation::Downgrade => {
+                    let (running, new) = versions();
+                    return Err(Error::Downgrade {
+                        path: bundle.path.clone(),
+                        running,
+                        bundle: new,
+                    });
+                }
+                Relation::Unordered => {
+                    let (running, new) = versions();
+                    return Err(Error::UnorderedVersion {
+                        path: bundle.path.clone(),
+                        running,
+                        bundle: new,
+                    });
+                }
+                Relation::Upgrade | Relation::SameRelease => {}
+            }
+        }
         let st = layout.status()?;
         let running = st.running;
         let target = running.other();
@@ -158,6 +199,8 @@ impl Plan {
             entry_text,
             steps,
             bundle,
+            running_version,
+            relation,
         })
     }
 
@@ -379,12 +422,14 @@ mod tests {
         let (sk, key) = key(&root);
         let new_slot: Vec<u8> = (0..100_000u32).map(|i| (i % 13) as u8 + 1).collect();
         let bundle = bundle(&root, &sk, &files(&new_slot, "0.2.0"));
+        std::fs::write(root.join("manifest.txt"), "name: tandem\nversion: 0.1.0\n").expect("write");
         let layout = Layout {
             esp,
             by_partlabel: parts,
             cmdline: root.join("cmdline"),
             key,
             tries: 3,
+            manifest: root.join("manifest.txt"),
         };
         Node {
             _dir: d,
@@ -398,7 +443,7 @@ mod tests {
 
     fn plan(n: &Node) -> Plan {
         let b = Bundle::verify(&n.bundle, &n.layout.key).expect("verifies");
-        Plan::new(&n.layout, b).expect("plan")
+        Plan::new(&n.layout, b, Downgrade::Refuse).expect("plan")
     }
 
     /// systemd-boot's boot counting on one boot of the entry it picks.
@@ -420,6 +465,70 @@ mod tests {
 
     fn slot_bytes(n: &Node, slot: Slot, len: usize) -> Vec<u8> {
         std::fs::read(n.layout.device(slot)).expect("read")[..len].to_vec()
+    }
+
+    /// Every file of the ESP and the partitions, for "nothing was written" checks.
+    fn snapshot(n: &Node) -> Vec<(PathBuf, Vec<u8>)> {
+        fn walk(dir: &std::path::Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+            for e in std::fs::read_dir(dir).expect("list") {
+                let p = e.expect("entry").path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else {
+                    out.push((p.clone(), std::fs::read(&p).expect("read")));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&n.layout.esp, &mut out);
+        walk(&n.layout.by_partlabel, &mut out);
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn an_older_release_is_refused_naming_both_versions_unless_allowed() {
+        let n = node("downgrade");
+        std::fs::write(&n.layout.manifest, "name: tandem\nversion: 0.3.0\n").expect("write");
+        let before = snapshot(&n);
+        let b = Bundle::verify(&n.bundle, &n.layout.key).expect("verifies");
+        let e = Plan::new(&n.layout, b.clone(), Downgrade::Refuse).expect_err("refused");
+        assert!(matches!(e, Error::Downgrade { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("version 0.2.0 is older than the running firmware 0.3.0"),
+            "{msg}"
+        );
+        assert_eq!(snapshot(&n), before, "a refused downgrade writes nothing");
+        // Asked for: planned and installed like any other version.
+        let p = Plan::new(&n.layout, b, Downgrade::Allow).expect("allowed");
+        assert_eq!(p.relation, Relation::Downgrade);
+        assert_eq!(p.running_version, "0.3.0");
+        p.execute(|_, _| {}).expect("install");
+        assert_eq!(slot_bytes(&n, Slot::B, n.new_slot.len()), n.new_slot);
+    }
+
+    #[test]
+    fn same_release_and_upgrade_pass_and_an_unknown_running_version_is_refused() {
+        let n = node("versions");
+        for (running, want) in [
+            ("0.1.0", Relation::Upgrade),
+            ("0.2.0-v2", Relation::SameRelease),
+        ] {
+            std::fs::write(&n.layout.manifest, format!("version: {running}\n")).expect("write");
+            let b = Bundle::verify(&n.bundle, &n.layout.key).expect("verifies");
+            let p = Plan::new(&n.layout, b, Downgrade::Refuse).expect("planned");
+            assert_eq!(p.relation, want, "{running}");
+        }
+        std::fs::write(&n.layout.manifest, "name: tandem\n").expect("write");
+        let b = Bundle::verify(&n.bundle, &n.layout.key).expect("verifies");
+        let e = Plan::new(&n.layout, b, Downgrade::Refuse).expect_err("refused");
+        assert!(
+            e.to_string().contains(
+                "cannot tell whether version `0.2.0` is older than the running firmware `unknown`"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

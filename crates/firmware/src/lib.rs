@@ -4,19 +4,22 @@
 //! `SHA256SUMS`, ed25519 signature of `SHA256SUMS` by the build key), the A/B slot model
 //! and the systemd-boot entries on the ESP ([`slot`]: which slot runs, boot counting,
 //! blessing, rollback), and installing a bundle into the inactive slot ([`install`]: a
-//! [`install::Plan`] of steps whose order keeps the running slot bootable at every point).
+//! [`install::Plan`] of steps whose order keeps the running slot bootable at every point,
+//! refusing an older release than the running one unless allowed: [`version`]).
 //! Must not: talk to the supervisor, reboot, or touch the running slot's partition or its
 //! boot entry. Callers (tandemctl) do the reboot and the reporting.
 
 pub mod bundle;
 pub mod install;
 pub mod slot;
+pub mod version;
 
 use std::path::PathBuf;
 
 pub use bundle::{Bundle, Member};
-pub use install::{Plan, Step};
+pub use install::{Downgrade, Plan, Step};
 pub use slot::{Entry, Layout, Slot, Status};
+pub use version::{Relation, Version};
 
 /// What can go wrong with a firmware operation; every message names what and where.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +78,28 @@ pub enum Error {
         path: PathBuf,
         /// What is wrong.
         reason: String,
+    },
+    /// The bundle holds an older release than the running firmware, and no downgrade was
+    /// allowed.
+    #[error("bundle {}: version {bundle} is older than the running firmware {running}; downgrade refused", path.display())]
+    Downgrade {
+        /// The bundle.
+        path: PathBuf,
+        /// The running firmware's version.
+        running: String,
+        /// The bundle's version.
+        bundle: String,
+    },
+    /// The bundle's or the running firmware's version cannot be ordered (see [`version`]),
+    /// and no downgrade was allowed.
+    #[error("bundle {}: cannot tell whether version `{bundle}` is older than the running firmware `{running}`; refused", path.display())]
+    UnorderedVersion {
+        /// The bundle.
+        path: PathBuf,
+        /// The running firmware's version.
+        running: String,
+        /// The bundle's version.
+        bundle: String,
     },
     /// The slot image does not fit the slot partition.
     #[error("slot {}: the image ({image} bytes) does not fit the partition ({partition} bytes)", device.display())]

@@ -161,6 +161,9 @@ pub struct Layout {
     pub key: PathBuf,
     /// Tries a freshly written slot gets (`[boot] tries` of image.toml).
     pub tries: u32,
+    /// The running image's manifest (`/usr/share/tandem/manifest.txt`): its `version:` is
+    /// what a bundle is compared with.
+    pub manifest: PathBuf,
 }
 
 impl Default for Layout {
@@ -171,6 +174,7 @@ impl Default for Layout {
             cmdline: "/proc/cmdline".into(),
             key: "/usr/share/tandem/firmware-key.pub.pem".into(),
             tries: 3,
+            manifest: "/usr/share/tandem/manifest.txt".into(),
         }
     }
 }
@@ -234,6 +238,16 @@ impl Layout {
     /// The block device of a slot.
     pub fn device(&self, slot: Slot) -> PathBuf {
         self.by_partlabel.join(slot.label())
+    }
+
+    /// The running firmware's version: the `version:` line of its manifest ("unknown" when
+    /// the manifest has none, which [`crate::version`] cannot order).
+    pub fn running_version(&self) -> Result<String> {
+        let text =
+            std::fs::read_to_string(&self.manifest).map_err(io("reading", &self.manifest))?;
+        Ok(crate::bundle::manifest_field(&text, "version")
+            .unwrap_or("unknown")
+            .to_owned())
     }
 
     /// The running slot.

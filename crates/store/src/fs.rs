@@ -104,7 +104,8 @@ impl Fs for RealFs {
 /// An in-memory filesystem; clones share the same files.
 ///
 /// `fail_after(n)` makes every mutating operation after the next `n` fail, which models a
-/// crash at that point: what was written before stays, nothing after.
+/// crash at that point: what was written before stays, nothing after. `fill_after(n)` makes
+/// writes fail as on a full disk, while the process goes on (and may remove files).
 #[derive(Debug, Default, Clone)]
 pub struct MemFs {
     inner: Arc<Mutex<MemInner>>,
@@ -115,6 +116,9 @@ struct MemInner {
     files: BTreeMap<PathBuf, Vec<u8>>,
     /// Mutations still allowed; `None` for no limit.
     budget: Option<usize>,
+    /// Writes still allowed before the filesystem is full (removals still work); `None`
+    /// for no limit.
+    space: Option<usize>,
 }
 
 impl MemFs {
@@ -126,6 +130,13 @@ impl MemFs {
     /// Lets `n` more mutations succeed, then fails every later one (`None`: no limit).
     pub fn fail_after(&self, n: Option<usize>) {
         self.lock().budget = n;
+    }
+
+    /// Lets `n` more writes succeed, then fails every later write with `StorageFull`
+    /// ("No space left on device") while removals still work: a full disk, not a crash
+    /// (`None`: room again).
+    pub fn fill_after(&self, n: Option<usize>) {
+        self.lock().space = n;
     }
 
     /// Every path, for assertions.
@@ -162,6 +173,16 @@ impl Fs for MemFs {
     fn write_atomic(&self, path: &Path, data: &[u8]) -> io::Result<()> {
         let mut inner = self.lock();
         Self::spend(&mut inner)?;
+        match &mut inner.space {
+            Some(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    "No space left on device (injected)",
+                ));
+            }
+            Some(n) => *n -= 1,
+            None => {}
+        }
         inner.files.insert(path.to_path_buf(), data.to_vec());
         Ok(())
     }

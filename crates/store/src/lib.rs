@@ -17,6 +17,7 @@
 //! DIR/config/pending-confirm.json      PendingConfirm while a `commit confirmed` runs
 //! DIR/config/running.yaml              what the services read (supervisor-rendered)
 //! DIR/config/applied                   {"generation":41,...}: the last generation applied and checked
+//! DIR/config/NAME.corrupt               a pointer file found unreadable at open, kept for inspection
 //! ```
 //!
 //! Every file is replaced through [`Fs::write_atomic`] (write, fsync, rename, fsync dir).
@@ -35,6 +36,14 @@
 //! `rollback N` + `commit`), so history is linear and config sync sees every step.
 //! At most [`KEEP_GENERATIONS`] are kept; older ones are pruned after each commit.
 //!
+//! Opening the store also repairs its pointer files when they are unreadable (garbage, an
+//! empty file) or name a generation that is not there, rather than refusing to open: the
+//! newest intact generation becomes current, and [`Store::repairs`] says what was done so the
+//! supervisor can raise an alarm (see `recover`).
+//!
+//! A failed commit (a full disk) removes what it wrote of the new generation before
+//! returning the error; the current generation and its files are never touched.
+//!
 //! One process owns a store at a time (the supervisor); the store does no locking.
 
 pub mod fs;
@@ -46,6 +55,11 @@ use tandem_config::{CertFiles, Config, FileError, Fingerprint, Report};
 use tracing::{info, warn};
 
 pub use crate::fs::{Fs, MemFs, RealFs};
+
+/// Whether `e` is a full disk (ENOSPC) on a store file.
+pub fn is_full(e: &StoreError) -> bool {
+    matches!(e, StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull)
+}
 
 /// How many generations history keeps (the issue asks for at least 50).
 pub const KEEP_GENERATIONS: usize = 100;
@@ -186,6 +200,33 @@ pub struct Interrupted {
     pub last_applied: u64,
 }
 
+/// A pointer file the store found unreadable, or naming a generation it does not have, when
+/// it was opened, and what it did about it (the supervisor raises alarm `store-repaired`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Repair {
+    /// The file (`current`, `applied`, `pending-confirm.json`).
+    pub file: PathBuf,
+    /// What was wrong with it.
+    pub problem: String,
+    /// What the store did.
+    pub action: String,
+}
+
+impl std::fmt::Display for Repair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {}; {}",
+            self.file.display(),
+            self.problem,
+            self.action
+        )
+    }
+}
+
+/// Suffix of the copy a repaired pointer file is kept under, for inspection.
+pub const CORRUPT_SUFFIX: &str = ".corrupt";
+
 /// Accepts every certificate path: used to re-read generations that were validated when they
 /// were committed, so a certificate removed later cannot make history unreadable.
 struct AnyCerts;
@@ -203,6 +244,11 @@ pub struct Store {
     root: PathBuf,
     /// How commit checks certificate paths (relative to `root`).
     certs: Box<dyn CertFiles + Send + Sync>,
+    /// What opening the store repaired.
+    repairs: Vec<Repair>,
+    /// `applied` was unreadable or dangling at open: until the supervisor marks a
+    /// generation applied again, the current one counts as unchecked ([`Store::interrupted`]).
+    applied_lost: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -227,7 +273,13 @@ impl Store {
         root: PathBuf,
         certs: Box<dyn CertFiles + Send + Sync>,
     ) -> Result<Store, StoreError> {
-        let store = Store { fs, root, certs };
+        let mut store = Store {
+            fs,
+            root,
+            certs,
+            repairs: Vec::new(),
+            applied_lost: false,
+        };
         let gens = store.gen_dir();
         store
             .fs
@@ -235,6 +287,12 @@ impl Store {
             .map_err(|source| io_err("create", &gens, source))?;
         store.recover()?;
         Ok(store)
+    }
+
+    /// What opening the store repaired: pointer files that were unreadable (garbage, empty)
+    /// or named a generation that is not there. Empty when the store was sound.
+    pub fn repairs(&self) -> &[Repair] {
+        &self.repairs
     }
 
     /// `DIR/config`.
@@ -383,13 +441,23 @@ impl Store {
             restores,
         };
         // Text first, metadata second, pointer last: see the module docs.
-        self.write(&self.gen_path(number, "yaml"), text.as_bytes())?;
-        self.write(&self.gen_path(number, "json"), &to_json(&meta))?;
         let pointer = Pointer {
             generation: number,
             fingerprint,
         };
-        self.write(&self.root.join("current"), &to_json(&pointer))?;
+        let written = self
+            .write(&self.gen_path(number, "yaml"), text.as_bytes())
+            .and_then(|()| self.write(&self.gen_path(number, "json"), &to_json(&meta)))
+            .and_then(|()| self.write(&self.root.join("current"), &to_json(&pointer)));
+        if let Err(e) = written {
+            // Not committed (the pointer was not replaced): take the new generation's files
+            // back now, so this process does not list it (a full disk still lets files be
+            // removed; after a crash, `recover` does the same at the next open).
+            for ext in ["json", "yaml"] {
+                let _ = self.remove(&self.gen_path(number, ext));
+            }
+            return Err(e);
+        }
         info!(generation = number, author = %info.author, restores, "configuration committed");
         self.prune();
         Ok(Generation {
@@ -479,9 +547,19 @@ impl Store {
     /// and never marked itself (the supervisor stopped between the commit point and the end of
     /// its check). `None` when the current generation was checked, before the first commit,
     /// and when nothing was ever marked (the first commit: there is nothing to restore).
+    /// When `applied` was unreadable at open (see [`Store::repairs`]), the current generation
+    /// counts as unchecked, with its parent as the last applied one.
     pub fn interrupted(&self) -> Result<Option<Interrupted>, StoreError> {
-        let (Some(current), Some(last_applied)) = (self.current_number()?, self.applied()?) else {
+        let Some(current) = self.current_number()? else {
             return Ok(None);
+        };
+        let last_applied = match self.applied()? {
+            Some(n) => n,
+            None if self.applied_lost => match self.meta(current)?.parent {
+                Some(p) => p,
+                None => return Ok(None),
+            },
+            None => return Ok(None),
         };
         Ok((current != last_applied).then_some(Interrupted {
             generation: current,
@@ -490,9 +568,13 @@ impl Store {
     }
 
     /// Removes what an interrupted commit left: temporary files, generations above `current`
-    /// (never committed), and half-pruned generations (text without metadata).
-    fn recover(&self) -> Result<(), StoreError> {
-        let current = self.current_number()?.unwrap_or(0);
+    /// (never committed), and half-pruned generations (text without metadata). Before that,
+    /// repairs the pointer files (see [`Store::repairs`]): an unreadable `current`, or one
+    /// naming a generation that is missing or corrupt, is replaced by the newest intact
+    /// generation; an unreadable or dangling `applied` is dropped (the current generation then
+    /// counts as unchecked); an unreadable `pending-confirm.json`, or one whose generation to
+    /// restore is gone, is dropped. Each bad file is kept as `NAME.corrupt`.
+    fn recover(&mut self) -> Result<(), StoreError> {
         for dir in [self.root.clone(), self.gen_dir()] {
             for name in self.list(&dir)? {
                 if name.contains(fs::TMP_MARKER) {
@@ -500,6 +582,7 @@ impl Store {
                 }
             }
         }
+        let current = self.repair_current()?.unwrap_or(0);
         let names = self.list(&self.gen_dir())?;
         for name in &names {
             let Some((n, ext)) = parse_name(name) else {
@@ -513,7 +596,144 @@ impl Store {
                 self.remove(&self.gen_dir().join(name))?;
             }
         }
+        // After the orphans went: `applied` may have named one of them.
+        self.repair_applied()?;
+        self.repair_pending()?;
         Ok(())
+    }
+
+    /// Keeps a copy of the bad pointer file `name` as `NAME.corrupt` (best effort) and
+    /// records the repair.
+    fn repaired(&mut self, name: &str, problem: String, action: String) {
+        let path = self.root.join(name);
+        if let Ok(bytes) = self.fs.read(&path) {
+            let copy = self.root.join(format!("{name}{CORRUPT_SUFFIX}"));
+            if let Err(e) = self.fs.write_atomic(&copy, &bytes) {
+                warn!(file = %copy.display(), cause = %e, "cannot keep a copy of a corrupt pointer file");
+            }
+        }
+        warn!(file = %path.display(), %problem, %action, "store repaired at open");
+        self.repairs.push(Repair {
+            file: path,
+            problem,
+            action,
+        });
+    }
+
+    /// The `current` pointer, repaired when it is unreadable or names a generation that
+    /// cannot be loaded: then the newest generation that loads becomes current (none: the
+    /// store is empty). IO errors are returned as they are.
+    fn repair_current(&mut self) -> Result<Option<u64>, StoreError> {
+        let problem = match self.read_pointer("current") {
+            Ok(None) => return Ok(None),
+            Ok(Some(n)) => match self.generation(n) {
+                Ok(_) => return Ok(Some(n)),
+                Err(StoreError::NoSuchGeneration(_)) => {
+                    format!("it names generation {n}, which is not in the store")
+                }
+                Err(e @ StoreError::Corrupt { .. }) => {
+                    // Above the new current it is removed like an orphan: keep its files.
+                    for ext in ["yaml", "json"] {
+                        let from = self.gen_path(n, ext);
+                        let to = self
+                            .root
+                            .join(format!("generation-{n:06}.{ext}{CORRUPT_SUFFIX}"));
+                        if let Ok(bytes) = self.fs.read(&from) {
+                            let _ = self.fs.write_atomic(&to, &bytes);
+                        }
+                    }
+                    format!(
+                        "it names generation {n}, which cannot be read: {e} (its files are kept as generation-{n:06}.*{CORRUPT_SUFFIX})"
+                    )
+                }
+                Err(e) => return Err(e),
+            },
+            Err(StoreError::Corrupt { reason, .. }) => reason,
+            Err(e) => return Err(e),
+        };
+        let numbers = self.numbers()?;
+        let fallback = numbers
+            .iter()
+            .rev()
+            .find_map(|n| self.generation(*n).ok().map(|g| g.meta));
+        let path = self.root.join("current");
+        let action = match &fallback {
+            Some(meta) => format!(
+                "the node starts on generation {}, the newest intact one (the bad file is kept as current{CORRUPT_SUFFIX})",
+                meta.number
+            ),
+            None => format!(
+                "no intact generation is left, the store is empty (the bad file is kept as current{CORRUPT_SUFFIX})"
+            ),
+        };
+        self.repaired("current", problem, action);
+        match fallback {
+            Some(meta) => {
+                let pointer = Pointer {
+                    generation: meta.number,
+                    fingerprint: meta.fingerprint,
+                };
+                self.write(&path, &to_json(&pointer))?;
+                Ok(Some(meta.number))
+            }
+            None => {
+                self.remove(&path)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Drops an `applied` pointer that is unreadable or names a missing generation.
+    fn repair_applied(&mut self) -> Result<(), StoreError> {
+        let problem = match self.read_pointer("applied") {
+            Ok(None) => return Ok(()),
+            Ok(Some(n)) => match self.meta(n) {
+                Ok(_) => return Ok(()),
+                Err(StoreError::NoSuchGeneration(_)) => {
+                    format!("it names generation {n}, which is not in the store")
+                }
+                Err(StoreError::Corrupt { reason, .. }) => {
+                    format!("it names generation {n}, whose metadata is unreadable: {reason}")
+                }
+                Err(e) => return Err(e),
+            },
+            Err(StoreError::Corrupt { reason, .. }) => reason,
+            Err(e) => return Err(e),
+        };
+        self.repaired(
+            "applied",
+            problem,
+            "the current generation counts as unchecked: it is applied and checked at start, and the one before it restored if that fails".into(),
+        );
+        self.remove(&self.root.join("applied"))?;
+        self.applied_lost = true;
+        Ok(())
+    }
+
+    /// Drops a `pending-confirm.json` that is unreadable or whose generation to restore is
+    /// gone (a pending confirm of a generation that is no longer current is stale, and the
+    /// supervisor clears it).
+    fn repair_pending(&mut self) -> Result<(), StoreError> {
+        const NAME: &str = "pending-confirm.json";
+        let problem = match self.pending_confirm() {
+            Ok(None) => return Ok(()),
+            Ok(Some(p)) => match self.meta(p.restore) {
+                Ok(_) => return Ok(()),
+                Err(StoreError::NoSuchGeneration(_) | StoreError::Corrupt { .. }) => format!(
+                    "the commit confirmed of generation {} would restore generation {}, which is not in the store",
+                    p.generation, p.restore
+                ),
+                Err(e) => return Err(e),
+            },
+            Err(StoreError::Corrupt { reason, .. }) => reason,
+            Err(e) => return Err(e),
+        };
+        self.repaired(
+            NAME,
+            problem,
+            "a commit confirmed that may have been waiting will not roll back by itself: `show history`, and `config rollback N` to undo it".into(),
+        );
+        self.remove(&self.root.join(NAME))
     }
 
     /// Removes generations beyond [`KEEP_GENERATIONS`]; failures are logged, not fatal (a

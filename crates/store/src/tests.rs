@@ -246,3 +246,187 @@ fn a_commit_never_marked_applied_is_reported_as_interrupted() {
         Err(StoreError::NoSuchGeneration(7))
     ));
 }
+
+/// Three committed generations, the last marked applied; the filesystem to corrupt.
+fn three(fs: &MemFs) -> Store {
+    let s = store(fs);
+    for i in 1..=3 {
+        s.commit(&sample(i), &info("", u64::from(i))).unwrap();
+    }
+    s.mark_applied(3).unwrap();
+    s
+}
+
+fn put(fs: &MemFs, name: &str, bytes: &[u8]) {
+    fs.write_atomic(&Path::new("/data/config").join(name), bytes)
+        .unwrap();
+}
+
+#[test]
+fn an_unreadable_or_dangling_current_pointer_is_repaired_to_the_newest_intact_generation() {
+    for (bad, problem) in [
+        (&b"\x00garbage{"[..], "unreadable current pointer"),
+        (&b""[..], "unreadable current pointer"),
+        (
+            &br#"{"generation":7,"fingerprint":"00"}"#[..],
+            "it names generation 7, which is not in the store",
+        ),
+    ] {
+        let fs = MemFs::new();
+        three(&fs);
+        put(&fs, "current", bad);
+        let s = store(&fs);
+        assert_eq!(s.load_current().unwrap().text, sample(3), "{problem}");
+        let r = s.repairs();
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(r[0].file, Path::new("/data/config/current"));
+        assert!(r[0].problem.contains(problem), "{}", r[0]);
+        assert!(
+            r[0].to_string().contains("starts on generation 3"),
+            "{}",
+            r[0]
+        );
+        assert_eq!(
+            fs.read(Path::new("/data/config/current.corrupt")).unwrap(),
+            bad
+        );
+        // Nothing was lost, the last good one is still the applied one, numbering goes on.
+        assert_eq!(s.history().unwrap().len(), 3);
+        assert_eq!(s.interrupted().unwrap(), None);
+        assert_eq!(s.commit(&sample(40), &info("", 9)).unwrap().meta.number, 4);
+        assert!(store(&fs).repairs().is_empty(), "repaired once");
+    }
+}
+
+#[test]
+fn a_current_pointer_to_a_tampered_generation_falls_back_and_keeps_its_files() {
+    let fs = MemFs::new();
+    three(&fs);
+    put(&fs, "generations/000003.yaml", sample(99).as_bytes());
+    let s = store(&fs);
+    assert_eq!(s.load_current().unwrap().meta.number, 2);
+    assert!(
+        s.repairs()[0]
+            .problem
+            .contains("generation 3, which cannot be read"),
+        "{:?}",
+        s.repairs()
+    );
+    assert_eq!(
+        fs.read(Path::new("/data/config/generation-000003.yaml.corrupt"))
+            .unwrap(),
+        sample(99).as_bytes()
+    );
+    // `applied` named the tampered generation 3, gone now: generation 2 is checked again at
+    // start, with generation 1 to restore if that fails.
+    assert_eq!(s.repairs()[1].file, Path::new("/data/config/applied"));
+    assert_eq!(
+        s.interrupted().unwrap(),
+        Some(Interrupted {
+            generation: 2,
+            last_applied: 1
+        })
+    );
+}
+
+#[test]
+fn no_intact_generation_left_means_an_empty_store() {
+    let fs = MemFs::new();
+    let s = store(&fs);
+    s.commit(&sample(1), &info("", 1)).unwrap();
+    put(&fs, "generations/000001.json", b"{");
+    put(&fs, "current", b"{");
+    let s = store(&fs);
+    assert!(matches!(s.load_current(), Err(StoreError::Empty(_))));
+    assert!(s.repairs()[0].action.contains("the store is empty"));
+}
+
+#[test]
+fn an_unreadable_or_dangling_applied_pointer_makes_the_current_generation_unchecked() {
+    for bad in [
+        &b"garbage"[..],
+        &b""[..],
+        &br#"{"generation":9,"fingerprint":"00"}"#[..],
+    ] {
+        let fs = MemFs::new();
+        three(&fs);
+        put(&fs, "applied", bad);
+        let s = store(&fs);
+        assert_eq!(s.repairs().len(), 1);
+        assert_eq!(s.repairs()[0].file, Path::new("/data/config/applied"));
+        assert_eq!(s.applied().unwrap(), None);
+        assert_eq!(
+            s.interrupted().unwrap(),
+            Some(Interrupted {
+                generation: 3,
+                last_applied: 2
+            })
+        );
+        s.mark_applied(3).unwrap();
+        assert_eq!(s.interrupted().unwrap(), None);
+    }
+}
+
+#[test]
+fn an_unreadable_pending_confirm_or_one_restoring_a_missing_generation_is_dropped() {
+    for bad in [
+        &b"{\"generation\":"[..],
+        &b""[..],
+        &br#"{"generation":3,"restore":8,"deadline_ms":5,"author":"a"}"#[..],
+    ] {
+        let fs = MemFs::new();
+        three(&fs);
+        put(&fs, "pending-confirm.json", bad);
+        let s = store(&fs);
+        assert_eq!(s.pending_confirm().unwrap(), None);
+        let r = &s.repairs()[0];
+        assert_eq!(r.file, Path::new("/data/config/pending-confirm.json"));
+        assert!(r.action.contains("will not roll back by itself"), "{r}");
+        assert_eq!(s.load_current().unwrap().meta.number, 3);
+    }
+    // A sound one stays.
+    let fs = MemFs::new();
+    let s = three(&fs);
+    let p = PendingConfirm {
+        generation: 3,
+        restore: 2,
+        deadline_ms: 5,
+        author: "a".into(),
+    };
+    s.set_pending_confirm(&p).unwrap();
+    let s = store(&fs);
+    assert!(s.repairs().is_empty());
+    assert_eq!(s.pending_confirm().unwrap(), Some(p));
+}
+
+/// A full disk at every write of a commit: a clear error naming ENOSPC and the file, and
+/// the store exactly as before, in this process (no reopen) and after a reopen.
+#[test]
+fn a_full_disk_during_a_commit_leaves_the_store_as_it_was() {
+    for room in 0..3 {
+        let fs = MemFs::new();
+        let s = three(&fs);
+        let before: Vec<(PathBuf, Vec<u8>)> = fs
+            .paths()
+            .into_iter()
+            .map(|p| (p.clone(), fs.read(&p).unwrap()))
+            .collect();
+        fs.fill_after(Some(room));
+        let err = s.commit(&sample(50), &info("", 9)).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("No space left on device"), "{msg}");
+        let file = ["000004.yaml", "000004.json", "current"][room];
+        assert!(msg.contains("failed to write /data/config/"), "{msg}");
+        assert!(msg.contains(file), "room={room}: {msg}");
+        let after: Vec<(PathBuf, Vec<u8>)> = fs
+            .paths()
+            .into_iter()
+            .map(|p| (p.clone(), fs.read(&p).unwrap()))
+            .collect();
+        assert_eq!(after, before, "room={room}: the store changed");
+        assert_eq!(s.history().unwrap().len(), 3);
+        assert_eq!(s.load_current().unwrap().text, sample(3));
+        fs.fill_after(None);
+        assert_eq!(s.commit(&sample(50), &info("", 9)).unwrap().meta.number, 4);
+    }
+}

@@ -34,6 +34,10 @@ pub enum ProxyLog {
     Refused(String),
     /// A fatal error line printed by `tandem` before exiting (`tandem: error: ...`).
     Fatal(String),
+    /// `runtime api unavailable`, with the cause (the API could not bind its socket).
+    RuntimeApiUnavailable(String),
+    /// `handover socket unavailable, ...`, with the cause.
+    HandoverUnavailable(String),
 }
 
 /// Reads a proxy output line: `tracing-subscriber` JSON (`TANDEM_LOG=json`) or the binary's
@@ -46,16 +50,21 @@ pub fn parse_proxy_line(line: &str) -> Option<ProxyLog> {
     let v: Value = serde_json::from_str(line).ok()?;
     let fields = v.get("fields")?;
     let message = fields.get("message")?.as_str()?;
+    let cause = || {
+        fields
+            .get("cause")
+            .and_then(Value::as_str)
+            .unwrap_or(message)
+            .to_owned()
+    };
     match message {
         "proxy started" => Some(ProxyLog::Started),
+        "runtime api unavailable" => Some(ProxyLog::RuntimeApiUnavailable(cause())),
+        m if m.starts_with("handover socket unavailable") => {
+            Some(ProxyLog::HandoverUnavailable(cause()))
+        }
         "reloaded on SIGHUP" => Some(ProxyLog::Reloaded),
-        m if m.starts_with("reload refused") => Some(ProxyLog::Refused(
-            fields
-                .get("cause")
-                .and_then(Value::as_str)
-                .unwrap_or(m)
-                .to_owned(),
-        )),
+        m if m.starts_with("reload refused") => Some(ProxyLog::Refused(cause())),
         _ => None,
     }
 }
@@ -200,6 +209,20 @@ mod tests {
         assert_eq!(
             check("tandem: error: proxy stopped: failed to bind"),
             Some(ProxyLog::Fatal("proxy stopped: failed to bind".into()))
+        );
+        assert_eq!(
+            check(
+                r#"{"fields":{"message":"runtime api unavailable","cause":"failed to bind the runtime api socket /run/tandem/proxy.sock: No such file or directory (os error 2)"}}"#
+            ),
+            Some(ProxyLog::RuntimeApiUnavailable(
+                "failed to bind the runtime api socket /run/tandem/proxy.sock: No such file or directory (os error 2)".into()
+            ))
+        );
+        assert_eq!(
+            check(
+                r#"{"fields":{"message":"handover socket unavailable, upgrades need a restart","cause":"cannot listen"}}"#
+            ),
+            Some(ProxyLog::HandoverUnavailable("cannot listen".into()))
         );
         assert_eq!(check(r#"{"fields":{"message":"accepted"}}"#), None);
         assert_eq!(check("plain text"), None);

@@ -43,10 +43,18 @@ pub struct Options {
     pub node: Option<String>,
     /// The `tandem` multi-call binary the children run.
     pub program: PathBuf,
+    /// The node's run directory (`/run/tandem` on the appliance, [`crate::DEFAULT_RUN_DIR`]):
+    /// the sockets of the node live here. A configuration's `runtime.socket` under
+    /// `/run/tandem` (its default, `/run/tandem/proxy.sock`) is placed in this directory
+    /// instead when it differs (a lab stack off the appliance), see
+    /// [`Core::runtime_socket`].
+    pub run_dir: PathBuf,
     /// Where to serve the control socket.
     pub control_socket: PathBuf,
     /// The VRRP daemon's control socket.
     pub vrrp_socket: PathBuf,
+    /// The groups that give access to the control socket (`crate::access`).
+    pub access_groups: crate::access::Groups,
 }
 
 /// A failed request: what went wrong, what to do next, and the config diagnostics if any.
@@ -132,6 +140,10 @@ fn store_failure(e: StoreError) -> Failure {
         StoreError::NoSuchGeneration(_) => {
             Failure::new(e.to_string(), "`show history` lists the generations kept")
         }
+        e if tandem_store::is_full(&e) => Failure::new(
+            e.to_string(),
+            "the data partition is full: nothing was changed and the running configuration keeps serving; a leftover firmware download (/data/tandem/incoming.upgrade) or a large candidate uses space",
+        ),
         other => Failure::new(
             other.to_string(),
             "check the data directory (disk full or read-only?) and `logs supervisor`",
@@ -159,6 +171,8 @@ pub struct Core {
     /// A peer generation committed and still being applied and checked: config sync does not
     /// announce it to the peer before it runs (`sync.rs`).
     pub(crate) applying_peer: Mutex<Option<u64>>,
+    /// What the running proxy logged about its runtime API and handover sockets.
+    pub(crate) proxy_causes: Mutex<crate::sockets::LoggedCauses>,
     started: std::time::Instant,
 }
 
@@ -181,6 +195,7 @@ impl Core {
             split_brain_turn: tokio::sync::Mutex::new(()),
             confirm_timer: Mutex::new(None),
             applying_peer: Mutex::new(None),
+            proxy_causes: Mutex::default(),
             started: std::time::Instant::now(),
         })
     }
@@ -199,6 +214,18 @@ impl Core {
     /// Starts the services for the current generation and re-arms a pending confirm.
     /// Returns once the proxy acknowledged its start (or failed to).
     pub async fn boot(self: &Arc<Self>) {
+        let repairs = self.store(|s| s.repairs().to_vec());
+        if !repairs.is_empty() {
+            let what: Vec<String> = repairs.iter().map(ToString::to_string).collect();
+            self.shared.raise(
+                "store-repaired",
+                Severity::Warning,
+                format!(
+                    "the configuration store was repaired at start: {}; `show history` lists the generations, `config rollback N` restores one",
+                    what.join("; ")
+                ),
+            );
+        }
         // Before any service starts: a node in maintenance never takes a VIP.
         self.load_maintenance();
         self.spawn_watchers();
@@ -311,21 +338,36 @@ impl Core {
         );
     }
 
-    /// Background tasks: proxy health from its log, VRRP role polling.
+    /// Background tasks: proxy health and socket problems from its log (with a check of its
+    /// sockets after each start: `sockets.rs`), VRRP role polling.
     fn spawn_watchers(self: &Arc<Self>) {
         let shared = Arc::clone(&self.shared);
         let mut events = shared.events.subscribe();
+        let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
                 match events.recv().await {
                     Ok(ChildEvent::Line {
                         service: "proxy",
                         line,
-                    }) => {
-                        if apply::parse_proxy_line(&line) == Some(ProxyLog::Started) {
+                    }) => match apply::parse_proxy_line(&line) {
+                        Some(ProxyLog::Started) => {
                             shared.service("proxy", |s| s.healthy = Some(true));
+                            let Some(core) = weak.upgrade() else { return };
+                            core.proxy_logged(|c| *c = Default::default());
+                            // Also after a restart the transaction code did not ask for.
+                            tokio::spawn(async move { core.check_proxy_sockets().await });
                         }
-                    }
+                        Some(ProxyLog::RuntimeApiUnavailable(cause)) => {
+                            let Some(core) = weak.upgrade() else { return };
+                            core.proxy_logged(|c| c.runtime_api = Some(cause));
+                        }
+                        Some(ProxyLog::HandoverUnavailable(cause)) => {
+                            let Some(core) = weak.upgrade() else { return };
+                            core.proxy_logged(|c| c.handover = Some(cause));
+                        }
+                        _ => {}
+                    },
                     Ok(ChildEvent::Exited { service, .. }) => {
                         shared.service(service, |s| s.healthy = Some(false));
                     }
@@ -472,7 +514,9 @@ impl Core {
         next: &Generation,
         prev: Option<&Generation>,
     ) -> Result<(), String> {
-        self.store(|s| s.write_running(&next.text))
+        let socket = self.runtime_socket(&next.config);
+        let text = self.store(|s| crate::sockets::render_running(s, next, &socket))?;
+        self.store(|s| s.write_running(&text))
             .map_err(|e| format!("cannot render the running configuration: {e}"))?;
         self.apply_proxy(next).await?;
         self.apply_vrrp(next, prev).await?;
@@ -526,6 +570,11 @@ impl Core {
         let result = apply::check_listeners(&apply::local_check_targets(&binds)).await;
         self.shared
             .service("proxy", |s| s.healthy = Some(result.is_ok()));
+        if result.is_ok() {
+            // After a reload too: the proxy keeps its runtime API where it started it, so a
+            // changed `runtime.socket` shows up here.
+            self.check_proxy_sockets().await;
+        }
         result
     }
 
@@ -709,6 +758,7 @@ impl Core {
         self.shared.clear("unconfigured");
         self.shared.clear("confirm-expired");
         self.shared.clear("interrupted-commit");
+        self.shared.clear("store-repaired");
         let _ = self.store(Store::clear_candidate);
         let mut reply = json!({
             "committed": true,
@@ -1058,7 +1108,7 @@ impl Core {
     pub async fn server(&self, request: &Value) -> Reply {
         let socket = self
             .store(Store::load_current)
-            .map(|g| g.config.runtime.socket)
+            .map(|g| self.runtime_socket(&g.config))
             .map_err(store_failure)?;
         if !socket.exists() {
             return Err(Failure::new(
@@ -1113,7 +1163,7 @@ impl Core {
     fn proxy_socket(&self) -> Result<PathBuf, Failure> {
         let socket = self
             .store(Store::load_current)
-            .map(|g| g.config.runtime.socket)
+            .map(|g| self.runtime_socket(&g.config))
             .map_err(store_failure)?;
         if !socket.exists() {
             return Err(proxy_down(format!(

@@ -1,19 +1,22 @@
 //! `tandem-supervisor`: the supervisor of a Tandem node (`tandem supervisor --data-dir DIR`).
 //!
-//! Owns the node: it starts the proxy and the VRRP daemon as child processes and restarts
+//! Owns the node: who may use its control socket ([`access`]); it starts the proxy and the VRRP daemon as child processes and restarts
 //! them ([`child`]), keeps maintenance mode ([`maintenance`]), runs config sync with the peer in-process ([`sync`], `tandem-sync`), holds the node state ([`state`]), runs
-//! configuration transactions over the store ([`core`], [`apply`]), serves the control socket
+//! configuration transactions over the store ([`core`], [`apply`]), watches the proxy's local
+//! sockets in the node's run directory ([`sockets`]), serves the control socket
 //! `tandemctl` talks to ([`control`]) and reports readiness to systemd ([`notify`]).
 //! Must not parse configuration itself (`tandem-config`), write config files except through
 //! the store (`tandem-store`), or change addresses on interfaces (the VRRP daemon does).
 //! See `LIFECYCLE.md` for start-up, transactions, restarts and how config sync plugs in.
 
+pub mod access;
 pub mod apply;
 pub mod child;
 pub mod control;
 pub mod core;
 pub mod maintenance;
 pub mod notify;
+pub mod sockets;
 pub mod splitbrain;
 pub mod state;
 pub mod sync;
@@ -27,10 +30,16 @@ use tracing::info;
 
 pub use crate::core::{Core, Options};
 
+/// The node's run directory on the appliance (`--run-dir`); the sockets below are in it.
+pub const DEFAULT_RUN_DIR: &str = "/run/tandem";
 /// Default path of the control socket.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/tandem/supervisor.sock";
 /// Default path of the VRRP daemon's control socket (`tandem-vrrpd`'s default).
 pub const DEFAULT_VRRP_SOCKET: &str = "/run/tandem/vrrp.sock";
+/// Name of the control socket in the run directory.
+pub const CONTROL_SOCKET_NAME: &str = "supervisor.sock";
+/// Name of the VRRP daemon's control socket in the run directory.
+pub const VRRP_SOCKET_NAME: &str = "vrrp.sock";
 
 /// Why the supervisor could not run.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +73,12 @@ pub fn crash_point(name: &str) {
 /// Runs the supervisor until `shutdown` completes, then stops the children.
 pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<(), SupervisorError> {
     let store = Store::open(&opts.data_dir)?;
+    // The children bind their sockets here (the proxy does not create directories). Not
+    // fatal: with explicit socket paths elsewhere the supervisor works without it, and a
+    // proxy that cannot bind its runtime API raises `proxy-runtime-api`.
+    if let Err(e) = std::fs::create_dir_all(&opts.run_dir) {
+        tracing::warn!(run_dir = %opts.run_dir.display(), cause = %e, "cannot create the run directory");
+    }
     let socket = opts.control_socket.clone();
     let listener = control::bind(&socket).map_err(|source| SupervisorError::Socket {
         path: socket.clone(),

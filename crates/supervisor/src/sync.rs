@@ -686,7 +686,7 @@ impl Core {
                 }
                 let name = b.name.to_string();
                 match ask(
-                    &g.config.runtime.socket,
+                    &self.runtime_socket(&g.config),
                     &json!({"cmd": "show persistence", "backend": name}),
                 )
                 .await
@@ -730,7 +730,7 @@ impl Core {
             }
             let name = f.name.to_string();
             match ask(
-                &g.config.runtime.socket,
+                &self.runtime_socket(&g.config),
                 &json!({"cmd": "show rates", "frontend": name}),
             )
             .await
@@ -763,7 +763,7 @@ impl Core {
         let Ok(g) = self.store(Store::load_current) else {
             return;
         };
-        let socket = &g.config.runtime.socket;
+        let socket = &self.runtime_socket(&g.config);
         let tables = state.get("persistence").and_then(Value::as_array);
         for t in tables.into_iter().flatten() {
             let (Some(backend), Some(entries)) =

@@ -115,12 +115,23 @@ enum Command {
         /// This node's name in `cluster.nodes` (needed for VRRP).
         #[arg(long)]
         node: Option<String>,
-        /// Control socket for `tandemctl`.
-        #[arg(long, default_value = tandem_supervisor::DEFAULT_CONTROL_SOCKET)]
-        socket: PathBuf,
-        /// The VRRP daemon's control socket.
-        #[arg(long, default_value = tandem_supervisor::DEFAULT_VRRP_SOCKET)]
-        vrrp_socket: PathBuf,
+        /// The node's run directory: its sockets live here (a lab stack off the appliance
+        /// uses one under its data directory; `runtime.socket` under /run/tandem is placed
+        /// in it).
+        #[arg(long, default_value = tandem_supervisor::DEFAULT_RUN_DIR)]
+        run_dir: PathBuf,
+        /// Control socket for `tandemctl` (default: RUN_DIR/supervisor.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// The VRRP daemon's control socket (default: RUN_DIR/vrrp.sock).
+        #[arg(long)]
+        vrrp_socket: Option<PathBuf>,
+        /// The group of full access to the control socket (besides root).
+        #[arg(long, hide = true, default_value = tandem_supervisor::access::ADMIN_GROUP)]
+        admin_group: String,
+        /// The group of read-only access to the control socket.
+        #[arg(long, hide = true, default_value = tandem_supervisor::access::MONITOR_GROUP)]
+        monitor_group: String,
     },
 }
 
@@ -213,16 +224,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Supervisor {
             data_dir,
             node,
+            run_dir,
             socket,
             vrrp_socket,
+            admin_group,
+            monitor_group,
         } => {
             init_tracing();
             let options = tandem_supervisor::Options {
                 data_dir,
                 node,
                 program: std::env::current_exe().context("cannot find the tandem binary")?,
-                control_socket: socket,
-                vrrp_socket,
+                control_socket: socket
+                    .unwrap_or_else(|| run_dir.join(tandem_supervisor::CONTROL_SOCKET_NAME)),
+                vrrp_socket: vrrp_socket
+                    .unwrap_or_else(|| run_dir.join(tandem_supervisor::VRRP_SOCKET_NAME)),
+                run_dir,
+                access_groups: tandem_supervisor::access::Groups {
+                    admin: admin_group,
+                    monitor: monitor_group,
+                },
             };
             runtime(2)?
                 .block_on(tandem_supervisor::run(options, shutdown_signal()))

@@ -120,6 +120,8 @@ impl Supervisor {
             .arg(&socket)
             .arg("--vrrp-socket")
             .arg(dir.join("vrrp.sock"))
+            .arg("--run-dir")
+            .arg(dir.join("run"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -552,5 +554,225 @@ fn logs_of_an_unknown_service_are_refused_with_the_known_ones() {
     let r = sup.call(json!({"cmd": "logs", "service": "supervisor", "lines": 5}));
     assert_eq!(r["ok"], true, "{r:#}");
     assert!(r["lines"].is_array(), "{r:#}");
+    sup.stop();
+}
+
+/// Generation 1 (weight 100) then 2 (weight 50, `commit confirmed` 10 min with `confirm`),
+/// both applied; the supervisor stopped. Returns the data dir's ports.
+fn two_generations_then_stop(dir: &TempDir, confirm: bool) -> (u16, u16) {
+    let (sup, front, back) = started(dir);
+    let mut req = json!({"cmd": "commit", "text": config(&dir.0, front, back, 50, None)});
+    if confirm {
+        req["confirm_ms"] = json!(600_000);
+    }
+    let r = sup.call(req);
+    assert_eq!(r["generation"], 2, "{r:#}");
+    sup.stop();
+    (front, back)
+}
+
+#[test]
+fn a_corrupt_store_pointer_at_start_runs_the_last_good_generation_and_raises_an_alarm() {
+    let dangling = r#"{"generation":9,"fingerprint":"00000000000000000000000000000000"}"#;
+    let cases = [
+        ("current", "garbage{", "unreadable current pointer"),
+        ("current", "", "unreadable current pointer"),
+        (
+            "current",
+            dangling,
+            "it names generation 9, which is not in the store",
+        ),
+        ("applied", "garbage{", "unreadable applied pointer"),
+        ("applied", "", "unreadable applied pointer"),
+        (
+            "applied",
+            dangling,
+            "it names generation 9, which is not in the store",
+        ),
+        (
+            "pending-confirm.json",
+            "{\"generation\":",
+            "unreadable pending confirm",
+        ),
+        ("pending-confirm.json", "", "unreadable pending confirm"),
+        (
+            "pending-confirm.json",
+            r#"{"generation":2,"restore":9,"deadline_ms":1,"author":"a"}"#,
+            "would restore generation 9, which is not in the store",
+        ),
+    ];
+    for (i, (file, bad, problem)) in cases.into_iter().enumerate() {
+        let dir = TempDir::new(&format!("corrupt-{i}"));
+        let (front, _) = two_generations_then_stop(&dir, file == "pending-confirm.json");
+        let path = dir.0.join("config").join(file);
+        std::fs::write(&path, bad).unwrap();
+        let sup = Supervisor::start(&dir.0);
+        let msg = sup.wait_alarm("store-repaired");
+        assert!(
+            msg.contains(&path.display().to_string()) && msg.contains(problem),
+            "{file} = {bad:?}: {msg}"
+        );
+        let st = sup.status();
+        assert_eq!(st["generation"]["number"], 2, "{file} = {bad:?}: {st:#}");
+        assert!(st["pending_confirm"].is_null(), "{st:#}");
+        wait_for("proxy serving the last good generation", || serving(front));
+        let running = std::fs::read_to_string(dir.0.join("config/running.yaml")).unwrap();
+        assert!(running.contains("weight: 50"), "{running}");
+        assert!(
+            dir.0
+                .join("config")
+                .join(format!("{file}.corrupt"))
+                .exists(),
+            "the bad file is kept"
+        );
+        // The next commit is a normal one and clears the alarm.
+        let r = sup
+            .call(json!({"cmd": "commit", "text": config(&dir.0, front, free_port(), 60, None)}));
+        assert_eq!(r["generation"], 3, "{r:#}");
+        assert_eq!(sup.alarm("store-repaired"), None);
+        sup.stop();
+    }
+}
+
+/// Mounts a tmpfs of `size` on `dir` for the test, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// `None` (with a notice) when not root outside CI; panics in CI, which runs as root.
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        if !nix::unistd::Uid::effective().is_root() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "the full-disk test needs root (tmpfs mount); CI runs as root"
+            );
+            eprintln!("skipped: needs root (tmpfs mount); CI runs as root");
+            return None;
+        }
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .expect("run mount")
+            .success();
+        assert!(ok, "mount tmpfs on {}", dir.display());
+        Some(Tmpfs(dir.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the filesystem of `dir` with one file until ENOSPC.
+fn fill(dir: &Path) -> PathBuf {
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 64 << 10];
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => break,
+            Err(e) => panic!("filling {}: {e}", path.display()),
+        }
+    }
+    // Fill the last partial page too.
+    while f.write(&[0u8]).is_ok_and(|n| n > 0) {}
+    path
+}
+
+#[test]
+fn a_full_data_partition_during_a_commit_changes_nothing_and_names_enospc() {
+    let dir = TempDir::new("full");
+    let data = dir.0.join("data");
+    let Some(_tmpfs) = Tmpfs::mount(&data, "8m") else {
+        return;
+    };
+    let (front, back) = (free_port(), backend());
+    let sup = Supervisor::start(&data);
+    let r = sup.call(json!({"cmd": "commit", "text": config(&dir.0, front, back, 100, None)}));
+    assert_eq!(r["ok"], true, "{r:#}");
+    wait_for("proxy serving", || serving(front));
+    let pid = sup.proxy()["pid"].clone();
+    let running = std::fs::read_to_string(data.join("config/running.yaml")).unwrap();
+    let store_files = |d: &Path| {
+        let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(d.join("config/generations"))
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        v.push((
+            "current".into(),
+            std::fs::read(d.join("config/current")).unwrap(),
+        ));
+        v.sort();
+        v
+    };
+    let before = store_files(&data);
+    let filler = fill(&data);
+
+    let changed = config(&dir.0, front, back, 40, None);
+    let r = sup.call(json!({"cmd": "commit", "text": changed}));
+    assert_eq!(r["ok"], false, "{r:#}");
+    let error = r["error"].as_str().unwrap();
+    assert!(error.contains("No space left on device"), "{r:#}");
+    assert!(
+        error.contains(&format!(
+            "failed to write {}",
+            data.join("config/generations/000002.yaml").display()
+        )),
+        "{r:#}"
+    );
+    assert!(
+        r["hint"]
+            .as_str()
+            .unwrap()
+            .contains("data partition is full"),
+        "{r:#}"
+    );
+    let r = sup.call(json!({"cmd": "candidate_set", "text": changed}));
+    assert_eq!(r["ok"], false, "{r:#}");
+    assert!(
+        r["error"].as_str().unwrap().contains("candidate.yaml")
+            && r["error"]
+                .as_str()
+                .unwrap()
+                .contains("No space left on device"),
+        "{r:#}"
+    );
+    // Nothing changed: store, running file, the proxy process, the traffic.
+    assert_eq!(store_files(&data), before);
+    assert_eq!(
+        std::fs::read_to_string(data.join("config/running.yaml")).unwrap(),
+        running
+    );
+    assert_eq!(sup.current(), 1);
+    assert_eq!(sup.proxy()["pid"], pid);
+    assert!(serving(front));
+    let history = sup.call(json!({"cmd": "history"}));
+    assert_eq!(
+        history["generations"].as_array().unwrap().len(),
+        1,
+        "{history:#}"
+    );
+
+    // Room again: the same commit goes through as generation 2.
+    std::fs::remove_file(filler).unwrap();
+    let r = sup.call(json!({"cmd": "commit", "text": changed}));
+    assert_eq!(r["generation"], 2, "{r:#}");
     sup.stop();
 }

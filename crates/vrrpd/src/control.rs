@@ -31,11 +31,25 @@
 //!   `"event":"lagged","missed":N` if the client read too slowly and events were dropped.
 //!
 //! Unknown commands and malformed lines get `{"ok":false,"error":"..."}` and the connection
-//! stays open. Bounds: [`MAX_CLIENTS`] concurrent connections, [`MAX_LINE`] bytes per request,
-//! [`EVENT_BUFFER`] events buffered per watcher.
+//! stays open.
 //!
-//! Owns the socket server, the [`Event`] type and its publisher ([`Events`]). Must not run the
-//! protocol: it talks to instance tasks only through their command channels and status snapshots.
+//! # Access and bounds
+//!
+//! The caller's credentials (SO_PEERCRED) decide, not the file mode (0666): root and group
+//! `tandem-admin` get every command, group `tandem-monitor` the reads (`status`, `watch`),
+//! anyone else one refusal line and a closed connection ([`Policy`]; the same rules as the
+//! supervisor's control socket, `crates/supervisor/src/access.rs`). A request line must arrive
+//! whole within [`REQUEST_DEADLINE`] of the connection or of the previous reply (a watcher
+//! sends nothing more and is not timed out); a reply or event the client does not read within
+//! [`WRITE_DEADLINE`] closes the connection. [`MAX_CLIENTS`] connections at once, plus
+//! [`RESERVED`] that only the supervisor gets (the daemon's parent process, [`Policy`]): its
+//! 250 ms status poll, the maintenance hold and the split-brain guard must get through however
+//! many other clients there are. [`MAX_LINE`] bytes per request, [`EVENT_BUFFER`] events
+//! buffered per watcher.
+//!
+//! Owns the socket server, who may use it, the [`Event`] type and its publisher ([`Events`]).
+//! Must not run the protocol: it talks to instance tasks only through their command channels
+//! and status snapshots.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -50,8 +64,16 @@ use tracing::{debug, warn};
 
 use crate::error::Error;
 
-/// Concurrent control connections.
+/// Concurrent control connections of clients other than the supervisor.
 pub const MAX_CLIENTS: usize = 16;
+/// Connections beyond [`MAX_CLIENTS`] only the supervisor gets.
+pub const RESERVED: usize = 4;
+/// A request line must arrive whole within this.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// A reply or an event must be written within this.
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+/// The commands of the read-only group.
+pub const READ_COMMANDS: &[&str] = &["status", "watch"];
 /// Longest request line, in bytes.
 pub const MAX_LINE: u64 = 4096;
 /// Events buffered per watcher before it is told it lagged.
@@ -174,7 +196,112 @@ pub struct ControlState {
     pub events: Arc<Events>,
 }
 
-/// Binds the control socket at `path` (replacing a stale socket file) with mode 0600.
+/// Who may use the control socket (module docs).
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// The group of full access (besides root).
+    pub admin_group: String,
+    /// The group of read-only access.
+    pub monitor_group: String,
+    /// The process whose connections use the [`RESERVED`] slots: the supervisor, which
+    /// started this daemon (its parent); `None` reserves nothing.
+    pub reserved_pid: Option<u32>,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            admin_group: "tandem-admin".into(),
+            monitor_group: "tandem-monitor".into(),
+            reserved_pid: u32::try_from(nix::unistd::getppid().as_raw()).ok(),
+        }
+    }
+}
+
+/// What a caller may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Access {
+    Monitor,
+    Admin,
+}
+
+/// The caller on `stream`: name, pid, and its access, or the refusal.
+fn caller(stream: &UnixStream, policy: &Policy) -> (String, u32, Result<Access, String>) {
+    use nix::unistd::{Gid, Group, Uid, User};
+    let Ok(cred) = stream.peer_cred() else {
+        return (
+            "unknown".into(),
+            0,
+            Err("permission denied: the caller's credentials are unknown".into()),
+        );
+    };
+    let (uid, gid) = (cred.uid(), cred.gid());
+    let pid = cred.pid().and_then(|p| u32::try_from(p).ok()).unwrap_or(0);
+    let user = User::from_uid(Uid::from_raw(uid)).ok().flatten();
+    let name = user
+        .as_ref()
+        .map_or_else(|| format!("uid {uid}"), |u| u.name.clone());
+    if uid == 0 {
+        return (name, pid, Ok(Access::Admin));
+    }
+    // Primary and supplementary groups as the kernel has them for the calling process.
+    let mut groups: Vec<u32> = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("Groups:").map(|g| {
+                    g.split_whitespace()
+                        .filter_map(|n| n.parse().ok())
+                        .collect()
+                })
+            })
+        })
+        .unwrap_or_default();
+    groups.push(gid);
+    let gid_of = |n: &str| {
+        Group::from_name(n)
+            .ok()
+            .flatten()
+            .map(|g| Gid::as_raw(g.gid))
+    };
+    let (admin, monitor) = (gid_of(&policy.admin_group), gid_of(&policy.monitor_group));
+    let member = |g: Option<u32>| g.is_some_and(|g| groups.contains(&g));
+    let access = if member(admin) {
+        Ok(Access::Admin)
+    } else if member(monitor) {
+        Ok(Access::Monitor)
+    } else {
+        let note = match (admin, monitor) {
+            (None, None) => " (neither group exists on this node: only root has access)",
+            _ => "",
+        };
+        Err(format!(
+            "permission denied: {name} (uid {uid}) is not root and not in group {} (full access) or {} (read-only){note}",
+            policy.admin_group, policy.monitor_group
+        ))
+    };
+    (name, pid, access)
+}
+
+/// Writes `v` as one line within [`WRITE_DEADLINE`].
+async fn write_bounded<W: tokio::io::AsyncWrite + Unpin, T: Serialize>(
+    w: &mut W,
+    v: &T,
+) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(v).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    tokio::time::timeout(WRITE_DEADLINE, w.write_all(&line))
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client does not read",
+            ))
+        })
+}
+
+/// Binds the control socket at `path` (replacing a stale socket file) with mode 0666 (the
+/// caller's credentials decide, see the module docs).
 pub fn bind(path: &Path) -> Result<UnixListener, Error> {
     let err = |source| Error::ControlSocket {
         path: path.to_owned(),
@@ -190,13 +317,24 @@ pub fn bind(path: &Path) -> Result<UnixListener, Error> {
     }
     let listener = UnixListener::bind(path).map_err(err)?;
     use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).map_err(err)?;
     Ok(listener)
 }
 
 /// Serves connections until the task is aborted; removes nothing (the caller unlinks `path`).
 pub async fn serve(listener: UnixListener, state: Arc<ControlState>, path: PathBuf) {
+    serve_with(listener, state, path, Policy::default()).await;
+}
+
+/// [`serve`] with an explicit [`Policy`].
+pub async fn serve_with(
+    listener: UnixListener,
+    state: Arc<ControlState>,
+    path: PathBuf,
+    policy: Policy,
+) {
     let permits = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let reserved = Arc::new(Semaphore::new(RESERVED));
     let mut failures: u64 = 0;
     loop {
         let (stream, _) = match listener.accept().await {
@@ -208,17 +346,43 @@ pub async fn serve(listener: UnixListener, state: Arc<ControlState>, path: PathB
                 continue;
             }
         };
-        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            warn!(path = %path.display(), "too many control connections, refusing one");
+        let (name, pid, access) = caller(&stream, &policy);
+        let access = match access {
+            Ok(a) => a,
+            Err(denied) => {
+                warn!(path = %path.display(), user = %name, pid, "control connection refused: not authorized");
+                let mut s = stream;
+                tokio::spawn(async move {
+                    let _ = write_bounded(&mut s, &json!({"ok": false, "error": denied})).await;
+                });
+                continue;
+            }
+        };
+        // The supervisor first takes from its reserve, so other clients cannot starve it.
+        let from_reserve = policy.reserved_pid.is_some_and(|p| p == pid);
+        let permit = if from_reserve {
+            Arc::clone(&reserved)
+                .try_acquire_owned()
+                .or_else(|_| Arc::clone(&permits).try_acquire_owned())
+        } else {
+            Arc::clone(&permits).try_acquire_owned()
+        };
+        let Ok(permit) = permit else {
+            warn!(path = %path.display(), user = %name, pid, "too many control connections, refusing one");
             let mut s = stream;
-            let _ = s
-                .write_all(b"{\"ok\":false,\"error\":\"too many connections\"}\n")
+            tokio::spawn(async move {
+                let _ = write_bounded(
+                    &mut s,
+                    &json!({"ok": false, "error": format!("too many connections ({MAX_CLIENTS} open)")}),
+                )
                 .await;
+            });
             continue;
         };
         let state = Arc::clone(&state);
+        let admin_group = policy.admin_group.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection(stream, state).await {
+            if let Err(e) = connection(stream, state, access, &name, &admin_group).await {
                 debug!(cause = %e, "control connection ended with an error");
             }
             drop(permit);
@@ -226,12 +390,26 @@ pub async fn serve(listener: UnixListener, state: Arc<ControlState>, path: PathB
     }
 }
 
-async fn connection(stream: UnixStream, state: Arc<ControlState>) -> std::io::Result<()> {
+async fn connection(
+    stream: UnixStream,
+    state: Arc<ControlState>,
+    access: Access,
+    name: &str,
+    admin_group: &str,
+) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
     loop {
         let mut line = String::new();
-        let n = (&mut read).take(MAX_LINE).read_line(&mut line).await?;
+        let n = match tokio::time::timeout(
+            REQUEST_DEADLINE,
+            (&mut read).take(MAX_LINE).read_line(&mut line),
+        )
+        .await
+        {
+            Err(_) => return Ok(()),
+            Ok(r) => r?,
+        };
         if n == 0 {
             return Ok(());
         }
@@ -255,6 +433,17 @@ async fn connection(stream: UnixStream, state: Arc<ControlState>) -> std::io::Re
             }
         };
         let cmd = request.get("cmd").and_then(Value::as_str).unwrap_or("");
+        if access == Access::Monitor && !READ_COMMANDS.contains(&cmd) {
+            write_json(
+                &mut write,
+                &json!({"ok": false, "error": format!(
+                    "permission denied: `{cmd}` changes the node and needs group {admin_group} or root; {name} has read-only access ({})",
+                    READ_COMMANDS.join(", ")
+                )}),
+            )
+            .await?;
+            continue;
+        }
         match cmd {
             "status" => write_json(&mut write, &status(&state)).await?,
             "switchover" => {
@@ -385,7 +574,260 @@ async fn write_json<T: Serialize>(
     w: &mut tokio::net::unix::OwnedWriteHalf,
     v: &T,
 ) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(v).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    w.write_all(&line).await
+    write_bounded(w, v).await
+}
+
+#[cfg(test)]
+mod tests {
+    //! The server on a temp socket with one fake instance; clients in child processes (this
+    //! test binary re-executed, under `setpriv` for other users). Root only: skipped with a
+    //! notice outside CI, fails in CI.
+
+    use super::*;
+    use std::io::{BufRead as _, BufReader as StdBufReader, Read as _, Write as _};
+    use std::os::unix::net::UnixStream as StdStream;
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+
+    const CLIENT: &str = "TANDEM_VRRPD_TEST_CLIENT";
+    const IDLE: &str = "TANDEM_VRRPD_TEST_IDLE";
+
+    fn marked<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
+        line.find(marker).map(|i| &line[i + marker.len()..])
+    }
+
+    /// Child: sends the request of `TANDEM_VRRPD_TEST_CLIENT` (`PATH\nJSON`), prints the reply.
+    #[test]
+    fn client_child() {
+        let Ok(spec) = std::env::var(CLIENT) else {
+            return;
+        };
+        let (path, req) = spec.split_once('\n').expect("PATH\\nJSON");
+        let mut s = StdStream::connect(path).expect("connect");
+        let _ = s.write_all(format!("{req}\n").as_bytes());
+        let mut line = String::new();
+        let _ = StdBufReader::new(&s).read_line(&mut line);
+        println!("@@REPLY {}", line.trim());
+    }
+
+    /// Child: N idle connections to `TANDEM_VRRPD_TEST_IDLE` (`PATH N`); reports how many the
+    /// server closed within 20 s.
+    #[test]
+    fn idle_child() {
+        let Ok(spec) = std::env::var(IDLE) else {
+            return;
+        };
+        let (path, n) = spec.rsplit_once(' ').expect("PATH N");
+        let streams: Vec<StdStream> = (0..n.parse::<usize>().expect("N"))
+            .map(|_| StdStream::connect(path).expect("connect"))
+            .collect();
+        println!("@@CONNECTED {}", streams.len());
+        std::io::stdout().flush().unwrap();
+        let t = Instant::now();
+        let mut closed = 0;
+        for mut s in streams {
+            let left = Duration::from_secs(20).saturating_sub(t.elapsed());
+            s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
+            if s.read_to_end(&mut Vec::new()).is_ok() {
+                closed += 1;
+            }
+        }
+        println!("@@CLOSED {closed}");
+    }
+
+    fn root_or_skip() -> bool {
+        if nix::unistd::Uid::effective().is_root() {
+            return true;
+        }
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the control access tests need root (setpriv); CI runs as root"
+        );
+        eprintln!("skipped: needs root (setpriv to other users); CI runs as root");
+        false
+    }
+
+    fn gid(name: &str) -> u32 {
+        nix::unistd::Group::from_name(name)
+            .expect("group database")
+            .expect("a Debian group")
+            .gid
+            .as_raw()
+    }
+
+    /// Removes a test's directory when dropped.
+    struct TempDir(PathBuf);
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// The server with one instance `www` whose task accepts every request; its socket.
+    fn server(tag: &str, policy: Policy) -> (PathBuf, TempDir) {
+        let dir =
+            std::env::temp_dir().join(format!("tandem-vrrpd-ctl-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("vrrp.sock");
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let (tx, mut rx) = mpsc::channel(16);
+                tokio::spawn(async move {
+                    while let Some(req) = rx.recv().await {
+                        match req {
+                            InstanceRequest::Switchover(r)
+                            | InstanceRequest::Hold(_, r)
+                            | InstanceRequest::Release(r)
+                            | InstanceRequest::Announce(r) => {
+                                let _ = r.send(Ok(()));
+                            }
+                        }
+                    }
+                });
+                let state = Arc::new(ControlState {
+                    node: "lb1".into(),
+                    instances: vec![InstanceHandle {
+                        name: "www".into(),
+                        status: Arc::new(Mutex::new(json!({"name": "www", "state": "Master"}))),
+                        requests: tx,
+                    }],
+                    events: Arc::new(Events::new()),
+                });
+                let listener = bind(&p).unwrap();
+                ready_tx.send(()).unwrap();
+                serve_with(listener, state, p, policy).await;
+            });
+        });
+        ready_rx.recv().unwrap();
+        (path, TempDir(dir))
+    }
+
+    /// This test binary, as `uid`/`gid` (+ `groups`) under setpriv, running test `name`.
+    fn child(uid: u32, gid: u32, groups: &[u32], name: &str) -> Command {
+        let mut c = Command::new("setpriv");
+        c.arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={gid}"));
+        if groups.is_empty() {
+            c.arg("--clear-groups");
+        } else {
+            let g: Vec<String> = groups.iter().map(u32::to_string).collect();
+            c.arg(format!("--groups={}", g.join(",")));
+        }
+        c.arg("--").arg(std::env::current_exe().unwrap()).args([
+            "--nocapture",
+            "--test-threads",
+            "1",
+            "--exact",
+            name,
+        ]);
+        c
+    }
+
+    fn ask_as(uid: u32, gid: u32, groups: &[u32], path: &Path, req: &str) -> Value {
+        let out = child(uid, gid, groups, "control::tests::client_child")
+            .env(CLIENT, format!("{}\n{req}", path.display()))
+            .output()
+            .expect("setpriv");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .find_map(|l| marked(l, "@@REPLY "))
+            .unwrap_or_else(|| panic!("no reply: {text}"));
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+
+    fn ask_here(path: &Path, req: &str) -> Value {
+        let mut s = StdStream::connect(path).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(format!("{req}\n").as_bytes()).unwrap();
+        let mut line = String::new();
+        StdBufReader::new(&s).read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap()
+    }
+
+    #[test]
+    fn other_users_are_refused_monitors_read_admins_switch_over() {
+        if !root_or_skip() {
+            return;
+        }
+        let (path, _dir) = server(
+            "access",
+            Policy {
+                admin_group: "daemon".into(),
+                monitor_group: "nogroup".into(),
+                reserved_pid: None,
+            },
+        );
+        let (admin, monitor, other) = (gid("daemon"), gid("nogroup"), gid("bin"));
+        let r = ask_as(65534, other, &[], &path, r#"{"cmd":"status"}"#);
+        assert_eq!(r["ok"], false, "{r}");
+        assert_eq!(
+            r["error"],
+            "permission denied: nobody (uid 65534) is not root and not in group daemon (full access) or nogroup (read-only)"
+        );
+        let r = ask_as(65534, monitor, &[], &path, r#"{"cmd":"status"}"#);
+        assert_eq!(r["instances"][0]["name"], "www", "{r}");
+        let r = ask_as(65534, monitor, &[], &path, r#"{"cmd":"switchover"}"#);
+        assert_eq!(
+            r["error"],
+            "permission denied: `switchover` changes the node and needs group daemon or root; nobody has read-only access (status, watch)"
+        );
+        let r = ask_as(65534, other, &[admin], &path, r#"{"cmd":"switchover"}"#);
+        assert_eq!(r["switched"][0], "www", "{r}");
+        let r = ask_here(&path, r#"{"cmd":"hold","ms":1000}"#);
+        assert_eq!(r["held"][0], "www", "root: {r}");
+    }
+
+    #[test]
+    fn idle_clients_do_not_starve_the_supervisor_and_are_dropped() {
+        if !root_or_skip() {
+            return;
+        }
+        // This process plays the supervisor.
+        let (path, _dir) = server(
+            "idle",
+            Policy {
+                reserved_pid: Some(std::process::id()),
+                ..Policy::default()
+            },
+        );
+        let mut idle = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--nocapture",
+                "--test-threads",
+                "1",
+                "--exact",
+                "control::tests::idle_child",
+            ])
+            .env(IDLE, format!("{} 30", path.display()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = StdBufReader::new(idle.stdout.take().unwrap()).lines();
+        assert!(
+            lines
+                .by_ref()
+                .map_while(Result::ok)
+                .any(|l| marked(&l, "@@CONNECTED ") == Some("30"))
+        );
+        // 30 idle root clients hold every shared slot; the supervisor's polls get through.
+        for _ in 0..RESERVED + 2 {
+            let r = ask_here(&path, r#"{"cmd":"status"}"#);
+            assert_eq!(r["ok"], true, "{r}");
+        }
+        let closed = lines
+            .map_while(Result::ok)
+            .find_map(|l| marked(&l, "@@CLOSED ").map(str::to_owned));
+        assert_eq!(closed.as_deref(), Some("30"), "idle connections kept");
+        let _ = idle.wait();
+    }
 }

@@ -150,6 +150,8 @@ impl Node {
         .arg(self.socket())
         .arg("--vrrp-socket")
         .arg(self.dir.join("vrrp.sock"))
+        .arg("--run-dir")
+        .arg(self.dir.join("run"))
         .env("RUST_LOG", "info,tandem_sync=debug");
         self.process = Some(self.host.spawn(&mut cmd).expect("spawn supervisor"));
         let sock = self.socket();
