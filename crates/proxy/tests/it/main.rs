@@ -6,6 +6,7 @@
 
 mod balance;
 mod common;
+mod h2raw;
 mod http;
 mod limits;
 mod persist;
