@@ -399,6 +399,17 @@ fn check_request(ctx: &ConnCtx, req: &Request<Incoming>) -> Result<(), ProxyErro
             reason: "connection header names a framing header",
         });
     }
+    // HTTP/2 routes on `:authority`; a server would go by Host (RFC 9113 section 8.3.1).
+    if let (Some(authority), Some(host)) = (req.uri().authority(), h.get(header::HOST))
+        && !authority
+            .as_str()
+            .as_bytes()
+            .eq_ignore_ascii_case(host.as_bytes().trim_ascii())
+    {
+        return Err(ProxyError::BadRequest {
+            reason: "host differs from the request's authority",
+        });
+    }
     if req.version() == Version::HTTP_11
         && !h.contains_key(header::HOST)
         && req.uri().authority().is_none()

@@ -1147,6 +1147,30 @@ const H2_CORPUS: &[H2Case] = &[
         H2Want::Refused,
     ),
     h2(
+        "host differs from :authority",
+        &[
+            (":method", "GET"),
+            (":scheme", ""),
+            (":authority", "a.example"),
+            (":path", "/"),
+            ("host", "b.example"),
+        ],
+        &[],
+        H2Want::Refused,
+    ),
+    h2(
+        "host with another port than :authority",
+        &[
+            (":method", "GET"),
+            (":scheme", ""),
+            (":authority", "a.example"),
+            (":path", "/"),
+            ("host", "a.example:8080"),
+        ],
+        &[],
+        H2Want::Refused,
+    ),
+    h2(
         "two host fields",
         &[
             (":method", "GET"),
@@ -1327,6 +1351,18 @@ const H2_CORPUS: &[H2Case] = &[
         H2Want::Served,
     ),
     h2(
+        "host equal to :authority but for case",
+        &[
+            (":method", "GET"),
+            (":scheme", ""),
+            (":authority", "a.example"),
+            (":path", "/same-host"),
+            ("host", "A.Example"),
+        ],
+        &[],
+        H2Want::Served,
+    ),
+    h2(
         "host and no :authority",
         &[
             (":method", "GET"),
@@ -1395,6 +1431,14 @@ async fn run_h2_corpus(tls: bool) {
             }
             H2Want::Served if after.2 != before.2 + 1 => {
                 problems.push(format!("reached the server {} times", after.2 - before.2));
+            }
+            H2Want::Served => {
+                // One host for the server, whatever carried it (RFC 9113 section 8.3.1).
+                let seen = &tap.requests()[before.2];
+                let hosts = seen.fields.iter().filter(|f| *f == "host").count();
+                if hosts != 1 {
+                    problems.push(format!("the server saw {hosts} host fields: {seen:?}"));
+                }
             }
             _ => {}
         }
