@@ -532,6 +532,7 @@ async fn forward(
     let sel = &*plan.balancers()[id];
     let live = &ctx.snap.backends[id];
     let (mut parts, body) = req.into_parts();
+    let h2_stream = parts.version == Version::HTTP_2;
 
     // Selection keys: cheap clones (shared bytes), only for the algorithms that hash them.
     let key_uri = matches!(backend.algorithm, Algorithm::Uri).then(|| parts.uri.clone());
@@ -695,10 +696,14 @@ async fn forward(
                     sink,
                     log,
                 };
-                return Ok(Response::from_parts(
-                    parts,
-                    ProxyBody::upstream(body, release, backend.timeouts.server),
-                ));
+                let body = ProxyBody::upstream(body, release, backend.timeouts.server);
+                let body = if h2_stream {
+                    // The stream's window may stay shut: see `relay`.
+                    crate::body::relay(body, plan.frontends()[ctx.frontend].timeouts.idle)
+                } else {
+                    body
+                };
+                return Ok(Response::from_parts(parts, body));
             }
             Ok(Err(mut e)) => match e.take_message() {
                 // Not sent: the pooled connection was closed meanwhile; safe to try again.

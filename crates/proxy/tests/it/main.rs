@@ -15,5 +15,6 @@ mod raw;
 mod reload;
 mod runtime;
 mod smuggling;
+mod streams;
 mod tcp;
 mod tls;
