@@ -67,6 +67,10 @@ pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9100";
 pub const DEFAULT_SYNC_PORT: u16 = 7400;
 /// Default path of the proxy runtime API unix socket: `/run/tandem/proxy.sock`.
 pub const DEFAULT_RUNTIME_SOCKET: &str = "/run/tandem/proxy.sock";
+/// The node's run directory on the appliance: every Tandem socket lives directly in it.
+pub const RUN_DIR: &str = "/run/tandem";
+/// Socket names of the other daemons in a run directory, never the proxy's runtime API.
+pub const RESERVED_SOCKET_NAMES: [&str; 3] = ["supervisor.sock", "vrrp.sock", "vrrp.sock.guardian"];
 
 /// The whole file.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -557,6 +561,8 @@ pub struct RawSync {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawRuntime {
-    /// Absolute path of the unix socket of the runtime API; default `/run/tandem/proxy.sock`.
+    /// Absolute path of the unix socket of the runtime API, directly in the run directory
+    /// `/run/tandem` (or, off the appliance, in a directory named `tandem-*`); default
+    /// `/run/tandem/proxy.sock`.
     pub socket: Option<PathBuf>,
 }

@@ -640,6 +640,8 @@ pub fn validate(raw: &RawConfig, ctx: &mut Ctx<'_>) -> Option<Config> {
             "runtime.socket",
             format!("expected an absolute path, found `{}`", socket.display()),
         );
+    } else if let Err(why) = run_dir_socket(&socket) {
+        ctx.error("runtime.socket", why);
     }
 
     if ctx.has_errors() {
@@ -656,6 +658,44 @@ pub fn validate(raw: &RawConfig, ctx: &mut Ctx<'_>) -> Option<Config> {
         sync,
         runtime: Runtime { socket },
     })
+}
+
+/// Checks that the absolute `socket` is a socket path of a Tandem run directory: directly
+/// in `/run/tandem` ([`RUN_DIR`]), or, for labs and tests on a shared host, directly in a
+/// directory named `tandem` or `tandem-*` (`/run/tandem-lab`, `/tmp/tandem-test-1`); not
+/// one of the other daemons' sockets. The proxy binds the socket and its `.handover`
+/// sibling there, so it must never be pointed at another service's socket (`/dev/log`,
+/// `/run/systemd/notify`).
+fn run_dir_socket(socket: &Path) -> Result<(), String> {
+    use std::path::Component;
+    let shown = socket.display();
+    if socket
+        .components()
+        .any(|c| matches!(c, Component::CurDir | Component::ParentDir))
+        || socket.as_os_str().as_encoded_bytes().ends_with(b"/")
+    {
+        return Err(format!(
+            "expected a plain path to a socket file (no `.` or `..`), found `{shown}`"
+        ));
+    }
+    let name = socket.file_name().map(|n| n.to_string_lossy());
+    let dir = socket.parent().filter(|d| d.parent().is_some());
+    let dir_name = dir.and_then(Path::file_name).map(|n| n.to_string_lossy());
+    let tandem_dir = dir == Some(Path::new(RUN_DIR))
+        || dir_name.is_some_and(|n| n == "tandem" || n.starts_with("tandem-"));
+    if !tandem_dir {
+        return Err(format!(
+            "expected a socket directly in the node's run directory {RUN_DIR} (or, off the appliance, in a directory named `tandem-*`), found `{shown}`"
+        ));
+    }
+    if let Some(n) = name
+        && RESERVED_SOCKET_NAMES.contains(&n.as_ref())
+    {
+        return Err(format!(
+            "`{n}` is the socket of another Tandem daemon, choose another name (default `proxy.sock`)"
+        ));
+    }
+    Ok(())
 }
 
 fn cluster(c: &RawCluster, ctx: &mut Ctx<'_>) -> Option<Cluster> {

@@ -348,7 +348,7 @@ fn gen_config(seed: u64) -> Config {
             port: Port::new(r.range(1, 65535) as u16).unwrap(),
         },
         runtime: Runtime {
-            socket: PathBuf::from(format!("/run/t{}.sock", r.below(9))),
+            socket: PathBuf::from(format!("/run/tandem/t{}.sock", r.below(9))),
         },
     }
 }

@@ -40,6 +40,9 @@ pub const IDLE_SECS: u64 = 300;
 /// Why the API socket could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// Something the proxy must not replace is at the socket path (left in place).
+    #[error(transparent)]
+    Occupied(crate::unix::ClaimError),
     /// Binding the Unix socket failed.
     #[error("failed to bind the runtime api socket {path}: {source}")]
     Bind {
@@ -48,6 +51,30 @@ pub enum ApiError {
         /// The cause.
         source: std::io::Error,
     },
+    /// Binding failed earlier (and was reported then).
+    #[error("the runtime api socket could not be opened")]
+    Unavailable,
+}
+
+/// A bound API socket, not yet served ([`bind`], then [`serve`]).
+#[derive(Debug)]
+pub struct Bound {
+    /// Declared first: dropped (closed) before the path is released.
+    listener: UnixListener,
+    claimed: crate::unix::Claimed,
+}
+
+/// Permission bits of the API socket: only the proxy's user may connect.
+const SOCKET_MODE: u32 = 0o600;
+
+/// Binds the API socket at `path`; a stale socket of this user that nothing listens on is
+/// replaced, anything else at the path is refused and left alone (see `unix`).
+pub fn bind(path: &Path) -> Result<Bound, ApiError> {
+    match crate::unix::bind(path, SOCKET_MODE) {
+        Ok((listener, claimed)) => Ok(Bound { listener, claimed }),
+        Err(e @ crate::unix::ClaimError::Occupied { .. }) => Err(ApiError::Occupied(e)),
+        Err(crate::unix::ClaimError::Bind { path, source }) => Err(ApiError::Bind { path, source }),
+    }
 }
 
 /// One request line.
@@ -124,33 +151,31 @@ struct RateEntryJson {
     requests: Option<CounterJson>,
 }
 
-/// Serves the API on `path` (a stale socket is replaced) until the task is aborted.
+/// Serves the API on `path` ([`bind`] then [`serve`]) until the task is aborted.
 pub fn spawn(
     proxy: Proxy,
     path: &Path,
     source: Option<Arc<dyn PlanSource>>,
 ) -> Result<JoinHandle<()>, ApiError> {
-    let bind_err = |source| ApiError::Bind {
-        path: path.to_owned(),
-        source,
-    };
-    // A socket left by a previous run is replaced; any other file is an error from bind.
-    if let Ok(meta) = std::fs::symlink_metadata(path)
-        && std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type())
-    {
-        std::fs::remove_file(path).map_err(bind_err)?;
-    }
-    let listener = UnixListener::bind(path).map_err(bind_err)?;
+    Ok(serve(proxy, bind(path)?, source))
+}
+
+/// Serves the API on a bound socket until the task is aborted; the socket is unlinked when
+/// the task ends (if it is still this one).
+pub fn serve(proxy: Proxy, bound: Bound, source: Option<Arc<dyn PlanSource>>) -> JoinHandle<()> {
+    let path = bound.claimed.path().to_owned();
     info!(socket = %path.display(), "runtime api listening");
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
     let span = info_span!("api", socket = %path.display());
-    Ok(tokio::spawn(
+    tokio::spawn(
         async move {
+            // Closed, then unlinked, when the task ends or is aborted.
+            let listener = bound;
             loop {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
                 };
-                let stream = match listener.accept().await {
+                let stream = match listener.listener.accept().await {
                     Ok((s, _)) => s,
                     Err(e) => {
                         error!(cause = %e, "runtime api accept failed");
@@ -171,7 +196,7 @@ pub fn spawn(
             }
         }
         .instrument(span),
-    ))
+    )
 }
 
 async fn session(

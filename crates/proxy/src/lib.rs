@@ -19,6 +19,7 @@
 //! - [`health`]: active checks; [`plan`]: the immutable compiled view; [`error`](mod@error):
 //!   classification;
 //! - [`handover`]: binary upgrade, listening sockets passed to a successor (`docs/upgrade.md`);
+//!   [`unix`]: claiming the Unix socket paths without taking anything over;
 //! - [`api`]: the runtime API (Unix socket, line-delimited JSON, `docs/runtime-api.md`);
 //!   [`metrics`]: every metric name and the Prometheus endpoint; `access`: the access log.
 //!
@@ -46,6 +47,7 @@ pub mod queue;
 pub mod select;
 pub mod tcp;
 pub mod tls;
+pub mod unix;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -131,6 +133,9 @@ pub enum RunError {
     /// Taking the listening sockets over from the running proxy failed.
     #[error(transparent)]
     Handover(#[from] handover::HandoverError),
+    /// The runtime API socket path is taken (a live socket, another user's, not a socket).
+    #[error("runtime api unavailable: {0}")]
+    Api(api::ApiError),
 }
 
 /// Runs the proxy until `shutdown` completes; SIGHUP reloads from `source`.
@@ -139,8 +144,10 @@ pub enum RunError {
 /// On shutdown, listeners close and open connections get [`SHUTDOWN_GRACE_SECS`] to finish.
 ///
 /// The runtime API (`runtime.socket`) and the metrics endpoint (`metrics.listen`) start with
-/// the first plan; failing to open them is logged and the data plane serves anyway. Changing
-/// their settings needs a restart.
+/// the first plan; failing to open them is logged and the data plane serves anyway, except
+/// that a fresh start refuses to run when something it must not replace occupies the API
+/// socket path (a live socket: another proxy; another user's socket; a file that is not a
+/// socket), before binding any frontend. Changing their settings needs a restart.
 pub async fn run(
     source: impl PlanSource + 'static,
     shutdown: impl Future<Output = ()>,
@@ -164,6 +171,16 @@ pub async fn run_with(
     let source: std::sync::Arc<dyn PlanSource> = std::sync::Arc::new(source);
     let first = source.load()?;
     let settings = first.settings.clone();
+    // A fresh start claims the API socket before any frontend: a path it must not replace
+    // stops it here. On a takeover the predecessor holds the socket until `DONE`.
+    let mut api_socket = None;
+    if let (Some(path), None) = (&settings.runtime_socket, &upgrade.take_over) {
+        match api::bind(path) {
+            Ok(bound) => api_socket = Some(bound),
+            Err(e @ api::ApiError::Occupied(_)) => return Err(RunError::Api(e)),
+            Err(e) => error!(cause = %e, "runtime api unavailable"),
+        }
+    }
     let proxy = match &upgrade.take_over {
         None => Proxy::start(first).await?,
         Some(path) => {
@@ -180,8 +197,14 @@ pub async fn run_with(
     // Aborted when `run` returns; each task owns its listener.
     let mut side_tasks = Vec::new();
     if let Some(path) = &settings.runtime_socket {
-        match api::spawn(proxy.clone(), path, Some(source.clone())) {
-            Ok(task) => side_tasks.push(task),
+        let bound = match api_socket {
+            Some(b) => Ok(b),
+            None if upgrade.take_over.is_some() => api::bind(path),
+            None => Err(api::ApiError::Unavailable),
+        };
+        match bound {
+            Ok(b) => side_tasks.push(api::serve(proxy.clone(), b, Some(source.clone()))),
+            Err(api::ApiError::Unavailable) => {}
             Err(e) => error!(cause = %e, "runtime api unavailable"),
         }
     }
@@ -233,8 +256,10 @@ pub async fn run_with(
         }
     }
     info!("shutting down");
+    // Awaited: a task's sockets are closed (and the API socket unlinked) when it ends.
     for t in side_tasks {
         t.abort();
+        let _ = t.await;
     }
     if let Some(t) = handover_task {
         if handed_over {

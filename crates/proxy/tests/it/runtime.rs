@@ -464,3 +464,101 @@ async fn access_log_has_one_haproxy_like_line_per_request() {
     assert!(lines[1].contains(" web app/<NOSRV> "), "{text}");
     assert!(lines[1].contains(" 503 0 SC \"GET /y\""), "{text}");
 }
+
+/// `run` with a config whose runtime API socket is `sock`, until `stop` fires.
+fn run_with_socket(
+    dir: &std::path::Path,
+    bind: std::net::SocketAddr,
+    server: std::net::SocketAddr,
+    sock: &std::path::Path,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> tokio::task::JoinHandle<Result<(), tandem_proxy::RunError>> {
+    let path = dir.join("tandem.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "version: 1\nruntime: {{ socket: {} }}\nfrontends:\n  - name: web\n    bind: [\"{bind}\"]\n    default_backend: app\n\
+             backends:\n  - name: app\n    servers:\n      - {{ name: s1, address: {server} }}\n",
+            sock.display()
+        ),
+    )
+    .expect("write config");
+    let source = tandem_proxy::ConfigFile { path, node: None };
+    tokio::spawn(tandem_proxy::run(source, async move {
+        let _ = stop.await;
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runtime_socket_never_replaces_what_the_proxy_did_not_create() {
+    init_tracing();
+    let srv = http_server("s").await;
+    let dir = std::env::temp_dir().join(format!("tandem-api-claim-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let sock = dir.join("proxy.sock");
+    let bind = free_addr();
+
+    // A regular file at the path: the proxy refuses to start and leaves it intact.
+    std::fs::write(&sock, "someone's data").expect("write");
+    let (_tx, rx) = tokio::sync::oneshot::channel();
+    let res = tokio::time::timeout(LIMIT, run_with_socket(&dir, bind, srv.addr, &sock, rx))
+        .await
+        .expect("the proxy stops at once")
+        .expect("task");
+    let err = res.expect_err("refused").to_string();
+    assert!(err.contains("a regular file, not a socket"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&sock).expect("kept"),
+        "someone's data"
+    );
+    assert!(
+        TcpStream::connect(bind).await.is_err(),
+        "no frontend was bound"
+    );
+
+    // A socket another process serves: refused, and it keeps being served.
+    std::fs::remove_file(&sock).expect("remove");
+    let other = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
+    let (_tx, rx) = tokio::sync::oneshot::channel();
+    let res = tokio::time::timeout(LIMIT, run_with_socket(&dir, bind, srv.addr, &sock, rx))
+        .await
+        .expect("the proxy stops at once")
+        .expect("task");
+    let err = res.expect_err("refused").to_string();
+    assert!(err.contains("another process is listening"), "{err}");
+    let _client = std::os::unix::net::UnixStream::connect(&sock).expect("still served");
+    other
+        .accept()
+        .expect("the other process still gets its clients");
+
+    // Once that process is gone its stale socket is replaced; the proxy removes its own at
+    // shutdown.
+    drop(other);
+    let (stop, rx) = tokio::sync::oneshot::channel();
+    let running = run_with_socket(&dir, bind, srv.addr, &sock, rx);
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let mut api = loop {
+        if let Ok(s) = UnixStream::connect(&sock).await {
+            break BufReader::new(s);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the api never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let r = call(&mut api, r#"{"cmd":"show frontends"}"#).await;
+    assert_eq!(r["ok"], true, "{r}");
+    let _ = stop.send(());
+    tokio::time::timeout(LIMIT, running)
+        .await
+        .expect("stops in time")
+        .expect("task")
+        .expect("run ok");
+    assert!(
+        !sock.exists(),
+        "the proxy's own socket is removed at shutdown"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
