@@ -203,7 +203,12 @@ pub async fn run_with(
             None => Err(api::ApiError::Unavailable),
         };
         match bound {
-            Ok(b) => side_tasks.push(api::serve(proxy.clone(), b, Some(source.clone()))),
+            Ok(b) => side_tasks.push(api::serve(
+                proxy.clone(),
+                b,
+                Some(source.clone()),
+                api::Access::from_system(),
+            )),
             Err(api::ApiError::Unavailable) => {}
             Err(e) => error!(cause = %e, "runtime api unavailable"),
         }
