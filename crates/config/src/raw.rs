@@ -67,6 +67,15 @@ pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9100";
 pub const DEFAULT_SYNC_PORT: u16 = 7400;
 /// Default path of the proxy runtime API unix socket: `/run/tandem/proxy.sock`.
 pub const DEFAULT_RUNTIME_SOCKET: &str = "/run/tandem/proxy.sock";
+/// Largest Argon2id memory cost accepted in `metrics.auth`, in KiB (64 MiB): verifying a
+/// password must stay cheap for the proxy.
+pub const MAX_ARGON2_MEMORY_KIB: u32 = 64 * 1024;
+/// Largest Argon2id time cost (passes) accepted in `metrics.auth`.
+pub const MAX_ARGON2_PASSES: u32 = 16;
+/// Largest Argon2id parallelism accepted in `metrics.auth`.
+pub const MAX_ARGON2_LANES: u32 = 8;
+/// Largest SHA-256-crypt `rounds` accepted in `metrics.auth` (the default is 5000).
+pub const MAX_SHA_CRYPT_ROUNDS: u32 = 1_000_000;
 /// The node's run directory on the appliance: every Tandem socket lives directly in it.
 pub const RUN_DIR: &str = "/run/tandem";
 /// Socket names of the other daemons in a run directory, never the proxy's runtime API.
@@ -547,6 +556,27 @@ pub struct RawServer {
 pub struct RawMetrics {
     /// `IP:PORT` serving `/metrics`; default `127.0.0.1:9100`.
     pub listen: Option<Endpoint>,
+    /// HTTP basic authentication of scrapers; omit to serve anyone who reaches `listen`.
+    pub auth: Option<RawMetricsAuth>,
+}
+
+/// Basic authentication of the metrics endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMetricsAuth {
+    /// Who may scrape; at least one user, names unique.
+    pub users: Vec<RawMetricsUser>,
+}
+
+/// One scraper account.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMetricsUser {
+    /// User name sent by the scraper; required, no `:`.
+    pub name: Option<String>,
+    /// Hash of the password: Argon2id (`$argon2id$v=19$m=...,t=...,p=...$salt$hash`) or
+    /// SHA-256-crypt (`$5$[rounds=N$]salt$hash`, as `mkpasswd -m sha-256` prints); required.
+    pub password_hash: Option<String>,
 }
 
 /// Config sync settings.

@@ -27,6 +27,7 @@
 
 mod access;
 pub mod api;
+pub mod basic_auth;
 pub mod body;
 mod connect;
 mod deadline;
@@ -214,7 +215,11 @@ pub async fn run_with(
         }
     }
     if let Some(addr) = settings.metrics_listen {
-        match metrics::spawn(proxy.clone(), addr).await {
+        let auth = settings
+            .metrics_auth
+            .clone()
+            .map(basic_auth::BasicAuth::new);
+        match metrics::spawn_with(proxy.clone(), addr, auth).await {
             Ok((_, task)) => side_tasks.push(task),
             Err(e) => error!(listen = %addr, cause = %e, "metrics endpoint unavailable"),
         }

@@ -9,6 +9,7 @@ mod common;
 mod h2raw;
 mod http;
 mod limits;
+mod metrics;
 mod persist;
 mod proxy_protocol;
 mod raw;
