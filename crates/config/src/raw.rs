@@ -76,6 +76,25 @@ pub const MAX_ARGON2_PASSES: u32 = 16;
 pub const MAX_ARGON2_LANES: u32 = 8;
 /// Largest SHA-256-crypt `rounds` accepted in `metrics.auth` (the default is 5000).
 pub const MAX_SHA_CRYPT_ROUNDS: u32 = 1_000_000;
+/// File descriptors the appliance gives the proxy (`LimitNOFILE=` of its unit, soft and
+/// hard; the proxy raises its soft limit to the hard one at start). `tandem check` warns
+/// when the frontends' `max_connections` need more ([`file_descriptors_needed`]).
+pub const APPLIANCE_NOFILE: u64 = 1_048_576;
+/// File descriptors the proxy keeps besides its connections and listeners: the runtime API
+/// (8 sessions and the probe slot), the handover socket, metrics (16 scrapes), the async
+/// runtime (epoll, eventfd, signal pipe), standard streams and config reads.
+pub const FD_RESERVE: u64 = 64;
+
+/// File descriptors a proxy serving `connections` client connections at once needs: two per
+/// connection (the client's and its server connection; a pooled idle server connection is
+/// one a client left, so counted in that share), one per listening address (`listeners`), one
+/// per health-checked server (its probe connection, `checks`), and [`FD_RESERVE`].
+/// HTTP/2 streams beyond one per client connection each hold a server connection too;
+/// servers' `max_connections` bound those.
+pub fn file_descriptors_needed(connections: u64, listeners: u64, checks: u64) -> u64 {
+    2 * connections + listeners + checks + FD_RESERVE
+}
+
 /// The node's run directory on the appliance: every Tandem socket lives directly in it.
 pub const RUN_DIR: &str = "/run/tandem";
 /// Socket names of the other daemons in a run directory, never the proxy's runtime API.

@@ -644,6 +644,7 @@ pub fn validate(raw: &RawConfig, ctx: &mut Ctx<'_>) -> Option<Config> {
     } else if let Err(why) = run_dir_socket(&socket) {
         ctx.error("runtime.socket", why);
     }
+    fd_budget(&frontends, &backends, ctx);
 
     if ctx.has_errors() {
         return None;
@@ -659,6 +660,40 @@ pub fn validate(raw: &RawConfig, ctx: &mut Ctx<'_>) -> Option<Config> {
         sync,
         runtime: Runtime { socket },
     })
+}
+
+/// Warns, at the frontend whose `max_connections` takes the total over it, when the
+/// frontends need more file descriptors than the appliance gives the proxy
+/// ([`APPLIANCE_NOFILE`], [`file_descriptors_needed`]).
+fn fd_budget(frontends: &[Frontend], backends: &[Backend], ctx: &mut Ctx<'_>) {
+    let listeners: u64 = frontends.iter().map(|f| f.bind.len() as u64).sum();
+    let checks: u64 = backends
+        .iter()
+        .filter(|b| b.health_check.is_some())
+        .map(|b| b.servers.len() as u64)
+        .sum();
+    let total: u64 = frontends
+        .iter()
+        .map(|f| u64::from(f.max_connections.get()))
+        .sum();
+    let need = file_descriptors_needed(total, listeners, checks);
+    if need <= APPLIANCE_NOFILE {
+        return;
+    }
+    let mut running = 0u64;
+    let at = frontends
+        .iter()
+        .position(|f| {
+            running += u64::from(f.max_connections.get());
+            file_descriptors_needed(running, listeners, checks) > APPLIANCE_NOFILE
+        })
+        .unwrap_or(0);
+    ctx.warn(
+        &format!("frontends[{at}].max_connections"),
+        format!(
+            "the frontends' max_connections add up to {total}: at 2 file descriptors per connection, plus {listeners} listeners, {checks} health checks and {FD_RESERVE} reserved, the proxy needs {need} file descriptors, more than the {APPLIANCE_NOFILE} the appliance gives it; connections beyond that are refused"
+        ),
+    );
 }
 
 /// `metrics.auth`: at least one user, names unique and without `:`, hashes of a known

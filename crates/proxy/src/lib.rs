@@ -156,6 +156,67 @@ pub async fn run(
     run_with(source, shutdown, handover::Options::default()).await
 }
 
+/// Raises the soft limit on open files (`RLIMIT_NOFILE`) to the hard one, as every
+/// connection is a file descriptor (two per proxied one); logs both. The limit now in force.
+pub fn raise_open_file_limit() -> Option<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(cause = %e, "cannot read the open file limit");
+            return None;
+        }
+    };
+    if soft >= hard {
+        info!(soft, hard, "open file limit");
+        return Some(soft);
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok(()) => {
+            info!(
+                soft_was = soft,
+                soft = hard,
+                hard,
+                "raised the open file limit to the hard limit"
+            );
+            Some(hard)
+        }
+        Err(e) => {
+            warn!(soft, hard, cause = %e, "cannot raise the open file limit");
+            Some(soft)
+        }
+    }
+}
+
+/// Warns when the frontends' `max_connections` need more file descriptors than `limit`
+/// (see `tandem_config::file_descriptors_needed`): connections beyond are refused (accept
+/// fails) rather than queued.
+fn warn_if_short_of_files(plan: &Plan, limit: Option<u64>) {
+    let Some(limit) = limit else { return };
+    let fes = plan.frontends();
+    let unbounded = fes.iter().any(|f| f.max_connections.is_none());
+    let connections: u64 = fes
+        .iter()
+        .map(|f| u64::from(f.max_connections.unwrap_or(0)))
+        .sum();
+    let listeners = fes.iter().map(|f| f.binds.len() as u64).sum();
+    let checks = plan
+        .backends()
+        .iter()
+        .filter(|b| b.health_check.is_some())
+        .map(|b| b.servers.len() as u64)
+        .sum();
+    let need = tandem_config::file_descriptors_needed(connections, listeners, checks);
+    if need > limit && !unbounded {
+        warn!(
+            need,
+            limit,
+            connections,
+            "the frontends' max_connections need more open files than the limit allows"
+        );
+    }
+}
+
 /// [`run`] with upgrade settings: with `take_over`, the listening sockets come from the
 /// running proxy (which then drains and exits); the handover socket (`serve`) lets a
 /// successor do the same to this process, which then stops as on shutdown.
@@ -170,7 +231,9 @@ pub async fn run_with(
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(RunError::Signal)?;
     let source: std::sync::Arc<dyn PlanSource> = std::sync::Arc::new(source);
+    let open_files = raise_open_file_limit();
     let first = source.load()?;
+    warn_if_short_of_files(&first, open_files);
     let settings = first.settings.clone();
     // A fresh start claims the API socket before any frontend: a path it must not replace
     // stops it here. On a takeover the predecessor holds the socket until `DONE`.

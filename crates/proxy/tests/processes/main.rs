@@ -13,6 +13,8 @@
 
 mod api;
 mod child;
+mod fds;
+mod server;
 
 use std::process::ExitCode;
 
@@ -27,6 +29,10 @@ const TESTS: &[Test] = &[
     (
         "api::the_monitor_group_may_only_read_and_the_admin_group_may_change",
         api::the_monitor_group_may_only_read_and_the_admin_group_may_change,
+    ),
+    (
+        "fds::five_thousand_keep_alive_clients_under_a_1024_soft_limit",
+        fds::five_thousand_keep_alive_clients_under_a_1024_soft_limit,
     ),
 ];
 
@@ -110,4 +116,146 @@ pub fn scratch(test: &str) -> std::path::PathBuf {
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .expect("chmod");
     dir
+}
+
+/// A proxy in a child process (`--child-proxy`), killed when dropped.
+pub struct ProxyChild {
+    child: std::process::Child,
+    /// Its process id.
+    pub pid: u32,
+    /// Where its log goes.
+    pub log: std::path::PathBuf,
+}
+
+impl ProxyChild {
+    /// Starts the proxy on `config` under `sh`, after running `limits` there (e.g.
+    /// `ulimit -Sn 1024`), logging to `dir/proxy.log`.
+    pub fn start(dir: &std::path::Path, config: &std::path::Path, limits: &str) -> ProxyChild {
+        let log = dir.join("proxy.log");
+        let out = std::fs::File::create(&log).expect("log file");
+        let child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{limits} && exec \"$0\" --child-proxy \"$1\""))
+            .arg(std::env::current_exe().expect("test binary"))
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("start the proxy");
+        let pid = child.id();
+        ProxyChild { child, pid, log }
+    }
+
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A line of `/proc/PID/status` (e.g. `VmRSS`), its first number.
+    pub fn status_kib(&self, key: &str) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
+
+    /// Its open file descriptors now.
+    pub fn open_files(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid)).map_or(0, |d| d.count())
+    }
+
+    /// Whether it still runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Stops it with SIGTERM (graceful), SIGKILL after a few seconds.
+    pub fn stop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.pid as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while self.running() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ProxyChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// This process's open file limit raised to its hard limit; the hard limit.
+pub fn raise_own_file_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("setrlimit");
+    hard
+}
+
+/// Whether this runs in CI (`CI=true`), where a test must not skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+}
+
+/// Writes a one-frontend, one-server config in `dir`; `extra_backend` goes under the
+/// backend, `extra_frontend` under the frontend (YAML, indented 4 spaces).
+pub fn write_config(
+    dir: &std::path::Path,
+    bind: std::net::SocketAddr,
+    server: std::net::SocketAddr,
+    extra_frontend: &str,
+    extra_backend: &str,
+) -> std::path::PathBuf {
+    let path = dir.join("tandem.yaml");
+    let text = format!(
+        "version: 1\nruntime: {{ socket: {}/proxy.sock }}\nfrontends:\n  - name: web\n    bind: [\"{bind}\"]\n    default_backend: app\n{extra_frontend}backends:\n  - name: app\n{extra_backend}    servers:\n      - {{ name: s1, address: \"{server}\" }}\n",
+        dir.display()
+    );
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// Waits (at most 20 s) until the proxy on `addr` answers a request with 200.
+pub async fn wait_serving(addr: std::net::SocketAddr, child: &mut ProxyChild) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        assert!(child.running(), "the proxy exited:\n{}", child.log_text());
+        if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
+            let _ = s
+                .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                .await;
+            let mut out = Vec::new();
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(2), s.read_to_end(&mut out))
+                    .await;
+            if out.starts_with(b"HTTP/1.1 200") {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the proxy never served:\n{}",
+            child.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
