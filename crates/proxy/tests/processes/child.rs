@@ -85,3 +85,36 @@ pub fn api_client(args: &[String]) -> ExitCode {
     }
     ExitCode::SUCCESS
 }
+
+/// A test body run by `--child-netns-test NAME`.
+type Body = (&'static str, fn());
+
+/// Test bodies run by `--child-netns-test NAME`.
+const NETNS_TESTS: &[Body] = &[("slow_readers", crate::memory::slow_readers_in_small_buffers)];
+
+/// `--child-netns-test NAME`: this process (still single-threaded) moves to a new network
+/// namespace, brings its loopback up with TCP buffers of at most 16 KiB, and runs the body.
+pub fn netns_test(args: &[String]) -> ExitCode {
+    let Some(body) = args
+        .first()
+        .and_then(|n| NETNS_TESTS.iter().find(|(name, _)| name == n))
+    else {
+        eprintln!("usage: --child-netns-test NAME, NAME one of slow_readers");
+        return ExitCode::from(2);
+    };
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+        .expect("unshare the network namespace");
+    let up = std::process::Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .expect("run ip");
+    assert!(up.success(), "ip link set lo up");
+    for key in ["tcp_wmem", "tcp_rmem"] {
+        std::fs::write(format!("/proc/sys/net/ipv4/{key}"), "4096 16384 16384")
+            .unwrap_or_else(|e| panic!("set {key} in the namespace: {e}"));
+    }
+    match std::panic::catch_unwind(body.1) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
+    }
+}

@@ -139,7 +139,7 @@ pub fn five_thousand_keep_alive_clients_under_a_1024_soft_limit() {
             .expect("the clients finish in time");
         let failed = failures.load(Ordering::Relaxed);
         eprintln!(
-            "{CLIENTS} concurrent keep-alive clients x {REQUESTS} requests through a proxy started with soft limit 1024, hard {proxy_hard}: {failed} failures, {} proxy file descriptors with every client connected, {} server connections",
+            "{CLIENTS} concurrent keep-alive clients x {REQUESTS} requests through a proxy started with soft limit 1024, hard {proxy_hard}: {failed} failures, {} proxy file descriptors with every request in flight, {} server connections",
             peak,
             counts.accepts.load(Ordering::Relaxed)
         );

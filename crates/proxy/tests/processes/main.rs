@@ -5,15 +5,18 @@
 //! the child roles below (the binary re-executes itself for them) or runs the tests, one
 //! at a time, each on its own tokio runtime, with libtest's name filters (`cargo test -p
 //! tandem-proxy --test processes api`), `--exact` and `--list`.
-//! Child roles: `--child-proxy CONFIG` (the proxy, `tandem_proxy::run`, until SIGTERM) and
+//! Child roles: `--child-proxy CONFIG` (the proxy, `tandem_proxy::run`, until SIGTERM),
 //! `--child-api-client UID GID SOCKET LINE...` (drops to UID/GID with no supplementary
-//! groups, sends each line to the runtime API, prints each answer line).
+//! groups, sends each line to the runtime API, prints each answer line), and
+//! `--child-netns-test NAME` (a test body in a network namespace of its own: see
+//! [`in_netns`]).
 //! Touches loopback and temporary directories only; every wait is bounded; every child
 //! process is killed when its test ends, whatever the outcome.
 
 mod api;
 mod child;
 mod fds;
+mod memory;
 mod server;
 
 use std::process::ExitCode;
@@ -34,6 +37,14 @@ const TESTS: &[Test] = &[
         "fds::five_thousand_keep_alive_clients_under_a_1024_soft_limit",
         fds::five_thousand_keep_alive_clients_under_a_1024_soft_limit,
     ),
+    (
+        "memory::a_1_mib_response_head_is_a_502_and_not_kept",
+        memory::a_1_mib_response_head_is_a_502_and_not_kept,
+    ),
+    (
+        "memory::ten_thousand_slow_readers_keep_memory_bounded_and_others_are_served",
+        memory::ten_thousand_slow_readers_keep_memory_bounded_and_others_are_served,
+    ),
 ];
 
 fn main() -> ExitCode {
@@ -41,6 +52,7 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("--child-proxy") => child::proxy(&args[1..]),
         Some("--child-api-client") => child::api_client(&args[1..]),
+        Some("--child-netns-test") => child::netns_test(&args[1..]),
         _ => run_tests(&args),
     }
 }
@@ -258,4 +270,38 @@ pub async fn wait_serving(addr: std::net::SocketAddr, child: &mut ProxyChild) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// Runs the test body `name` (see `child::netns_test`) in a child process with a network
+/// namespace of its own, whose loopback has TCP buffers of at most 16 KiB per socket (the
+/// host's are autotuned to megabytes: on them the kernel, not the proxy, would hold what a
+/// slow client does not read). Needs root (`unshare`): skipped with a notice outside CI,
+/// failing in CI. The namespace goes away with the process.
+pub fn in_netns(name: &str) {
+    if !nix::unistd::geteuid().is_root() {
+        assert!(
+            !in_ci(),
+            "{name} needs root (a network namespace) and CI runs as root"
+        );
+        eprintln!("skipped: {name} needs root (a network namespace)");
+        return;
+    }
+    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .arg("--child-netns-test")
+        .arg(name)
+        .spawn()
+        .expect("start the test body");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{name} did not finish in 600 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(status.success(), "{name} failed in its namespace: {status}");
 }

@@ -16,8 +16,11 @@ pub struct Counts {
     pub accepts: AtomicU64,
     /// Requests answered (or started, for `/head/N`).
     pub requests: AtomicU64,
-    /// Connections the peer closed or reset while the server was writing to them.
+    /// Connections the peer closed or reset while the server was writing to them (or, for
+    /// `/head/N`, right after).
     pub cut: AtomicU64,
+    /// `/head/N` connections the peer sent another request on instead of closing them.
+    pub reused_after_head: AtomicU64,
     /// `/wait/N` requests waiting now.
     pub waiting: AtomicU64,
     /// Wakes the waiting requests when one more arrives.
@@ -26,9 +29,11 @@ pub struct Counts {
 
 /// Starts the server; `sndbuf` sets each connection's send buffer (bytes) when given.
 pub async fn start(sndbuf: Option<u32>) -> (SocketAddr, Arc<Counts>) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
+    // A long backlog: thousands of connections arrive within seconds on a busy machine.
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.bind("127.0.0.1:0".parse().expect("addr"))
         .expect("bind");
+    let l = sock.listen(4096).expect("listen");
     let addr = l.local_addr().expect("addr");
     let counts = Arc::new(Counts::default());
     let c = counts.clone();
@@ -74,9 +79,17 @@ async fn serve(mut s: tokio::net::TcpStream, counts: Arc<Counts>) {
             .strip_prefix("/bytes/")
             .and_then(|n| n.parse::<usize>().ok())
         {
-            let mut out = format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n").into_bytes();
-            out.resize(out.len() + n, b'x');
-            s.write_all(&out).await
+            // Streamed from one static chunk: thousands of unread answers cost no memory here.
+            static CHUNK: [u8; 16 * 1024] = [b'x'; 16 * 1024];
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n");
+            let mut r = s.write_all(head.as_bytes()).await;
+            let mut left = n;
+            while r.is_ok() && left > 0 {
+                let take = left.min(CHUNK.len());
+                r = s.write_all(&CHUNK[..take]).await;
+                left -= take;
+            }
+            r
         } else if let Some(n) = path
             .strip_prefix("/wait/")
             .and_then(|n| n.parse::<u64>().ok())
@@ -109,7 +122,11 @@ async fn serve(mut s: tokio::net::TcpStream, counts: Arc<Counts>) {
             let r = s.write_all(&out).await;
             if r.is_ok() {
                 // Wait for the proxy to give up on this connection.
-                let _ = s.read(&mut chunk).await;
+                if let Ok(n) = s.read(&mut chunk).await
+                    && n > 0
+                {
+                    counts.reused_after_head.fetch_add(1, Ordering::Relaxed);
+                }
             }
             r
         } else {
