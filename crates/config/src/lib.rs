@@ -53,7 +53,9 @@ pub use classes::{ClassPriority, ClassValueError, Share};
 pub use diag::{Diagnostic, Report, Severity};
 pub use diff::{Change, ChangeKind, Fingerprint, diff, fingerprint, fingerprints};
 pub use model::*;
-pub use raw::{RawConfig, SUPPORTED_VERSION};
+pub use raw::{
+    APPLIANCE_NOFILE, FD_RESERVE, RUN_DIR, RawConfig, SUPPORTED_VERSION, file_descriptors_needed,
+};
 pub use values::{
     Balance, CheckCount, Cidr, Count, Duration, Endpoint, HeaderName, InterfaceName, Name, Port,
     Priority, PriorityDelta, Rate, StatusRange, ValueError, Vrid, Weight,

@@ -436,6 +436,25 @@ pub struct Server {
 pub struct Metrics {
     /// Listen address.
     pub listen: Endpoint,
+    /// Basic authentication of scrapers, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<MetricsAuth>,
+}
+
+/// Basic authentication of the metrics endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MetricsAuth {
+    /// At least one user, unique names.
+    pub users: Vec<MetricsUser>,
+}
+
+/// One scraper account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MetricsUser {
+    /// User name, without `:`.
+    pub name: String,
+    /// Argon2id PHC string or SHA-256-crypt string, checked for shape and cost.
+    pub password_hash: String,
 }
 
 /// Config sync settings.

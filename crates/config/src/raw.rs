@@ -68,6 +68,38 @@ pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9100";
 pub const DEFAULT_SYNC_PORT: u16 = 7400;
 /// Default path of the proxy runtime API unix socket: `/run/tandem/proxy.sock`.
 pub const DEFAULT_RUNTIME_SOCKET: &str = "/run/tandem/proxy.sock";
+/// Largest Argon2id memory cost accepted in `metrics.auth`, in KiB (64 MiB): verifying a
+/// password must stay cheap for the proxy.
+pub const MAX_ARGON2_MEMORY_KIB: u32 = 64 * 1024;
+/// Largest Argon2id time cost (passes) accepted in `metrics.auth`.
+pub const MAX_ARGON2_PASSES: u32 = 16;
+/// Largest Argon2id parallelism accepted in `metrics.auth`.
+pub const MAX_ARGON2_LANES: u32 = 8;
+/// Largest SHA-256-crypt `rounds` accepted in `metrics.auth` (the default is 5000).
+pub const MAX_SHA_CRYPT_ROUNDS: u32 = 1_000_000;
+/// File descriptors the appliance gives the proxy (`LimitNOFILE=` of its unit, soft and
+/// hard; the proxy raises its soft limit to the hard one at start). `tandem check` warns
+/// when the frontends' `max_connections` need more ([`file_descriptors_needed`]).
+pub const APPLIANCE_NOFILE: u64 = 1_048_576;
+/// File descriptors the proxy keeps besides its connections and listeners: the runtime API
+/// (8 sessions and the probe slot), the handover socket, metrics (16 scrapes), the async
+/// runtime (epoll, eventfd, signal pipe), standard streams and config reads.
+pub const FD_RESERVE: u64 = 64;
+
+/// File descriptors a proxy serving `connections` client connections at once needs: two per
+/// connection (the client's and its server connection; a pooled idle server connection is
+/// one a client left, so counted in that share), one per listening address (`listeners`), one
+/// per health-checked server (its probe connection, `checks`), and [`FD_RESERVE`].
+/// HTTP/2 streams beyond one per client connection each hold a server connection too;
+/// servers' `max_connections` bound those.
+pub fn file_descriptors_needed(connections: u64, listeners: u64, checks: u64) -> u64 {
+    2 * connections + listeners + checks + FD_RESERVE
+}
+
+/// The node's run directory on the appliance: every Tandem socket lives directly in it.
+pub const RUN_DIR: &str = "/run/tandem";
+/// Socket names of the other daemons in a run directory, never the proxy's runtime API.
+pub const RESERVED_SOCKET_NAMES: [&str; 3] = ["supervisor.sock", "vrrp.sock", "vrrp.sock.guardian"];
 
 /// The whole file.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -552,6 +584,27 @@ pub struct RawServer {
 pub struct RawMetrics {
     /// `IP:PORT` serving `/metrics`; default `127.0.0.1:9100`.
     pub listen: Option<Endpoint>,
+    /// HTTP basic authentication of scrapers; omit to serve anyone who reaches `listen`.
+    pub auth: Option<RawMetricsAuth>,
+}
+
+/// Basic authentication of the metrics endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMetricsAuth {
+    /// Who may scrape; at least one user, names unique.
+    pub users: Vec<RawMetricsUser>,
+}
+
+/// One scraper account.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMetricsUser {
+    /// User name sent by the scraper; required, no `:`.
+    pub name: Option<String>,
+    /// Hash of the password: Argon2id (`$argon2id$v=19$m=...,t=...,p=...$salt$hash`) or
+    /// SHA-256-crypt (`$5$[rounds=N$]salt$hash`, as `mkpasswd -m sha-256` prints); required.
+    pub password_hash: Option<String>,
 }
 
 /// Config sync settings.
@@ -566,6 +619,8 @@ pub struct RawSync {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawRuntime {
-    /// Absolute path of the unix socket of the runtime API; default `/run/tandem/proxy.sock`.
+    /// Absolute path of the unix socket of the runtime API, directly in the run directory
+    /// `/run/tandem` (or, off the appliance, in a directory named `tandem-*`); default
+    /// `/run/tandem/proxy.sock`.
     pub socket: Option<PathBuf>,
 }

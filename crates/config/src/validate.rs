@@ -633,7 +633,8 @@ pub fn validate(raw: &RawConfig, ctx: &mut Ctx<'_>) -> Option<Config> {
                 format!("{listen} is already bound by frontend `{other}`"),
             );
         }
-        Metrics { listen }
+        let auth = m.auth.as_ref().and_then(|a| metrics_auth(a, ctx));
+        Metrics { listen, auth }
     });
     let sync = Sync {
         port: raw
@@ -652,7 +653,10 @@ pub fn validate(raw: &RawConfig, ctx: &mut Ctx<'_>) -> Option<Config> {
             "runtime.socket",
             format!("expected an absolute path, found `{}`", socket.display()),
         );
+    } else if let Err(why) = run_dir_socket(&socket) {
+        ctx.error("runtime.socket", why);
     }
+    fd_budget(&frontends, &backends, ctx);
 
     if ctx.has_errors() {
         return None;
@@ -669,6 +673,203 @@ pub fn validate(raw: &RawConfig, ctx: &mut Ctx<'_>) -> Option<Config> {
         sync,
         runtime: Runtime { socket },
     })
+}
+
+/// Warns, at the frontend whose `max_connections` takes the total over it, when the
+/// frontends need more file descriptors than the appliance gives the proxy
+/// ([`APPLIANCE_NOFILE`], [`file_descriptors_needed`]).
+fn fd_budget(frontends: &[Frontend], backends: &[Backend], ctx: &mut Ctx<'_>) {
+    let listeners: u64 = frontends.iter().map(|f| f.bind.len() as u64).sum();
+    let checks: u64 = backends
+        .iter()
+        .filter(|b| b.health_check.is_some())
+        .map(|b| b.servers.len() as u64)
+        .sum();
+    let total: u64 = frontends
+        .iter()
+        .map(|f| u64::from(f.max_connections.get()))
+        .sum();
+    let need = file_descriptors_needed(total, listeners, checks);
+    if need <= APPLIANCE_NOFILE {
+        return;
+    }
+    let mut running = 0u64;
+    let at = frontends
+        .iter()
+        .position(|f| {
+            running += u64::from(f.max_connections.get());
+            file_descriptors_needed(running, listeners, checks) > APPLIANCE_NOFILE
+        })
+        .unwrap_or(0);
+    ctx.warn(
+        &format!("frontends[{at}].max_connections"),
+        format!(
+            "the frontends' max_connections add up to {total}: at 2 file descriptors per connection, plus {listeners} listeners, {checks} health checks and {FD_RESERVE} reserved, the proxy needs {need} file descriptors, more than the {APPLIANCE_NOFILE} the appliance gives it; connections beyond that are refused"
+        ),
+    );
+}
+
+/// `metrics.auth`: at least one user, names unique and without `:`, hashes of a known
+/// scheme within the cost limits.
+fn metrics_auth(a: &RawMetricsAuth, ctx: &mut Ctx<'_>) -> Option<MetricsAuth> {
+    if a.users.is_empty() {
+        ctx.empty("metrics.auth.users", "expected at least one user");
+    }
+    let mut users = Vec::new();
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, u) in a.users.iter().enumerate() {
+        let p = format!("metrics.auth.users[{i}]");
+        let name = ctx.require(&u.name, &format!("{p}.name"));
+        let hash = ctx.require(&u.password_hash, &format!("{p}.password_hash"));
+        if let Some(n) = &name {
+            if n.is_empty() || n.contains(':') || n.chars().any(char::is_control) {
+                ctx.error(
+                    &format!("{p}.name"),
+                    format!("expected a user name without `:` or control characters, found `{n}`"),
+                );
+            } else if let Some(first) = seen.insert(u.name.as_deref().unwrap_or(""), i) {
+                ctx.error(
+                    &format!("{p}.name"),
+                    format!("user `{n}` is also metrics.auth.users[{first}]"),
+                );
+            }
+        }
+        if let Some(h) = &hash
+            && let Err(why) = password_hash(h)
+        {
+            ctx.error(&format!("{p}.password_hash"), why);
+        }
+        if let (Some(name), Some(password_hash)) = (name, hash) {
+            users.push(MetricsUser {
+                name,
+                password_hash,
+            });
+        }
+    }
+    Some(MetricsAuth { users })
+}
+
+/// Checks the shape and cost of a password hash: Argon2id in PHC form
+/// (`$argon2id$v=19$m=M,t=T,p=P$SALT$HASH`, base64 without padding) or SHA-256-crypt
+/// (`$5$[rounds=N$]SALT$HASH`, salt of at most 16 characters, 43-character hash).
+fn password_hash(h: &str) -> Result<(), String> {
+    let b64 = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+    };
+    let fields: Vec<&str> = h.split('$').collect();
+    match fields.as_slice() {
+        ["", "argon2id", version, params, salt, hash] => {
+            if *version != "v=19" {
+                return Err(format!(
+                    "expected Argon2id version `v=19`, found `{version}`"
+                ));
+            }
+            let mut cost = BTreeMap::new();
+            for kv in params.split(',') {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                let Ok(v) = v.parse::<u32>() else {
+                    return Err(format!("invalid Argon2id parameter `{kv}`"));
+                };
+                cost.insert(k, v);
+            }
+            let (Some(&m), Some(&t), Some(&p), 3) =
+                (cost.get("m"), cost.get("t"), cost.get("p"), cost.len())
+            else {
+                return Err(format!(
+                    "expected Argon2id parameters `m=KIB,t=PASSES,p=LANES`, found `{params}`"
+                ));
+            };
+            if m > MAX_ARGON2_MEMORY_KIB
+                || t > MAX_ARGON2_PASSES
+                || p > MAX_ARGON2_LANES
+                || t == 0
+                || p == 0
+                || m < 8 * p
+            {
+                return Err(format!(
+                    "Argon2id cost m={m},t={t},p={p} is out of range: at most m={MAX_ARGON2_MEMORY_KIB} (KiB), t={MAX_ARGON2_PASSES}, p={MAX_ARGON2_LANES}, so that checking a password stays cheap"
+                ));
+            }
+            if !b64(salt) || !b64(hash) || salt.len() < 11 || hash.len() < 22 {
+                return Err(
+                    "expected an Argon2id salt and hash in base64 without padding".to_owned(),
+                );
+            }
+            Ok(())
+        }
+        ["", "5", rest @ ..] => {
+            let (rounds, salt, hash) = match rest {
+                [r, salt, hash] if r.starts_with("rounds=") => (Some(&r[7..]), *salt, *hash),
+                [salt, hash] => (None, *salt, *hash),
+                _ => return Err("expected SHA-256-crypt as `$5$[rounds=N$]SALT$HASH`".to_owned()),
+            };
+            if let Some(r) = rounds {
+                match r.parse::<u32>() {
+                    Ok(n) if (1000..=MAX_SHA_CRYPT_ROUNDS).contains(&n) => {}
+                    _ => {
+                        return Err(format!(
+                            "SHA-256-crypt rounds must be 1000 to {MAX_SHA_CRYPT_ROUNDS}, found `{r}`"
+                        ));
+                    }
+                }
+            }
+            let crypt64 = |s: &str| {
+                s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'/')
+            };
+            if salt.is_empty() || salt.len() > 16 {
+                return Err("SHA-256-crypt salt must have 1 to 16 characters".to_owned());
+            }
+            if hash.len() != 43 || !crypt64(hash) {
+                return Err("expected a 43-character SHA-256-crypt hash".to_owned());
+            }
+            Ok(())
+        }
+        _ => Err(
+            "expected an Argon2id (`$argon2id$...`) or SHA-256-crypt (`$5$...`) password hash"
+                .to_owned(),
+        ),
+    }
+}
+
+/// Checks that the absolute `socket` is a socket path of a Tandem run directory: directly
+/// in `/run/tandem` ([`RUN_DIR`]), or, for labs and tests on a shared host, directly in a
+/// directory named `tandem` or `tandem-*` (`/run/tandem-lab`, `/tmp/tandem-test-1`); not
+/// one of the other daemons' sockets. The proxy binds the socket and its `.handover`
+/// sibling there, so it must never be pointed at another service's socket (`/dev/log`,
+/// `/run/systemd/notify`).
+fn run_dir_socket(socket: &Path) -> Result<(), String> {
+    use std::path::Component;
+    let shown = socket.display();
+    if socket
+        .components()
+        .any(|c| matches!(c, Component::CurDir | Component::ParentDir))
+        || socket.as_os_str().as_encoded_bytes().ends_with(b"/")
+    {
+        return Err(format!(
+            "expected a plain path to a socket file (no `.` or `..`), found `{shown}`"
+        ));
+    }
+    let name = socket.file_name().map(|n| n.to_string_lossy());
+    let dir = socket.parent().filter(|d| d.parent().is_some());
+    let dir_name = dir.and_then(Path::file_name).map(|n| n.to_string_lossy());
+    let tandem_dir = dir == Some(Path::new(RUN_DIR))
+        || dir_name.is_some_and(|n| n == "tandem" || n.starts_with("tandem-"));
+    if !tandem_dir {
+        return Err(format!(
+            "expected a socket directly in the node's run directory {RUN_DIR} (or, off the appliance, in a directory named `tandem-*`), found `{shown}`"
+        ));
+    }
+    if let Some(n) = name
+        && RESERVED_SOCKET_NAMES.contains(&n.as_ref())
+    {
+        return Err(format!(
+            "`{n}` is the socket of another Tandem daemon, choose another name (default `proxy.sock`)"
+        ));
+    }
+    Ok(())
 }
 
 fn cluster(c: &RawCluster, ctx: &mut Ctx<'_>) -> Option<Cluster> {

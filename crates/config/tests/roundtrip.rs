@@ -402,12 +402,19 @@ fn gen_config(seed: u64) -> Config {
         backends,
         metrics: r.maybe(|r| Metrics {
             listen: endpoint(Ipv4Addr::new(127, 9, 0, 1), r.range(1, 65535) as u16),
+            auth: r.maybe(|r| MetricsAuth {
+                users: vec![MetricsUser {
+                    name: format!("scraper{}", r.below(9)),
+                    password_hash: "$5$saltsalt$0IyaXrmV7.sGNS6tirgqHLqX/G.FBvgkYA.lpPdS5sA"
+                        .to_owned(),
+                }],
+            }),
         }),
         sync: Sync {
             port: Port::new(r.range(1, 65535) as u16).unwrap(),
         },
         runtime: Runtime {
-            socket: PathBuf::from(format!("/run/t{}.sock", r.below(9))),
+            socket: PathBuf::from(format!("/run/tandem/t{}.sock", r.below(9))),
         },
     }
 }

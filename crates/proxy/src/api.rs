@@ -7,8 +7,15 @@
 //! Does not own: the state it changes (`live`, through `ServerState::update`), how a reload
 //! installs a plan (`proxy`), or where a reload reads its configuration ([`PlanSource`]).
 //!
-//! Bounds: at most [`MAX_CLIENTS`] connections at once, request lines of at most
-//! [`MAX_LINE_BYTES`], and [`IDLE_SECS`] of silence before a connection is closed.
+//! Access: by the peer's credentials (`SO_PEERCRED`, [`Access`]): root, the proxy's own user
+//! and members of [`ADMIN_GROUP`] run every command, members of [`MONITOR_GROUP`] the read
+//! commands (`show ...`); anyone else gets one error line and the connection closes.
+//!
+//! Bounds: at most [`MAX_CLIENTS`] sessions at once, a newcomer taking the place of the one
+//! idle the longest (so idle clients never block a command), plus one reserved slot for a
+//! single read command when every session is running one (the VRRP daemon's proxy probe is
+//! one `show frontends` per connection); request lines of at most [`MAX_LINE_BYTES`];
+//! [`IDLE_SECS`] of silence before a connection is closed; [`WRITE_SECS`] to read an answer.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -21,7 +28,7 @@ use tandem_balance::{AdminState, Health, ServerId, StickEntry};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
-use tracing::{Instrument, debug, error, info, info_span};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::PlanSource;
 use crate::live::{LiveBackend, ServerState, Snapshot};
@@ -30,16 +37,24 @@ use crate::plan::{Algorithm, Persistence};
 use crate::protect::{RateCounter, RateEntry, SourceTable};
 use crate::proxy::Proxy;
 
-/// Most API connections served at once.
+/// Most API sessions open at once (plus one probe slot); a newcomer beyond them takes the
+/// place of the session idle the longest.
 pub const MAX_CLIENTS: usize = 8;
 /// Longest request line, in bytes.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
 /// Seconds of silence after which an API connection is closed.
 pub const IDLE_SECS: u64 = 300;
+/// Seconds a client may take to read an answer before the connection is dropped.
+pub const WRITE_SECS: u64 = 10;
+/// Seconds the reserved probe slot waits for its one request.
+pub const PROBE_SECS: u64 = 2;
 
 /// Why the API socket could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// Something the proxy must not replace is at the socket path (left in place).
+    #[error(transparent)]
+    Occupied(crate::unix::ClaimError),
     /// Binding the Unix socket failed.
     #[error("failed to bind the runtime api socket {path}: {source}")]
     Bind {
@@ -48,6 +63,31 @@ pub enum ApiError {
         /// The cause.
         source: std::io::Error,
     },
+    /// Binding failed earlier (and was reported then).
+    #[error("the runtime api socket could not be opened")]
+    Unavailable,
+}
+
+/// A bound API socket, not yet served ([`bind`], then [`serve`]).
+#[derive(Debug)]
+pub struct Bound {
+    /// Declared first: dropped (closed) before the path is released.
+    listener: UnixListener,
+    claimed: crate::unix::Claimed,
+}
+
+/// Permission bits of the API socket: anyone may connect; the peer's credentials decide
+/// what it may do ([`Access`]), and a refused peer gets an error line saying why.
+const SOCKET_MODE: u32 = 0o666;
+
+/// Binds the API socket at `path`; a stale socket of this user that nothing listens on is
+/// replaced, anything else at the path is refused and left alone (see `unix`).
+pub fn bind(path: &Path) -> Result<Bound, ApiError> {
+    match crate::unix::bind(path, SOCKET_MODE) {
+        Ok((listener, claimed)) => Ok(Bound { listener, claimed }),
+        Err(e @ crate::unix::ClaimError::Occupied { .. }) => Err(ApiError::Occupied(e)),
+        Err(crate::unix::ClaimError::Bind { path, source }) => Err(ApiError::Bind { path, source }),
+    }
 }
 
 /// One request line.
@@ -124,33 +164,37 @@ struct RateEntryJson {
     requests: Option<CounterJson>,
 }
 
-/// Serves the API on `path` (a stale socket is replaced) until the task is aborted.
+/// Serves the API on `path` ([`bind`] then [`serve`]) until the task is aborted, with the
+/// groups of [`Access::from_system`].
 pub fn spawn(
     proxy: Proxy,
     path: &Path,
     source: Option<Arc<dyn PlanSource>>,
 ) -> Result<JoinHandle<()>, ApiError> {
-    let bind_err = |source| ApiError::Bind {
-        path: path.to_owned(),
-        source,
-    };
-    // A socket left by a previous run is replaced; any other file is an error from bind.
-    if let Ok(meta) = std::fs::symlink_metadata(path)
-        && std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type())
-    {
-        std::fs::remove_file(path).map_err(bind_err)?;
-    }
-    let listener = UnixListener::bind(path).map_err(bind_err)?;
-    info!(socket = %path.display(), "runtime api listening");
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
+    Ok(serve(proxy, bind(path)?, source, Access::from_system()))
+}
+
+/// Serves the API on a bound socket until the task is aborted, admitting peers by `access`;
+/// the socket is unlinked when the task ends (if it is still this one).
+pub fn serve(
+    proxy: Proxy,
+    bound: Bound,
+    source: Option<Arc<dyn PlanSource>>,
+    access: Access,
+) -> JoinHandle<()> {
+    let path = bound.claimed.path().to_owned();
+    info!(socket = %path.display(), admin_gid = ?access.admin_gid, monitor_gid = ?access.monitor_gid,
+        "runtime api listening");
     let span = info_span!("api", socket = %path.display());
-    Ok(tokio::spawn(
+    let access = Arc::new(access);
+    let sessions = Arc::new(Sessions::default());
+    tokio::spawn(
         async move {
+            // Closed, then unlinked, when the task ends or is aborted.
+            let listener = bound;
             loop {
-                let Ok(permit) = permits.clone().acquire_owned().await else {
-                    return;
-                };
-                let stream = match listener.accept().await {
+                // Never waits for a slot: who may stay is decided per connection.
+                let stream = match listener.listener.accept().await {
                     Ok((s, _)) => s,
                     Err(e) => {
                         error!(cause = %e, "runtime api accept failed");
@@ -159,51 +203,333 @@ pub fn spawn(
                     }
                 };
                 let (proxy, source) = (proxy.clone(), source.clone());
+                let (access, sessions) = (access.clone(), sessions.clone());
                 tokio::spawn(
                     async move {
-                        if let Err(e) = session(stream, &proxy, source.as_deref()).await {
+                        if let Err(e) =
+                            connection(stream, &proxy, source.as_deref(), &access, &sessions).await
+                        {
                             debug!(cause = %e, "runtime api connection ended with an error");
                         }
-                        drop(permit);
                     }
                     .in_current_span(),
                 );
             }
         }
         .instrument(span),
-    ))
+    )
 }
 
-async fn session(
+/// Group whose members (and root) may run every command.
+pub const ADMIN_GROUP: &str = "tandem-admin";
+/// Group whose members may run the read commands (`show ...`).
+pub const MONITOR_GROUP: &str = "tandem-monitor";
+
+/// Who may use the API, by the peer's credentials (`SO_PEERCRED`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Access {
+    /// Members of this group run every command; `None`: only root and the proxy's user.
+    pub admin_gid: Option<u32>,
+    /// Members of this group run the read commands; `None`: nobody by group.
+    pub monitor_gid: Option<u32>,
+    /// The proxy's own user, which runs every command (it can signal the proxy anyway).
+    pub owner_uid: u32,
+}
+
+impl Access {
+    /// [`ADMIN_GROUP`] and [`MONITOR_GROUP`] resolved now (at start); a group that does not
+    /// exist admits nobody, so without `tandem-admin` only root (and the proxy's user) may
+    /// change anything.
+    pub fn from_system() -> Self {
+        let gid = |name: &str| match nix::unistd::Group::from_name(name) {
+            Ok(Some(g)) => Some(g.gid.as_raw()),
+            Ok(None) => {
+                info!(
+                    group = name,
+                    "runtime api group does not exist, nobody is admitted by it"
+                );
+                None
+            }
+            Err(e) => {
+                warn!(group = name, cause = %e, "runtime api group lookup failed, nobody is admitted by it");
+                None
+            }
+        };
+        Access {
+            admin_gid: gid(ADMIN_GROUP),
+            monitor_gid: gid(MONITOR_GROUP),
+            owner_uid: nix::unistd::geteuid().as_raw(),
+        }
+    }
+
+    /// What the peer may do, or why it may not connect at all.
+    fn role(&self, cred: &tokio::net::unix::UCred) -> Result<Role, String> {
+        let uid = cred.uid();
+        if uid == 0 || uid == self.owner_uid {
+            return Ok(Role::Admin);
+        }
+        let groups = peer_groups(cred);
+        let member = |gid: Option<u32>| gid.is_some_and(|g| groups.contains(&g));
+        if member(self.admin_gid) {
+            Ok(Role::Admin)
+        } else if member(self.monitor_gid) {
+            Ok(Role::Monitor)
+        } else {
+            Err(format!(
+                "permission denied: uid {uid} is not root and not in group {ADMIN_GROUP} or {MONITOR_GROUP}"
+            ))
+        }
+    }
+}
+
+/// The peer's primary group and, read from `/proc/<pid>/status`, its supplementary groups:
+/// the groups the connecting process has, as for file permissions.
+fn peer_groups(cred: &tokio::net::unix::UCred) -> Vec<u32> {
+    let mut groups = vec![cred.gid()];
+    if let Some(pid) = cred.pid()
+        && let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        && let Some(line) = status.lines().find_map(|l| l.strip_prefix("Groups:"))
+    {
+        groups.extend(
+            line.split_whitespace()
+                .filter_map(|g| g.parse::<u32>().ok()),
+        );
+    }
+    groups
+}
+
+/// What an admitted peer may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// Every command.
+    Admin,
+    /// The read commands ([`is_read_only`]).
+    Monitor,
+}
+
+/// Whether `cmd` only reads (what [`MONITOR_GROUP`] and the probe slot may run).
+fn is_read_only(cmd: &str) -> bool {
+    cmd.starts_with("show ")
+}
+
+/// The open sessions, for the connection limit: at most [`MAX_CLIENTS`], the one idle the
+/// longest making room for a newcomer, plus one probe slot.
+#[derive(Debug, Default)]
+struct Sessions {
+    open: std::sync::Mutex<Vec<Entry>>,
+    next: std::sync::atomic::AtomicU64,
+    /// The reserved slot ([`probe`]) is in use.
+    probing: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Debug)]
+struct Entry {
+    id: u64,
+    /// Waiting for a request since then; `None` while a command runs or its answer is written.
+    idle_since: Option<Instant>,
+    /// Notified when a newcomer takes this session's place.
+    evict: Arc<tokio::sync::Notify>,
+}
+
+/// A session's place in [`Sessions`]; released on drop.
+struct Place<'a> {
+    sessions: &'a Sessions,
+    id: u64,
+    evict: Arc<tokio::sync::Notify>,
+}
+
+impl Sessions {
+    /// A place for a new session: a free one, else the one of the session idle the longest
+    /// (which is told to close); `None` when every session is running a command.
+    fn admit(&self) -> Option<Place<'_>> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if open.len() >= MAX_CLIENTS {
+            let oldest = open
+                .iter()
+                .enumerate()
+                .filter_map(|(i, e)| e.idle_since.map(|t| (i, t)))
+                .min_by_key(|&(_, t)| t)?
+                .0;
+            let gone = open.swap_remove(oldest);
+            gone.evict.notify_one();
+        }
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let evict = Arc::new(tokio::sync::Notify::new());
+        open.push(Entry {
+            id,
+            idle_since: Some(Instant::now()),
+            evict: evict.clone(),
+        });
+        Some(Place {
+            sessions: self,
+            id,
+            evict,
+        })
+    }
+}
+
+impl Place<'_> {
+    /// Marks the session idle (waiting for a request) or busy.
+    fn set_idle(&self, idle: bool) {
+        let mut open = self.sessions.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = open.iter_mut().find(|e| e.id == self.id) {
+            e.idle_since = if idle {
+                Some(e.idle_since.unwrap_or_else(Instant::now))
+            } else {
+                None
+            };
+        }
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        let mut open = self.sessions.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.retain(|e| e.id != self.id);
+    }
+}
+
+/// Writes one response line within [`WRITE_SECS`] (a client that does not read is dropped).
+async fn answer<W: AsyncWriteExt + Unpin>(wr: &mut W, out: &Value) -> std::io::Result<()> {
+    let mut bytes = serde_json::to_vec(out).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
+    bytes.push(b'\n');
+    match tokio::time::timeout(Duration::from_secs(WRITE_SECS), wr.write_all(&bytes)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "runtime api client did not read its answer",
+        )),
+    }
+}
+
+/// One accepted connection: who it is, then a session, the probe slot, or a refusal.
+async fn connection(
     stream: UnixStream,
     proxy: &Proxy,
     source: Option<&dyn PlanSource>,
+    access: &Access,
+    sessions: &Sessions,
 ) -> std::io::Result<()> {
+    let role = match stream.peer_cred() {
+        Ok(cred) => access.role(&cred),
+        Err(e) => Err(format!(
+            "permission denied: peer credentials unavailable: {e}"
+        )),
+    };
     let (rd, mut wr) = stream.into_split();
-    let mut rd = BufReader::new(rd);
+    let role = match role {
+        Ok(r) => r,
+        Err(why) => {
+            debug!(reason = %why, "runtime api client refused");
+            return answer(&mut wr, &fail(why)).await;
+        }
+    };
+    let rd = BufReader::new(rd);
+    if let Some(place) = sessions.admit() {
+        return session(rd, wr, proxy, source, role, &place).await;
+    }
+    // Every session is running a command: the reserved slot takes one read request.
+    if !sessions
+        .probing
+        .swap(true, std::sync::atomic::Ordering::AcqRel)
+    {
+        let r = probe(rd, &mut wr, proxy).await;
+        sessions
+            .probing
+            .store(false, std::sync::atomic::Ordering::Release);
+        return r;
+    }
+    answer(
+        &mut wr,
+        &fail(format!(
+            "too many runtime api connections ({MAX_CLIENTS} running commands), try again"
+        )),
+    )
+    .await
+}
+
+/// Reads one request line (at most [`MAX_LINE_BYTES`]); `None` at the end of the stream.
+async fn read_line<R: AsyncBufReadExt + Unpin>(
+    rd: &mut R,
+    line: &mut Vec<u8>,
+) -> std::io::Result<Option<()>> {
+    line.clear();
+    let n = rd
+        .take(MAX_LINE_BYTES as u64 + 1)
+        .read_until(b'\n', line)
+        .await?;
+    Ok((n > 0).then_some(()))
+}
+
+/// The reserved slot: one read request within [`PROBE_SECS`], then the connection closes.
+async fn probe<R: AsyncBufReadExt + Unpin, W: AsyncWriteExt + Unpin>(
+    mut rd: R,
+    wr: &mut W,
+    proxy: &Proxy,
+) -> std::io::Result<()> {
+    let mut line = Vec::with_capacity(64);
+    let read = tokio::time::timeout(
+        Duration::from_secs(PROBE_SECS),
+        read_line(&mut rd, &mut line),
+    );
+    let Ok(Ok(Some(()))) = read.await else {
+        return Ok(());
+    };
+    let out = match serde_json::from_slice::<Command>(&line) {
+        Ok(c) if is_read_only(&c.cmd) && line.len() <= MAX_LINE_BYTES => {
+            execute(proxy, None, &line).await
+        }
+        _ => fail(format!(
+            "too many runtime api connections ({MAX_CLIENTS} running commands): only one show command is served now"
+        )),
+    };
+    answer(wr, &out).await
+}
+
+async fn session<R: AsyncBufReadExt + Unpin, W: AsyncWriteExt + Unpin>(
+    mut rd: R,
+    mut wr: W,
+    proxy: &Proxy,
+    source: Option<&dyn PlanSource>,
+    role: Role,
+    place: &Place<'_>,
+) -> std::io::Result<()> {
     let mut line = Vec::with_capacity(256);
     loop {
-        line.clear();
-        let mut limited = (&mut rd).take(MAX_LINE_BYTES as u64 + 1);
-        let read = limited.read_until(b'\n', &mut line);
-        let n = match tokio::time::timeout(Duration::from_secs(IDLE_SECS), read).await {
-            Err(_) => return Ok(()),
-            Ok(r) => r?,
+        place.set_idle(true);
+        let read = tokio::time::timeout(
+            Duration::from_secs(IDLE_SECS),
+            read_line(&mut rd, &mut line),
+        );
+        let got = tokio::select! {
+            r = read => r,
+            () = place.evict.notified() => {
+                let why = "closed: a new runtime api connection took the place of this idle one";
+                let _ = answer(&mut wr, &fail(why)).await;
+                return Ok(());
+            }
         };
-        if n == 0 {
-            return Ok(());
+        match got {
+            Err(_) | Ok(Ok(None)) => return Ok(()),
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(Some(()))) => {}
         }
+        place.set_idle(false);
         let too_long = line.len() > MAX_LINE_BYTES;
         let out = if too_long {
             fail(format!("request line longer than {MAX_LINE_BYTES} bytes"))
         } else if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         } else {
-            execute(proxy, source, &line).await
+            match (role, serde_json::from_slice::<Command>(&line)) {
+                (Role::Monitor, Ok(c)) if !is_read_only(&c.cmd) => fail(format!(
+                    "permission denied: {:?} needs root or group {ADMIN_GROUP}; group {MONITOR_GROUP} may only run show commands",
+                    c.cmd
+                )),
+                _ => execute(proxy, source, &line).await,
+            }
         };
-        let mut bytes = serde_json::to_vec(&out).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
-        bytes.push(b'\n');
-        wr.write_all(&bytes).await?;
+        answer(&mut wr, &out).await?;
         if too_long {
             return Ok(());
         }

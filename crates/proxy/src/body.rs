@@ -3,8 +3,9 @@
 //!
 //! Owns: counting body bytes (locally, flushed once into frontend, backend and server
 //! counters), the end-of-response bookkeeping of an upstream body (return the keep-alive
-//! connection to its server's pool, free the server slot, emit the access log line), and the
-//! server inactivity timeout while a response body streams (`timeout server`).
+//! connection to its server's pool, free the server slot, emit the access log line), the
+//! server inactivity timeout while a response body streams (`timeout server`), and the
+//! client side's for HTTP/2 streams ([`relay`], `client_idle`).
 //! Does not own: choosing statuses (`error`), forwarding (`http`), or the log format (`access`).
 //! No allocation per response except the inactivity timer, created only if the body stalls.
 
@@ -16,9 +17,12 @@ use std::time::Duration;
 
 use hyper::StatusCode;
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
+use tokio::sync::mpsc;
 use tokio::time::Sleep;
+use tracing::debug;
 
 use crate::access::AccessLog;
+use crate::deadline::Deadline;
 use crate::live::{Snapshot, Upstream};
 use crate::queue::Slot;
 
@@ -190,6 +194,80 @@ pub enum ProxyBody {
     },
     /// A fixed body (error pages, metrics); `None` once sent.
     Static(Option<Bytes>),
+    /// Frames of an upstream body moved by a task of its own ([`relay`]).
+    Relayed {
+        /// The frames, one at a time.
+        rx: mpsc::Receiver<Result<Frame<Bytes>, BoxError>>,
+        /// Raised by the task before it gives up on a client that stopped taking frames.
+        cut: Arc<std::sync::atomic::AtomicBool>,
+        /// How long the client may take no frame (`client_idle`).
+        stall: Duration,
+        /// The upstream body's size hint.
+        hint: SizeHint,
+        /// The channel ended.
+        done: bool,
+    },
+}
+
+/// The client took no frame of an HTTP/2 response body for `client_idle`.
+#[derive(Debug, thiserror::Error)]
+#[error("client took nothing for {0:?} of the response body")]
+pub struct ClientStalled(pub Duration);
+
+/// Moves `body` (a server's response to an HTTP/2 stream) to a task of its own that hands
+/// its frames over a one-frame channel, and drops it (server slot freed, connection closed,
+/// access log `CD`) once the client has taken nothing for `stall` (`client_idle`).
+///
+/// hyper polls an HTTP/2 response body only while the stream has send window: a client that
+/// leaves its window at 0 (and keeps the connection alive with PINGs) would otherwise keep
+/// the body, and with it the server's `max_connections` slot, forever, since nothing runs
+/// the body's own timers. One task and channel per HTTP/2 response with a body; HTTP/1
+/// clients need none (a client that stops reading times out in `IdleIo`).
+pub(crate) fn relay(body: ProxyBody, stall: Duration) -> ProxyBody {
+    if body.is_end_stream() {
+        return body;
+    }
+    let hint = body.size_hint();
+    let (tx, rx) = mpsc::channel(1);
+    let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = cut.clone();
+    tokio::spawn(async move {
+        let mut body = std::pin::pin!(body);
+        let mut deadline = Deadline::new(tokio::time::Instant::now() + stall);
+        loop {
+            let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await else {
+                // Complete: the channel closes after the last frame.
+                return;
+            };
+            let last = frame.is_err();
+            deadline.set(tokio::time::Instant::now() + stall);
+            let mut send = std::pin::pin!(tx.send(frame));
+            let sent = std::future::poll_fn(|cx| {
+                if let Poll::Ready(r) = send.as_mut().poll(cx) {
+                    return Poll::Ready(r.is_ok());
+                }
+                deadline.poll_expired(cx).map(|()| {
+                    flag.store(true, Ordering::Release);
+                    false
+                })
+            })
+            .await;
+            if !sent || last {
+                if flag.load(Ordering::Acquire) {
+                    debug!(after = ?stall, "http/2 client took nothing of the response body, dropping it");
+                }
+                // Dropping the body frees the slot (`End::ClientAbort`).
+                return;
+            }
+        }
+    });
+    ProxyBody::Relayed {
+        rx,
+        cut,
+        stall,
+        hint,
+        done: false,
+    }
 }
 
 impl std::fmt::Debug for ProxyBody {
@@ -197,6 +275,7 @@ impl std::fmt::Debug for ProxyBody {
         match self {
             Self::Upstream { .. } => f.write_str("ProxyBody::Upstream"),
             Self::Static(_) => f.write_str("ProxyBody::Static"),
+            Self::Relayed { .. } => f.write_str("ProxyBody::Relayed"),
         }
     }
 }
@@ -224,6 +303,23 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Self::Static(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Self::Relayed {
+                rx,
+                cut,
+                stall,
+                done,
+                ..
+            } => match rx.poll_recv(cx) {
+                Poll::Ready(None) => {
+                    *done = true;
+                    if cut.load(Ordering::Acquire) {
+                        // Cut, not complete: the stream must be reset, never ended.
+                        return Poll::Ready(Some(Err(Box::new(ClientStalled(*stall)))));
+                    }
+                    Poll::Ready(None)
+                }
+                other => other,
+            },
             Self::Upstream {
                 inner,
                 release,
@@ -275,6 +371,7 @@ impl Body for ProxyBody {
         match self {
             Self::Static(b) => b.is_none(),
             Self::Upstream { inner, .. } => inner.is_end_stream(),
+            Self::Relayed { done, .. } => *done,
         }
     }
 
@@ -283,6 +380,7 @@ impl Body for ProxyBody {
             Self::Static(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Self::Static(None) => SizeHint::with_exact(0),
             Self::Upstream { inner, .. } => inner.size_hint(),
+            Self::Relayed { hint, .. } => *hint,
         }
     }
 }

@@ -49,6 +49,16 @@ impl Plan {
         let settings = Settings {
             runtime_socket: Some(config.runtime.socket.clone()),
             metrics_listen: config.metrics.as_ref().map(|m| m.listen.socket_addr()),
+            metrics_auth: config
+                .metrics
+                .as_ref()
+                .and_then(|m| m.auth.as_ref())
+                .map(|a| {
+                    a.users
+                        .iter()
+                        .map(|u| (u.name.clone(), u.password_hash.clone()))
+                        .collect()
+                }),
         };
         match Plan::new(frontends, backends) {
             Ok(plan) if tls_errors.is_empty() => Ok(plan.with_settings(settings)),
@@ -242,6 +252,11 @@ backends:
     persistence: { source: { expire: 5m } }
     servers:
       - { name: t1, address: 127.0.0.1:9003, state: maint }
+metrics:
+  listen: 127.0.0.2:9100
+  auth:
+    users:
+      - { name: prom, password_hash: "$5$saltsalt$0IyaXrmV7.sGNS6tirgqHLqX/G.FBvgkYA.lpPdS5sA" }
 "#;
         let loaded = cfg::parse(yaml, "test.yaml", &cfg::MemoryCertFiles::default())
             .unwrap_or_else(|r| panic!("valid config: {r}"));
@@ -290,5 +305,16 @@ backends:
         );
         assert_eq!(sticky.servers[0].admin, AdminState::Maint);
         assert!(plan.settings.runtime_socket.is_some());
+        assert_eq!(
+            plan.settings.metrics_listen,
+            Some("127.0.0.2:9100".parse().expect("addr"))
+        );
+        assert_eq!(
+            plan.settings.metrics_auth,
+            Some(vec![(
+                "prom".to_owned(),
+                "$5$saltsalt$0IyaXrmV7.sGNS6tirgqHLqX/G.FBvgkYA.lpPdS5sA".to_owned()
+            )])
+        );
     }
 }

@@ -35,7 +35,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
-use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, info, info_span, warn};
@@ -174,23 +173,22 @@ pub fn spawn(
     path: &Path,
     handed: mpsc::Sender<HandedOver>,
 ) -> Result<JoinHandle<()>, HandoverError> {
-    let listen_err = |source| HandoverError::Listen {
-        path: path.to_owned(),
-        source,
-    };
-    if let Ok(meta) = std::fs::symlink_metadata(path)
-        && std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type())
-    {
-        std::fs::remove_file(path).map_err(listen_err)?;
-    }
-    let listener = UnixListener::bind(path).map_err(listen_err)?;
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .map_err(listen_err)?;
+    let (listener, claimed) = crate::unix::bind(path, 0o600).map_err(|e| match e {
+        crate::unix::ClaimError::Bind { path, source } => HandoverError::Listen { path, source },
+        occupied => HandoverError::Listen {
+            path: path.to_owned(),
+            source: io::Error::new(io::ErrorKind::AddrInUse, occupied.to_string()),
+        },
+    })?;
     info!(socket = %path.display(), "handover socket listening");
     let path = path.to_owned();
     let span = info_span!("handover", socket = %path.display());
     Ok(tokio::spawn(
         async move {
+            // Unlinked when the task ends (if still this socket), as after a handover; the
+            // listener is declared after it, so it is closed first.
+            let claimed = claimed;
+            let listener = listener;
             loop {
                 let stream = match listener.accept().await {
                     Ok((s, _)) => s,
@@ -207,8 +205,8 @@ pub fn spawn(
                             // `run` is stopping anyway; the successor sees the close.
                             return;
                         }
-                        let _ = std::fs::remove_file(&path);
                         drop(listener);
+                        drop(claimed);
                         let done = blocking(move || {
                             (&stream)
                                 .write_all(b"DONE\n")

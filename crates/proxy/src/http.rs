@@ -332,6 +332,39 @@ pub(crate) fn error_response(status: StatusCode) -> Response<ProxyBody> {
     resp
 }
 
+/// Fields a `Connection` option may never name: the framing and routing of the message.
+///
+/// A proxy removes the fields the `Connection` field names (RFC 9110 section 7.6.1) but
+/// frames and routes the message by these; removing them would make the next hop frame it
+/// differently (a request body forwarded without its `Content-Length` is a second request
+/// on a pooled server connection: CL.0 smuggling). So a request naming one is refused
+/// (400) and a response naming one is a bad response (502), on every path.
+/// `Connection`, `Upgrade`, `TE`, `Keep-Alive` and `Proxy-Connection` are hop-by-hop and
+/// never forwarded whether named or not; RFC 9110 requires senders to name `Upgrade`
+/// (section 7.8) and `TE` (section 10.1.4), so naming those stays valid.
+pub(crate) const FRAMING_FIELDS: [&str; 4] =
+    ["content-length", "transfer-encoding", "host", "trailer"];
+
+/// The framing field ([`FRAMING_FIELDS`]) the `Connection` options `tokens` name, if any.
+pub(crate) fn nominated_framing<'a>(
+    tokens: impl IntoIterator<Item = &'a [u8]>,
+) -> Option<&'static str> {
+    tokens.into_iter().find_map(|t| {
+        let t = t.trim_ascii();
+        FRAMING_FIELDS
+            .iter()
+            .find(|f| t.eq_ignore_ascii_case(f.as_bytes()))
+            .copied()
+    })
+}
+
+/// The `Connection` options of a parsed head (every field, comma-separated).
+fn connection_options(h: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    h.get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+}
+
 /// Smuggling defence on what hyper has parsed (hyper already rejects most ambiguous framing).
 fn check_request(ctx: &ConnCtx, req: &Request<Incoming>) -> Result<(), ProxyError> {
     if ctx
@@ -359,6 +392,22 @@ fn check_request(ctx: &ConnCtx, req: &Request<Incoming>) -> Result<(), ProxyErro
     if let (Some(_), Some(_)) = (hosts.next(), hosts.next()) {
         return Err(ProxyError::BadRequest {
             reason: "several host headers",
+        });
+    }
+    if nominated_framing(connection_options(h)).is_some() {
+        return Err(ProxyError::BadRequest {
+            reason: "connection header names a framing header",
+        });
+    }
+    // HTTP/2 routes on `:authority`; a server would go by Host (RFC 9113 section 8.3.1).
+    if let (Some(authority), Some(host)) = (req.uri().authority(), h.get(header::HOST))
+        && !authority
+            .as_str()
+            .as_bytes()
+            .eq_ignore_ascii_case(host.as_bytes().trim_ascii())
+    {
+        return Err(ProxyError::BadRequest {
+            reason: "host differs from the request's authority",
         });
     }
     if req.version() == Version::HTTP_11
@@ -483,6 +532,7 @@ async fn forward(
     let sel = &*plan.balancers()[id];
     let live = &ctx.snap.backends[id];
     let (mut parts, body) = req.into_parts();
+    let h2_stream = parts.version == Version::HTTP_2;
 
     // Selection keys: cheap clones (shared bytes), only for the algorithms that hash them.
     let key_uri = matches!(backend.algorithm, Algorithm::Uri).then(|| parts.uri.clone());
@@ -609,6 +659,13 @@ async fn forward(
             }
             Ok(Ok(resp)) => {
                 let (mut parts, body) = resp.into_parts();
+                if nominated_framing(connection_options(&parts.headers)).is_some() {
+                    // The connection is dropped with the response, never pooled.
+                    return Err(ProxyError::BadResponse {
+                        server: server.name.clone(),
+                        reason: "connection header names a framing header",
+                    });
+                }
                 let status = parts.status.as_u16();
                 let elapsed = start.elapsed();
                 slot.server.counters.response(status);
@@ -639,10 +696,14 @@ async fn forward(
                     sink,
                     log,
                 };
-                return Ok(Response::from_parts(
-                    parts,
-                    ProxyBody::upstream(body, release, backend.timeouts.server),
-                ));
+                let body = ProxyBody::upstream(body, release, backend.timeouts.server);
+                let body = if h2_stream {
+                    // The stream's window may stay shut: see `relay`.
+                    crate::body::relay(body, plan.frontends()[ctx.frontend].timeouts.idle)
+                } else {
+                    body
+                };
+                return Ok(Response::from_parts(parts, body));
             }
             Ok(Err(mut e)) => match e.take_message() {
                 // Not sent: the pooled connection was closed meanwhile; safe to try again.

@@ -19,6 +19,7 @@
 //! - [`health`]: active checks; [`plan`]: the immutable compiled view; [`error`](mod@error):
 //!   classification;
 //! - [`handover`]: binary upgrade, listening sockets passed to a successor (`docs/upgrade.md`);
+//!   [`unix`]: claiming the Unix socket paths without taking anything over;
 //! - [`api`]: the runtime API (Unix socket, line-delimited JSON, `docs/runtime-api.md`);
 //!   [`metrics`]: every metric name and the Prometheus endpoint; `access`: the access log.
 //!
@@ -26,6 +27,7 @@
 
 mod access;
 pub mod api;
+pub mod basic_auth;
 pub mod body;
 mod connect;
 mod deadline;
@@ -46,6 +48,7 @@ pub mod queue;
 pub mod select;
 pub mod tcp;
 pub mod tls;
+pub mod unix;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -131,6 +134,9 @@ pub enum RunError {
     /// Taking the listening sockets over from the running proxy failed.
     #[error(transparent)]
     Handover(#[from] handover::HandoverError),
+    /// The runtime API socket path is taken (a live socket, another user's, not a socket).
+    #[error("runtime api unavailable: {0}")]
+    Api(api::ApiError),
 }
 
 /// Runs the proxy until `shutdown` completes; SIGHUP reloads from `source`.
@@ -139,13 +145,76 @@ pub enum RunError {
 /// On shutdown, listeners close and open connections get [`SHUTDOWN_GRACE_SECS`] to finish.
 ///
 /// The runtime API (`runtime.socket`) and the metrics endpoint (`metrics.listen`) start with
-/// the first plan; failing to open them is logged and the data plane serves anyway. Changing
-/// their settings needs a restart.
+/// the first plan; failing to open them is logged and the data plane serves anyway, except
+/// that a fresh start refuses to run when something it must not replace occupies the API
+/// socket path (a live socket: another proxy; another user's socket; a file that is not a
+/// socket), before binding any frontend. Changing their settings needs a restart.
 pub async fn run(
     source: impl PlanSource + 'static,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     run_with(source, shutdown, handover::Options::default()).await
+}
+
+/// Raises the soft limit on open files (`RLIMIT_NOFILE`) to the hard one, as every
+/// connection is a file descriptor (two per proxied one); logs both. The limit now in force.
+pub fn raise_open_file_limit() -> Option<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(cause = %e, "cannot read the open file limit");
+            return None;
+        }
+    };
+    if soft >= hard {
+        info!(soft, hard, "open file limit");
+        return Some(soft);
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok(()) => {
+            info!(
+                soft_was = soft,
+                soft = hard,
+                hard,
+                "raised the open file limit to the hard limit"
+            );
+            Some(hard)
+        }
+        Err(e) => {
+            warn!(soft, hard, cause = %e, "cannot raise the open file limit");
+            Some(soft)
+        }
+    }
+}
+
+/// Warns when the frontends' `max_connections` need more file descriptors than `limit`
+/// (see `tandem_config::file_descriptors_needed`): connections beyond are refused (accept
+/// fails) rather than queued.
+fn warn_if_short_of_files(plan: &Plan, limit: Option<u64>) {
+    let Some(limit) = limit else { return };
+    let fes = plan.frontends();
+    let unbounded = fes.iter().any(|f| f.max_connections.is_none());
+    let connections: u64 = fes
+        .iter()
+        .map(|f| u64::from(f.max_connections.unwrap_or(0)))
+        .sum();
+    let listeners = fes.iter().map(|f| f.binds.len() as u64).sum();
+    let checks = plan
+        .backends()
+        .iter()
+        .filter(|b| b.health_check.is_some())
+        .map(|b| b.servers.len() as u64)
+        .sum();
+    let need = tandem_config::file_descriptors_needed(connections, listeners, checks);
+    if need > limit && !unbounded {
+        warn!(
+            need,
+            limit,
+            connections,
+            "the frontends' max_connections need more open files than the limit allows"
+        );
+    }
 }
 
 /// [`run`] with upgrade settings: with `take_over`, the listening sockets come from the
@@ -162,8 +231,20 @@ pub async fn run_with(
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(RunError::Signal)?;
     let source: std::sync::Arc<dyn PlanSource> = std::sync::Arc::new(source);
+    let open_files = raise_open_file_limit();
     let first = source.load()?;
+    warn_if_short_of_files(&first, open_files);
     let settings = first.settings.clone();
+    // A fresh start claims the API socket before any frontend: a path it must not replace
+    // stops it here. On a takeover the predecessor holds the socket until `DONE`.
+    let mut api_socket = None;
+    if let (Some(path), None) = (&settings.runtime_socket, &upgrade.take_over) {
+        match api::bind(path) {
+            Ok(bound) => api_socket = Some(bound),
+            Err(e @ api::ApiError::Occupied(_)) => return Err(RunError::Api(e)),
+            Err(e) => error!(cause = %e, "runtime api unavailable"),
+        }
+    }
     let proxy = match &upgrade.take_over {
         None => Proxy::start(first).await?,
         Some(path) => {
@@ -180,13 +261,28 @@ pub async fn run_with(
     // Aborted when `run` returns; each task owns its listener.
     let mut side_tasks = Vec::new();
     if let Some(path) = &settings.runtime_socket {
-        match api::spawn(proxy.clone(), path, Some(source.clone())) {
-            Ok(task) => side_tasks.push(task),
+        let bound = match api_socket {
+            Some(b) => Ok(b),
+            None if upgrade.take_over.is_some() => api::bind(path),
+            None => Err(api::ApiError::Unavailable),
+        };
+        match bound {
+            Ok(b) => side_tasks.push(api::serve(
+                proxy.clone(),
+                b,
+                Some(source.clone()),
+                api::Access::from_system(),
+            )),
+            Err(api::ApiError::Unavailable) => {}
             Err(e) => error!(cause = %e, "runtime api unavailable"),
         }
     }
     if let Some(addr) = settings.metrics_listen {
-        match metrics::spawn(proxy.clone(), addr).await {
+        let auth = settings
+            .metrics_auth
+            .clone()
+            .map(basic_auth::BasicAuth::new);
+        match metrics::spawn_with(proxy.clone(), addr, auth).await {
             Ok((_, task)) => side_tasks.push(task),
             Err(e) => error!(listen = %addr, cause = %e, "metrics endpoint unavailable"),
         }
@@ -233,8 +329,10 @@ pub async fn run_with(
         }
     }
     info!("shutting down");
+    // Awaited: a task's sockets are closed (and the API socket unlinked) when it ends.
     for t in side_tasks {
         t.abort();
+        let _ = t.await;
     }
     if let Some(t) = handover_task {
         if handed_over {

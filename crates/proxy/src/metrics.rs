@@ -2,7 +2,8 @@
 //!
 //! Owns: [`Counters`], [`FrontendStats`], [`BackendStats`] (atomics updated on the request
 //! path, no lock, no allocation), [`render`] (Prometheus text format 0.0.4 from a snapshot) and
-//! [`spawn`] (a tiny http server answering `GET /metrics` on `metrics.listen`).
+//! [`spawn`] (a tiny http server answering `GET /metrics` on `metrics.listen`, with basic
+//! authentication when `metrics.auth` is set, and bounds so slow scrapers cannot stall it).
 //! Does not own: when counters are bumped (`http`, `tcp`, `health`, `protect`), nor the
 //! runtime API's JSON view (`api`), which reads the same counters.
 //!
@@ -18,10 +19,11 @@
 //! configuration (bounded by it), `class` has six values (`1xx`..`5xx`, `other`), `reason`
 //! and `le` are fixed lists here. Never label with a client address, path or header.
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
@@ -34,7 +36,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info};
 
+use crate::basic_auth::BasicAuth;
 use crate::body::ProxyBody;
+use crate::idle::IdleIo;
 use crate::live::Snapshot;
 use crate::proxy::Proxy;
 
@@ -493,23 +497,41 @@ pub fn render(snap: &Snapshot) -> String {
     out
 }
 
-/// Most concurrent scrapes; more wait in the listen backlog.
-const MAX_SCRAPERS: usize = 4;
+/// Most scrape connections open at once; a newcomer beyond them closes the oldest.
+pub const MAX_SCRAPERS: usize = 16;
+/// Seconds a scraper has to send its request head, and may leave an answer unread.
+pub const SCRAPE_IO_SECS: u64 = 10;
+/// Longest life of a scrape connection, in seconds (keep-alive included).
+pub const SCRAPE_CONNECTION_SECS: u64 = 60;
 
-/// Serves `GET /metrics` on `addr` until the task is aborted; returns the bound address.
+/// Serves `GET /metrics` on `addr` (that address only) until the task is aborted, to anyone;
+/// returns the bound address.
 pub async fn spawn(
     proxy: Proxy,
     addr: SocketAddr,
 ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+    spawn_with(proxy, addr, None).await
+}
+
+/// [`spawn`], answering only requests that pass `auth` (others get 401).
+///
+/// Bounds: a request head within [`SCRAPE_IO_SECS`], no write stalled longer than that (a
+/// scraper that stops reading is dropped), [`SCRAPE_CONNECTION_SECS`] per connection, and
+/// at most [`MAX_SCRAPERS`] connections, a newcomer closing the oldest: slow or idle
+/// scrapers never keep a scrape out.
+pub async fn spawn_with(
+    proxy: Proxy,
+    addr: SocketAddr,
+    auth: Option<Arc<BasicAuth>>,
+) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    info!(listen = %local, "metrics endpoint listening");
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPERS));
+    info!(listen = %local, auth = auth.is_some(), "metrics endpoint listening");
+    // Open connections, oldest first, so a newcomer can close the oldest.
+    let open: Arc<Mutex<VecDeque<(u64, tokio::task::AbortHandle)>>> = Arc::default();
     let task = tokio::spawn(async move {
+        let mut next = 0u64;
         loop {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                return;
-            };
             let (stream, peer) = match listener.accept().await {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -518,28 +540,88 @@ pub async fn spawn(
                     continue;
                 }
             };
-            let proxy = proxy.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    let proxy = proxy.clone();
-                    async move { Ok::<_, std::convert::Infallible>(answer(&proxy, &req)) }
-                });
-                let res = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-                if let Err(e) = res {
-                    debug!(client = %peer, cause = %e, "metrics connection ended with an error");
+            let (proxy, auth, registry) = (proxy.clone(), auth.clone(), open.clone());
+            let id = next;
+            next += 1;
+            // Held by the connection task: unregisters it however it ends. The list stays
+            // locked until the task is in it, so it cannot unregister before that.
+            let entry = Registered {
+                open: open.clone(),
+                id,
+            };
+            let mut list = registry.lock().unwrap_or_else(|p| p.into_inner());
+            while list.len() >= MAX_SCRAPERS {
+                if let Some((_, oldest)) = list.pop_front() {
+                    debug!("metrics connection limit reached, closing the oldest");
+                    oldest.abort();
                 }
-                drop(permit);
+            }
+            let conn = tokio::spawn(async move {
+                let _entry = entry;
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let (proxy, auth) = (proxy.clone(), auth.clone());
+                    async move {
+                        Ok::<_, std::convert::Infallible>(answer(&proxy, auth.as_ref(), &req).await)
+                    }
+                });
+                let io = IdleIo::new(
+                    stream,
+                    Duration::from_secs(SCRAPE_IO_SECS),
+                    Arc::new(AtomicU32::new(0)),
+                );
+                let serve = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(SCRAPE_IO_SECS))
+                    .serve_connection(TokioIo::new(io), svc);
+                match tokio::time::timeout(Duration::from_secs(SCRAPE_CONNECTION_SECS), serve).await
+                {
+                    Err(_) => {
+                        debug!(client = %peer, "metrics connection closed after its lifetime")
+                    }
+                    Ok(Err(e)) => {
+                        debug!(client = %peer, cause = %e, "metrics connection ended with an error")
+                    }
+                    Ok(Ok(())) => {}
+                }
             });
+            list.push_back((id, conn.abort_handle()));
         }
     });
     Ok((local, task))
 }
 
-fn answer(proxy: &Proxy, req: &Request<Incoming>) -> Response<ProxyBody> {
+/// A connection's entry in the open list; removed on drop.
+struct Registered {
+    open: Arc<Mutex<VecDeque<(u64, tokio::task::AbortHandle)>>>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.retain(|(id, _)| *id != self.id);
+    }
+}
+
+async fn answer(
+    proxy: &Proxy,
+    auth: Option<&Arc<BasicAuth>>,
+    req: &Request<Incoming>,
+) -> Response<ProxyBody> {
+    if let Some(auth) = auth {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes);
+        if !auth.check(given).await {
+            let mut resp = crate::http::error_response(StatusCode::UNAUTHORIZED);
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(crate::basic_auth::CHALLENGE),
+            );
+            return resp;
+        }
+    }
     if req.uri().path() != "/metrics" {
         return crate::http::error_response(StatusCode::NOT_FOUND);
     }

@@ -137,6 +137,8 @@ pub struct Settings {
     pub runtime_socket: Option<PathBuf>,
     /// Prometheus `/metrics` listen address.
     pub metrics_listen: Option<SocketAddr>,
+    /// Scrapers allowed on `/metrics` (user name, password hash); `None`: anyone.
+    pub metrics_auth: Option<Vec<(String, String)>>,
 }
 
 /// Errors found while building a [`Plan`].

@@ -34,10 +34,12 @@ async fn named_server(name: &'static str) -> SocketAddr {
     addr
 }
 
-fn config(bind: SocketAddr, server: SocketAddr) -> String {
+fn config(bind: SocketAddr, server: SocketAddr, dir: &std::path::Path) -> String {
     format!(
         "version: 1\nfrontends:\n  - name: web\n    bind: [\"{bind}\"]\n    default_backend: app\n\
-         backends:\n  - name: app\n    servers:\n      - {{ name: s1, address: {server} }}\n"
+         backends:\n  - name: app\n    servers:\n      - {{ name: s1, address: {server} }}\n\
+         runtime: {{ socket: {}/proxy.sock }}\n",
+        dir.display()
     )
 }
 
@@ -91,7 +93,7 @@ async fn run_serves_reloads_on_sighup_and_refuses_invalid_files() {
     let dir = std::env::temp_dir().join(format!("tandem-proxy-sighup-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join("tandem.yaml");
-    std::fs::write(&path, config(bind, one)).expect("write config");
+    std::fs::write(&path, config(bind, one, &dir)).expect("write config");
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let source = tandem_proxy::ConfigFile {
@@ -104,7 +106,7 @@ async fn run_serves_reloads_on_sighup_and_refuses_invalid_files() {
     wait_for_body(bind, "one").await;
 
     // A valid new file: SIGHUP switches to it.
-    std::fs::write(&path, config(bind, two)).expect("write config");
+    std::fs::write(&path, config(bind, two, &dir)).expect("write config");
     sighup();
     wait_for_body(bind, "two").await;
 

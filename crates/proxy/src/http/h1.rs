@@ -34,7 +34,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use super::{ConnCtx, denied, forwarded_value};
+use super::{ConnCtx, denied, forwarded_value, nominated_framing};
 use crate::access::{AccessLog, ms};
 use crate::body::error_page;
 use crate::deadline::Deadline;
@@ -661,6 +661,14 @@ fn analyze(ctx: &ConnCtx, head: &[u8], now: Instant) -> Analyzed {
             line,
         );
     }
+    if nominated_framing(connection_tokens(headers)).is_some() {
+        return refuse(
+            ProxyError::BadRequest {
+                reason: "connection header names a framing header",
+            },
+            line,
+        );
+    }
     // Absolute form (`GET http://host/path`): route on its authority, send the origin form.
     let absolute = (!target.starts_with('/') && target != "*")
         .then(|| Uri::try_from(target).ok())
@@ -917,6 +925,9 @@ fn parse_response(head: &[u8], head_method: bool) -> Result<ResponseHead, &'stat
     let mut keep_alive_token = false;
     let mut close_token = false;
     let mut named = false;
+    if nominated_framing(connection_tokens(headers)).is_some() {
+        return Err("connection header names a framing header");
+    }
     for t in connection_tokens(headers) {
         if t.eq_ignore_ascii_case(b"close") {
             close_token = true;

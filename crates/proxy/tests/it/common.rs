@@ -68,7 +68,8 @@ impl Drop for TestServer {
     }
 }
 
-/// An http server answering its name; `/slow/N` waits N ms; `/health` reflects `healthy`;
+/// An http server answering its name; `/slow/N` waits N ms; `/bytes/N` answers N bytes of
+/// `x` instead of its name; `/health` reflects `healthy`;
 /// echoes `x-forwarded-*` and `x-secret` request headers as `seen-*` response headers.
 pub async fn http_server(name: &'static str) -> TestServer {
     let listener = TcpListener::bind("127.0.0.1:0")
@@ -147,8 +148,15 @@ async fn answer(name: &'static str, st: &Stats, req: Request<Incoming>) -> Respo
             );
         }
     }
+    let size = path
+        .strip_prefix("/bytes/")
+        .and_then(|n| n.parse::<usize>().ok());
     let body = collect(req.into_body()).await;
-    let mut resp = Response::new(format!("{name}:{}", body.len()));
+    let text = match size {
+        Some(n) => "x".repeat(n),
+        None => format!("{name}:{}", body.len()),
+    };
+    let mut resp = Response::new(text);
     st.inflight.fetch_sub(1, Ordering::SeqCst);
     *resp.headers_mut() = seen;
     resp.headers_mut()

@@ -6,13 +6,16 @@
 
 mod balance;
 mod common;
+mod h2raw;
 mod http;
 mod limits;
+mod metrics;
 mod persist;
 mod proxy_protocol;
 mod raw;
 mod reload;
 mod runtime;
 mod smuggling;
+mod streams;
 mod tcp;
 mod tls;

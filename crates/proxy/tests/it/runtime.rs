@@ -464,3 +464,204 @@ async fn access_log_has_one_haproxy_like_line_per_request() {
     assert!(lines[1].contains(" web app/<NOSRV> "), "{text}");
     assert!(lines[1].contains(" 503 0 SC \"GET /y\""), "{text}");
 }
+
+/// `run` with a config whose runtime API socket is `sock`, until `stop` fires.
+fn run_with_socket(
+    dir: &std::path::Path,
+    bind: std::net::SocketAddr,
+    server: std::net::SocketAddr,
+    sock: &std::path::Path,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> tokio::task::JoinHandle<Result<(), tandem_proxy::RunError>> {
+    let path = dir.join("tandem.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "version: 1\nruntime: {{ socket: {} }}\nfrontends:\n  - name: web\n    bind: [\"{bind}\"]\n    default_backend: app\n\
+             backends:\n  - name: app\n    servers:\n      - {{ name: s1, address: {server} }}\n",
+            sock.display()
+        ),
+    )
+    .expect("write config");
+    let source = tandem_proxy::ConfigFile { path, node: None };
+    tokio::spawn(tandem_proxy::run(source, async move {
+        let _ = stop.await;
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runtime_socket_never_replaces_what_the_proxy_did_not_create() {
+    init_tracing();
+    let srv = http_server("s").await;
+    let dir = std::env::temp_dir().join(format!("tandem-api-claim-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let sock = dir.join("proxy.sock");
+    let bind = free_addr();
+
+    // A regular file at the path: the proxy refuses to start and leaves it intact.
+    std::fs::write(&sock, "someone's data").expect("write");
+    let (_tx, rx) = tokio::sync::oneshot::channel();
+    let res = tokio::time::timeout(LIMIT, run_with_socket(&dir, bind, srv.addr, &sock, rx))
+        .await
+        .expect("the proxy stops at once")
+        .expect("task");
+    let err = res.expect_err("refused").to_string();
+    assert!(err.contains("a regular file, not a socket"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&sock).expect("kept"),
+        "someone's data"
+    );
+    assert!(
+        TcpStream::connect(bind).await.is_err(),
+        "no frontend was bound"
+    );
+
+    // A socket another process serves: refused, and it keeps being served.
+    std::fs::remove_file(&sock).expect("remove");
+    let other = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
+    let (_tx, rx) = tokio::sync::oneshot::channel();
+    let res = tokio::time::timeout(LIMIT, run_with_socket(&dir, bind, srv.addr, &sock, rx))
+        .await
+        .expect("the proxy stops at once")
+        .expect("task");
+    let err = res.expect_err("refused").to_string();
+    assert!(err.contains("another process is listening"), "{err}");
+    let _client = std::os::unix::net::UnixStream::connect(&sock).expect("still served");
+    other
+        .accept()
+        .expect("the other process still gets its clients");
+
+    // Once that process is gone its stale socket is replaced; the proxy removes its own at
+    // shutdown.
+    drop(other);
+    let (stop, rx) = tokio::sync::oneshot::channel();
+    let running = run_with_socket(&dir, bind, srv.addr, &sock, rx);
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let mut api = loop {
+        if let Ok(s) = UnixStream::connect(&sock).await {
+            break BufReader::new(s);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the api never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let r = call(&mut api, r#"{"cmd":"show frontends"}"#).await;
+    assert_eq!(r["ok"], true, "{r}");
+    let _ = stop.send(());
+    tokio::time::timeout(LIMIT, running)
+        .await
+        .expect("stops in time")
+        .expect("task")
+        .expect("run ok");
+    assert!(
+        !sock.exists(),
+        "the proxy's own socket is removed at shutdown"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A scratch directory named so that it is a Tandem run directory.
+fn api_dir(test: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tandem-api-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_api_clients_beyond_the_limit_do_not_block_a_command() {
+    let a = http_server("a").await;
+    let (proxy, _addr) = start(plan(
+        Mode::Http,
+        free_addr(),
+        backend(Mode::Http, vec![server(&a, 1)]),
+    ))
+    .await;
+    let dir = api_dir("idle");
+    let path = dir.join("proxy.sock");
+    let task = tandem_proxy::api::spawn(proxy.clone(), &path, None).expect("api socket");
+    // Twice as many silent clients as there are sessions, the oldest first.
+    let mut idle = Vec::new();
+    for _ in 0..2 * tandem_proxy::api::MAX_CLIENTS {
+        idle.push(BufReader::new(
+            UnixStream::connect(&path).await.expect("connect"),
+        ));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut sock = BufReader::new(UnixStream::connect(&path).await.expect("connect"));
+    let r = call(
+        &mut sock,
+        r#"{"cmd":"set server","server":"app/a","weight":2}"#,
+    )
+    .await;
+    assert_eq!(r["ok"], true, "answered at once: {r}");
+    // The clients idle the longest were told why they were closed.
+    let mut first = String::new();
+    tokio::time::timeout(LIMIT, idle[0].read_line(&mut first))
+        .await
+        .expect("in time")
+        .expect("read");
+    let v: Value = serde_json::from_str(&first).expect("json");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("took the place of this idle one")),
+        "{v}"
+    );
+    // The most recent of them still has its session.
+    let last = idle.last_mut().expect("clients");
+    let r = call(last, r#"{"cmd":"show backends"}"#).await;
+    assert_eq!(r["ok"], true, "{r}");
+    task.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_slot_answers_while_every_session_is_busy() {
+    // Enough servers that a `show servers` answer does not fit in the socket buffers.
+    let servers: Vec<tandem_proxy::plan::Server> = (0..1500u16)
+        .map(|i| {
+            tandem_proxy::plan::Server::new(
+                &format!("server-with-a-long-name-{i}"),
+                std::net::SocketAddr::from(([127, 0, 0, 1], 10_000 + i)),
+            )
+        })
+        .collect();
+    let (proxy, _addr) = start(plan(Mode::Http, free_addr(), backend(Mode::Http, servers))).await;
+    let dir = api_dir("probe");
+    let path = dir.join("proxy.sock");
+    let task = tandem_proxy::api::spawn(proxy.clone(), &path, None).expect("api socket");
+    // Every session asks for the long answer and never reads it: all are busy writing.
+    let mut busy = Vec::new();
+    for _ in 0..tandem_proxy::api::MAX_CLIENTS {
+        let mut s = UnixStream::connect(&path).await.expect("connect");
+        s.write_all(b"{\"cmd\":\"show servers\"}\n")
+            .await
+            .expect("write");
+        busy.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The VRRP daemon's probe still gets its answer, on the reserved slot.
+    let mut probe = BufReader::new(UnixStream::connect(&path).await.expect("connect"));
+    let r = call(&mut probe, r#"{"cmd":"show frontends"}"#).await;
+    assert_eq!(r["frontends"][0]["name"], "web", "{r}");
+    // That slot serves one read command, nothing that changes state.
+    let mut other = BufReader::new(UnixStream::connect(&path).await.expect("connect"));
+    let r = call(
+        &mut other,
+        r#"{"cmd":"set server","server":"app/server-with-a-long-name-0","weight":2}"#,
+    )
+    .await;
+    assert!(
+        r["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("only one show command is served now")),
+        "{r}"
+    );
+    task.abort();
+    drop(busy);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -44,7 +44,7 @@ fn roots() -> RootCertStore {
 }
 
 /// A client trusting the test CA, with the given versions and ALPN.
-fn client_config(
+pub fn client_config(
     versions: &[&'static rustls::SupportedProtocolVersion],
     alpn: &[&[u8]],
 ) -> Arc<ClientConfig> {
@@ -58,11 +58,15 @@ fn client_config(
     Arc::new(c)
 }
 
-fn both() -> Vec<&'static rustls::SupportedProtocolVersion> {
+pub fn both() -> Vec<&'static rustls::SupportedProtocolVersion> {
     vec![&rustls::version::TLS13, &rustls::version::TLS12]
 }
 
-async fn tls_connect(cfg: &Arc<ClientConfig>, addr: SocketAddr, sni: &str) -> TlsStream<TcpStream> {
+pub async fn tls_connect(
+    cfg: &Arc<ClientConfig>,
+    addr: SocketAddr,
+    sni: &str,
+) -> TlsStream<TcpStream> {
     let tcp = TcpStream::connect(addr).await.expect("connect");
     let name = ServerName::try_from(sni.to_owned()).expect("name");
     tokio::time::timeout(
@@ -186,7 +190,7 @@ async fn sessions_resume() {
 }
 
 /// An HTTP/2 client over `io`.
-async fn h2_client<I>(io: I) -> hyper::client::conn::http2::SendRequest<String>
+pub async fn h2_client<I>(io: I) -> hyper::client::conn::http2::SendRequest<String>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
