@@ -2,7 +2,7 @@
 //!
 //! Owns: building the release binaries, starting two demo web servers, a node supervisor
 //! (which starts the proxy) with its own data directory `target/run/data` and run directory
-//! `target/run/run` (its sockets: control, proxy runtime API, handover; the appliance's is
+//! `target/run/tandem` (its sockets: control, proxy runtime API, handover; the appliance's is
 //! `/run/tandem`, which does not exist here), committing the configuration through
 //! `tandemctl`, and stopping everything on Ctrl-C. `--smoke` also drives the runtime API
 //! through `tandemctl` (`show servers`, `server app1 drain`, `show stats`) and stops.
@@ -56,7 +56,7 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
     std::fs::create_dir_all(dir.join("data")).context("creating target/run/data")?;
     // The node's run directory: the supervisor derives its sockets from it and places the
     // proxy's runtime.socket (default /run/tandem/proxy.sock) there.
-    let run_dir = dir.join("run");
+    let run_dir = dir.join("tandem");
     let socket = run_dir.join("supervisor.sock");
 
     section("demo web servers");

@@ -56,6 +56,7 @@ pub use model::*;
 pub use raw::{
     APPLIANCE_NOFILE, FD_RESERVE, RUN_DIR, RawConfig, SUPPORTED_VERSION, file_descriptors_needed,
 };
+pub use validate::run_dir_socket;
 pub use values::{
     Balance, CheckCount, Cidr, Count, Duration, Endpoint, HeaderName, InterfaceName, Name, Port,
     Priority, PriorityDelta, Rate, StatusRange, ValueError, Vrid, Weight,

@@ -840,7 +840,7 @@ fn password_hash(h: &str) -> Result<(), String> {
 /// one of the other daemons' sockets. The proxy binds the socket and its `.handover`
 /// sibling there, so it must never be pointed at another service's socket (`/dev/log`,
 /// `/run/systemd/notify`).
-fn run_dir_socket(socket: &Path) -> Result<(), String> {
+pub fn run_dir_socket(socket: &Path) -> Result<(), String> {
     use std::path::Component;
     let shown = socket.display();
     if socket

@@ -47,6 +47,15 @@ pub enum SupervisorError {
     /// The configuration store could not be opened.
     #[error("failed to open the configuration store: {0}")]
     Store(#[from] StoreError),
+    /// The run directory is not one the configuration's `runtime.socket` rule accepts (its
+    /// sockets would be refused by `tandem check`).
+    #[error("run directory {path} cannot hold the proxy's runtime API: {why}")]
+    RunDir {
+        /// The run directory.
+        path: PathBuf,
+        /// What the `runtime.socket` rule says.
+        why: String,
+    },
     /// The control socket could not be bound.
     #[error("failed to bind the control socket {path}: {source}")]
     Socket {
@@ -72,6 +81,14 @@ pub fn crash_point(name: &str) {
 
 /// Runs the supervisor until `shutdown` completes, then stops the children.
 pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<(), SupervisorError> {
+    // A `runtime.socket` under /run/tandem is placed here (`sockets.rs`), and the rendered
+    // configuration must pass the same rule as the committed one.
+    if let Err(why) = tandem_config::run_dir_socket(&opts.run_dir.join("proxy.sock")) {
+        return Err(SupervisorError::RunDir {
+            path: opts.run_dir.clone(),
+            why,
+        });
+    }
     let store = Store::open(&opts.data_dir)?;
     // The children bind their sockets here (the proxy does not create directories). Not
     // fatal: with explicit socket paths elsewhere the supervisor works without it, and a

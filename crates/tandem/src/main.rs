@@ -115,9 +115,9 @@ enum Command {
         /// This node's name in `cluster.nodes` (needed for VRRP).
         #[arg(long)]
         node: Option<String>,
-        /// The node's run directory: its sockets live here (a lab stack off the appliance
-        /// uses one under its data directory; `runtime.socket` under /run/tandem is placed
-        /// in it).
+        /// The node's run directory: its sockets live here; `runtime.socket` under /run/tandem
+        /// is placed in it. Off the appliance (a lab stack), a directory named `tandem` or
+        /// `tandem-*`, as the `runtime.socket` rule of `tandem check` asks.
         #[arg(long, default_value = tandem_supervisor::DEFAULT_RUN_DIR)]
         run_dir: PathBuf,
         /// Control socket for `tandemctl` (default: RUN_DIR/supervisor.sock).

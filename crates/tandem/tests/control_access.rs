@@ -185,7 +185,7 @@ impl Supervisor {
             .arg("--data-dir")
             .arg(dir.join("data"))
             .arg("--run-dir")
-            .arg(dir.join("run"));
+            .arg(dir.join("tandem"));
         if let Some((admin, monitor)) = groups {
             cmd.args(["--admin-group", admin, "--monitor-group", monitor]);
         }
@@ -197,7 +197,7 @@ impl Supervisor {
             .expect("start tandem supervisor");
         let s = Supervisor {
             child,
-            socket: dir.join("run/supervisor.sock"),
+            socket: dir.join("tandem/supervisor.sock"),
         };
         let t = Instant::now();
         while UnixStream::connect(&s.socket).is_err() {

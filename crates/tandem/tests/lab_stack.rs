@@ -1,5 +1,5 @@
 //! The lab stack as `cargo xtask run` starts it (README), with the debug binaries: two demo
-//! servers, `tandem supervisor --data-dir D/data --run-dir D/run`, `examples/lab.yaml`
+//! servers, `tandem supervisor --data-dir D/data --run-dir D/tandem`, `examples/lab.yaml`
 //! loaded and committed through `tandemctl`, then the runtime API through `tandemctl`:
 //! `show servers`, `server app1 drain`, `show stats` answer. Also: a proxy whose runtime
 //! API and handover socket cannot bind raises alarms that `status` shows, naming the socket
@@ -109,7 +109,7 @@ struct Lab {
 
 impl Lab {
     fn start(dir: &Path) -> Lab {
-        let run_dir = dir.join("run");
+        let run_dir = dir.join("tandem");
         let stderr = dir.join("supervisor.log");
         let child = Command::new(env!("CARGO_BIN_EXE_tandem"))
             .arg("supervisor")
@@ -268,20 +268,23 @@ fn the_lab_stack_answers_show_servers_drain_and_show_stats() {
 fn a_proxy_without_its_runtime_api_raises_an_alarm_that_status_shows() {
     let dir = TempDir::new("alarm");
     let (front, app1, app2) = (free_port(), demo_server("app1"), demo_server("app2"));
-    // Under /run/tandem, so placed in the run directory, in a directory that does not exist:
-    // the proxy serves, but cannot bind its runtime API nor its handover socket.
+    // In a directory that the `runtime.socket` rule accepts (named `tandem-*`) but that does
+    // not exist: the proxy serves, but cannot bind its runtime API nor its handover socket.
     let broken = lab_yaml(
         &dir.0,
         front,
         app1,
         app2,
-        "runtime: { socket: /run/tandem/missing/proxy.sock }\n",
+        &format!(
+            "runtime: {{ socket: {} }}\n",
+            dir.0.join("tandem-missing/proxy.sock").display()
+        ),
     );
     let lab = Lab::start(&dir.0);
     lab.ok(&["config", "load", broken.to_str().unwrap()]);
     lab.ok(&["config", "commit"]);
     wait_for("a request through the proxy", || get(front).is_some());
-    let socket = lab.run_dir.join("missing/proxy.sock");
+    let socket = dir.0.join("tandem-missing/proxy.sock");
     let mut msg = None;
     wait_for("alarm proxy-runtime-api", || {
         msg = lab.alarm("proxy-runtime-api");

@@ -121,7 +121,7 @@ impl Supervisor {
             .arg("--vrrp-socket")
             .arg(dir.join("vrrp.sock"))
             .arg("--run-dir")
-            .arg(dir.join("run"))
+            .arg(dir.join("tandem"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -128,6 +128,8 @@ pub fn a_1_mib_response_head_is_a_502_and_not_kept() {
 
 /// Slow-reading clients wanted.
 const SLOW_CLIENTS: usize = 10_000;
+/// Slow clients CI needs at least (what a hard open file limit of 20 000 allows).
+const MIN_SLOW_CLIENTS_IN_CI: usize = 9_500;
 /// Size of each response, in bytes: 16 times the proxy's per-connection read buffer.
 const RESPONSE_BYTES: usize = 256 * 1024;
 /// Resident memory the proxy may add per slow client, in KiB. What it really holds per
@@ -155,7 +157,13 @@ pub fn slow_readers_in_small_buffers() {
             "the hard open file limit is {hard}: {SLOW_CLIENTS} slow clients need {}",
             2 * SLOW_CLIENTS + 300
         );
-        assert!(!crate::in_ci(), "{msg}");
+        // The build machines (and CI, the same kind) have a hard limit of 20 000 that root
+        // cannot raise (no CAP_SYS_RESOURCE): 9 850 clients fit. A runner with far less
+        // would measure nothing, so CI insists on most of the figure.
+        assert!(
+            !crate::in_ci() || clients >= MIN_SLOW_CLIENTS_IN_CI,
+            "{msg}; CI needs at least {MIN_SLOW_CLIENTS_IN_CI}"
+        );
         eprintln!("notice: {msg}; running with {clients} clients");
     }
     let dir = scratch("slow-readers");

@@ -151,7 +151,7 @@ impl Node {
         .arg("--vrrp-socket")
         .arg(self.dir.join("vrrp.sock"))
         .arg("--run-dir")
-        .arg(self.dir.join("run"))
+        .arg(self.dir.join("tandem"))
         .env("RUST_LOG", "info,tandem_sync=debug");
         self.process = Some(self.host.spawn(&mut cmd).expect("spawn supervisor"));
         let sock = self.socket();
