@@ -204,25 +204,25 @@ mod tests {
             Path::new("/run/tandem/proxy.sock")
         );
         assert_eq!(
-            s("/run/tandem/proxy.sock", "/lab/run"),
-            Path::new("/lab/run/proxy.sock")
+            s("/run/tandem/proxy.sock", "/lab/tandem"),
+            Path::new("/lab/tandem/proxy.sock")
         );
         assert_eq!(
-            s("/run/tandem/x/api.sock", "/lab/run"),
-            Path::new("/lab/run/x/api.sock")
+            s("/run/tandem/x/api.sock", "/lab/tandem"),
+            Path::new("/lab/tandem/x/api.sock")
         );
         // Elsewhere: as configured (and `/run/tandemx` is not under `/run/tandem`).
         assert_eq!(
-            s("/tmp/t/proxy.sock", "/lab/run"),
+            s("/tmp/t/proxy.sock", "/lab/tandem"),
             Path::new("/tmp/t/proxy.sock")
         );
         assert_eq!(
-            s("/run/tandemx/p.sock", "/lab/run"),
+            s("/run/tandemx/p.sock", "/lab/tandem"),
             Path::new("/run/tandemx/p.sock")
         );
         assert_eq!(
-            handover_socket(Path::new("/lab/run/proxy.sock")),
-            Path::new("/lab/run/proxy.sock.handover")
+            handover_socket(Path::new("/lab/tandem/proxy.sock")),
+            Path::new("/lab/tandem/proxy.sock.handover")
         );
     }
 
@@ -248,7 +248,7 @@ mod tests {
     fn running_text_gets_the_socket_and_nothing_else_changes() {
         let (s, dir) = store("render");
         let base = "# the lab\nversion: 1\nfrontends:\n  - name: web\n    bind: [\"127.0.0.1:8080\"]\n    default_backend: app\nbackends:\n  - name: app\n    servers:\n      - { name: app1, address: 127.0.0.1:9001 }\n";
-        let socket = Path::new("/lab/run/proxy.sock");
+        let socket = Path::new("/lab/tandem/proxy.sock");
         for text in [
             base.to_owned(),
             format!("{base}runtime: {{ socket: /run/tandem/proxy.sock }}\n"),
@@ -264,7 +264,7 @@ mod tests {
         // Already where it belongs: the committed text, comments and all.
         let g = commit(
             &s,
-            &format!("{base}runtime: {{ socket: /lab/run/proxy.sock }}\n"),
+            &format!("{base}runtime: {{ socket: /lab/tandem/proxy.sock }}\n"),
         );
         assert_eq!(render_running(&s, &g, socket).expect("same"), g.text);
         let _ = std::fs::remove_dir_all(dir);
