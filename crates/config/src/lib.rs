@@ -39,6 +39,8 @@ mod certs;
 mod de;
 mod diag;
 pub mod diff;
+#[doc(hidden)]
+pub mod fuzz;
 mod model;
 pub mod raw;
 mod validate;

@@ -200,6 +200,16 @@ impl Scanner {
         }
     }
 
+    /// Whether the bytes fed so far end exactly between two requests (no head begun, no body
+    /// left, nothing refused); the fuzz targets compare framing decisions with it.
+    #[doc(hidden)]
+    pub fn at_request_boundary(&self) -> bool {
+        self.state == State::Head
+            && !self.started
+            && self.line.is_empty()
+            && self.rejected.is_none()
+    }
+
     /// Refuses the connection's requests from now on; scanning stops.
     fn reject(&mut self, why: &'static str) {
         self.rejected.get_or_insert(why);

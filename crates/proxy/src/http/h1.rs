@@ -1691,6 +1691,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
     }
 }
 
+#[doc(hidden)]
+pub(crate) mod fuzz;
+
 #[cfg(test)]
 mod tests {
     use super::*;
