@@ -47,8 +47,9 @@ enum FuzzCmd {
     List,
     /// Install cargo-fuzz (crates.io, `cargo install --locked`) if it is missing.
     Setup,
-    /// Fuzz one target for a bounded time, starting from its checked-in corpus; new inputs
-    /// go to a work corpus under the target dir, crashes to `fuzz/artifacts/<target>/`.
+    /// Fuzz one target for a bounded time, starting from its checked-in corpus and
+    /// regressions; new inputs go to a work corpus under the target dir, crashes to
+    /// `fuzz/artifacts/<target>/`.
     Run {
         /// The target (see `list`).
         target: String,
@@ -103,7 +104,11 @@ pub fn run(sh: &Shell, args: Args) -> Result<()> {
             options.extend(dict(target));
             options.extend(libfuzzer);
             section(&format!("fuzzing {target} for {time} s ({sanitizer})"));
-            let corpora = [work, corpus(target)];
+            let mut corpora = vec![work, corpus(target)];
+            let fixed = regressions(target);
+            if fixed.exists() {
+                corpora.push(fixed);
+            }
             let outcome = cargo_fuzz(target, &sanitizer, &corpora, &options)?;
             eprintln!(
                 "\n{target}: {} runs in {} s, cov {}, ft {}, corpus {} inputs, {}",
@@ -185,6 +190,12 @@ fn known(target: &str) -> Result<&'static str> {
 /// The checked-in corpus of `target`.
 fn corpus(target: &str) -> PathBuf {
     project_root().join("fuzz/corpus").join(target)
+}
+
+/// The inputs of fixed crashes of `target`, named after what they show; replayed like the
+/// corpus, never minimised away.
+fn regressions(target: &str) -> PathBuf {
+    project_root().join("fuzz/regressions").join(target)
 }
 
 /// Where runs keep what they found (not checked in; `cmin` folds it into the corpus).

@@ -89,24 +89,26 @@ pub fn proxy_protocol(data: &[u8]) {
 mod tests {
     use std::path::Path;
 
-    /// Runs `check` on every file of `fuzz/corpus/<target>/`, naming the file that fails.
+    /// Runs `check` on every file of `fuzz/corpus/<target>/` (at least 10) and of
+    /// `fuzz/regressions/<target>/` (the inputs of fixed crashes), naming the file that fails.
     fn replay(target: &str, check: fn(&[u8])) {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../fuzz/corpus")
-            .join(target);
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-            .map(|e| e.expect("corpus entry").path())
-            .collect();
-        files.sort();
+        let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
+        let files = |dir: &str| -> Vec<_> {
+            let dir = fuzz.join(dir).join(target);
+            let mut files: Vec<_> = std::fs::read_dir(&dir)
+                .map(|rd| rd.map(|e| e.expect("corpus entry").path()).collect())
+                .unwrap_or_default();
+            files.sort();
+            files
+        };
+        let corpus = files("corpus");
         assert!(
-            files.len() >= 10,
-            "{}: {} files",
-            dir.display(),
-            files.len()
+            corpus.len() >= 10,
+            "fuzz/corpus/{target}: {} files",
+            corpus.len()
         );
-        for file in files {
-            let data = std::fs::read(&file).expect("corpus file");
+        for file in corpus.iter().chain(&files("regressions")) {
+            let data = std::fs::read(file).expect("corpus file");
             if std::panic::catch_unwind(|| check(&data)).is_err() {
                 panic!("{} breaks an invariant (message above)", file.display());
             }
