@@ -522,9 +522,14 @@ fn connection_tokens<'a>(
         .filter(|t| !t.is_empty())
 }
 
-/// Whether a Connection token names `name`.
+/// Whether a Connection token names `name`, for removal. The fields that frame or route a
+/// message (Content-Length, Transfer-Encoding, Host) are never removed this way: without them
+/// the next hop would read the body as a message of its own (request smuggling) or lose Host.
 fn named_by_connection(headers: &[httparse::Header<'_>], name: &str) -> bool {
-    connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+    !["content-length", "transfer-encoding", "host"]
+        .iter()
+        .any(|f| is(name, f))
+        && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
 }
 
 /// Parses and checks a complete request head, routes it and builds the head the server gets.
