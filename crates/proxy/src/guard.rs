@@ -360,7 +360,13 @@ impl Scanner {
         if digits == 0 || digits > MAX_CHUNK_SIZE_DIGITS {
             return self.reject("invalid chunk size");
         }
-        let rest = line[digits..].trim_ascii_start();
+        // Only BWS (spaces and tabs) before an extension; `trim_ascii_start` would also
+        // skip form feeds, which no chunked decoder downstream accepts.
+        let rest = &line[digits..];
+        let rest = &rest[rest
+            .iter()
+            .take_while(|b| matches!(b, b' ' | b'\t'))
+            .count()..];
         if !(rest.is_empty() || rest[0] == b';' && rest.iter().copied().all(is_value_byte)) {
             return self.reject("invalid chunk size");
         }

@@ -6,6 +6,7 @@
 
 mod balance;
 mod common;
+mod found_by_fuzzing;
 mod hop_by_hop;
 mod http;
 mod limits;
