@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hyper::header::{HeaderName, HeaderValue};
 
@@ -23,7 +23,8 @@ use crate::guard::Scanner;
 use crate::http::ConnCtx;
 use crate::live::Registry;
 use crate::plan::{
-    Algorithm, Backend, Forwarded, Frontend, LogFormat, Mode, Persistence, Plan, Route, Server,
+    Algorithm, Backend, Forwarded, Frontend, LogFormat, Mode, Persistence, Plan, Rate, Route,
+    Server,
 };
 
 /// Largest body the checks feed through a [`Scanner`] byte by byte.
@@ -32,12 +33,12 @@ const MAX_SCANNED_BODY: u64 = 64 * 1024;
 /// over 64 KiB (its `MAX_LINE_BYTES`), without refusing it.
 const MAX_GUARD_COMPARED: usize = 60 * 1024;
 
-/// The two frontends every request stream is run through: routes, persistence, hashing,
-/// X-Forwarded and the access log on the first; RFC 7239, small head limits and no routes on
-/// the second.
-fn contexts() -> &'static [ConnCtx] {
-    static CTX: OnceLock<Vec<ConnCtx>> = OnceLock::new();
-    CTX.get_or_init(|| {
+/// The plan every request stream is run through: routes, persistence, hashing, X-Forwarded
+/// and the access log on the first frontend; RFC 7239, small head limits, no routes and a
+/// request rate of 2 per 10 s per source on the second.
+fn plan() -> &'static Arc<Plan> {
+    static PLAN: OnceLock<Arc<Plan>> = OnceLock::new();
+    PLAN.get_or_init(|| {
         let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
         let backend = |name: &str, algorithm: Algorithm, persistence: Option<Persistence>| {
             let mut b = Backend::new(
@@ -88,26 +89,35 @@ fn contexts() -> &'static [ConnCtx] {
         small.forwarded = Forwarded::Rfc7239;
         small.max_headers = 8;
         small.max_header_bytes = 512;
-        let plan = Plan::new(vec![routed, small], backends).expect("the fuzz plan is valid");
-        let snap = Arc::new(Registry::default().bind(Arc::new(plan), 1));
-        let peer = SocketAddr::from(([192, 0, 2, 7], 40_000));
-        (0..2)
-            .map(|frontend| ConnCtx {
-                snap: snap.clone(),
-                frontend,
-                peer,
-                local: addr(80),
-                proto: HeaderValue::from_static("http"),
-                peer_value: HeaderValue::from_static("192.0.2.7"),
-                conflict: Arc::new(AtomicBool::new(false)),
-                oversized: None,
-                head_start: None,
-                busy: Arc::new(AtomicU32::new(0)),
-                refused: None,
-                _source: None,
-            })
-            .collect()
+        small.protect.request_rate = Some(Rate {
+            count: 2,
+            per: Duration::from_secs(10),
+        });
+        Arc::new(Plan::new(vec![routed, small], backends).expect("the fuzz plan is valid"))
     })
+}
+
+/// One client connection's context on each frontend, with live state of its own (so the
+/// request rate counts this input's requests only).
+fn contexts() -> Vec<ConnCtx> {
+    let snap = Arc::new(Registry::default().bind(plan().clone(), 1));
+    let peer = SocketAddr::from(([192, 0, 2, 7], 40_000));
+    (0..snap.plan.frontends().len())
+        .map(|frontend| ConnCtx {
+            snap: snap.clone(),
+            frontend,
+            peer,
+            local: SocketAddr::from(([127, 0, 0, 1], 80)),
+            proto: HeaderValue::from_static("http"),
+            peer_value: HeaderValue::from_static("192.0.2.7"),
+            conflict: Arc::new(AtomicBool::new(false)),
+            oversized: None,
+            head_start: None,
+            busy: Arc::new(AtomicU32::new(0)),
+            refused: None,
+            _source: None,
+        })
+        .collect()
 }
 
 /// Runs `data`, what a client sent on one connection, through the raw forwarder's request
@@ -121,7 +131,7 @@ fn contexts() -> &'static [ConnCtx] {
 /// connection open leaves no body unread; the guard's verdict does not depend on how reads
 /// split the stream.
 pub fn http1_request(data: &[u8]) {
-    for ctx in contexts() {
+    for ctx in &contexts() {
         raw_requests(ctx, data);
     }
     guard_split_invariance(data);
