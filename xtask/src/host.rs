@@ -135,3 +135,23 @@ pub fn ensure_packages_from(sh: &Shell, list: &std::path::Path, mirror: &str) ->
     }
     Ok(())
 }
+
+/// Installs the crates.io tool `krate` at `version` (`cargo install --locked`) unless a
+/// binary `bin` of that version is on the PATH. For tools only some commands need (such as
+/// cargo-fuzz for `cargo xtask fuzz`); CI installs none of them.
+pub fn ensure_cargo_tool(sh: &Shell, bin: &str, krate: &str, version: &str) -> Result<()> {
+    let have = cmd!(sh, "{bin} --version")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .unwrap_or_default();
+    // `cargo-fuzz --version` prints `cargo-fuzz 0.13.2`.
+    if have.split_whitespace().any(|w| w == version) {
+        return Ok(());
+    }
+    section(&format!("installing {krate} {version} from crates.io"));
+    cmd!(sh, "cargo install --locked {krate} --version {version}")
+        .run()
+        .with_context(|| format!("installing {krate} {version}"))?;
+    Ok(())
+}

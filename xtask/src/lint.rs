@@ -24,6 +24,12 @@ const FORBIDDEN_IN_PURE: &[&str] = &["tokio", "socket2", "hyper"];
 pub fn run(sh: &Shell) -> Result<()> {
     section("cargo fmt --check");
     cmd!(sh, "cargo fmt --all -- --check").run()?;
+    // The fuzz targets are their own workspace (fuzz/Cargo.toml); formatting needs no build.
+    cmd!(
+        sh,
+        "cargo fmt --manifest-path fuzz/Cargo.toml --all -- --check"
+    )
+    .run()?;
     section("cargo clippy -D warnings");
     cmd!(
         sh,

@@ -4,6 +4,7 @@
 //! Must not contain product logic; anything a daemon needs lives in `crates/`.
 //! Keep the dependency list short (anyhow, clap, xshell).
 
+mod fuzz;
 mod host;
 mod image;
 mod lint;
@@ -44,6 +45,8 @@ enum Cmd {
     Image(image::Args),
     /// Boot the appliance pair as two QEMU VMs (`pair console lb1`, `pair down`; root only).
     Pair(pair::Args),
+    /// Fuzz a parser for a bounded time, or minimise its corpus (cargo-fuzz; see docs/testing.md).
+    Fuzz(fuzz::Args),
 }
 
 fn main() -> Result<()> {
@@ -74,6 +77,7 @@ fn main() -> Result<()> {
         Cmd::Setup => host::ensure_packages(&sh),
         Cmd::Image(args) => image::run(&sh, args).map(|_| ()),
         Cmd::Pair(args) => pair::run(&sh, args),
+        Cmd::Fuzz(args) => fuzz::run(&sh, args),
     }
 }
 

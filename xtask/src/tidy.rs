@@ -29,7 +29,7 @@ fn files_with_ext(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
 fn rust_files() -> Vec<PathBuf> {
     let root = project_root();
     let mut out = Vec::new();
-    for dir in ["crates", "xtask", "tests"] {
+    for dir in ["crates", "xtask", "tests", "fuzz"] {
         files_with_ext(&root.join(dir), "rs", &mut out);
     }
     assert!(

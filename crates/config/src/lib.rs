@@ -40,6 +40,8 @@ mod classes;
 mod de;
 mod diag;
 pub mod diff;
+#[doc(hidden)]
+pub mod fuzz;
 mod model;
 pub mod raw;
 mod validate;

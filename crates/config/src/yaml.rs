@@ -85,9 +85,30 @@ pub struct SyntaxProblem {
 /// Most nodes alias expansion may create, so that a "billion laughs" file cannot exhaust memory.
 const MAX_NODES: u32 = 200_000;
 
+/// Where `text` ends: its last line and the column after its last character. saphyr moves
+/// the end of a file without a final newline to the start of a line that does not exist;
+/// positions are clamped to this, so every diagnostic points into the file.
+fn end_of(text: &str) -> Pos {
+    let bytes = text.as_bytes();
+    // YAML line breaks: LF, CR, or CRLF as one.
+    let is_break = |i: usize| match bytes[i] {
+        b'\n' => true,
+        b'\r' => bytes.get(i + 1) != Some(&b'\n'),
+        _ => false,
+    };
+    let breaks = (0..bytes.len()).filter(|&i| is_break(i)).count();
+    let last = text.rfind(['\n', '\r']).map_or(text, |i| &text[i + 1..]);
+    Pos {
+        line: u32::try_from(breaks + 1).unwrap_or(u32::MAX),
+        column: u32::try_from(last.chars().count() + 1).unwrap_or(u32::MAX),
+    }
+}
+
 /// Parses `text` into a tree; `Ok` may still carry non-fatal problems.
 pub fn parse(text: &str) -> Result<(Node, Vec<SyntaxProblem>), Vec<SyntaxProblem>> {
+    let end = end_of(text);
     let mut b = Builder {
+        end,
         next_id: 0,
         anchors: HashMap::new(),
         stack: Vec::new(),
@@ -103,13 +124,18 @@ pub fn parse(text: &str) -> Result<(Node, Vec<SyntaxProblem>), Vec<SyntaxProblem
                 let pos = Pos {
                     line: u32::try_from(m.line()).unwrap_or(u32::MAX),
                     column: u32::try_from(m.col() + 1).unwrap_or(u32::MAX),
-                };
+                }
+                .min(end);
                 b.problems
                     .push(fatal(pos, format!("invalid YAML: {}", e.info())));
                 return Err(b.problems);
             }
         };
-        if let Err(p) = b.event(event, &span) {
+        if let Err(mut p) = b.event(event, &span) {
+            // A limit hit while building (`Builder::id`) is reported at the node being built.
+            if p.pos == Pos::default() {
+                p.pos = Pos::from_span(&span).min(end);
+            }
             b.problems.push(p);
             return Err(b.problems);
         }
@@ -155,6 +181,8 @@ enum Frame {
 }
 
 struct Builder {
+    /// The end of the text (see [`end_of`]).
+    end: Pos,
     next_id: u32,
     anchors: HashMap<usize, Node>,
     stack: Vec<Frame>,
@@ -176,7 +204,7 @@ impl Builder {
     }
 
     fn event(&mut self, event: Event<'_>, span: &Span) -> Result<(), SyntaxProblem> {
-        let pos = Pos::from_span(span);
+        let pos = Pos::from_span(span).min(self.end);
         match event {
             Event::DocumentStart(_) => {
                 self.documents += 1;

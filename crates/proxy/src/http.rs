@@ -43,6 +43,8 @@ use crate::queue::{Slot, Tried, acquire};
 use crate::tls::Accepted;
 
 mod h1;
+#[doc(hidden)]
+pub(crate) use h1::fuzz as h1_fuzz;
 
 /// Smallest read buffer hyper accepts.
 const MIN_BUF_BYTES: usize = 8192;

@@ -33,6 +33,8 @@ mod connect;
 mod deadline;
 pub mod error;
 pub mod from_config;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod guard;
 pub mod handover;
 pub mod health;

@@ -119,8 +119,11 @@ fn parse_v1(buf: &[u8]) -> Result<(Header, usize), ParseError> {
     if buf[cr] == b'\n' {
         return Err(ParseError::V1Malformed("line ending"));
     }
+    // The LF counts too: a CR as byte 107 is too long whether or not the LF has arrived.
+    if cr + 2 > V1_MAX_BYTES {
+        return Err(ParseError::V1TooLong);
+    }
     match buf.get(cr + 1) {
-        None if cr + 1 >= V1_MAX_BYTES => return Err(ParseError::V1TooLong),
         None => return Err(ParseError::Incomplete),
         Some(b'\n') => {}
         Some(_) => return Err(ParseError::V1Malformed("line ending")),

@@ -12,6 +12,8 @@
 
 pub mod backoff;
 pub mod core;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod guard;
 pub mod proto;
 pub mod shell;

@@ -13,6 +13,8 @@ pub mod codec;
 pub mod config;
 pub mod counters;
 pub mod frames;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod router;
 pub mod time;
 pub mod timer;

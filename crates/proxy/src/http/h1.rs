@@ -522,7 +522,9 @@ fn connection_tokens<'a>(
         .filter(|t| !t.is_empty())
 }
 
-/// Whether a Connection token names `name`.
+/// Whether a Connection token names `name`, for removal. A token naming a field that frames
+/// or routes the message never gets here: the head checks refuse it first (400, or 502 for
+/// a response).
 fn named_by_connection(headers: &[httparse::Header<'_>], name: &str) -> bool {
     connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
 }
@@ -1701,6 +1703,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
         self.inner.is_write_vectored()
     }
 }
+
+#[doc(hidden)]
+pub(crate) mod fuzz;
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,7 @@
 
 mod balance;
 mod common;
+mod found_by_fuzzing;
 mod h2raw;
 mod http;
 mod limits;
