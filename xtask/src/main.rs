@@ -8,6 +8,7 @@ mod fuzz;
 mod host;
 mod image;
 mod lint;
+mod modgraph;
 mod pair;
 mod run;
 mod spec;
@@ -45,6 +46,8 @@ enum Cmd {
     Image(image::Args),
     /// Boot the appliance pair as two QEMU VMs (`pair console lb1`, `pair down`; root only).
     Pair(pair::Args),
+    /// Print the module import cycles inside each crate (a tidy test keeps new ones out).
+    Modgraph,
     /// Fuzz a parser for a bounded time, or minimise its corpus (cargo-fuzz; see docs/testing.md).
     Fuzz(fuzz::Args),
 }
@@ -78,6 +81,7 @@ fn main() -> Result<()> {
         Cmd::Image(args) => image::run(&sh, args).map(|_| ()),
         Cmd::Pair(args) => pair::run(&sh, args),
         Cmd::Fuzz(args) => fuzz::run(&sh, args),
+        Cmd::Modgraph => modgraph::run(),
     }
 }
 
