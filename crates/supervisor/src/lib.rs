@@ -3,7 +3,8 @@
 //! Owns the node: it starts the proxy and the VRRP daemon as child processes and restarts
 //! them ([`child`]), keeps maintenance mode ([`maintenance`]), runs config sync with the peer in-process ([`sync`], `tandem-sync`), holds the node state ([`state`]), runs
 //! configuration transactions over the store ([`core`], [`apply`]), serves the control socket
-//! `tandemctl` talks to ([`control`]) and reports readiness to systemd ([`notify`]).
+//! `tandemctl` talks to ([`control`]) and reports readiness to systemd ([`notify`]); with
+//! `--firewall` it also generates and loads the host firewall at every apply ([`firewall`]).
 //! Must not parse configuration itself (`tandem-config`), write config files except through
 //! the store (`tandem-store`), or change addresses on interfaces (the VRRP daemon does).
 //! See `LIFECYCLE.md` for start-up, transactions, restarts and how config sync plugs in.
@@ -12,6 +13,7 @@ pub mod apply;
 pub mod child;
 pub mod control;
 pub mod core;
+pub mod firewall;
 pub mod maintenance;
 pub mod notify;
 pub mod splitbrain;

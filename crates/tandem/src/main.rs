@@ -102,6 +102,16 @@ enum Command {
         /// The VRRP daemon's control socket.
         #[arg(long, default_value = tandem_supervisor::DEFAULT_VRRP_SOCKET)]
         vrrp_socket: PathBuf,
+        /// Run the proxy and the VRRP daemon as this user (a name, or UID:GID) with only
+        /// the capabilities each needs. Only when the supervisor is root and the user
+        /// exists; otherwise they run as the supervisor's own user (with a warning).
+        #[arg(long, value_name = "USER")]
+        service_user: Option<String>,
+        /// Generate the host firewall (nftables table `inet tandem`) from the configuration
+        /// and load it at every apply. Changes this host's netfilter rules: the appliance's
+        /// unit sets it; tests only inside network namespaces.
+        #[arg(long)]
+        firewall: bool,
     },
 }
 
@@ -191,14 +201,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             node,
             socket,
             vrrp_socket,
+            service_user,
+            firewall,
         } => {
             init_tracing();
+            let service_user = service_user.and_then(|name| {
+                tandem_supervisor::child::ServiceUser::resolve(&name)
+                    .inspect_err(
+                        |e| tracing::warn!(cause = %e, "the services run as the supervisor's user"),
+                    )
+                    .ok()
+            });
             let options = tandem_supervisor::Options {
                 data_dir,
                 node,
                 program: std::env::current_exe().context("cannot find the tandem binary")?,
                 control_socket: socket,
                 vrrp_socket,
+                service_user,
+                firewall,
             };
             runtime(2)?
                 .block_on(tandem_supervisor::run(options, shutdown_signal()))
