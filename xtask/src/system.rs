@@ -281,7 +281,7 @@ pub fn run(sh: &Shell) -> Result<()> {
     drop(lab);
     eprintln!(
         "\nsystem test passed in {:.0} s (test builds {:.0} s)\n  setup prompts: lb1 {:.0} s, lb2 {:.0} s after start\n  \
-         outage when lb1 died: {gap:.0} ms\n  upgrade lb2 (download, verify, write, reboot, blessed): {:.0} s\n  \
+         outage when lb1 died: {gap:.0} ms\n  {load}\n  upgrade lb2 (download, verify, write, reboot, blessed): {:.0} s\n  \
          broken build rolled back (install, trial, give-up, reboot): {:.0} s\n  \
          boot (same VM, lb2 running beside it, QEMU start to the console line): lb1 healthy {:.1} s \
          (master on the VIP: {vip_note}), bare Debian login prompt {:.1} s\n\nlb1 (show boot):\n{boot_report}\n\nbare Debian:\n{bare_report}",
