@@ -444,15 +444,15 @@ fn check_security_report(report: &str) -> Result<()> {
 }
 
 /// `clients` keep-alive connections through the VIP from the client host, all open at
-/// once: each connects and gets a page (100 in flight at a time) and is held open until
-/// every one is, then each gets a second page on the same connection (100 in flight),
+/// once: each connects and gets a page (50 in flight at a time) and is held open until
+/// every one is, then each gets a second page on the same connection (50 in flight),
 /// then all close. Fails unless every connection opened and every request got a page.
 fn concurrent_clients(clients: usize) -> Result<String> {
     let script = format!(
         r#"
 import asyncio, json, resource, time
 N = {clients}
-INFLIGHT = 100
+INFLIGHT = 50
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
 errors = {{}}
