@@ -690,6 +690,64 @@ fn describe(status: ExitStatus) -> String {
 mod tests {
     use super::*;
 
+    fn scratch(name: &str, mode: u32) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("tandem-grant-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("scratch dir");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        p
+    }
+
+    fn mode_and_gid(p: &Path) -> (u32, u32) {
+        let m = std::fs::metadata(p).expect("stat");
+        (m.permissions().mode() & 0o7777, m.gid())
+    }
+
+    #[test]
+    fn grant_opens_a_private_directory_to_the_group_only_as_far_as_asked() {
+        // Our own primary group: changing a directory's group to it needs no privilege.
+        let gid = nix::unistd::getegid().as_raw();
+        let read = scratch("read", 0o700);
+        grant(&read, gid, Access::Read).expect("grant read");
+        assert_eq!(mode_and_gid(&read), (0o750, gid));
+        let write = scratch("write", 0o755);
+        grant(&write, gid, Access::Write).expect("grant write");
+        assert_eq!(
+            mode_and_gid(&write),
+            (0o1775, gid),
+            "rwx for the group, sticky"
+        );
+        let traverse = scratch("traverse", 0o700);
+        grant(&traverse, gid, Access::Traverse).expect("grant traverse");
+        assert_eq!(mode_and_gid(&traverse), (0o710, gid));
+        for p in [read, write, traverse] {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+
+    #[test]
+    fn grant_leaves_directories_that_already_allow_it_alone() {
+        let gid = nix::unistd::getegid().as_raw();
+        // Everyone may traverse and read a 0755 directory; /tmp-like ones are world-writable.
+        let open = scratch("open", 0o755);
+        grant(&open, gid, Access::Read).expect("grant");
+        assert_eq!(mode_and_gid(&open).0, 0o755);
+        let world = scratch("world", 0o1777);
+        grant(&world, gid, Access::Write).expect("grant");
+        assert_eq!(mode_and_gid(&world).0, 0o1777);
+        for p in [open, world] {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+
+    #[test]
+    fn each_service_keeps_only_its_capabilities() {
+        let mask = |s: &str| capabilities_of(s).iter().fold(0u64, |m, c| m | c.mask());
+        assert_eq!(mask("proxy"), 0x400, "cap_net_bind_service");
+        assert_eq!(mask("vrrp"), 0x3000, "cap_net_admin, cap_net_raw");
+        assert_eq!(mask("anything else"), 0);
+    }
+
     #[test]
     fn first_restart_is_immediate_then_exponential_with_a_cap() {
         let mut b = Backoff::default();
