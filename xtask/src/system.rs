@@ -126,7 +126,16 @@ pub fn run(sh: &Shell) -> Result<()> {
     section("system test: commit the lab configuration on both nodes");
     let url = format!("http://{SERVE}/system-pair.yaml");
     for c in [&mut c1, &mut c2] {
-        let out = c.cmd(&format!("config load {url}"), Duration::from_secs(60))?;
+        // `setup` starts the supervisor and returns before it listens: on a quick setup of
+        // the other node the first `config load` can come before that (seen once).
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let out = loop {
+            let out = c.cmd(&format!("config load {url}"), Duration::from_secs(60))?;
+            if !out.contains("cannot reach the supervisor") || Instant::now() > deadline {
+                break out;
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        };
         ensure!(
             !out.contains("error"),
             "{}: config load failed:\n{out}",
