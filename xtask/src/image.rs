@@ -50,6 +50,11 @@ pub struct Args {
     /// unit's 300 s (tandem-trial-timeout.timer drop-in).
     #[arg(long)]
     pub trial_timeout_s: Option<u32>,
+    /// Test build: once the first configuration is applied (once per node), print a security
+    /// report on the second serial port (ttyS1: `systemd-analyze security`, the services' uids,
+    /// capabilities and open-file limits, sysctls, the firewall and its counters).
+    #[arg(long)]
+    pub diagnostics: bool,
 }
 
 /// Where the build puts its results.
@@ -546,7 +551,8 @@ fn customise(
         }
     }
     units.sort();
-    cmd!(sh, "systemctl --root={root} enable {units...}").run()?;
+    let enable = &units;
+    cmd!(sh, "systemctl --root={root} enable {enable...}").run()?;
     // Debian's own blessing would run at boot-complete.target, before the node is known
     // healthy; systemd-firstboot would prompt on the console at every boot (the machine-id
     // is empty on a read-only root). Both are replaced by Tandem units. systemd-repart
@@ -554,12 +560,17 @@ fn customise(
     // No login prompts on the VGA consoles (getty@tty1, and getty-static's tty2-6, which
     // Debian starts when there is no logind): no account can log in there, the serial
     // console (tandemctl) is the only way in; they cost ~2 s of the one vCPU under TCG.
+    // Debian's nftables.service (/etc/nftables.conf) is replaced by tandem-firewall.service,
+    // which loads the rules the supervisor generated (docs/security.md).
     cmd!(
         sh,
         "systemctl --root={root} mask systemd-bless-boot.service systemd-firstboot.service
-         systemd-repart.service getty-static.service getty@tty1.service"
+         systemd-repart.service getty-static.service getty@tty1.service nftables.service"
     )
     .run()?;
+    // The accounts (the services' `tandem`, the operator groups) exist in /etc before the
+    // root becomes read-only: systemd-sysusers from the overlay's sysusers.d, at build time.
+    cmd!(sh, "systemd-sysusers --root={root}").run()?;
 
     // Binaries and the firmware verification key.
     let usr_bin = root.join("usr/bin");
@@ -593,7 +604,50 @@ fn customise(
     render_board(board, root)?;
     let kver = prune_modules(sh, spec, board, root)?;
     write_manifest(sh, spec, board, root, bin, version, &kver)?;
+    security_report(sh, root, &units, version)?;
     Ok(kver)
+}
+
+/// `systemd-analyze security --offline` of every Tandem unit on the finished tree (the
+/// host's systemd 252 is the image's), printed and kept in `target/image/` beside the image
+/// (docs/image.md records the figures). Exposure is systemd's 0-10 scale: 0.0 PERFECT,
+/// below 1.0 SAFE, below 5.0 OK, below 7.5 MEDIUM, below 9.0 EXPOSED, then UNSAFE.
+fn security_report(sh: &Shell, root: &Path, units: &[String], version: &str) -> Result<()> {
+    section("systemd-analyze security (offline) of the Tandem units");
+    let mut services: Vec<String> = units
+        .iter()
+        .filter(|u| u.ends_with(".service"))
+        .cloned()
+        .collect();
+    services.push("serial-getty@ttyS0.service".into());
+    let mut report = String::new();
+    for unit in &services {
+        let root_arg = format!("--root={}", root.display());
+        let out = cmd!(
+            sh,
+            "systemd-analyze security --offline=yes {root_arg} {unit}"
+        )
+        .quiet()
+        .ignore_status()
+        .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let verdict = text
+            .lines()
+            .find(|l| l.contains("Overall exposure level"))
+            .map(|l| l.trim_start_matches(['→', ' ']).to_owned())
+            .unwrap_or_else(|| {
+                format!(
+                    "{unit}: no verdict ({})",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )
+            });
+        eprintln!("  {verdict}");
+        report.push_str(&format!("==> {unit}\n{text}\n"));
+    }
+    let file = project_root().join(format!("target/image/security-{version}.txt"));
+    write(&file, &report)?;
+    eprintln!("details: {}", file.display());
+    Ok(())
 }
 
 /// The test-build switches (`--broken`, `--trial-timeout-s`), as unit drop-ins.
@@ -607,6 +661,21 @@ fn test_build_changes(root: &Path, args: &Args) -> Result<()> {
              [Service]\nExecStart=\nExecStart=/bin/sleep infinity\n",
         )?;
     }
+    if args.diagnostics {
+        eprintln!("TEST BUILD: a security report on ttyS1 after the first apply (--diagnostics)");
+        write(&units.join("tandem-diagnostics.service"), DIAGNOSTICS_UNIT)?;
+        write(&units.join("tandem-diagnostics.path"), DIAGNOSTICS_PATH)?;
+        let script = root.join("usr/lib/tandem/diagnostics");
+        write(&script, DIAGNOSTICS_SCRIPT)?;
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        let wants = units.join("multi-user.target.wants");
+        std::fs::create_dir_all(&wants)?;
+        std::os::unix::fs::symlink(
+            "../tandem-diagnostics.path",
+            wants.join("tandem-diagnostics.path"),
+        )
+        .context("enabling tandem-diagnostics.path")?;
+    }
     if let Some(s) = args.trial_timeout_s {
         eprintln!("TEST BUILD: trial boots give up after {s} s (--trial-timeout-s)");
         write(
@@ -618,6 +687,89 @@ fn test_build_changes(root: &Path, args: &Args) -> Result<()> {
     }
     Ok(())
 }
+
+/// `--diagnostics`: the report runs once per node, when the first configuration is applied
+/// (later boots skip it: its CPU time would distort the system tier's boot-time figures).
+const DIAGNOSTICS_PATH: &str = "# cargo xtask image --diagnostics (test build only).
+[Unit]
+Description=Security report on ttyS1 once a configuration is applied (test build)
+ConditionPathExists=!/data/tandem/diagnostics.done
+
+[Path]
+PathExists=/data/config/running.yaml
+";
+
+const DIAGNOSTICS_UNIT: &str = "# cargo xtask image --diagnostics (test build only).
+[Unit]
+Description=Security report on ttyS1 (test build)
+
+[Service]
+Type=oneshot
+# Once per boot: an inactive service would be started again while the path exists.
+RemainAfterExit=yes
+ExecStart=/usr/lib/tandem/diagnostics
+";
+
+/// What the system tier reads back from ttyS1 (docs/image.md records it). Bounded waits:
+/// for the proxy and the VRRP daemon to run as the service user and the firewall table.
+const DIAGNOSTICS_SCRIPT: &str = r##"#!/bin/sh
+# cargo xtask image --diagnostics (test build only): a security report on ttyS1.
+exec >/dev/ttyS1 2>&1
+pid_of() {
+    for p in /proc/[0-9]*; do
+        if (tr '\0' ' ' <"$p/cmdline") 2>/dev/null | grep -q "^/usr/bin/tandem $1 "; then
+            echo "${p#/proc/}"
+            return 0
+        fi
+    done
+    return 1
+}
+i=0
+until pid_of proxy >/dev/null && pid_of vrrp >/dev/null && nft list table inet tandem >/dev/null 2>&1; do
+    i=$((i + 1))
+    [ "$i" -gt 90 ] && break
+    sleep 2
+done
+sleep 5
+echo "=== security report"
+echo "--- systemd-analyze security (live)"
+systemd-analyze security --no-pager | sed -n '1p;/tandem/p;/serial-getty/p'
+for u in $(systemctl list-unit-files --no-legend 'tandem*.service' | cut -d' ' -f1) serial-getty@ttyS0.service; do
+    systemd-analyze security --no-pager "$u" 2>&1 | grep 'Overall exposure'
+done
+echo "--- processes (uid, capabilities, open files)"
+for p in /proc/[0-9]*; do
+    cmd=$( (tr '\0' ' ' <"$p/cmdline") 2>/dev/null)
+    case "$cmd" in
+        /usr/bin/tandem*)
+            echo "pid ${p#/proc/}: $cmd"
+            grep -E '^(Uid|Gid|Groups|CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' "$p/status" | sed 's/^/    /'
+            grep 'Max open files' "$p/limits" | sed 's/^/    /'
+            ;;
+    esac
+done
+echo "--- sysctl"
+for k in fs/nr_open fs/file-max net/ipv4/conf/all/rp_filter net/ipv4/conf/lan/rp_filter \
+    net/ipv4/conf/all/accept_redirects net/ipv4/conf/lan/accept_redirects \
+    net/ipv4/conf/all/send_redirects net/ipv6/conf/lan/accept_ra net/ipv4/tcp_syncookies \
+    kernel/sysrq net/ipv4/ip_nonlocal_bind net/ipv4/ip_local_port_range net/core/somaxconn \
+    net/ipv4/tcp_max_syn_backlog; do
+    echo "$k = $(cat /proc/sys/$k 2>&1)"
+done
+echo "--- accounts"
+grep '^tandem' /etc/passwd /etc/group
+echo "--- files"
+ls -ld /run/tandem /run/tandem/* /data /data/config /data/certs 2>&1
+echo "--- modules"
+grep -E '^(nf_|nft_|nfnetlink)' /proc/modules | cut -d' ' -f1
+echo "--- units"
+systemctl --no-pager --failed
+journalctl -b --no-pager -o cat -u tandem-firewall.service | tail -n 20
+echo "--- nft list ruleset"
+nft list ruleset
+echo "=== end of security report"
+touch /data/tandem/diagnostics.done
+"##;
 
 /// Board data rendered as configuration files.
 fn render_board(board: &BoardSpec, root: &Path) -> Result<()> {

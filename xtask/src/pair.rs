@@ -28,6 +28,14 @@ const HOSTS: [(&str, &str, &str); 3] = [
     ("tandem-pair-web1", "198.18.0.21", "web1"),
     ("tandem-pair-web2", "198.18.0.22", "web2"),
 ];
+/// The demo web servers: `python3 -m http.server` (threads, HTTP/1.0), with a listen
+/// backlog for bursts (the module's is 5: a burst of proxy connections, e.g. the system
+/// tier's 2000 concurrent clients, would see SYNs dropped). Arguments: port, address, dir.
+const WEB_SERVER: &str = "import functools, sys, http.server as h
+h.ThreadingHTTPServer.request_queue_size = 4096
+handler = functools.partial(h.SimpleHTTPRequestHandler, directory=sys.argv[3])
+h.ThreadingHTTPServer((sys.argv[2], int(sys.argv[1])), handler).serve_forever()
+";
 /// The VIP the pair serves on the LAN (a pair config puts it there).
 pub const VIP: &str = "198.18.0.100";
 /// The lab side of the management segment (the operator's host, inside `LAN_NS`).
@@ -108,6 +116,10 @@ pub struct Node {
 impl Node {
     pub fn serial_log(&self) -> PathBuf {
         self.dir.join("serial.log")
+    }
+    /// The second serial port's file (ttyS1: diagnostics of test builds).
+    pub fn diag_log(&self) -> PathBuf {
+        self.dir.join("diag.log")
     }
     fn serial_sock(&self) -> PathBuf {
         self.dir.join("serial.sock")
@@ -229,12 +241,10 @@ pub fn up(sh: &Shell, count: usize) -> Result<Lab> {
                         "exec",
                         host_ns,
                         "/usr/bin/python3",
-                        "-m",
-                        "http.server",
+                        "-c",
+                        WEB_SERVER,
                         "80",
-                        "--bind",
                         addr,
-                        "--directory",
                     ])
                     .arg(&www),
             )?;
@@ -363,6 +373,9 @@ pub fn boot_vm_with(
         node.serial_sock().display(),
         node.serial_log().display()
     );
+    // A second serial port (ttyS1) into a file: test builds write their diagnostics report
+    // there (image --diagnostics), off the console the tests type on.
+    let diag = format!("file,id=ser1,path={}", node_dir.join("diag.log").display());
     let code = format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}");
     let vars = format!("if=pflash,format=raw,unit=1,file={}", vars.display());
     let drive = format!("if=none,id=disk0,format=qcow2,file={}", disk.display());
@@ -377,7 +390,7 @@ pub fn boot_vm_with(
         "ip netns exec {ns} qemu-system-x86_64 -name {name} -machine q35 -accel {accel}
          -m 768 -smp 1 -nodefaults -display none -daemonize -pidfile {pidfile} -D {qlog}
          -drive {code} -drive {vars} -drive {drive} -device virtio-blk-pci,drive=disk0
-         -chardev {serial} -serial chardev:ser0 -device {wd}
+         -chardev {serial} -serial chardev:ser0 -chardev {diag} -serial chardev:ser1 -device {wd}
          -global ICH9-LPC.noreboot=off {nic_args...}"
     )
     .run()

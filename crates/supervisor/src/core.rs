@@ -55,6 +55,12 @@ pub struct Options {
     pub vrrp_socket: PathBuf,
     /// The groups that give access to the control socket (`crate::access`).
     pub access_groups: crate::access::Groups,
+    /// Run the services as this unprivileged user with only their capabilities
+    /// (`--service-user`, set by the appliance's unit; `child::ServiceUser`).
+    pub service_user: Option<child::ServiceUser>,
+    /// Generate and load the host firewall at every apply (`--firewall`, set by the
+    /// appliance's unit; `firewall.rs`). Off by default: it changes the host's netfilter rules.
+    pub firewall: bool,
 }
 
 /// A failed request: what went wrong, what to do next, and the config diagnostics if any.
@@ -233,6 +239,7 @@ impl Core {
         let current = match self.store(Store::load_current) {
             Ok(g) => g,
             Err(StoreError::Empty(_)) => {
+                self.refresh_firewall();
                 self.shared.raise(
                     "unconfigured",
                     Severity::Warning,
@@ -452,12 +459,34 @@ impl Core {
             // (`runtime.socket`), which also sees a proxy that listens but serves nothing.
             // A TCP probe of a frontend bind would fail on a VIP this node does not hold.
         }
+        let creds = self
+            .opts
+            .service_user
+            .as_ref()
+            .map(|u| u.credentials(service));
+        // As the service user, a child reads the configuration and makes its sockets.
+        let store_root = self.store(Store::running_path);
+        let mut dirs = vec![(self.opts.data_dir.clone(), child::Access::Traverse)];
+        dirs.extend(
+            store_root
+                .parent()
+                .map(|d| (d.to_owned(), child::Access::Read)),
+        );
+        for socket in [&config.runtime.socket, &self.opts.vrrp_socket] {
+            dirs.extend(
+                socket
+                    .parent()
+                    .map(|d| (d.to_owned(), child::Access::Write)),
+            );
+        }
         ChildSpec {
             service,
             program: self.opts.program.clone(),
             args,
             // JSON logs: the supervisor reads the proxy's reload acknowledgements from them.
             env: vec![("TANDEM_LOG".into(), "json".into())],
+            creds,
+            dirs,
         }
     }
 
@@ -518,6 +547,7 @@ impl Core {
         let text = self.store(|s| crate::sockets::render_running(s, next, &socket))?;
         self.store(|s| s.write_running(&text))
             .map_err(|e| format!("cannot render the running configuration: {e}"))?;
+        self.apply_firewall(Some(&next.config))?;
         self.apply_proxy(next).await?;
         self.apply_vrrp(next, prev).await?;
         // The transaction is finished: a restart from here on runs this generation as

@@ -4,7 +4,8 @@
 //! them ([`child`]), keeps maintenance mode ([`maintenance`]), runs config sync with the peer in-process ([`sync`], `tandem-sync`), holds the node state ([`state`]), runs
 //! configuration transactions over the store ([`core`], [`apply`]), watches the proxy's local
 //! sockets in the node's run directory ([`sockets`]), serves the control socket
-//! `tandemctl` talks to ([`control`]) and reports readiness to systemd ([`notify`]).
+//! `tandemctl` talks to ([`control`]) and reports readiness to systemd ([`notify`]); with
+//! `--firewall` it also generates and loads the host firewall at every apply ([`firewall`]).
 //! Must not parse configuration itself (`tandem-config`), write config files except through
 //! the store (`tandem-store`), or change addresses on interfaces (the VRRP daemon does).
 //! See `LIFECYCLE.md` for start-up, transactions, restarts and how config sync plugs in.
@@ -14,6 +15,7 @@ pub mod apply;
 pub mod child;
 pub mod control;
 pub mod core;
+pub mod firewall;
 pub mod maintenance;
 pub mod notify;
 pub mod sockets;

@@ -95,7 +95,7 @@ pub fn parse_sync_address(text: &str) -> Result<SocketAddr, String> {
 }
 
 impl Bootstrap {
-    fn load(dir: &std::path::Path) -> Option<Bootstrap> {
+    pub(crate) fn load(dir: &std::path::Path) -> Option<Bootstrap> {
         let bytes = tandem_store::RealFs.read(&dir.join(BOOTSTRAP_FILE)).ok()?;
         serde_json::from_slice(&bytes)
             .inspect_err(|e| warn!(cause = %e, "ignoring an unreadable sync bootstrap file"))
@@ -559,6 +559,8 @@ impl Core {
                 "pairing: until a configuration names this node, config sync listens on {} and reaches {} at {}",
                 b.local, b.peer, b.remote
             ));
+            // A node without configuration opens its sync port to the recorded peer now.
+            self.refresh_firewall();
         }
         let id = &h.identity;
         if let Some(fp) = peer_fingerprint {

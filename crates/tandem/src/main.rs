@@ -132,6 +132,16 @@ enum Command {
         /// The group of read-only access to the control socket.
         #[arg(long, hide = true, default_value = tandem_supervisor::access::MONITOR_GROUP)]
         monitor_group: String,
+        /// Run the proxy and the VRRP daemon as this user (a name, or UID:GID) with only
+        /// the capabilities each needs. Only when the supervisor is root and the user
+        /// exists; otherwise they run as the supervisor's own user (with a warning).
+        #[arg(long, value_name = "USER")]
+        service_user: Option<String>,
+        /// Generate the host firewall (nftables table `inet tandem`) from the configuration
+        /// and load it at every apply. Changes this host's netfilter rules: the appliance's
+        /// unit sets it; tests only inside network namespaces.
+        #[arg(long)]
+        firewall: bool,
     },
 }
 
@@ -229,8 +239,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             vrrp_socket,
             admin_group,
             monitor_group,
+            service_user,
+            firewall,
         } => {
             init_tracing();
+            let service_user = service_user.and_then(|name| {
+                tandem_supervisor::child::ServiceUser::resolve(&name)
+                    .inspect_err(
+                        |e| tracing::warn!(cause = %e, "the services run as the supervisor's user"),
+                    )
+                    .ok()
+            });
             let options = tandem_supervisor::Options {
                 data_dir,
                 node,
@@ -244,6 +263,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     admin: admin_group,
                     monitor: monitor_group,
                 },
+                service_user,
+                firewall,
             };
             runtime(2)?
                 .block_on(tandem_supervisor::run(options, shutdown_signal()))
