@@ -16,6 +16,7 @@ const PURE_CRATES: &[&str] = &[
     "tandem-balance",
     "tandem-history",
     "tandem-forecast",
+    "tandem-control",
 ];
 
 /// Crates none of the pure cores may pull in.

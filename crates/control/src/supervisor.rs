@@ -1,0 +1,545 @@
+//! The supervisor control API (`supervisor.sock`, `docs/control-api.md`): requests and the
+//! reply data `tandemctl` renders.
+//!
+//! Owns [`Request`] (one variant per `cmd`, with its fields), read leniently by the
+//! supervisor ([`Request::from_value`]: a field of the wrong type counts as absent, as it
+//! always did) and written by `tandemctl` (absent fields are left out); and the reply types
+//! the CLI reads ([`History`], [`Diff`], ...). Must not run commands (the supervisor's
+//! `control.rs` dispatches them) nor open sockets.
+//!
+//! Reply types read what the supervisor writes but never fail on a field they do not
+//! know, and every field the CLI shows is optional: a reply from an older or newer
+//! supervisor still renders, with `-` where a field is missing.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Every command.
+pub const COMMANDS: &[&str] = &[
+    "status",
+    "sync_status",
+    "sync_pair",
+    "sync_resolve",
+    "history",
+    "show_config",
+    "show_servers",
+    "show_stats",
+    "candidate_get",
+    "candidate_set",
+    "candidate_clear",
+    "validate",
+    "diff",
+    "commit",
+    "confirm",
+    "rollback",
+    "server",
+    "failover",
+    "maintenance",
+    "logs",
+];
+
+/// The commands of group `tandem-monitor`.
+pub const READ_COMMANDS: &[&str] = &[
+    "status",
+    "sync_status",
+    "history",
+    "show_config",
+    "show_servers",
+    "show_stats",
+    "logs",
+];
+
+/// One request. `author` (only root may set it) and `comment` apply where a command records
+/// them; [`Envelope`] carries them beside the command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    /// `status`.
+    Status,
+    /// `history`: the newest `limit` generations.
+    History {
+        /// Default 20, at most 1000.
+        limit: Option<u64>,
+    },
+    /// `show_config` of a generation (default current).
+    ShowConfig {
+        /// Generation number.
+        generation: Option<u64>,
+    },
+    /// `candidate_get`.
+    CandidateGet,
+    /// `candidate_set`.
+    CandidateSet {
+        /// The candidate text (required).
+        text: Option<String>,
+    },
+    /// `candidate_clear`.
+    CandidateClear,
+    /// `validate` a text (default: the candidate).
+    Validate {
+        /// The text.
+        text: Option<String>,
+    },
+    /// `diff` a text (default: the candidate) against a generation (default current).
+    Diff {
+        /// The text.
+        text: Option<String>,
+        /// Generation number.
+        generation: Option<u64>,
+    },
+    /// `commit` a text (default: the candidate).
+    Commit {
+        /// The text.
+        text: Option<String>,
+        /// `commit confirmed`: revert unless confirmed within this.
+        confirm_ms: Option<u64>,
+    },
+    /// `confirm` a pending `commit confirmed`.
+    Confirm,
+    /// `rollback` to a generation (required).
+    Rollback {
+        /// Generation number.
+        generation: Option<u64>,
+    },
+    /// `show_servers`, live from the proxy.
+    ShowServers {
+        /// Only this backend's.
+        backend: Option<String>,
+    },
+    /// `show_stats`, live from the proxy.
+    ShowStats,
+    /// `server`: forwarded to the proxy as `set server`.
+    Server {
+        /// The backend.
+        backend: Option<String>,
+        /// The server.
+        server: Option<String>,
+        /// `drain`, `ready`, `maint` or `weight`.
+        action: Option<String>,
+        /// With `weight`: forwarded as sent (the proxy judges it).
+        weight: Option<Value>,
+    },
+    /// `failover` every (or one) VRRP instance.
+    Failover {
+        /// The instance.
+        instance: Option<String>,
+    },
+    /// `maintenance` on or off (required).
+    Maintenance {
+        /// On or off.
+        on: Option<bool>,
+    },
+    /// `sync_status`.
+    SyncStatus,
+    /// `sync_pair`: pin the peer, and say where it is for a node without configuration.
+    SyncPair {
+        /// Hex SHA-256, colons optional.
+        peer_fingerprint: Option<String>,
+        /// The peer's node name.
+        peer_name: Option<String>,
+        /// The peer's sync address.
+        peer_address: Option<String>,
+        /// This node's sync address.
+        local_address: Option<String>,
+    },
+    /// `sync_resolve` a divergence.
+    SyncResolve {
+        /// `use-local` or `use-peer` (required).
+        side: Option<String>,
+    },
+    /// `logs` of a service (all when absent).
+    Logs {
+        /// `proxy`, `vrrp`, `supervisor`.
+        service: Option<String>,
+        /// Default 50, at most 2000.
+        lines: Option<u64>,
+    },
+    /// Anything else (`cmd` as sent; empty when missing).
+    Unknown(String),
+}
+
+/// A request with the fields every command may carry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    /// The command.
+    pub request: Request,
+    /// Commit on someone else's behalf (root only).
+    pub author: Option<String>,
+    /// The commit comment.
+    pub comment: Option<String>,
+}
+
+impl From<Request> for Envelope {
+    fn from(request: Request) -> Envelope {
+        Envelope {
+            request,
+            author: None,
+            comment: None,
+        }
+    }
+}
+
+fn text(v: &Value, key: &str) -> Option<String> {
+    v.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
+fn num(v: &Value, key: &str) -> Option<u64> {
+    v.get(key).and_then(Value::as_u64)
+}
+
+impl Request {
+    /// The command's name.
+    pub fn cmd(&self) -> &str {
+        match self {
+            Request::Status => "status",
+            Request::History { .. } => "history",
+            Request::ShowConfig { .. } => "show_config",
+            Request::CandidateGet => "candidate_get",
+            Request::CandidateSet { .. } => "candidate_set",
+            Request::CandidateClear => "candidate_clear",
+            Request::Validate { .. } => "validate",
+            Request::Diff { .. } => "diff",
+            Request::Commit { .. } => "commit",
+            Request::Confirm => "confirm",
+            Request::Rollback { .. } => "rollback",
+            Request::ShowServers { .. } => "show_servers",
+            Request::ShowStats => "show_stats",
+            Request::Server { .. } => "server",
+            Request::Failover { .. } => "failover",
+            Request::Maintenance { .. } => "maintenance",
+            Request::SyncStatus => "sync_status",
+            Request::SyncPair { .. } => "sync_pair",
+            Request::SyncResolve { .. } => "sync_resolve",
+            Request::Logs { .. } => "logs",
+            Request::Unknown(c) => c,
+        }
+    }
+
+    /// Whether group `tandem-monitor` may run it.
+    pub fn is_read(&self) -> bool {
+        READ_COMMANDS.contains(&self.cmd())
+    }
+
+    /// The request in a line the supervisor read (fields of the wrong type count as absent).
+    pub fn from_value(v: &Value) -> Request {
+        match v.get("cmd").and_then(Value::as_str).unwrap_or("") {
+            "status" => Request::Status,
+            "history" => Request::History {
+                limit: num(v, "limit"),
+            },
+            "show_config" => Request::ShowConfig {
+                generation: num(v, "generation"),
+            },
+            "candidate_get" => Request::CandidateGet,
+            "candidate_set" => Request::CandidateSet {
+                text: text(v, "text"),
+            },
+            "candidate_clear" => Request::CandidateClear,
+            "validate" => Request::Validate {
+                text: text(v, "text"),
+            },
+            "diff" => Request::Diff {
+                text: text(v, "text"),
+                generation: num(v, "generation"),
+            },
+            "commit" => Request::Commit {
+                text: text(v, "text"),
+                confirm_ms: num(v, "confirm_ms"),
+            },
+            "confirm" => Request::Confirm,
+            "rollback" => Request::Rollback {
+                generation: num(v, "generation"),
+            },
+            "show_servers" => Request::ShowServers {
+                backend: text(v, "backend"),
+            },
+            "show_stats" => Request::ShowStats,
+            "server" => Request::Server {
+                backend: text(v, "backend"),
+                server: text(v, "server"),
+                action: text(v, "action"),
+                weight: v.get("weight").cloned(),
+            },
+            "failover" => Request::Failover {
+                instance: text(v, "instance"),
+            },
+            "maintenance" => Request::Maintenance {
+                on: v.get("on").and_then(Value::as_bool),
+            },
+            "sync_status" => Request::SyncStatus,
+            "sync_pair" => Request::SyncPair {
+                peer_fingerprint: text(v, "peer_fingerprint"),
+                peer_name: text(v, "peer_name"),
+                peer_address: text(v, "peer_address"),
+                local_address: text(v, "local_address"),
+            },
+            "sync_resolve" => Request::SyncResolve {
+                side: text(v, "side"),
+            },
+            "logs" => Request::Logs {
+                service: text(v, "service"),
+                lines: num(v, "lines"),
+            },
+            other => Request::Unknown(other.to_owned()),
+        }
+    }
+
+    /// The request as a JSON object; absent fields are left out.
+    pub fn to_value(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("cmd".into(), Value::String(self.cmd().to_owned()));
+        let mut put = |k: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                m.insert(k.to_owned(), v);
+            }
+        };
+        let s = |v: &Option<String>| v.clone().map(Value::String);
+        let n = |v: &Option<u64>| v.map(Value::from);
+        match self {
+            Request::History { limit } => put("limit", n(limit)),
+            Request::ShowConfig { generation } | Request::Rollback { generation } => {
+                put("generation", n(generation));
+            }
+            Request::CandidateSet { text } | Request::Validate { text } => put("text", s(text)),
+            Request::Diff { text, generation } => {
+                put("text", s(text));
+                put("generation", n(generation));
+            }
+            Request::Commit { text, confirm_ms } => {
+                put("text", s(text));
+                put("confirm_ms", n(confirm_ms));
+            }
+            Request::ShowServers { backend } => put("backend", s(backend)),
+            Request::Server {
+                backend,
+                server,
+                action,
+                weight,
+            } => {
+                put("backend", s(backend));
+                put("server", s(server));
+                put("action", s(action));
+                put("weight", weight.clone());
+            }
+            Request::Failover { instance } => put("instance", s(instance)),
+            Request::Maintenance { on } => put("on", on.map(Value::Bool)),
+            Request::SyncPair {
+                peer_fingerprint,
+                peer_name,
+                peer_address,
+                local_address,
+            } => {
+                put("peer_fingerprint", s(peer_fingerprint));
+                put("peer_name", s(peer_name));
+                put("peer_address", s(peer_address));
+                put("local_address", s(local_address));
+            }
+            Request::SyncResolve { side } => put("side", s(side)),
+            Request::Logs { service, lines } => {
+                put("service", s(service));
+                put("lines", n(lines));
+            }
+            Request::Status
+            | Request::CandidateGet
+            | Request::CandidateClear
+            | Request::Confirm
+            | Request::ShowStats
+            | Request::SyncStatus
+            | Request::Unknown(_) => {}
+        }
+        Value::Object(m)
+    }
+}
+
+impl Envelope {
+    /// The request and the common fields of a line the supervisor read.
+    pub fn from_value(v: &Value) -> Envelope {
+        Envelope {
+            request: Request::from_value(v),
+            author: text(v, "author"),
+            comment: text(v, "comment"),
+        }
+    }
+
+    /// The same request with `comment` and `author`.
+    #[must_use]
+    pub fn with(mut self, comment: Option<String>, author: Option<String>) -> Envelope {
+        self.comment = comment;
+        self.author = author;
+        self
+    }
+
+    /// The request as a JSON object.
+    pub fn to_value(&self) -> Value {
+        let mut v = self.request.to_value();
+        if let Value::Object(m) = &mut v {
+            if let Some(a) = &self.author {
+                m.insert("author".into(), Value::String(a.clone()));
+            }
+            if let Some(c) = &self.comment {
+                m.insert("comment".into(), Value::String(c.clone()));
+            }
+        }
+        v
+    }
+}
+
+impl Serialize for Request {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_value().serialize(s)
+    }
+}
+
+impl Serialize for Envelope {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_value().serialize(s)
+    }
+}
+
+/// One generation in `history`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HistoryEntry {
+    /// Its number.
+    pub number: Option<u64>,
+    /// The generation it was committed on.
+    pub parent: Option<u64>,
+    /// That one's fingerprint.
+    pub parent_fingerprint: Option<String>,
+    /// Its configuration's fingerprint.
+    pub fingerprint: Option<String>,
+    /// Who committed it.
+    pub author: Option<String>,
+    /// Where.
+    pub node: Option<String>,
+    /// When, ms since the Unix epoch.
+    pub time_ms: Option<u64>,
+    /// The commit comment.
+    pub comment: Option<String>,
+    /// Its config schema version.
+    pub schema_version: Option<u64>,
+    /// The generation it restores (rollbacks).
+    pub restores: Option<u64>,
+}
+
+/// `history`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct History {
+    /// The current generation's number.
+    pub current: Option<u64>,
+    /// Newest first.
+    pub generations: Vec<HistoryEntry>,
+}
+
+/// One change in `diff` and `commit`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Change {
+    /// `added`, `removed` or `changed`.
+    pub kind: Option<String>,
+    /// The key path.
+    pub path: Option<String>,
+    /// Before.
+    pub old: Option<Value>,
+    /// After.
+    pub new: Option<Value>,
+}
+
+/// `diff`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Diff {
+    /// The generation compared against.
+    pub against: Option<Value>,
+    /// The changes.
+    pub changes: Vec<Change>,
+    /// One line per change.
+    pub text: Option<String>,
+}
+
+/// A diagnostic of an invalid candidate.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Diagnostic {
+    /// `error` or `warning`.
+    pub severity: Option<String>,
+    /// `candidate`.
+    pub origin: Option<String>,
+    /// From 1.
+    pub line: Option<u64>,
+    /// From 1.
+    pub column: Option<u64>,
+    /// The key path.
+    pub path: Option<String>,
+    /// What is wrong.
+    pub message: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn requests_read_back_as_they_are_written() {
+        let cases = [
+            json!({"cmd":"status"}),
+            json!({"cmd":"history","limit":5}),
+            json!({"cmd":"show_config","generation":3}),
+            json!({"cmd":"candidate_get"}),
+            json!({"cmd":"candidate_set","text":"version: 1\n"}),
+            json!({"cmd":"candidate_clear"}),
+            json!({"cmd":"validate"}),
+            json!({"cmd":"diff","generation":2}),
+            json!({"cmd":"commit","comment":"c","author":"alice","confirm_ms":60000}),
+            json!({"cmd":"confirm"}),
+            json!({"cmd":"rollback","generation":2,"comment":"back"}),
+            json!({"cmd":"show_servers","backend":"shop"}),
+            json!({"cmd":"show_stats"}),
+            json!({"cmd":"server","backend":"shop","server":"web1","action":"weight","weight":5}),
+            json!({"cmd":"failover","instance":"www"}),
+            json!({"cmd":"maintenance","on":true}),
+            json!({"cmd":"sync_status"}),
+            json!({"cmd":"sync_pair","peer_name":"lb1","peer_address":"198.18.1.1","local_address":"198.18.1.2"}),
+            json!({"cmd":"sync_resolve","side":"use-peer"}),
+            json!({"cmd":"logs","service":"proxy","lines":10}),
+        ];
+        for doc in cases {
+            let e = Envelope::from_value(&doc);
+            assert_eq!(e.to_value(), doc);
+            assert_ne!(e.request, Request::Unknown(String::new()), "{doc}");
+        }
+        assert_eq!(COMMANDS.len(), 20);
+        let all: Vec<&str> = COMMANDS.to_vec();
+        for r in READ_COMMANDS {
+            assert!(all.contains(r));
+        }
+    }
+
+    #[test]
+    fn nulls_and_wrong_types_count_as_absent() {
+        let e = Envelope::from_value(&json!({"cmd":"failover","instance":null}));
+        assert_eq!(e.request, Request::Failover { instance: None });
+        assert_eq!(e.to_value(), json!({"cmd":"failover"}));
+        let e = Envelope::from_value(&json!({"cmd":"history","limit":"all","author":7}));
+        assert_eq!(e.request, Request::History { limit: None });
+        assert_eq!(e.author, None);
+        assert_eq!(
+            Request::from_value(&json!({"cmd":"bogus"})),
+            Request::Unknown("bogus".into())
+        );
+        assert!(Request::Status.is_read() && !Request::Confirm.is_read());
+    }
+
+    #[test]
+    fn history_replies_read_with_missing_fields() {
+        let h: History = serde_json::from_value(json!({"ok":true,"current":2,
+            "generations":[{"number":2,"parent":1,"author":"alice","time_ms":1,"comment":"x",
+            "fingerprint":"ab","node":"lb1","schema_version":1,"restores":null,"extra":true},
+            {"number":1}]}))
+        .unwrap();
+        assert_eq!(h.current, Some(2));
+        assert_eq!(h.generations[1].number, Some(1));
+        assert_eq!(h.generations[1].author, None);
+    }
+}
