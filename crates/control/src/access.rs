@@ -202,12 +202,12 @@ pub fn check(peer: &Peer, groups: &Groups, wording: Wording) -> Result<Access, S
 
 /// The refusal of a command that is not a read, for a monitor-group caller ([`Wording::Full`]).
 pub fn read_only(peer: &Peer, cmd: &str, groups: &Groups, reads: &[&str]) -> String {
-    read_only_worded(peer, cmd, groups, reads, Wording::Full)
+    read_only_worded(&peer.name, cmd, groups, reads, Wording::Full)
 }
 
-/// [`read_only`] worded as `wording` says.
+/// [`read_only`] for the caller named `who`, worded as `wording` says.
 pub fn read_only_worded(
-    peer: &Peer,
+    who: &str,
     cmd: &str,
     groups: &Groups,
     reads: &[&str],
@@ -220,7 +220,7 @@ pub fn read_only_worded(
     format!(
         "permission denied: `{cmd}` changes the node and needs group {} or root; {} has read-only access ({which}{})",
         groups.admin,
-        peer.name,
+        who,
         reads.join(", ")
     )
 }
@@ -301,7 +301,13 @@ mod tests {
             "permission denied: `commit` changes the node and needs group tandem-admin or root; u1000 has read-only access (group tandem-monitor: status, logs)"
         );
         assert_eq!(
-            read_only_worded(&p, "switchover", &g, &["status", "watch"], Wording::Short),
+            read_only_worded(
+                &p.name,
+                "switchover",
+                &g,
+                &["status", "watch"],
+                Wording::Short
+            ),
             "permission denied: `switchover` changes the node and needs group tandem-admin or root; u1000 has read-only access (status, watch)"
         );
     }

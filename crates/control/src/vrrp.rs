@@ -241,7 +241,8 @@ pub struct Watching {
     pub watching: bool,
 }
 
-/// One event of the feed.
+/// One event of the feed. Written with its fields in this order (`serde_json::to_vec`, not
+/// [`crate::to_line`]), as the daemon always wrote them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     /// `state` or `resync`.
@@ -383,9 +384,10 @@ mod tests {
             ))),
             b"{\"error\":\"request line too long\",\"ok\":false}\n"
         );
-        let ev = r#"{"event":"state","from":"backup","instance":"www","interface":"eth1","reason":"master_down","seq":7,"to":"master","ts_ms":1732262400123,"vrid":51}"#;
+        // Events are written as declared (not through `Value`), as the daemon always did.
+        let ev = r#"{"event":"state","seq":7,"ts_ms":1732262400123,"instance":"www","vrid":51,"interface":"eth1","from":"backup","to":"master","reason":"master_down"}"#;
         let e: Event = serde_json::from_str(ev).unwrap();
-        assert_eq!(to_line(&e), format!("{ev}\n").into_bytes());
+        assert_eq!(serde_json::to_string(&e).unwrap(), ev);
         assert_eq!(
             to_line(&Lagged::new(3)),
             b"{\"event\":\"lagged\",\"missed\":3}\n"

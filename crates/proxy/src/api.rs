@@ -17,14 +17,21 @@
 //! one `show frontends` per connection); request lines of at most [`MAX_LINE_BYTES`];
 //! [`IDLE_SECS`] of silence before a connection is closed; [`WRITE_SECS`] to read an answer.
 
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
+#[cfg(test)]
+use serde_json::json;
 use tandem_balance::{AdminState, Health, ServerId, StickEntry};
+use tandem_control::access::{self, Access as Role, Peer};
+use tandem_control::runtime::{
+    self as wire, BackendInfo, Backends, Counter, Denied, FrontendInfo, Frontends, Imported,
+    Persistence, RateEntry as RateEntryJson, RateLimit, Rates, RawRequest, Reloaded, Request,
+    Responses, ServerInfo, ServerReply, Servers, StickEntry as EntryJson, StickEntryInfo,
+};
+use tandem_control::{Failure, Reply};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
@@ -33,7 +40,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use crate::PlanSource;
 use crate::live::{LiveBackend, ServerState, Snapshot};
 use crate::metrics::{CLASSES, Counters, DENY_REASONS};
-use crate::plan::{Algorithm, Persistence};
+use crate::plan::Algorithm;
 use crate::protect::{RateCounter, RateEntry, SourceTable};
 use crate::proxy::Proxy;
 
@@ -90,50 +97,11 @@ pub fn bind(path: &Path) -> Result<Bound, ApiError> {
     }
 }
 
-/// One request line.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Command {
-    cmd: String,
-    #[serde(default)]
-    backend: Option<String>,
-    #[serde(default)]
-    server: Option<String>,
-    #[serde(default)]
-    state: Option<String>,
-    #[serde(default)]
-    weight: Option<u32>,
-    #[serde(default)]
-    frontend: Option<String>,
-    /// `import persistence`: [`EntryJson`]s; `import rates`: [`RateEntryJson`]s.
-    #[serde(default)]
-    entries: Option<Value>,
-}
-
-/// A stick-table entry on the wire (`show persistence`, `import persistence`).
-#[derive(Debug, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-struct EntryJson {
-    client: IpAddr,
-    /// Opaque server id (16 hex digits), never the address.
-    server_id: String,
-    expires_in_ms: u64,
-}
-
-/// One rate counter on the wire (`show rates`, `import rates`), relative to the answer.
-#[derive(Debug, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-struct CounterJson {
-    current: u32,
-    previous: u32,
-    elapsed_ms: u64,
-    period_ms: u64,
-}
-
-impl From<RateCounter> for CounterJson {
-    fn from(c: RateCounter) -> Self {
+/// A rate counter on the wire, relative to now.
+fn counter_json(c: RateCounter) -> Counter {
+    {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        CounterJson {
+        Counter {
             current: c.current,
             previous: c.previous,
             elapsed_ms: ms(c.elapsed),
@@ -142,26 +110,14 @@ impl From<RateCounter> for CounterJson {
     }
 }
 
-impl From<&CounterJson> for RateCounter {
-    fn from(c: &CounterJson) -> Self {
-        RateCounter {
-            current: c.current,
-            previous: c.previous,
-            elapsed: Duration::from_millis(c.elapsed_ms),
-            period: Duration::from_millis(c.period_ms),
-        }
+/// A rate counter from the wire.
+fn rate_counter(c: &Counter) -> RateCounter {
+    RateCounter {
+        current: c.current,
+        previous: c.previous,
+        elapsed: Duration::from_millis(c.elapsed_ms),
+        period: Duration::from_millis(c.period_ms),
     }
-}
-
-/// A source's rate state on the wire (`show rates`, `import rates`).
-#[derive(Debug, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-struct RateEntryJson {
-    client: IpAddr,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    connections: Option<CounterJson>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    requests: Option<CounterJson>,
 }
 
 /// Serves the API on `path` ([`bind`] then [`serve`]) until the task is aborted, with the
@@ -221,9 +177,9 @@ pub fn serve(
 }
 
 /// Group whose members (and root) may run every command.
-pub const ADMIN_GROUP: &str = "tandem-admin";
+pub const ADMIN_GROUP: &str = access::ADMIN_GROUP;
 /// Group whose members may run the read commands (`show ...`).
-pub const MONITOR_GROUP: &str = "tandem-monitor";
+pub const MONITOR_GROUP: &str = access::MONITOR_GROUP;
 
 /// Who may use the API, by the peer's credentials (`SO_PEERCRED`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -262,54 +218,20 @@ impl Access {
         }
     }
 
-    /// What the peer may do, or why it may not connect at all.
+    /// What the peer may do, or why it may not connect at all: root and the proxy's user
+    /// run everything, the groups decide for the others (`tandem_control::access`).
     fn role(&self, cred: &tokio::net::unix::UCred) -> Result<Role, String> {
         let uid = cred.uid();
         if uid == 0 || uid == self.owner_uid {
             return Ok(Role::Admin);
         }
-        let groups = peer_groups(cred);
-        let member = |gid: Option<u32>| gid.is_some_and(|g| groups.contains(&g));
-        if member(self.admin_gid) {
-            Ok(Role::Admin)
-        } else if member(self.monitor_gid) {
-            Ok(Role::Monitor)
-        } else {
-            Err(format!(
+        let peer = Peer::from_cred(uid, cred.gid(), cred.pid());
+        access::policy(&peer, self.admin_gid, self.monitor_gid).ok_or_else(|| {
+            format!(
                 "permission denied: uid {uid} is not root and not in group {ADMIN_GROUP} or {MONITOR_GROUP}"
-            ))
-        }
+            )
+        })
     }
-}
-
-/// The peer's primary group and, read from `/proc/<pid>/status`, its supplementary groups:
-/// the groups the connecting process has, as for file permissions.
-fn peer_groups(cred: &tokio::net::unix::UCred) -> Vec<u32> {
-    let mut groups = vec![cred.gid()];
-    if let Some(pid) = cred.pid()
-        && let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        && let Some(line) = status.lines().find_map(|l| l.strip_prefix("Groups:"))
-    {
-        groups.extend(
-            line.split_whitespace()
-                .filter_map(|g| g.parse::<u32>().ok()),
-        );
-    }
-    groups
-}
-
-/// What an admitted peer may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Role {
-    /// Every command.
-    Admin,
-    /// The read commands ([`is_read_only`]).
-    Monitor,
-}
-
-/// Whether `cmd` only reads (what [`MONITOR_GROUP`] and the probe slot may run).
-fn is_read_only(cmd: &str) -> bool {
-    cmd.starts_with("show ")
 }
 
 /// The open sessions, for the connection limit: at most [`MAX_CLIENTS`], the one idle the
@@ -391,8 +313,7 @@ impl Drop for Place<'_> {
 
 /// Writes one response line within [`WRITE_SECS`] (a client that does not read is dropped).
 async fn answer<W: AsyncWriteExt + Unpin>(wr: &mut W, out: &Value) -> std::io::Result<()> {
-    let mut bytes = serde_json::to_vec(out).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
-    bytes.push(b'\n');
+    let bytes = tandem_control::to_line(out);
     match tokio::time::timeout(Duration::from_secs(WRITE_SECS), wr.write_all(&bytes)).await {
         Ok(r) => r,
         Err(_) => Err(std::io::Error::new(
@@ -475,8 +396,8 @@ async fn probe<R: AsyncBufReadExt + Unpin, W: AsyncWriteExt + Unpin>(
     let Ok(Ok(Some(()))) = read.await else {
         return Ok(());
     };
-    let out = match serde_json::from_slice::<Command>(&line) {
-        Ok(c) if is_read_only(&c.cmd) && line.len() <= MAX_LINE_BYTES => {
+    let out = match serde_json::from_slice::<RawRequest>(&line) {
+        Ok(c) if c.is_read_only() && line.len() <= MAX_LINE_BYTES => {
             execute(proxy, None, &line).await
         }
         _ => fail(format!(
@@ -521,8 +442,8 @@ async fn session<R: AsyncBufReadExt + Unpin, W: AsyncWriteExt + Unpin>(
         } else if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         } else {
-            match (role, serde_json::from_slice::<Command>(&line)) {
-                (Role::Monitor, Ok(c)) if !is_read_only(&c.cmd) => fail(format!(
+            match (role, serde_json::from_slice::<RawRequest>(&line)) {
+                (Role::Monitor, Ok(c)) if !c.is_read_only() => fail(format!(
                     "permission denied: {:?} needs root or group {ADMIN_GROUP}; group {MONITOR_GROUP} may only run show commands",
                     c.cmd
                 )),
@@ -537,57 +458,74 @@ async fn session<R: AsyncBufReadExt + Unpin, W: AsyncWriteExt + Unpin>(
 }
 
 fn fail(msg: impl Into<String>) -> Value {
-    json!({ "ok": false, "error": msg.into() })
+    Reply::<()>::Err(Failure::new(msg)).to_value()
+}
+
+/// A successful reply as sent.
+fn ok<T: serde::Serialize>(data: T) -> Result<Value, String> {
+    Ok(Reply::Ok(data).to_value())
 }
 
 /// Runs one request line and returns the response object.
 pub async fn execute(proxy: &Proxy, source: Option<&dyn PlanSource>, line: &[u8]) -> Value {
-    let cmd: Command = match serde_json::from_slice(line) {
-        Ok(c) => c,
+    let request = match serde_json::from_slice::<RawRequest>(line) {
+        Ok(raw) => Request::try_from(raw),
         Err(e) => return fail(format!("invalid request: {e}")),
     };
+    let request = match request {
+        Ok(r) => r,
+        Err(unknown) => return fail(unknown),
+    };
     let snap = proxy.snapshot();
-    let res = match cmd.cmd.as_str() {
-        "show frontends" => Ok(json!({ "ok": true, "frontends": show_frontends(&snap) })),
-        "show backends" => Ok(json!({ "ok": true, "backends": show_backends(&snap) })),
-        "show servers" => {
-            show_servers(&snap, cmd.backend.as_deref()).map(|s| json!({ "ok": true, "servers": s }))
+    let res = match request {
+        Request::ShowFrontends => ok(Frontends {
+            frontends: show_frontends(&snap),
+        }),
+        Request::ShowBackends => ok(Backends {
+            backends: show_backends(&snap),
+        }),
+        Request::ShowServers { backend } => {
+            show_servers(&snap, backend.as_deref()).and_then(|servers| ok(Servers { servers }))
         }
-        "set server" => set_server(&snap, &cmd),
-        "reload" => match source {
+        Request::SetServer {
+            server,
+            state,
+            weight,
+        } => set_server(&snap, server.as_deref(), state.as_deref(), weight).and_then(ok),
+        Request::Reload => match source {
             None => Err("reload is not available: the proxy has no configuration source".into()),
             Some(src) => match src.load() {
                 Err(e) => Err(format!("reload refused: {e}")),
                 Ok(plan) => match proxy.reload(plan).await {
                     Ok(generation) => {
                         info!(generation, "reloaded from the runtime api");
-                        Ok(json!({ "ok": true, "generation": generation }))
+                        ok(Reloaded { generation })
                     }
                     Err(e) => Err(format!("reload refused: {e}")),
                 },
             },
         },
-        "show persistence" => show_persistence(&snap, cmd.backend.as_deref()),
-        "import persistence" => import_persistence(&snap, &cmd),
-        "show rates" => show_rates(&snap, cmd.frontend.as_deref()),
-        "import rates" => import_rates(&snap, &cmd),
-        other => Err(format!(
-            "unknown command {other:?}: expected show frontends|backends|servers|persistence|rates, set server, import persistence|rates, reload"
-        )),
+        Request::ShowPersistence { backend } => {
+            show_persistence(&snap, backend.as_deref()).and_then(ok)
+        }
+        Request::ImportPersistence { backend, entries } => {
+            import_persistence(&snap, backend.as_deref(), &entries).and_then(ok)
+        }
+        Request::ShowRates { frontend } => show_rates(&snap, frontend.as_deref()).and_then(ok),
+        Request::ImportRates { frontend, entries } => {
+            import_rates(&snap, frontend.as_deref(), &entries).and_then(ok)
+        }
     };
     res.unwrap_or_else(fail)
 }
 
-fn classes(c: &Counters) -> Value {
-    let s = c.statuses();
-    let mut m = serde_json::Map::new();
-    for (i, class) in CLASSES.iter().enumerate() {
-        m.insert((*class).to_owned(), json!(s[i]));
-    }
-    Value::Object(m)
+/// Responses by class, in the order of [`CLASSES`].
+fn classes(c: &Counters) -> Responses {
+    const _: () = assert!(CLASSES.len() == 6 && DENY_REASONS.len() == 3);
+    Responses::from_counts(c.statuses())
 }
 
-fn show_frontends(snap: &Snapshot) -> Vec<Value> {
+fn show_frontends(snap: &Snapshot) -> Vec<FrontendInfo> {
     use std::sync::atomic::Ordering::Relaxed;
     snap.plan
         .frontends()
@@ -595,22 +533,21 @@ fn show_frontends(snap: &Snapshot) -> Vec<Value> {
         .zip(&snap.frontends)
         .map(|(f, l)| {
             let c = &l.stats.counters;
-            let mut denied = serde_json::Map::new();
-            for (i, r) in DENY_REASONS.iter().enumerate() {
-                denied.insert((*r).to_owned(), json!(l.stats.denied[i].load(Relaxed)));
+            FrontendInfo {
+                name: f.name.clone(),
+                mode: format!("{:?}", f.mode).to_lowercase(),
+                binds: f.binds.iter().map(ToString::to_string).collect(),
+                sessions_current: u64::from(l.stats.current.load(Relaxed)),
+                sessions_total: c.sessions_total.load(Relaxed),
+                max_connections: f.max_connections,
+                bytes_in: c.bytes_in.load(Relaxed),
+                bytes_out: c.bytes_out.load(Relaxed),
+                responses: classes(c),
+                // In the order of DENY_REASONS.
+                denied: Denied::from_counts(std::array::from_fn(|i| {
+                    l.stats.denied[i].load(Relaxed)
+                })),
             }
-            json!({
-                "name": f.name,
-                "mode": format!("{:?}", f.mode).to_lowercase(),
-                "binds": f.binds.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "sessions_current": l.stats.current.load(Relaxed),
-                "sessions_total": c.sessions_total.load(Relaxed),
-                "max_connections": f.max_connections,
-                "bytes_in": c.bytes_in.load(Relaxed),
-                "bytes_out": c.bytes_out.load(Relaxed),
-                "responses": classes(c),
-                "denied": denied,
-            })
         })
         .collect()
 }
@@ -627,7 +564,12 @@ fn algorithm(a: &Algorithm) -> String {
     }
 }
 
-fn show_backends(snap: &Snapshot) -> Vec<Value> {
+/// A count as it goes on the wire.
+fn count(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+fn show_backends(snap: &Snapshot) -> Vec<BackendInfo> {
     use std::sync::atomic::Ordering::Relaxed;
     snap.plan
         .backends()
@@ -635,31 +577,35 @@ fn show_backends(snap: &Snapshot) -> Vec<Value> {
         .zip(&snap.backends)
         .map(|(b, l)| {
             let c = &l.stats.counters;
-            json!({
-                "name": b.name,
-                "algorithm": algorithm(&b.algorithm),
-                "sessions_current": l.servers.iter().map(|s| u64::from(s.active())).sum::<u64>(),
-                "sessions_total": c.sessions_total.load(Relaxed),
-                "queue": l.queue.len(),
-                "bytes_in": c.bytes_in.load(Relaxed),
-                "bytes_out": c.bytes_out.load(Relaxed),
-                "responses": classes(c),
-                "servers_total": l.servers.len(),
-                "servers_accepting": l.servers.iter().filter(|s| s.is_up()).count(),
-            })
+            BackendInfo {
+                name: b.name.clone(),
+                algorithm: algorithm(&b.algorithm),
+                sessions_current: l.servers.iter().map(|s| u64::from(s.active())).sum::<u64>(),
+                sessions_total: c.sessions_total.load(Relaxed),
+                queue: count(l.queue.len()),
+                bytes_in: c.bytes_in.load(Relaxed),
+                bytes_out: c.bytes_out.load(Relaxed),
+                responses: classes(c),
+                servers_total: count(l.servers.len()),
+                servers_accepting: count(l.servers.iter().filter(|s| s.is_up()).count()),
+            }
         })
         .collect()
 }
 
-fn admin_str(a: AdminState) -> &'static str {
+fn admin_wire(a: AdminState) -> wire::AdminState {
     match a {
-        AdminState::Ready => "ready",
-        AdminState::Drain => "drain",
-        AdminState::Maint => "maint",
+        AdminState::Ready => wire::AdminState::Ready,
+        AdminState::Drain => wire::AdminState::Drain,
+        AdminState::Maint => wire::AdminState::Maint,
     }
 }
 
-fn server_json(snap: &Snapshot, bi: usize, si: usize, now: Instant) -> Value {
+fn admin_str(a: AdminState) -> &'static str {
+    admin_wire(a).as_str()
+}
+
+fn server_json(snap: &Snapshot, bi: usize, si: usize, now: Instant) -> ServerInfo {
     use std::sync::atomic::Ordering::Relaxed;
     let b = &snap.plan.backends()[bi];
     let cfg = &snap.plan.balancers()[bi].servers()[si];
@@ -676,29 +622,33 @@ fn server_json(snap: &Snapshot, bi: usize, si: usize, now: Instant) -> Value {
         0
     };
     let c = &s.counters;
-    json!({
-        "backend": b.name,
-        "name": cfg.name,
-        "id": s.id.to_string(),
-        "address": cfg.address.to_string(),
-        "backup": cfg.backup,
-        "state": admin_str(status.admin),
-        "health": if status.health == Health::Up { "up" } else { "down" },
-        "status": status.to_string(),
-        "check_streak": s.health_streak(),
-        "weight": weight,
-        "config_weight": cfg.weight,
-        "effective_weight": effective,
-        "max_connections": cfg.max_connections,
-        "sessions_current": s.active(),
-        "sessions_total": c.sessions_total.load(Relaxed),
-        "queue": snap.backends[bi].queue.len(),
-        "bytes_in": c.bytes_in.load(Relaxed),
-        "bytes_out": c.bytes_out.load(Relaxed),
-        "responses": classes(c),
-        "connect_failures": s.connect_failures.load(Relaxed),
-        "transitions": s.transitions(),
-    })
+    ServerInfo {
+        backend: b.name.clone(),
+        name: cfg.name.clone(),
+        id: s.id.to_string(),
+        address: cfg.address.to_string(),
+        backup: cfg.backup,
+        state: admin_wire(status.admin),
+        health: if status.health == Health::Up {
+            wire::Health::Up
+        } else {
+            wire::Health::Down
+        },
+        status: status.to_string(),
+        check_streak: s.health_streak(),
+        weight,
+        config_weight: cfg.weight,
+        effective_weight: effective,
+        max_connections: cfg.max_connections,
+        sessions_current: u64::from(s.active()),
+        sessions_total: c.sessions_total.load(Relaxed),
+        queue: count(snap.backends[bi].queue.len()),
+        bytes_in: c.bytes_in.load(Relaxed),
+        bytes_out: c.bytes_out.load(Relaxed),
+        responses: classes(c),
+        connect_failures: s.connect_failures.load(Relaxed),
+        transitions: s.transitions(),
+    }
 }
 
 fn backend_index(snap: &Snapshot, name: &str) -> Result<usize, String> {
@@ -707,7 +657,7 @@ fn backend_index(snap: &Snapshot, name: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("no backend {name}"))
 }
 
-fn show_servers(snap: &Snapshot, backend: Option<&str>) -> Result<Vec<Value>, String> {
+fn show_servers(snap: &Snapshot, backend: Option<&str>) -> Result<Vec<ServerInfo>, String> {
     let now = Instant::now();
     let only = backend.map(|n| backend_index(snap, n)).transpose()?;
     let mut out = Vec::new();
@@ -737,23 +687,23 @@ fn server_ref(snap: &Snapshot, spec: Option<&str>) -> Result<(usize, usize), Str
     Ok((bi, si))
 }
 
-fn set_server(snap: &Snapshot, cmd: &Command) -> Result<Value, String> {
-    let (bi, si) = server_ref(snap, cmd.server.as_deref())?;
-    if cmd.state.is_none() && cmd.weight.is_none() {
+fn set_server(
+    snap: &Snapshot,
+    server: Option<&str>,
+    state: Option<&str>,
+    weight: Option<u32>,
+) -> Result<ServerReply, String> {
+    let (bi, si) = server_ref(snap, server)?;
+    if state.is_none() && weight.is_none() {
         return Err("set server needs \"state\" (ready|drain|maint) or \"weight\" (0..256)".into());
     }
-    let admin = match cmd.state.as_deref() {
+    let admin = match state.map(wire::AdminState::parse).transpose()? {
         None => None,
-        Some("ready") => Some(AdminState::Ready),
-        Some("drain") => Some(AdminState::Drain),
-        Some("maint") => Some(AdminState::Maint),
-        Some(other) => {
-            return Err(format!(
-                "invalid state {other:?}: expected ready, drain or maint"
-            ));
-        }
+        Some(wire::AdminState::Ready) => Some(AdminState::Ready),
+        Some(wire::AdminState::Drain) => Some(AdminState::Drain),
+        Some(wire::AdminState::Maint) => Some(AdminState::Maint),
     };
-    if let Some(w) = cmd.weight
+    if let Some(w) = weight
         && w > tandem_balance::MAX_WEIGHT
     {
         return Err(format!("invalid weight {w}: must be 0..=256"));
@@ -768,13 +718,15 @@ fn set_server(snap: &Snapshot, cmd: &Command) -> Result<Value, String> {
                 "server state set from the runtime api");
         }
     }
-    if let Some(w) = cmd.weight {
+    if let Some(w) = weight {
         let state = &snap.backends[bi].servers[si];
         state.set_runtime_weight(Some(w));
         info!(backend = %state.key.backend, server = %state.key.server, weight = w,
             "server weight set from the runtime api (until the next reload)");
     }
-    Ok(json!({ "ok": true, "server": server_json(snap, bi, si, Instant::now()) }))
+    Ok(ServerReply {
+        server: server_json(snap, bi, si, Instant::now()),
+    })
 }
 
 fn stick_of<'a>(
@@ -786,44 +738,53 @@ fn stick_of<'a>(
     Ok((bi, &snap.backends[bi]))
 }
 
-fn show_persistence(snap: &Snapshot, backend: Option<&str>) -> Result<Value, String> {
+fn show_persistence(snap: &Snapshot, backend: Option<&str>) -> Result<Persistence, String> {
     let (bi, live) = stick_of(snap, backend)?;
     let b = &snap.plan.backends()[bi];
     match (&b.persistence, live.export_sticky(Instant::now())) {
-        (Some(Persistence::Source { expire }), Some(entries)) => {
+        (Some(crate::plan::Persistence::Source { expire }), Some(entries)) => {
             let sel = &snap.plan.balancers()[bi];
-            let entries: Vec<Value> = entries
+            let entries = entries
                 .iter()
-                .map(|e| {
-                    json!({
-                        "client": e.client,
-                        "server_id": e.server.to_string(),
-                        "server": sel.server_by_id(e.server).map(|s| s.name.as_str()),
-                        "expires_in_ms": u64::try_from(e.expires_in.as_millis()).unwrap_or(u64::MAX),
-                    })
+                .map(|e| StickEntryInfo {
+                    client: e.client,
+                    server_id: e.server.to_string(),
+                    server: sel.server_by_id(e.server).map(|s| s.name.clone()),
+                    expires_in_ms: millis(e.expires_in),
                 })
                 .collect();
-            Ok(json!({
-                "ok": true, "backend": b.name, "kind": "source",
-                "expire_ms": u64::try_from(expire.as_millis()).unwrap_or(u64::MAX),
-                "capacity": crate::plan::STICK_TABLE_CAPACITY, "entries": entries,
-            }))
+            Ok(Persistence::Source {
+                backend: b.name.clone(),
+                expire_ms: millis(*expire),
+                capacity: count(crate::plan::STICK_TABLE_CAPACITY),
+                entries,
+            })
         }
-        (Some(Persistence::Cookie { name }), _) => Ok(json!({
-            "ok": true, "backend": b.name, "kind": "cookie", "cookie": name,
-            "entries": [],
-        })),
+        (Some(crate::plan::Persistence::Cookie { name }), _) => Ok(Persistence::Cookie {
+            backend: b.name.clone(),
+            cookie: name.clone(),
+            entries: Vec::new(),
+        }),
         _ => Err(format!("backend {} has no persistence", b.name)),
     }
 }
 
-fn import_persistence(snap: &Snapshot, cmd: &Command) -> Result<Value, String> {
-    let (bi, live) = stick_of(snap, cmd.backend.as_deref())?;
+/// A duration in whole milliseconds, as the wire carries it.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn import_persistence(
+    snap: &Snapshot,
+    backend: Option<&str>,
+    entries: &wire::Entries<EntryJson>,
+) -> Result<Imported, String> {
+    let (bi, live) = stick_of(snap, backend)?;
     let name = &snap.plan.backends()[bi].name;
     if live.stick.is_none() {
         return Err(format!("backend {name} has no source persistence"));
     }
-    let entries: Vec<EntryJson> = entries_of(cmd, "import persistence")?;
+    let entries = entries.parse("import persistence")?;
     let mut parsed = Vec::with_capacity(entries.len());
     for e in &entries {
         let server = ServerId::from_cookie(&e.server_id)
@@ -836,21 +797,13 @@ fn import_persistence(snap: &Snapshot, cmd: &Command) -> Result<Value, String> {
     }
     let n = parsed.len();
     live.import_sticky(Instant::now(), parsed);
-    Ok(json!({ "ok": true, "imported": n }))
+    Ok(Imported { imported: count(n) })
 }
 
-/// The `entries` of an import command, parsed.
-fn entries_of<T: serde::de::DeserializeOwned>(cmd: &Command, what: &str) -> Result<Vec<T>, String> {
-    let entries = cmd
-        .entries
-        .clone()
-        .ok_or_else(|| format!("{what} needs \"entries\""))?;
-    serde_json::from_value(entries).map_err(|e| format!("invalid entries for {what}: {e}"))
-}
-
-fn rate_json(rate: Option<crate::plan::Rate>) -> Value {
-    rate.map_or(Value::Null, |r| {
-        json!({ "count": r.count, "per_ms": u64::try_from(r.per.as_millis()).unwrap_or(u64::MAX) })
+fn rate_json(rate: Option<crate::plan::Rate>) -> Option<RateLimit> {
+    rate.map(|r| RateLimit {
+        count: r.count,
+        per_ms: millis(r.per),
     })
 }
 
@@ -875,41 +828,43 @@ fn sources_of<'a>(
     }
 }
 
-fn show_rates(snap: &Snapshot, frontend: Option<&str>) -> Result<Value, String> {
+fn show_rates(snap: &Snapshot, frontend: Option<&str>) -> Result<Rates, String> {
     let (fi, table) = sources_of(snap, frontend)?;
     let f = &snap.plan.frontends()[fi];
-    let entries: Vec<Value> = table
+    let entries = table
         .export(Instant::now())
         .into_iter()
-        .map(|e| {
-            json!(RateEntryJson {
-                client: e.client,
-                connections: e.connections.map(CounterJson::from),
-                requests: e.requests.map(CounterJson::from),
-            })
+        .map(|e| RateEntryJson {
+            client: e.client,
+            connections: e.connections.map(counter_json),
+            requests: e.requests.map(counter_json),
         })
         .collect();
-    Ok(json!({
-        "ok": true, "frontend": f.name,
-        "connection_rate": rate_json(f.protect.connection_rate),
-        "request_rate": rate_json(f.protect.request_rate),
-        "entries": entries,
-    }))
+    Ok(Rates {
+        frontend: f.name.clone(),
+        connection_rate: rate_json(f.protect.connection_rate),
+        request_rate: rate_json(f.protect.request_rate),
+        entries,
+    })
 }
 
-fn import_rates(snap: &Snapshot, cmd: &Command) -> Result<Value, String> {
-    let (_, table) = sources_of(snap, cmd.frontend.as_deref())?;
-    let entries: Vec<RateEntryJson> = entries_of(cmd, "import rates")?;
+fn import_rates(
+    snap: &Snapshot,
+    frontend: Option<&str>,
+    entries: &wire::Entries<RateEntryJson>,
+) -> Result<Imported, String> {
+    let (_, table) = sources_of(snap, frontend)?;
+    let entries = entries.parse("import rates")?;
     let parsed: Vec<RateEntry> = entries
         .iter()
         .map(|e| RateEntry {
             client: e.client,
-            connections: e.connections.as_ref().map(RateCounter::from),
-            requests: e.requests.as_ref().map(RateCounter::from),
+            connections: e.connections.as_ref().map(rate_counter),
+            requests: e.requests.as_ref().map(rate_counter),
         })
         .collect();
     let n = table.import(Instant::now(), &parsed);
-    Ok(json!({ "ok": true, "imported": n }))
+    Ok(Imported { imported: count(n) })
 }
 
 #[cfg(test)]

@@ -47,7 +47,11 @@
 //! many other clients there are. [`MAX_LINE`] bytes per request, [`EVENT_BUFFER`] events
 //! buffered per watcher.
 //!
-//! Owns the socket server, who may use it, the [`Event`] type and its publisher ([`Events`]).
+//! The wire shapes (requests, replies, [`Event`]) and the access policy are
+//! `tandem_control::vrrp` and `tandem_control::access`, shared with the supervisor, its
+//! client.
+//!
+//! Owns the socket server, who may use it ([`Policy`]) and the event publisher ([`Events`]).
 //! Must not run the protocol: it talks to instance tasks only through their command channels
 //! and status snapshots.
 
@@ -56,7 +60,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
+#[cfg(test)]
+use serde_json::json;
+use tandem_control::access::{self, Access, Groups, Peer, Wording};
+use tandem_control::vrrp::{Applied, FanOut, Lagged, Request, Status, Watching};
+use tandem_control::{Failure, Reply};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
@@ -73,7 +82,7 @@ pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 /// A reply or an event must be written within this.
 pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 /// The commands of the read-only group.
-pub const READ_COMMANDS: &[&str] = &["status", "watch"];
+pub const READ_COMMANDS: &[&str] = tandem_control::vrrp::READ_COMMANDS;
 /// Longest request line, in bytes.
 pub const MAX_LINE: u64 = 4096;
 /// Events buffered per watcher before it is told it lagged.
@@ -81,33 +90,8 @@ pub const EVENT_BUFFER: usize = 256;
 /// How long a request waits for an instance task to answer.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// One published event.
-#[derive(Clone, Debug, Serialize)]
-pub struct Event {
-    /// `state` or `resync`.
-    pub event: &'static str,
-    /// Position in the daemon's event order, from 1.
-    pub seq: u64,
-    /// Wall-clock time, milliseconds since the Unix epoch.
-    pub ts_ms: u64,
-    /// Instance name.
-    pub instance: String,
-    /// Its VRID.
-    pub vrid: u8,
-    /// Its interface.
-    pub interface: String,
-    /// Previous state (state events).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub from: Option<String>,
-    /// New state (state events).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub to: Option<String>,
-    /// Why, snake_case (`master_down`, `preempted`, `switchover`, ...).
-    pub reason: String,
-    /// Extra detail, e.g. who preempted us.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-}
+/// One published event (`tandem_control::vrrp::Event`).
+pub use tandem_control::vrrp::Event;
 
 /// The ordered event publisher shared by all instances.
 #[derive(Debug)]
@@ -218,16 +202,17 @@ impl Default for Policy {
     }
 }
 
-/// What a caller may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Access {
-    Monitor,
-    Admin,
+impl Policy {
+    fn groups(&self) -> Groups {
+        Groups {
+            admin: self.admin_group.clone(),
+            monitor: self.monitor_group.clone(),
+        }
+    }
 }
 
-/// The caller on `stream`: name, pid, and its access, or the refusal.
+/// The caller on `stream`: name, pid, and its access, or the refusal (groups resolved now).
 fn caller(stream: &UnixStream, policy: &Policy) -> (String, u32, Result<Access, String>) {
-    use nix::unistd::{Gid, Group, Uid, User};
     let Ok(cred) = stream.peer_cred() else {
         return (
             "unknown".into(),
@@ -235,52 +220,14 @@ fn caller(stream: &UnixStream, policy: &Policy) -> (String, u32, Result<Access, 
             Err("permission denied: the caller's credentials are unknown".into()),
         );
     };
-    let (uid, gid) = (cred.uid(), cred.gid());
-    let pid = cred.pid().and_then(|p| u32::try_from(p).ok()).unwrap_or(0);
-    let user = User::from_uid(Uid::from_raw(uid)).ok().flatten();
-    let name = user
-        .as_ref()
-        .map_or_else(|| format!("uid {uid}"), |u| u.name.clone());
-    if uid == 0 {
-        return (name, pid, Ok(Access::Admin));
-    }
-    // Primary and supplementary groups as the kernel has them for the calling process.
-    let mut groups: Vec<u32> = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|t| {
-            t.lines().find_map(|l| {
-                l.strip_prefix("Groups:").map(|g| {
-                    g.split_whitespace()
-                        .filter_map(|n| n.parse().ok())
-                        .collect()
-                })
-            })
-        })
-        .unwrap_or_default();
-    groups.push(gid);
-    let gid_of = |n: &str| {
-        Group::from_name(n)
-            .ok()
-            .flatten()
-            .map(|g| Gid::as_raw(g.gid))
-    };
-    let (admin, monitor) = (gid_of(&policy.admin_group), gid_of(&policy.monitor_group));
-    let member = |g: Option<u32>| g.is_some_and(|g| groups.contains(&g));
-    let access = if member(admin) {
-        Ok(Access::Admin)
-    } else if member(monitor) {
-        Ok(Access::Monitor)
-    } else {
-        let note = match (admin, monitor) {
-            (None, None) => " (neither group exists on this node: only root has access)",
-            _ => "",
-        };
-        Err(format!(
-            "permission denied: {name} (uid {uid}) is not root and not in group {} (full access) or {} (read-only){note}",
-            policy.admin_group, policy.monitor_group
-        ))
-    };
-    (name, pid, access)
+    let peer = Peer::from_cred(cred.uid(), cred.gid(), cred.pid());
+    let access = access::check(&peer, &policy.groups(), Wording::Short);
+    (peer.name, peer.pid, access)
+}
+
+/// A failure reply.
+fn fail(error: impl Into<String>) -> Value {
+    Reply::<()>::Err(Failure::new(error)).to_value()
 }
 
 /// Writes `v` as one line within [`WRITE_DEADLINE`].
@@ -353,7 +300,7 @@ pub async fn serve_with(
                 warn!(path = %path.display(), user = %name, pid, "control connection refused: not authorized");
                 let mut s = stream;
                 tokio::spawn(async move {
-                    let _ = write_bounded(&mut s, &json!({"ok": false, "error": denied})).await;
+                    let _ = write_bounded(&mut s, &fail(denied)).await;
                 });
                 continue;
             }
@@ -373,16 +320,16 @@ pub async fn serve_with(
             tokio::spawn(async move {
                 let _ = write_bounded(
                     &mut s,
-                    &json!({"ok": false, "error": format!("too many connections ({MAX_CLIENTS} open)")}),
+                    &fail(format!("too many connections ({MAX_CLIENTS} open)")),
                 )
                 .await;
             });
             continue;
         };
         let state = Arc::clone(&state);
-        let admin_group = policy.admin_group.clone();
+        let groups = policy.groups();
         tokio::spawn(async move {
-            if let Err(e) = connection(stream, state, access, &name, &admin_group).await {
+            if let Err(e) = connection(stream, state, access, &name, &groups).await {
                 debug!(cause = %e, "control connection ended with an error");
             }
             drop(permit);
@@ -395,7 +342,7 @@ async fn connection(
     state: Arc<ControlState>,
     access: Access,
     name: &str,
-    admin_group: &str,
+    groups: &Groups,
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
@@ -414,102 +361,81 @@ async fn connection(
             return Ok(());
         }
         if !line.ends_with('\n') && n as u64 >= MAX_LINE {
-            write_json(
-                &mut write,
-                &json!({"ok": false, "error": "request line too long"}),
-            )
-            .await?;
+            write_json(&mut write, &fail("request line too long")).await?;
             return Ok(());
         }
-        let request: Value = match serde_json::from_str(line.trim()) {
-            Ok(v) => v,
+        let request = match serde_json::from_str::<Value>(line.trim()) {
+            Ok(v) => Request::from_value(&v),
             Err(e) => {
-                write_json(
-                    &mut write,
-                    &json!({"ok": false, "error": format!("malformed request: {e}")}),
-                )
-                .await?;
+                write_json(&mut write, &fail(format!("malformed request: {e}"))).await?;
                 continue;
             }
         };
-        let cmd = request.get("cmd").and_then(Value::as_str).unwrap_or("");
-        if access == Access::Monitor && !READ_COMMANDS.contains(&cmd) {
-            write_json(
-                &mut write,
-                &json!({"ok": false, "error": format!(
-                    "permission denied: `{cmd}` changes the node and needs group {admin_group} or root; {name} has read-only access ({})",
-                    READ_COMMANDS.join(", ")
-                )}),
-            )
-            .await?;
+        if access == Access::Monitor && !request.is_read() {
+            let why = access::read_only_worded(
+                name,
+                request.cmd(),
+                groups,
+                READ_COMMANDS,
+                Wording::Short,
+            );
+            write_json(&mut write, &fail(why)).await?;
             continue;
         }
-        match cmd {
-            "status" => write_json(&mut write, &status(&state)).await?,
-            "switchover" => {
-                let only = request.get("instance").and_then(Value::as_str);
-                write_json(&mut write, &switchover(&state, only).await).await?;
-            }
-            "hold" => {
-                let only = request.get("instance").and_then(Value::as_str);
-                let reply = match request.get("ms").and_then(Value::as_u64) {
-                    Some(ms) if ms >= 1 && ms <= MAX_HOLD.as_millis() as u64 => {
-                        let d = Duration::from_millis(ms);
-                        fan_out(&state, only, ("held", "hold"), |tx| {
-                            InstanceRequest::Hold(d, tx)
-                        })
-                        .await
-                    }
-                    _ => {
-                        json!({"ok": false, "error": format!("hold needs \"ms\": 1..={}", MAX_HOLD.as_millis())})
-                    }
-                };
-                write_json(&mut write, &reply).await?;
-            }
-            "announce" => {
-                let only = request.get("instance").and_then(Value::as_str);
-                let reply = fan_out(
+        let reply = match request {
+            Request::Status => status(&state),
+            Request::Switchover { instance } => switchover(&state, instance.as_deref()).await,
+            Request::Hold { instance, ms } => match ms {
+                Some(ms) if ms >= 1 && ms <= MAX_HOLD.as_millis() as u64 => {
+                    let d = Duration::from_millis(ms);
+                    fan_out(&state, instance.as_deref(), (Applied::Held, "hold"), |tx| {
+                        InstanceRequest::Hold(d, tx)
+                    })
+                    .await
+                }
+                _ => fail(format!("hold needs \"ms\": 1..={}", MAX_HOLD.as_millis())),
+            },
+            Request::Announce { instance } => {
+                fan_out(
                     &state,
-                    only,
-                    ("announced", "announce"),
+                    instance.as_deref(),
+                    (Applied::Announced, "announce"),
                     InstanceRequest::Announce,
                 )
-                .await;
-                write_json(&mut write, &reply).await?;
+                .await
             }
-            "release" => {
-                let only = request.get("instance").and_then(Value::as_str);
-                let reply = fan_out(
+            Request::Release { instance } => {
+                fan_out(
                     &state,
-                    only,
-                    ("released", "release"),
+                    instance.as_deref(),
+                    (Applied::Released, "release"),
                     InstanceRequest::Release,
                 )
-                .await;
-                write_json(&mut write, &reply).await?;
+                .await
             }
-            "watch" => {
+            Request::Watch => {
                 let mut rx = state.events.subscribe();
-                write_json(&mut write, &json!({"ok": true, "watching": true})).await?;
+                write_json(
+                    &mut write,
+                    &Reply::Ok(Watching { watching: true }).to_value(),
+                )
+                .await?;
                 loop {
                     match rx.recv().await {
+                        // As declared, not through `Value` (see `Event`).
                         Ok(ev) => write_json(&mut write, &ev).await?,
                         Err(broadcast::error::RecvError::Lagged(missed)) => {
-                            write_json(&mut write, &json!({"event": "lagged", "missed": missed}))
-                                .await?;
+                            write_json(&mut write, &Lagged::new(missed)).await?;
                         }
                         Err(broadcast::error::RecvError::Closed) => return Ok(()),
                     }
                 }
             }
-            other => {
-                write_json(
-                    &mut write,
-                    &json!({"ok": false, "error": format!("unknown cmd `{other}`, expected status, switchover, hold, release, announce or watch")}),
-                )
-                .await?;
-            }
-        }
+            Request::Unknown(other) => fail(format!(
+                "unknown cmd `{other}`, expected status, switchover, hold, release, announce or watch"
+            )),
+        };
+        write_json(&mut write, &reply).await?;
     }
 }
 
@@ -519,31 +445,36 @@ fn status(state: &ControlState) -> Value {
         .iter()
         .map(|i| i.status.lock().unwrap_or_else(|p| p.into_inner()).clone())
         .collect();
-    json!({"ok": true, "node": state.node, "instances": instances})
+    Reply::Ok(Status {
+        node: state.node.clone(),
+        instances,
+    })
+    .to_value()
 }
 
 async fn switchover(state: &ControlState, only: Option<&str>) -> Value {
     fan_out(
         state,
         only,
-        ("switched", "switch over"),
+        (Applied::Switched, "switch over"),
         InstanceRequest::Switchover,
     )
     .await
 }
 
 /// Sends one request to every (or the named) instance and collects the instances it applied to
-/// under `key`; `verb` names the action in the error when it applied to none.
+/// (`key` puts them under the command's name); `verb` names the action in the error when it
+/// applied to none.
 async fn fan_out(
     state: &ControlState,
     only: Option<&str>,
-    (key, verb): (&str, &str),
+    (key, verb): (fn(Vec<String>) -> Applied, &str),
     make: impl Fn(oneshot::Sender<Result<(), String>>) -> InstanceRequest,
 ) -> Value {
     if let Some(name) = only
         && !state.instances.iter().any(|i| i.name == name)
     {
-        return json!({"ok": false, "error": format!("no vrrp instance `{name}`")});
+        return fail(format!("no vrrp instance `{name}`"));
     }
     let mut switched = Vec::new();
     let mut errors = Vec::new();
@@ -564,9 +495,13 @@ async fn fan_out(
         }
     }
     if switched.is_empty() {
-        json!({"ok": false, "error": format!("nothing to {verb}: {}", errors.join("; "))})
+        fail(format!("nothing to {verb}: {}", errors.join("; ")))
     } else {
-        json!({"ok": true, key: switched, "skipped": errors})
+        Reply::Ok(FanOut {
+            applied: key(switched),
+            skipped: errors,
+        })
+        .to_value()
     }
 }
 

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as StdInstant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tandem_vrrp_proto::frames::announcement_frame;
 use tandem_vrrp_proto::{Command, InvalidReason, Output, Reason, Router, State};
 use tokio::sync::{mpsc, watch};
@@ -25,6 +25,7 @@ use crate::guardian::GuardianLink;
 use crate::netlink::{LinkEvents, Netlink};
 use crate::socket::{RX_BUFFER, Rx, VrrpSocket};
 use crate::{TRACK_POLL, VIP_LIFETIME, VIP_RENEW};
+use tandem_control::vrrp::{InstanceCounters, InstanceStatus};
 
 /// Daemon-side counters of one instance (the protocol's own are in `Router::counters`).
 #[derive(Debug, Default, Clone)]
@@ -349,7 +350,7 @@ impl Instance {
                     }
                     let (reason, detail) = reason_text(reason);
                     self.events.publish(Event {
-                        event: "state",
+                        event: "state".into(),
                         seq: 0,
                         ts_ms: 0,
                         instance: self.name.clone(),
@@ -397,7 +398,7 @@ impl Instance {
             self.send_garp(shell);
             shell.garp.start(now);
             self.events.publish(Event {
-                event: "resync",
+                event: "resync".into(),
                 seq: 0,
                 ts_ms: 0,
                 instance: self.name.clone(),
@@ -581,53 +582,67 @@ impl Instance {
 
     fn publish_status(&self, shell: &Shell) {
         let c = self.router.counters();
-        let invalid: serde_json::Map<String, Value> = InvalidReason::ALL
+        let invalid: std::collections::BTreeMap<String, u64> = InvalidReason::ALL
             .iter()
             .filter(|r| c.invalid(**r) > 0)
-            .map(|r| (r.as_str().to_owned(), json!(c.invalid(*r))))
+            .map(|r| (r.as_str().to_owned(), c.invalid(*r)))
             .collect();
         let invalid_total: u64 = InvalidReason::ALL.iter().map(|r| c.invalid(*r)).sum();
         let s = &shell.counters;
         let vips: Vec<String> = self.vips.iter().map(|(a, p)| format!("{a}/{p}")).collect();
-        let status = json!({
-            "name": self.name,
-            "vrid": self.vrid,
-            "interface": self.interface,
-            "state": state_text(self.router.state()),
-            "priority": self.router.config().priority,
-            "effective_priority": self.router.effective_priority(),
-            "master": self.router.master_address().map(|a| a.to_string()),
-            "vips": vips,
-            "vips_held": shell.held,
-            "link_up": shell.link_up,
-            "track_penalty": shell.penalty,
-            "failed_tracks": shell.failed_tracks,
-            "hold_ms": self.router.hold_until().map(|u| u.saturating_duration_since(self.now()).as_millis() as u64).filter(|ms| *ms > 0),
-            "last_advert_ms": shell.last_advert.map(|t| t.elapsed().as_millis() as u64),
-            "proxy_tracking": match &self.proxy { Some((_, rx)) if *rx.borrow() => "up", Some(_) => "down", None => "off" },
-            "counters": {
-                "adverts_sent": c.adverts_sent,
-                "adverts_received": c.adverts_received,
-                "adverts_invalid": invalid_total,
-                "invalid_by_reason": invalid,
-                "priority_zero_sent": c.priority_zero_sent,
-                "priority_zero_received": c.priority_zero_received,
-                "transitions": c.transitions,
-                "became_master": c.became_master,
-                "became_backup": c.became_backup,
-                "rx_malformed": s.rx_malformed,
-                "rx_errors": s.rx_errors,
-                "tx_errors": s.tx_errors,
-                "vip_errors": s.vip_errors,
-                "garp_sent": s.garp_sent,
-                "garp_errors": s.garp_errors,
-                "track_errors": s.track_errors,
-                "link_events": s.link_events,
-                "resyncs": s.resyncs,
-                "renewals": s.renewals,
-                "guardian_write_errors": self.guardian.as_ref().map(|g| g.lock().unwrap_or_else(|p| p.into_inner()).write_errors),
+        let status = InstanceStatus {
+            name: self.name.clone(),
+            vrid: self.vrid,
+            interface: self.interface.clone(),
+            state: state_text(self.router.state()).to_owned(),
+            priority: self.router.config().priority,
+            effective_priority: self.router.effective_priority(),
+            master: self.router.master_address().map(|a| a.to_string()),
+            vips,
+            vips_held: shell.held,
+            link_up: shell.link_up,
+            track_penalty: shell.penalty,
+            failed_tracks: shell.failed_tracks.clone(),
+            hold_ms: self
+                .router
+                .hold_until()
+                .map(|u| u.saturating_duration_since(self.now()).as_millis() as u64)
+                .filter(|ms| *ms > 0),
+            last_advert_ms: shell.last_advert.map(|t| t.elapsed().as_millis() as u64),
+            proxy_tracking: match &self.proxy {
+                Some((_, rx)) if *rx.borrow() => "up",
+                Some(_) => "down",
+                None => "off",
+            }
+            .to_owned(),
+            counters: InstanceCounters {
+                adverts_sent: c.adverts_sent,
+                adverts_received: c.adverts_received,
+                adverts_invalid: invalid_total,
+                invalid_by_reason: invalid,
+                priority_zero_sent: c.priority_zero_sent,
+                priority_zero_received: c.priority_zero_received,
+                transitions: c.transitions,
+                became_master: c.became_master,
+                became_backup: c.became_backup,
+                rx_malformed: s.rx_malformed,
+                rx_errors: s.rx_errors,
+                tx_errors: s.tx_errors,
+                vip_errors: s.vip_errors,
+                garp_sent: s.garp_sent,
+                garp_errors: s.garp_errors,
+                track_errors: s.track_errors,
+                link_events: s.link_events,
+                resyncs: s.resyncs,
+                renewals: s.renewals,
+                guardian_write_errors: self
+                    .guardian
+                    .as_ref()
+                    .map(|g| g.lock().unwrap_or_else(|p| p.into_inner()).write_errors),
             },
-        });
+        };
+        // Through `Value`: keys sorted, as the status always was.
+        let status = serde_json::to_value(&status).unwrap_or(Value::Null);
         *self.status.lock().unwrap_or_else(|p| p.into_inner()) = status;
     }
 }

@@ -95,7 +95,7 @@ impl ProxyProbe for RuntimeApiProbe {
                 .await
                 .map_err(|e| format!("connect to the runtime api {path} failed: {e}"))?;
             stream
-                .write_all(b"{\"cmd\":\"show frontends\"}\n")
+                .write_all(&tandem_control::runtime::Request::ShowFrontends.to_line())
                 .await
                 .map_err(|e| format!("write to the runtime api {path} failed: {e}"))?;
             let mut line = String::new();
