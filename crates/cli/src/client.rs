@@ -53,15 +53,15 @@ impl Client {
         })
     }
 
-    /// Sends `request` and returns the reply object (with `ok`).
-    pub fn call(&mut self, request: &Value) -> anyhow::Result<Value> {
+    /// Sends `request` (a `tandem_control::supervisor::Request` or `Envelope`) and returns
+    /// the reply object (with `ok`).
+    pub fn call<R: serde::Serialize + ?Sized>(&mut self, request: &R) -> anyhow::Result<Value> {
         let mut reader = match self.first.take() {
             Some((at, r)) if at.elapsed() < FIRST_REUSE => r,
             _ => open(&self.path)?,
         };
-        let mut line = request.to_string();
-        line.push('\n');
-        let sent = reader.get_mut().write_all(line.as_bytes());
+        let line = tandem_control::to_line(request);
+        let sent = reader.get_mut().write_all(&line);
         let mut answer = String::new();
         let read = reader.read_line(&mut answer);
         // A refused connection (permission, too many clients) is answered and closed at

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use serde_json::{Value, json};
+use serde_json::Value;
+use tandem_control::supervisor::{Envelope, Request};
 
 use crate::client::Client;
 use crate::render;
@@ -346,7 +347,12 @@ pub fn run(global: &Global, command: Command, out: &mut dyn Write) -> anyhow::Re
     } = &command
         && !global.json
     {
-        let first = json!({"cmd": "sync_pair", "peer_name": peer_name, "peer_address": peer_address, "local_address": local_address});
+        let first = Request::SyncPair {
+            peer_fingerprint: None,
+            peer_name: peer_name.clone(),
+            peer_address: peer_address.clone(),
+            local_address: local_address.clone(),
+        };
         return pair_interactive(&mut client, &first, out);
     }
     let (request, view) = request(&command, &mut client)?;
@@ -371,9 +377,9 @@ type View = fn(&Value) -> String;
 
 /// The request for `command` and how to render its reply; `None` when the command already
 /// did everything (an unchanged `config edit`).
-fn request(command: &Command, client: &mut Client) -> anyhow::Result<(Option<Value>, View)> {
+fn request(command: &Command, client: &mut Client) -> anyhow::Result<(Option<Envelope>, View)> {
     Ok(match command {
-        Command::Status => (Some(json!({"cmd": "status"})), render::status),
+        Command::Status => (Some(Request::Status.into()), render::status),
         Command::Firmware { .. }
         | Command::Setup(_)
         | Command::Console(_)
@@ -385,11 +391,25 @@ fn request(command: &Command, client: &mut Client) -> anyhow::Result<(Option<Val
             generation,
             limit,
         } => match what {
-            ShowWhat::Frontends => (Some(json!({"cmd": "show_config"})), render::frontends),
-            ShowWhat::Backends => (Some(json!({"cmd": "show_config"})), render::backends),
-            ShowWhat::Servers => (Some(json!({"cmd": "show_servers"})), render::servers),
+            ShowWhat::Frontends => (
+                Some(Request::ShowConfig { generation: None }.into()),
+                render::frontends,
+            ),
+            ShowWhat::Backends => (
+                Some(Request::ShowConfig { generation: None }.into()),
+                render::backends,
+            ),
+            ShowWhat::Servers => (
+                Some(Request::ShowServers { backend: None }.into()),
+                render::servers,
+            ),
             ShowWhat::Config => (
-                Some(json!({"cmd": "show_config", "generation": generation})),
+                Some(
+                    Request::ShowConfig {
+                        generation: *generation,
+                    }
+                    .into(),
+                ),
                 |v| {
                     v.get("text")
                         .and_then(Value::as_str)
@@ -398,15 +418,20 @@ fn request(command: &Command, client: &mut Client) -> anyhow::Result<(Option<Val
                 },
             ),
             ShowWhat::History => (
-                Some(json!({"cmd": "history", "limit": limit})),
+                Some(
+                    Request::History {
+                        limit: Some(*limit),
+                    }
+                    .into(),
+                ),
                 render::history,
             ),
-            ShowWhat::Vrrp => (Some(json!({"cmd": "status"})), |v| {
+            ShowWhat::Vrrp => (Some(Request::Status.into()), |v| {
                 render::vrrp(v.get("vrrp").unwrap_or(&Value::Null))
             }),
-            ShowWhat::Sync => (Some(json!({"cmd": "sync_status"})), render::sync),
+            ShowWhat::Sync => (Some(Request::SyncStatus.into()), render::sync),
             ShowWhat::Version | ShowWhat::Boot => (None, |_| String::new()),
-            ShowWhat::Stats => (Some(json!({"cmd": "show_stats"})), render::stats),
+            ShowWhat::Stats => (Some(Request::ShowStats.into()), render::stats),
         },
         Command::Server {
             name,
@@ -414,8 +439,7 @@ fn request(command: &Command, client: &mut Client) -> anyhow::Result<(Option<Val
             value,
         } => {
             let (backend, server) = resolve_server(client, name)?;
-            let mut req = json!({"cmd": "server", "backend": backend, "server": server});
-            match action {
+            let (action, weight) = match action {
                 ServerAction::Weight => {
                     let w = value.ok_or_else(|| {
                         anyhow!(
@@ -425,19 +449,27 @@ fn request(command: &Command, client: &mut Client) -> anyhow::Result<(Option<Val
                     if w > 256 {
                         bail!("weight {w} is out of range; use 0 to 256");
                     }
-                    req["action"] = json!("weight");
-                    req["weight"] = json!(w);
+                    ("weight".to_owned(), Some(Value::from(w)))
                 }
-                other => {
-                    req["action"] = json!(format!("{other:?}").to_lowercase());
-                }
-            }
-            (Some(req), |v| {
+                other => (format!("{other:?}").to_lowercase(), None),
+            };
+            let req = Request::Server {
+                backend: Some(backend),
+                server: Some(server),
+                action: Some(action),
+                weight,
+            };
+            (Some(req.into()), |v| {
                 format!("done: {}\n", v.get("proxy").unwrap_or(&Value::Null))
             })
         }
         Command::Failover { instance } => (
-            Some(json!({"cmd": "failover", "instance": instance})),
+            Some(
+                Request::Failover {
+                    instance: instance.clone(),
+                }
+                .into(),
+            ),
             |v| {
                 format!(
                     "switchover started: {}\n",
@@ -446,7 +478,12 @@ fn request(command: &Command, client: &mut Client) -> anyhow::Result<(Option<Val
             },
         ),
         Command::Maintenance { state } => (
-            Some(json!({"cmd": "maintenance", "on": *state == OnOff::On})),
+            Some(
+                Request::Maintenance {
+                    on: Some(*state == OnOff::On),
+                }
+                .into(),
+            ),
             |v| {
                 if v.get("maintenance") == Some(&Value::Bool(true)) {
                     "maintenance on: this node holds VRRP backup (its VIPs go to the peer) and stays out of the pair, also across restarts and reboots; `maintenance off` ends it\n".into()
@@ -462,18 +499,31 @@ fn request(command: &Command, client: &mut Client) -> anyhow::Result<(Option<Val
             local_address,
         } => (
             Some(
-                json!({"cmd": "sync_pair", "peer_fingerprint": peer_fingerprint,
-                "peer_name": peer_name, "peer_address": peer_address, "local_address": local_address}),
+                Request::SyncPair {
+                    peer_fingerprint: peer_fingerprint.clone(),
+                    peer_name: peer_name.clone(),
+                    peer_address: peer_address.clone(),
+                    local_address: local_address.clone(),
+                }
+                .into(),
             ),
             render::pair,
         ),
         Command::Sync {
             command: SyncCommand::Resolve { side },
         } => (
-            Some(json!({"cmd": "sync_resolve", "side": match side {
-                Side::UseLocal => "use-local",
-                Side::UsePeer => "use-peer",
-            }})),
+            Some(
+                Request::SyncResolve {
+                    side: Some(
+                        match side {
+                            Side::UseLocal => "use-local",
+                            Side::UsePeer => "use-peer",
+                        }
+                        .to_owned(),
+                    ),
+                }
+                .into(),
+            ),
             |v| {
                 format!(
                     "{}\ngeneration {} runs here and is pushed to the peer\n",
@@ -483,7 +533,13 @@ fn request(command: &Command, client: &mut Client) -> anyhow::Result<(Option<Val
             },
         ),
         Command::Logs { service, lines } => (
-            Some(json!({"cmd": "logs", "service": service, "lines": lines})),
+            Some(
+                Request::Logs {
+                    service: service.clone(),
+                    lines: Some(*lines),
+                }
+                .into(),
+            ),
             |v| {
                 let mut out = String::new();
                 for l in v
@@ -502,11 +558,11 @@ fn request(command: &Command, client: &mut Client) -> anyhow::Result<(Option<Val
             ConfigCommand::Load { file } => {
                 let text = read_file(file)?;
                 (
-                    Some(json!({"cmd": "candidate_set", "text": text})),
+                    Some(Request::CandidateSet { text: Some(text) }.into()),
                     render::candidate_saved,
                 )
             }
-            ConfigCommand::Validate => (Some(json!({"cmd": "validate"})), |v| {
+            ConfigCommand::Validate => (Some(Request::Validate { text: None }.into()), |v| {
                 let mut out = String::from(
                     "candidate is valid; `config diff` to review, `config commit` to apply\n",
                 );
@@ -520,18 +576,25 @@ fn request(command: &Command, client: &mut Client) -> anyhow::Result<(Option<Val
                 out
             }),
             ConfigCommand::Diff { generation } => (
-                Some(json!({"cmd": "diff", "generation": generation})),
+                Some(
+                    Request::Diff {
+                        text: None,
+                        generation: *generation,
+                    }
+                    .into(),
+                ),
                 render::diff,
             ),
             ConfigCommand::Commit { words } => {
                 let (confirm, comment) = parse_commit_words(words)?;
-                let mut req = json!({"cmd": "commit", "comment": comment, "author": author()});
-                if let Some(d) = confirm {
-                    req["confirm_ms"] = json!(d.as_millis() as u64);
-                }
+                let req = Envelope::from(Request::Commit {
+                    text: None,
+                    confirm_ms: confirm.map(|d| d.as_millis() as u64),
+                })
+                .with(Some(comment), author());
                 (Some(req), render::commit)
             }
-            ConfigCommand::Confirm => (Some(json!({"cmd": "confirm"})), |v| {
+            ConfigCommand::Confirm => (Some(Request::Confirm.into()), |v| {
                 format!(
                     "generation {} confirmed\n",
                     v.get("confirmed").unwrap_or(&Value::Null)
@@ -542,11 +605,14 @@ fn request(command: &Command, client: &mut Client) -> anyhow::Result<(Option<Val
                 comment,
             } => (
                 Some(
-                    json!({"cmd": "rollback", "generation": generation, "comment": comment.join(" "), "author": author()}),
+                    Envelope::from(Request::Rollback {
+                        generation: Some(*generation),
+                    })
+                    .with(Some(comment.join(" ")), author()),
                 ),
                 render::commit,
             ),
-            ConfigCommand::Discard => (Some(json!({"cmd": "candidate_clear"})), |_| {
+            ConfigCommand::Discard => (Some(Request::CandidateClear.into()), |_| {
                 "candidate discarded\n".into()
             }),
         },
@@ -556,7 +622,7 @@ fn request(command: &Command, client: &mut Client) -> anyhow::Result<(Option<Val
 /// `pair` on a console: show our fingerprint, ask for the peer's, confirm, pin.
 fn pair_interactive(
     client: &mut Client,
-    first: &Value,
+    first: &Request,
     out: &mut dyn Write,
 ) -> anyhow::Result<i32> {
     let reply = client.call(first)?;
@@ -585,7 +651,12 @@ fn pair_interactive(
         writeln!(out, "pairing unchanged")?;
         return Ok(1);
     }
-    let reply = client.call(&json!({"cmd": "sync_pair", "peer_fingerprint": fp}))?;
+    let reply = client.call(&Request::SyncPair {
+        peer_fingerprint: Some(fp.to_owned()),
+        peer_name: None,
+        peer_address: None,
+        local_address: None,
+    })?;
     if reply.get("ok") != Some(&Value::Bool(true)) {
         write!(out, "{}", render::error(&reply))?;
         return Ok(1);
@@ -608,7 +679,7 @@ fn resolve_server(client: &mut Client, name: &str) -> anyhow::Result<(String, St
     if let Some((b, s)) = name.split_once('/') {
         return Ok((b.to_owned(), s.to_owned()));
     }
-    let reply = client.call(&json!({"cmd": "show_config"}))?;
+    let reply = client.call(&Request::ShowConfig { generation: None })?;
     let backends = reply
         .pointer("/config/backends")
         .and_then(Value::as_array)
@@ -638,8 +709,8 @@ fn resolve_server(client: &mut Client, name: &str) -> anyhow::Result<(String, St
 }
 
 /// `config edit`: fetch the candidate (or the running text), open $EDITOR, save it back.
-fn edit(client: &mut Client) -> anyhow::Result<Option<Value>> {
-    let reply = client.call(&json!({"cmd": "candidate_get"}))?;
+fn edit(client: &mut Client) -> anyhow::Result<Option<Envelope>> {
+    let reply = client.call(&Request::CandidateGet)?;
     if reply.get("ok") != Some(&Value::Bool(true)) {
         bail!("{}", render::error(&reply).trim_end());
     }
@@ -681,7 +752,7 @@ fn edit(client: &mut Client) -> anyhow::Result<Option<Value>> {
         println!("no changes made; the candidate is unchanged");
         return Ok(None);
     }
-    Ok(Some(json!({"cmd": "candidate_set", "text": after})))
+    Ok(Some(Request::CandidateSet { text: Some(after) }.into()))
 }
 
 #[cfg(test)]

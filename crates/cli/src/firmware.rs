@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use serde_json::{Value, json};
+use serde_json::Value;
+#[cfg(test)]
+use serde_json::json;
 use tandem_firmware::{Bundle, Downgrade, Layout, Plan, Relation, Slot};
 
 use crate::client::Client;
@@ -347,7 +349,9 @@ fn wait_healthy(socket: &Path, timeout: Duration, out: &mut dyn Write) -> anyhow
     let started = Instant::now();
     let mut last = String::from("supervisor not answering");
     while started.elapsed() < timeout {
-        match Client::connect(socket).and_then(|mut c| c.call(&json!({"cmd": "status"}))) {
+        match Client::connect(socket)
+            .and_then(|mut c| c.call(&tandem_control::supervisor::Request::Status))
+        {
             Ok(v) => match unhealthy(&v) {
                 None => {
                     writeln!(

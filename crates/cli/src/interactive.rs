@@ -13,7 +13,6 @@ use rustyline::hint::Hinter;
 use rustyline::history::FileHistory;
 use rustyline::validate::Validator;
 use rustyline::{Context, Editor, Helper};
-use serde_json::json;
 
 use crate::client::Client;
 use crate::commands::{self, Cli, Global};
@@ -170,7 +169,7 @@ pub fn run_with(global: &Global, idle: Option<&crate::console::Idle>) -> anyhow:
         let _ = editor.load_history(h);
     }
     let node = Client::connect(&global.socket)
-        .and_then(|mut c| c.call(&json!({"cmd": "status"})))
+        .and_then(|mut c| c.call(&tandem_control::supervisor::Request::Status))
         .ok()
         .and_then(|v| v.get("node").and_then(|n| n.as_str()).map(str::to_owned))
         .unwrap_or_else(|| "tandem".into());

@@ -3,10 +3,42 @@
 //! Owns every human-readable output of `tandemctl` (the `--json` output is the reply itself).
 //! Pure: functions take the reply (`serde_json::Value`) and the current time, so snapshot
 //! tests cover them without a supervisor. Must not talk to the socket.
+//!
+//! Replies with a type in `tandem_control::supervisor` (`show_servers`, `show_stats`,
+//! `history`, `diff`) are read into it ([`typed`]) and rendered from its fields; the others
+//! (`status`, `sync_status`, `commit`, and `show_config`'s configuration model) are still
+//! read by key ([`get`]).
 
 use std::fmt::Write as _;
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tandem_control::supervisor::{Diff, History, ShowServers, ShowStats, StatsRow};
+
+/// The reply as its type, or the line saying why it is not one.
+pub fn typed<T: DeserializeOwned>(v: &Value) -> Result<T, String> {
+    serde_json::from_value(v.clone()).map_err(|e| format!("malformed reply: {e}\n"))
+}
+
+/// An optional field as text (`-` when absent).
+fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+/// `a/b` of two optional fields.
+fn ratio(a: Option<u64>, b: Option<u64>) -> String {
+    format!("{}/{}", opt(a), opt(b))
+}
+
+/// The responses of status class `class` (`2xx`, ...).
+fn class(r: &std::collections::BTreeMap<String, u64>, class: &str) -> String {
+    opt(r.get(class))
+}
+
+/// [`bytes`] of an optional count.
+fn byte_count(n: Option<u64>) -> String {
+    n.map_or_else(|| "-".to_owned(), |n| bytes(&Value::from(n)))
+}
 
 /// An aligned text table; the last column is not padded.
 #[derive(Debug, Default)]
@@ -290,26 +322,19 @@ pub fn bytes(v: &Value) -> String {
     format!("{x:.1} {}", UNITS[unit])
 }
 
-/// `a/b` of two fields of `v`.
-fn pair_of(v: &Value, a: &str, b: &str) -> String {
-    format!("{}/{}", s(get(v, a)), s(get(v, b)))
-}
-
-/// The responses of status class `class` (`2xx`, ...) of a runtime API object.
-fn responses(v: &Value, class: &str) -> String {
-    s(get(get(v, "responses"), class))
-}
-
 /// `show servers` from a `show_servers` reply (the proxy runtime API's live view): one table
 /// per backend, in the proxy's order.
 pub fn servers(v: &Value) -> String {
-    let list = arr(get(v, "servers"));
+    let list = match typed::<ShowServers>(v) {
+        Ok(r) => r.servers,
+        Err(e) => return e,
+    };
     if list.is_empty() {
         return "no servers\n".to_owned();
     }
     let mut backends: Vec<(String, Table)> = Vec::new();
     for srv in list {
-        let backend = s(get(srv, "backend"));
+        let backend = opt(srv.backend.as_ref());
         if backends.last().is_none_or(|(b, _)| *b != backend) {
             backends.push((
                 backend.clone(),
@@ -319,22 +344,22 @@ pub fn servers(v: &Value) -> String {
                 ]),
             ));
         }
-        let mut name = s(get(srv, "name"));
-        if get(srv, "backup").as_bool() == Some(true) {
+        let mut name = opt(srv.name.as_ref());
+        if srv.backup == Some(true) {
             name.push_str(" (backup)");
         }
         let table = &mut backends.last_mut().expect("pushed above").1;
         table.row(vec![
             name,
-            s(get(srv, "address")),
-            s(get(srv, "state")),
-            s(get(srv, "health")),
-            pair_of(srv, "weight", "effective_weight"),
-            pair_of(srv, "sessions_current", "sessions_total"),
-            s(get(srv, "queue")),
-            responses(srv, "2xx"),
-            responses(srv, "4xx"),
-            responses(srv, "5xx"),
+            opt(srv.address.as_ref()),
+            opt(srv.state.as_ref()),
+            opt(srv.health.as_ref()),
+            ratio(srv.weight, srv.effective_weight),
+            ratio(srv.sessions_current, srv.sessions_total),
+            opt(srv.queue),
+            class(&srv.responses, "2xx"),
+            class(&srv.responses, "4xx"),
+            class(&srv.responses, "5xx"),
         ]);
     }
     let mut out = String::new();
@@ -351,6 +376,16 @@ pub fn servers(v: &Value) -> String {
 
 /// `show stats` from a `show_stats` reply: per-frontend and per-backend totals.
 pub fn stats(v: &Value) -> String {
+    let stats = match typed::<ShowStats>(v) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let classes = |r: &StatsRow| {
+        ["2xx", "3xx", "4xx", "5xx"]
+            .into_iter()
+            .map(|c| class(&r.responses, c))
+            .collect::<Vec<_>>()
+    };
     let mut t = Table::new(&[
         "FRONTEND",
         "MODE",
@@ -362,18 +397,15 @@ pub fn stats(v: &Value) -> String {
         "BYTES IN",
         "BYTES OUT",
     ]);
-    for f in arr(get(v, "frontends")) {
-        t.row(vec![
-            s(get(f, "name")),
-            s(get(f, "mode")),
-            pair_of(f, "sessions_current", "sessions_total"),
-            responses(f, "2xx"),
-            responses(f, "3xx"),
-            responses(f, "4xx"),
-            responses(f, "5xx"),
-            bytes(get(f, "bytes_in")),
-            bytes(get(f, "bytes_out")),
-        ]);
+    for f in &stats.frontends {
+        let mut row = vec![
+            opt(f.name.as_ref()),
+            opt(f.mode.as_ref()),
+            ratio(f.sessions_current, f.sessions_total),
+        ];
+        row.extend(classes(f));
+        row.extend([byte_count(f.bytes_in), byte_count(f.bytes_out)]);
+        t.row(row);
     }
     let mut out = t.render();
     out.push('\n');
@@ -389,19 +421,16 @@ pub fn stats(v: &Value) -> String {
         "BYTES IN",
         "BYTES OUT",
     ]);
-    for b in arr(get(v, "backends")) {
-        t.row(vec![
-            s(get(b, "name")),
-            pair_of(b, "servers_accepting", "servers_total"),
-            pair_of(b, "sessions_current", "sessions_total"),
-            s(get(b, "queue")),
-            responses(b, "2xx"),
-            responses(b, "3xx"),
-            responses(b, "4xx"),
-            responses(b, "5xx"),
-            bytes(get(b, "bytes_in")),
-            bytes(get(b, "bytes_out")),
-        ]);
+    for b in &stats.backends {
+        let mut row = vec![
+            opt(b.name.as_ref()),
+            ratio(b.servers_accepting, b.servers_total),
+            ratio(b.sessions_current, b.sessions_total),
+            opt(b.queue),
+        ];
+        row.extend(classes(b));
+        row.extend([byte_count(b.bytes_in), byte_count(b.bytes_out)]);
+        t.row(row);
     }
     out.push_str(&t.render());
     out.push_str("SESSIONS current/total, SERVERS accepting/total\n");
@@ -478,20 +507,22 @@ pub fn backends(v: &Value) -> String {
 
 /// `show history`.
 pub fn history(v: &Value) -> String {
-    let current = get(v, "current").as_u64();
+    let history = match typed::<History>(v) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
     let mut t = Table::new(&["GEN", "TIME", "AUTHOR", "NODE", "COMMENT"]);
-    for g in arr(get(v, "generations")) {
-        let n = get(g, "number").as_u64();
+    for g in &history.generations {
         t.row(vec![
             format!(
                 "{}{}",
-                s(get(g, "number")),
-                if n == current { "*" } else { "" }
+                opt(g.number),
+                if g.number == history.current { "*" } else { "" }
             ),
-            utc(get(g, "time_ms").as_u64().unwrap_or(0)),
-            s(get(g, "author")),
-            s(get(g, "node")),
-            s(get(g, "comment")),
+            utc(g.time_ms.unwrap_or(0)),
+            opt(g.author.as_ref()),
+            opt(g.node.as_ref()),
+            opt(g.comment.as_ref()),
         ]);
     }
     let mut out = t.render();
@@ -501,17 +532,20 @@ pub fn history(v: &Value) -> String {
 
 /// `config diff`.
 pub fn diff(v: &Value) -> String {
-    let changes = arr(get(v, "changes"));
-    let mut out = s(get(v, "text"));
-    let against = match get(v, "against") {
-        Value::Null => "an empty store".to_owned(),
-        n => format!("generation {}", s(n)),
+    let diff = match typed::<Diff>(v) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let changes = diff.changes.len();
+    let mut out = opt(diff.text.as_ref());
+    let against = match diff.against {
+        None | Some(Value::Null) => "an empty store".to_owned(),
+        Some(n) => format!("generation {}", s(&n)),
     };
     let _ = writeln!(
         out,
-        "{} change{} against {against}",
-        changes.len(),
-        if changes.len() == 1 { "" } else { "s" }
+        "{changes} change{} against {against}",
+        if changes == 1 { "" } else { "s" }
     );
     out
 }

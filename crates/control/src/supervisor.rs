@@ -475,6 +475,83 @@ pub struct Diagnostic {
     pub message: Option<String>,
 }
 
+/// A server of `show_servers` (the proxy runtime API's `show servers`, passed through; see
+/// [`crate::runtime::ServerInfo`]). Every field optional: the proxy's data is passed on as
+/// it comes, so a proxy of another version still renders.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerRow {
+    /// Its backend.
+    pub backend: Option<String>,
+    /// Its name.
+    pub name: Option<String>,
+    /// `IP:PORT`.
+    pub address: Option<String>,
+    /// A backup server.
+    pub backup: Option<bool>,
+    /// `ready`, `drain`, `maint`.
+    pub state: Option<String>,
+    /// `up`, `down`.
+    pub health: Option<String>,
+    /// The weight in use.
+    pub weight: Option<u64>,
+    /// After slow start.
+    pub effective_weight: Option<u64>,
+    /// In flight.
+    pub sessions_current: Option<u64>,
+    /// Since start.
+    pub sessions_total: Option<u64>,
+    /// Waiting in the backend queue.
+    pub queue: Option<u64>,
+    /// Responses by class (`2xx`, ...).
+    pub responses: std::collections::BTreeMap<String, u64>,
+}
+
+/// `show_servers`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ShowServers {
+    /// Backend by backend, in the proxy's order.
+    pub servers: Vec<ServerRow>,
+}
+
+/// A frontend or backend of `show_stats` (the proxy's `show frontends` / `show backends`,
+/// passed through; see [`crate::runtime::FrontendInfo`], [`crate::runtime::BackendInfo`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StatsRow {
+    /// Its name.
+    pub name: Option<String>,
+    /// Frontends: `http` or `tcp`.
+    pub mode: Option<String>,
+    /// In flight.
+    pub sessions_current: Option<u64>,
+    /// Since start.
+    pub sessions_total: Option<u64>,
+    /// Backends: waiting in the queue.
+    pub queue: Option<u64>,
+    /// Bytes in.
+    pub bytes_in: Option<u64>,
+    /// Bytes out.
+    pub bytes_out: Option<u64>,
+    /// Responses by class.
+    pub responses: std::collections::BTreeMap<String, u64>,
+    /// Backends: servers.
+    pub servers_total: Option<u64>,
+    /// Backends: servers taking new users.
+    pub servers_accepting: Option<u64>,
+}
+
+/// `show_stats`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ShowStats {
+    /// Every frontend.
+    pub frontends: Vec<StatsRow>,
+    /// Every backend.
+    pub backends: Vec<StatsRow>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
