@@ -27,18 +27,6 @@ const KNOWN_CYCLES: &[(&str, &[&str])] = &[
         ],
     ),
     ("proxy", &["plan", "tls"]),
-    (
-        "supervisor",
-        &[
-            "apply",
-            "child",
-            "core",
-            "maintenance",
-            "sockets",
-            "splitbrain",
-            "state",
-        ],
-    ),
     ("sync", &["core", "sim"]),
 ];
 

@@ -1,27 +1,38 @@
 //! `tandem-supervisor`: the supervisor of a Tandem node (`tandem supervisor --data-dir DIR`).
 //!
-//! Owns the node: who may use its control socket ([`access`]); it starts the proxy and the VRRP daemon as child processes and restarts
-//! them ([`child`]), keeps maintenance mode ([`maintenance`]), runs config sync with the peer in-process ([`sync`], `tandem-sync`), holds the node state ([`state`]), runs
-//! configuration transactions over the store ([`core`], [`apply`]), watches the proxy's local
-//! sockets in the node's run directory ([`sockets`]), serves the control socket
-//! `tandemctl` talks to ([`control`]) and reports readiness to systemd ([`notify`]); with
-//! `--firewall` it also generates and loads the host firewall at every apply ([`firewall`]).
+//! One owner, [`Core`] ([`core`]), holds the node's parts: the store, the node state
+//! ([`state`]), the services it starts and restarts as child processes ([`services`] over
+//! [`child`] and the apply checks in [`apply`]), maintenance mode ([`maintenance`]) and the
+//! split-brain guard ([`splitbrain`]). The configuration transactions over the store are
+//! [`transaction`], the read-only requests and the commands forwarded to the daemons [`query`],
+//! with replies shaped by [`reply`] and requests to local daemons made by [`ask`]. It also
+//! decides who may use its control socket ([`access`]), runs config sync with the peer
+//! in-process ([`sync`], `tandem-sync`), watches the proxy's local sockets in the node's run
+//! directory ([`sockets`]), serves the control socket `tandemctl` talks to ([`control`]) and
+//! reports readiness to systemd ([`notify`]); with `--firewall` it also generates and loads the
+//! host firewall at every apply ([`firewall`]). Flags arrive as [`Options`] ([`options`]).
 //! Must not parse configuration itself (`tandem-config`), write config files except through
 //! the store (`tandem-store`), or change addresses on interfaces (the VRRP daemon does).
 //! See `LIFECYCLE.md` for start-up, transactions, restarts and how config sync plugs in.
 
 pub mod access;
 pub mod apply;
+pub mod ask;
 pub mod child;
 pub mod control;
 pub mod core;
 pub mod firewall;
 pub mod maintenance;
 pub mod notify;
+pub mod options;
+pub mod query;
+pub mod reply;
+pub mod services;
 pub mod sockets;
 pub mod splitbrain;
 pub mod state;
 pub mod sync;
+pub mod transaction;
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -9,19 +9,23 @@
 //! socket, and every [`REFRESH`] after, so the hold never runs out while the mode lasts.
 //! `maintenance off` releases it. The split-brain guard never releases a hold while
 //! maintenance is on (`splitbrain.rs`).
+//! [`Maintenance`] is the mode's owner, held by the supervisor's core: the record, the alarm
+//! `maintenance`, and the requests to the VRRP daemon (through [`Daemon`], a fake in tests).
 //! Must not decide VRRP roles (the daemon's state machine does) nor run the proxy.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tandem_store::Fs;
+use tokio::sync::broadcast;
 use tracing::{info, warn};
 
-use crate::core::{Core, Failure, Reply, ask};
-use crate::state::{ChildEvent, Severity, now_ms};
+use crate::ask::Daemon;
+use crate::reply::{Failure, Reply};
+use crate::state::{ChildEvent, Severity, Shared, lock, now_ms};
 
 /// The record's file name in the data directory.
 pub const FILE: &str = "maintenance.json";
@@ -101,64 +105,128 @@ pub fn save(fs: &dyn Fs, dir: &Path, record: &Record) -> Result<(), MaintenanceE
         })
 }
 
-impl Core {
+/// Maintenance mode: the record as in force and the VRRP hold that goes with it.
+pub struct Maintenance {
+    fs: Box<dyn Fs>,
+    dir: PathBuf,
+    record: Mutex<Option<Record>>,
+}
+
+impl std::fmt::Debug for Maintenance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Maintenance")
+            .field("dir", &self.dir)
+            .field("record", &self.record())
+            .finish()
+    }
+}
+
+impl Maintenance {
+    /// Maintenance mode recorded in data directory `dir` on `fs`; off until [`Maintenance::load`].
+    pub fn new(fs: Box<dyn Fs>, dir: PathBuf) -> Maintenance {
+        Maintenance {
+            fs,
+            dir,
+            record: Mutex::new(None),
+        }
+    }
+
+    /// Whether maintenance mode is on.
+    pub fn on(&self) -> bool {
+        lock(&self.record).is_some()
+    }
+
+    /// Since when and by whom maintenance mode is on, if it is.
+    pub fn record(&self) -> Option<Record> {
+        lock(&self.record).clone()
+    }
+
+    /// Turns maintenance mode on (`Some`, with its info alarm) or off.
+    fn set_mode(&self, shared: &Shared, record: Option<Record>) {
+        match &record {
+            Some(r) => shared.raise(
+                "maintenance",
+                Severity::Info,
+                format!(
+                    "node is in maintenance mode (set by {}): it holds VRRP backup and takes no VIP, also across restarts; `maintenance off` ends it",
+                    r.by
+                ),
+            ),
+            None => shared.clear("maintenance"),
+        }
+        *lock(&self.record) = record;
+    }
+
     /// At start, before any service: maintenance mode as recorded. An unreadable record counts
     /// as on (the operator asked for it; `maintenance off` rewrites it), with an alarm.
-    pub(crate) fn load_maintenance(&self) {
-        match load(&tandem_store::RealFs, &self.opts.data_dir) {
+    pub fn load(&self, shared: &Shared) {
+        match load(self.fs.as_ref(), &self.dir) {
             Ok(Some(r)) if r.on => {
-                self.event(&format!(
+                shared.event(&format!(
                     "maintenance mode is on (set by {} at {} ms): holding VRRP backup",
                     r.by, r.since_ms
                 ));
-                self.shared.set_maintenance(Some(r));
+                self.set_mode(shared, Some(r));
             }
             Ok(_) => {}
             Err(e) => {
                 warn!(cause = %e, "cannot read the maintenance record; staying in maintenance");
-                self.shared.raise(
+                shared.raise(
                     "maintenance-record",
                     Severity::Warning,
                     format!("{e}; the node stays in maintenance mode until `maintenance off`"),
                 );
-                self.shared.set_maintenance(Some(Record {
-                    on: true,
-                    since_ms: now_ms(),
-                    by: "unknown (unreadable record)".into(),
-                }));
+                self.set_mode(
+                    shared,
+                    Some(Record {
+                        on: true,
+                        since_ms: now_ms(),
+                        by: "unknown (unreadable record)".into(),
+                    }),
+                );
             }
         }
     }
 
     /// `maintenance on|off`: recorded durably first, then the VRRP hold is taken (the VIPs go
-    /// to the peer) or released.
-    pub async fn maintenance(&self, on: bool, author: &str) -> Reply {
+    /// to the peer) or released. `vrrp_running`: whether a VRRP daemon runs on this node;
+    /// `guarded`: the instances the split-brain guard holds (asked when releasing).
+    pub async fn set(
+        &self,
+        on: bool,
+        author: &str,
+        shared: &Shared,
+        vrrp: &impl Daemon,
+        vrrp_running: bool,
+        guarded: impl FnOnce() -> Vec<String>,
+    ) -> Reply {
         let record = Record {
             on,
             since_ms: now_ms(),
             by: author.to_owned(),
         };
-        save(&tandem_store::RealFs, &self.opts.data_dir, &record).map_err(|e| {
+        save(self.fs.as_ref(), &self.dir, &record).map_err(|e| {
             Failure::new(
                 format!("maintenance mode was not changed: {e}"),
                 "check the data directory (disk full or read-only?) and `logs supervisor`",
             )
         })?;
-        self.shared.clear("maintenance-record");
-        self.shared.set_maintenance(on.then(|| record.clone()));
-        self.event(&format!(
+        shared.clear("maintenance-record");
+        self.set_mode(shared, on.then(|| record.clone()));
+        shared.event(&format!(
             "maintenance {} by {author}",
             if on { "on" } else { "off" }
         ));
-        let vrrp = if !self.vrrp_started() {
+        let vrrp = if !vrrp_running {
             json!({"skipped": "no vrrp daemon runs on this node"})
         } else if on {
-            match self.maintenance_hold().await {
+            match hold(vrrp).await {
                 Ok(v) => v,
                 Err(e) => json!({"skipped": e}),
             }
         } else {
-            self.maintenance_release().await
+            let guarded = guarded();
+            release(vrrp, &shared.vrrp().instances, &guarded).await
         };
         Ok(json!({
             "maintenance": on,
@@ -168,100 +236,107 @@ impl Core {
         }))
     }
 
-    /// Tells the VRRP daemon to hold backup on every instance for [`HOLD`].
-    async fn maintenance_hold(&self) -> Result<Value, String> {
-        let req = json!({"cmd": "hold", "ms": HOLD.as_millis() as u64});
-        let v = ask(&self.opts.vrrp_socket, &req).await?;
-        let skipped = v
-            .get("skipped")
-            .and_then(Value::as_array)
-            .is_some_and(|s| !s.is_empty());
-        if v.get("ok") == Some(&Value::Bool(true)) && !skipped {
-            Ok(v)
-        } else {
-            Err(format!("the vrrp daemon refused the hold: {v}"))
-        }
-    }
-
-    /// Ends the maintenance hold, except on instances the split-brain guard holds.
-    async fn maintenance_release(&self) -> Value {
-        let guarded = self.holding();
-        let instances: Vec<String> = self
-            .shared
-            .vrrp()
-            .instances
-            .iter()
-            .filter_map(|i| i.get("name").and_then(Value::as_str).map(str::to_owned))
-            .filter(|n| !guarded.contains(n))
-            .collect();
-        let mut replies = Vec::new();
-        let requests: Vec<Value> = if guarded.is_empty() {
-            vec![json!({"cmd": "release"})]
-        } else {
-            instances
-                .iter()
-                .map(|i| json!({"cmd": "release", "instance": i}))
-                .collect()
-        };
-        for req in requests {
-            match ask(&self.opts.vrrp_socket, &req).await {
-                Ok(v) => replies.push(v),
-                Err(e) => {
-                    warn!(cause = %e, "cannot release the maintenance hold; it ends by itself");
-                    replies.push(json!({"skipped": e}));
+    /// Keeps the maintenance hold while maintenance is on: on every start of the VRRP daemon
+    /// (as soon as its control socket answers) and every [`REFRESH`]. `vrrp_running` says
+    /// whether a VRRP daemon runs on this node, `None` once the supervisor is gone (the task
+    /// ends).
+    pub fn spawn_guard<D: Daemon + 'static>(
+        self: &Arc<Self>,
+        mut events: broadcast::Receiver<ChildEvent>,
+        vrrp: D,
+        vrrp_running: impl Fn() -> Option<bool> + Send + 'static,
+    ) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(REFRESH);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let started = tokio::select! {
+                    _ = tick.tick() => false,
+                    ev = events.recv() => match ev {
+                        Ok(ChildEvent::Started { service: "vrrp", .. }) => true,
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(_) => return,
+                    },
+                };
+                let Some(running) = vrrp_running() else {
+                    return;
+                };
+                let Some(mode) = weak.upgrade() else { return };
+                if !mode.on() || !running {
+                    continue;
+                }
+                if started {
+                    // A new daemon starts backup and would take over after its master-down
+                    // interval: hold it as soon as it answers.
+                    let t0 = Instant::now();
+                    loop {
+                        match hold(&vrrp).await {
+                            Ok(_) => {
+                                info!(
+                                    after_ms = t0.elapsed().as_millis() as u64,
+                                    "maintenance: the started vrrp daemon holds backup"
+                                );
+                                break;
+                            }
+                            Err(e) if t0.elapsed() > START_WAIT => {
+                                warn!(cause = %e, "maintenance: the started vrrp daemon did not take the hold");
+                                break;
+                            }
+                            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                        }
+                    }
+                } else if let Err(e) = hold(&vrrp).await {
+                    warn!(cause = %e, "maintenance: cannot refresh the vrrp hold");
                 }
             }
-        }
-        json!({"released": replies})
+        });
     }
 }
 
-/// Keeps the maintenance hold while maintenance is on: on every start of the VRRP daemon (as
-/// soon as its control socket answers) and every [`REFRESH`].
-pub(crate) fn spawn_guard(core: &Arc<Core>) {
-    let weak = Arc::downgrade(core);
-    let mut events = core.shared.events.subscribe();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(REFRESH);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let started = tokio::select! {
-                _ = tick.tick() => false,
-                ev = events.recv() => match ev {
-                    Ok(ChildEvent::Started { service: "vrrp", .. }) => true,
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(_) => return,
-                },
-            };
-            let Some(core) = weak.upgrade() else { return };
-            if !core.shared.maintenance() || !core.vrrp_started() {
-                continue;
-            }
-            if started {
-                // A new daemon starts backup and would take over after its master-down
-                // interval: hold it as soon as it answers.
-                let t0 = Instant::now();
-                loop {
-                    match core.maintenance_hold().await {
-                        Ok(_) => {
-                            info!(
-                                after_ms = t0.elapsed().as_millis() as u64,
-                                "maintenance: the started vrrp daemon holds backup"
-                            );
-                            break;
-                        }
-                        Err(e) if t0.elapsed() > START_WAIT => {
-                            warn!(cause = %e, "maintenance: the started vrrp daemon did not take the hold");
-                            break;
-                        }
-                        Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-                    }
-                }
-            } else if let Err(e) = core.maintenance_hold().await {
-                warn!(cause = %e, "maintenance: cannot refresh the vrrp hold");
+/// Tells the VRRP daemon to hold backup on every instance for [`HOLD`].
+async fn hold(vrrp: &impl Daemon) -> Result<Value, String> {
+    let req = json!({"cmd": "hold", "ms": HOLD.as_millis() as u64});
+    let v = vrrp.ask(&req).await?;
+    let skipped = v
+        .get("skipped")
+        .and_then(Value::as_array)
+        .is_some_and(|s| !s.is_empty());
+    if v.get("ok") == Some(&Value::Bool(true)) && !skipped {
+        Ok(v)
+    } else {
+        Err(format!("the vrrp daemon refused the hold: {v}"))
+    }
+}
+
+/// The requests that end the maintenance hold, except on instances the split-brain guard
+/// holds (`guarded`): one `release` of everything when it holds none, else one per other
+/// instance of `instances` (as the VRRP daemon reports them).
+fn release_requests(instances: &[Value], guarded: &[String]) -> Vec<Value> {
+    if guarded.is_empty() {
+        return vec![json!({"cmd": "release"})];
+    }
+    instances
+        .iter()
+        .filter_map(|i| i.get("name").and_then(Value::as_str).map(str::to_owned))
+        .filter(|n| !guarded.contains(n))
+        .map(|i| json!({"cmd": "release", "instance": i}))
+        .collect()
+}
+
+/// Ends the maintenance hold, except on instances the split-brain guard holds.
+async fn release(vrrp: &impl Daemon, instances: &[Value], guarded: &[String]) -> Value {
+    let mut replies = Vec::new();
+    for req in release_requests(instances, guarded) {
+        match vrrp.ask(&req).await {
+            Ok(v) => replies.push(v),
+            Err(e) => {
+                warn!(cause = %e, "cannot release the maintenance hold; it ends by itself");
+                replies.push(json!({"skipped": e}));
             }
         }
-    });
+    }
+    json!({"released": replies})
 }
 
 #[cfg(test)]

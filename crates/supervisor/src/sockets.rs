@@ -6,20 +6,16 @@
 //! `target/run`), rendering `running.yaml` with it ([`render_running`]; on the appliance the
 //! committed text is written unchanged), and the check after a proxy start or reload that
 //! raises or clears the alarms `proxy-runtime-api` and `proxy-handover`
-//! ([`Core::check_proxy_sockets`]), naming the socket and the cause.
+//! (`Services::check_proxy_sockets` in `services.rs`), naming the socket and the cause.
 //! Must not: change the committed text in the store (history keeps what the operator wrote),
 //! nor speak to the handover socket (a connection there starts a handover).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::{Value, json};
 use tandem_store::{Generation, Store};
-use tracing::warn;
 
 use crate::DEFAULT_RUN_DIR;
-use crate::core::{Core, ask, lock};
-use crate::state::Severity;
 
 /// Alarm raised while the proxy's runtime API does not answer on its socket.
 pub const ALARM_RUNTIME_API: &str = "proxy-runtime-api";
@@ -117,79 +113,6 @@ pub struct LoggedCauses {
     pub runtime_api: Option<String>,
     /// `handover socket unavailable`: the cause.
     pub handover: Option<String>,
-}
-
-impl Core {
-    /// The runtime API socket of `config` on this node.
-    pub fn runtime_socket(&self, config: &tandem_config::Config) -> PathBuf {
-        runtime_socket(&config.runtime.socket, &self.opts.run_dir)
-    }
-
-    /// Records what the proxy logged about its sockets (`None` resets: a new process).
-    pub(crate) fn proxy_logged(&self, f: impl FnOnce(&mut LoggedCauses)) {
-        f(&mut lock(&self.proxy_causes));
-    }
-
-    /// Checks the proxy's runtime API (a `show frontends` must answer `ok` within
-    /// [`PROBE_WINDOW`]) and its handover socket (a socket file must exist), and raises or
-    /// clears [`ALARM_RUNTIME_API`] and [`ALARM_HANDOVER`]. Run after every proxy start and
-    /// reload. Does nothing while no configuration is committed.
-    pub async fn check_proxy_sockets(&self) {
-        let Ok(current) = self.store(Store::load_current) else {
-            return;
-        };
-        let socket = self.runtime_socket(&current.config);
-        let deadline = tokio::time::Instant::now() + PROBE_WINDOW;
-        let problem = loop {
-            let err = match ask(&socket, &json!({"cmd": "show frontends"})).await {
-                Ok(v) if v.get("ok") == Some(&Value::Bool(true)) => break None,
-                Ok(v) => format!("it answered {v}"),
-                Err(e) => e,
-            };
-            // The proxy's own reason (it could not bind) beats what a connect says.
-            if let Some(cause) = lock(&self.proxy_causes).runtime_api.clone() {
-                break Some(cause);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                break Some(err);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        match problem {
-            None => self.shared.clear(ALARM_RUNTIME_API),
-            Some(cause) => {
-                warn!(socket = %socket.display(), %cause, "proxy runtime api unavailable");
-                self.shared.raise(
-                    ALARM_RUNTIME_API,
-                    Severity::Warning,
-                    format!(
-                        "the proxy runtime API on {} is unavailable: {cause}; `show servers`, `show stats`, `server ...`, config sync of persistence and rates, and vrrp `track.proxy` cannot work; check `runtime.socket` and the run directory {}",
-                        socket.display(),
-                        self.opts.run_dir.display()
-                    ),
-                );
-            }
-        }
-        let handover = handover_socket(&socket);
-        let is_socket = std::fs::symlink_metadata(&handover)
-            .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()));
-        if is_socket {
-            self.shared.clear(ALARM_HANDOVER);
-        } else {
-            let cause = lock(&self.proxy_causes)
-                .handover
-                .clone()
-                .unwrap_or_else(|| "no socket there".into());
-            self.shared.raise(
-                ALARM_HANDOVER,
-                Severity::Warning,
-                format!(
-                    "the proxy handover socket {} is unavailable: {cause}; a proxy binary upgrade needs a restart (connections are cut)",
-                    handover.display()
-                ),
-            );
-        }
-    }
 }
 
 #[cfg(test)]

@@ -18,18 +18,23 @@
 //!
 //! Alarm `split-brain` (critical) on both nodes: on the yielding one while it holds, on the
 //! other while the peer reports holding; cleared (with an event) when the LAN heartbeat is back.
+//! [`SplitBrain`] is the guard's owner, held by the supervisor's core: its memory between peer
+//! messages, the decision ([`plan`], pure) and the requests to the VRRP daemon (through
+//! [`Daemon`], a fake in tests).
 //! Must not run the VRRP protocol (the daemon's state machine does) nor speak the sync protocol.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use serde_json::{Value, json};
-use tandem_store::Store;
+use tandem_store::Generation;
 use tandem_sync::guard::{NodeRoles, Role, step_down};
 use tracing::{info, warn};
 
-use crate::core::{Core, ask};
-use crate::state::Severity;
+use crate::ask::Daemon;
+use crate::maintenance::Maintenance;
+use crate::state::{Severity, Shared, lock};
 
 /// How long one hold lasts in the VRRP daemon unless refreshed (4 peer messages).
 pub const HOLD: Duration = Duration::from_millis(1000);
@@ -47,8 +52,27 @@ pub struct GuardState {
     pub what: Option<String>,
     /// Instances the peer said it holds backup, in its last message.
     pub peer_holding: Vec<String>,
-    /// When persistence tables were last exported (they go every second, roles every 250 ms).
-    pub last_persistence: Option<Instant>,
+}
+
+/// What the guard acts through: this node's name, the node state (VRRP view, alarms, events),
+/// the VRRP daemon, and maintenance mode (whose hold the guard never releases).
+pub struct Env<'a, D> {
+    /// This node's name (`--node`), if any.
+    pub node: Option<&'a str>,
+    /// The node state.
+    pub shared: &'a Shared,
+    /// The VRRP daemon's control socket.
+    pub vrrp: &'a D,
+    /// Maintenance mode.
+    pub maintenance: &'a Maintenance,
+}
+
+/// The split-brain guard.
+#[derive(Debug, Default)]
+pub struct SplitBrain {
+    state: Mutex<GuardState>,
+    /// Serializes checks (runtime messages are imported concurrently).
+    turn: tokio::sync::Mutex<()>,
 }
 
 /// One instance's state as the local VRRP daemon reports it.
@@ -64,33 +88,93 @@ fn local_roles(instances: &[Value]) -> Vec<Role> {
         .collect()
 }
 
-impl Core {
+/// The peer's roles from its runtime message (`vrrp`: `[{instance, state}]`).
+fn peer_roles(peer_state: &Value) -> Vec<Role> {
+    peer_state
+        .get("vrrp")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| {
+                    Some(Role {
+                        instance: r.get("instance")?.as_str()?.to_owned(),
+                        state: r.get("state")?.as_str()?.to_owned(),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The instances the peer says it holds backup (`holding`).
+fn peer_holding(peer_state: &Value) -> Vec<String> {
+    peer_state
+        .get("holding")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The decision on one peer message: the instances to hold (set or refresh) and those to
+/// release. `holding`: what this node holds now; `hearing(i)`: adverts from the peer heard
+/// recently on instance `i` (the LAN heartbeat works there).
+pub fn plan(
+    local: &NodeRoles,
+    peer: &NodeRoles,
+    holding: &BTreeSet<String>,
+    hearing: impl Fn(&str) -> bool,
+) -> (Vec<String>, Vec<String>) {
+    let peer_master = |inst: &str| {
+        peer.roles
+            .iter()
+            .any(|r| r.instance == inst && r.state == "master")
+    };
+    let mut hold = Vec::new();
+    let mut release = Vec::new();
+    for inst in step_down(local, peer) {
+        // Both master, and we yield: only when the heartbeat is really lost (a role change
+        // in flight, e.g. a switchover, shows both master for a moment while adverts flow).
+        if !hearing(&inst) {
+            hold.push(inst);
+        }
+    }
+    for inst in holding {
+        if hold.contains(inst) {
+            continue;
+        }
+        if peer_master(inst) && !hearing(inst) {
+            hold.push(inst.clone());
+        } else {
+            release.push(inst.clone());
+        }
+    }
+    (hold, release)
+}
+
+impl SplitBrain {
     fn guard_state(&self) -> std::sync::MutexGuard<'_, GuardState> {
-        self.split_brain.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 
     /// Instances this node holds backup (exported to the peer).
-    pub(crate) fn holding(&self) -> Vec<String> {
+    pub fn holding(&self) -> Vec<String> {
         self.guard_state().holding.iter().cloned().collect()
     }
 
-    /// Whether the persistence tables are due in this runtime export (once a second).
-    pub(crate) fn persistence_due(&self) -> bool {
-        let mut st = self.guard_state();
-        let due = st
-            .last_persistence
-            .is_none_or(|t| t.elapsed() >= Duration::from_millis(950));
-        if due {
-            st.last_persistence = Some(Instant::now());
-        }
-        due
-    }
-
-    /// Runs the guard on one runtime message from the peer (sync link up by definition).
-    pub(crate) async fn split_brain_check(&self, peer_state: &Value) {
-        let _turn = self.split_brain_turn.lock().await;
-        let (Some(node), Ok(current)) = (self.opts.node.clone(), self.store(Store::load_current))
-        else {
+    /// Runs the guard on one runtime message from the peer (sync link up by definition);
+    /// `current` loads the current generation (the cluster's priorities, the advert intervals).
+    pub async fn check<D: Daemon>(
+        &self,
+        env: &Env<'_, D>,
+        current: impl FnOnce() -> Option<Generation>,
+        peer_state: &Value,
+    ) {
+        let _turn = self.turn.lock().await;
+        let (Some(node), Some(current)) = (env.node.map(str::to_owned), current()) else {
             return;
         };
         let Some(cluster) = current.config.cluster.as_ref() else {
@@ -109,10 +193,10 @@ impl Core {
         let (Some(my_prio), Some(peer_prio)) = (priority(&node), priority(peer_name)) else {
             return;
         };
-        let view = self.shared.vrrp();
+        let view = env.shared.vrrp();
         if !view.available {
             // Our own roles are unknown: decide nothing, drop holds (the daemon restarts clean).
-            self.release_all("the local vrrp daemon does not answer")
+            self.release_all(env, "the local vrrp daemon does not answer")
                 .await;
             return;
         }
@@ -121,24 +205,10 @@ impl Core {
             priority: my_prio,
             roles: local_roles(&view.instances),
         };
-        let peer_roles: Vec<Role> = peer_state
-            .get("vrrp")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|r| {
-                        Some(Role {
-                            instance: r.get("instance")?.as_str()?.to_owned(),
-                            state: r.get("state")?.as_str()?.to_owned(),
-                        })
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
         let peer = NodeRoles {
             node: peer_name.to_owned(),
             priority: peer_prio,
-            roles: peer_roles,
+            roles: peer_roles(peer_state),
         };
         // Adverts from the peer heard recently: the LAN heartbeat works for that instance.
         let hearing = |inst: &str| {
@@ -156,34 +226,11 @@ impl Core {
                 .and_then(|i| i.get("last_advert_ms").and_then(Value::as_u64))
                 .is_some_and(|ms| Duration::from_millis(ms) <= window)
         };
-        let peer_master = |inst: &str| {
-            peer.roles
-                .iter()
-                .any(|r| r.instance == inst && r.state == "master")
-        };
         let holding: BTreeSet<String> = self.guard_state().holding.clone();
-        let mut hold = Vec::new();
-        let mut release = Vec::new();
-        for inst in step_down(&local, &peer) {
-            // Both master, and we yield: only when the heartbeat is really lost (a role change
-            // in flight, e.g. a switchover, shows both master for a moment while adverts flow).
-            if !hearing(&inst) {
-                hold.push(inst);
-            }
-        }
-        for inst in &holding {
-            if hold.contains(inst) {
-                continue;
-            }
-            if peer_master(inst) && !hearing(inst) {
-                hold.push(inst.clone());
-            } else {
-                release.push(inst.clone());
-            }
-        }
+        let (hold, release) = plan(&local, &peer, &holding, hearing);
         for inst in &hold {
             let req = json!({"cmd": "hold", "instance": inst, "ms": HOLD.as_millis() as u64});
-            match ask(&self.opts.vrrp_socket, &req).await {
+            match env.vrrp.ask(&req).await {
                 Ok(v) if v.get("ok") == Some(&Value::Bool(true)) => {
                     let newly = self.guard_state().holding.insert(inst.clone());
                     if newly {
@@ -192,7 +239,7 @@ impl Core {
                         );
                         warn!(instance = %inst, peer = %peer_name, "split brain: holding backup");
                         self.guard_state().what = Some(what.clone());
-                        self.event(&format!("split brain: {what}"));
+                        env.shared.event(&format!("split brain: {what}"));
                     }
                 }
                 Ok(v) => warn!(instance = %inst, reply = %v, "vrrp daemon refused the hold"),
@@ -200,19 +247,15 @@ impl Core {
             }
         }
         for inst in &release {
-            self.release(inst, "adverts heard again or the peer is no longer master")
-                .await;
+            self.release(
+                env,
+                inst,
+                "adverts heard again or the peer is no longer master",
+            )
+            .await;
         }
         // Alarm on both: here while holding, or while the peer says it holds.
-        let peer_holding: Vec<String> = peer_state
-            .get("holding")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let peer_holding = peer_holding(peer_state);
         let peer_newly_holding = {
             let mut st = self.guard_state();
             let newly = !peer_holding.is_empty() && st.peer_holding.is_empty();
@@ -224,7 +267,7 @@ impl Core {
             // announce them again so clients (ARP/ND caches) come back to this node.
             for inst in &peer_holding {
                 let req = json!({"cmd": "announce", "instance": inst});
-                match ask(&self.opts.vrrp_socket, &req).await {
+                match env.vrrp.ask(&req).await {
                     Ok(v) => {
                         info!(instance = %inst, reply = %v, "split brain: the peer holds backup, VIPs re-announced")
                     }
@@ -237,9 +280,9 @@ impl Core {
             (!st.holding.is_empty(), st.what.clone().unwrap_or_default())
         };
         if holding_now {
-            self.shared.raise(ALARM, Severity::Critical, what);
+            env.shared.raise(ALARM, Severity::Critical, what);
         } else if !peer_holding.is_empty() {
-            self.shared.raise(
+            env.shared.raise(
                 ALARM,
                 Severity::Critical,
                 format!(
@@ -248,22 +291,15 @@ impl Core {
                 ),
             );
         } else {
-            self.clear_split_brain_alarm();
+            clear_alarm(env.shared);
         }
     }
 
-    fn clear_split_brain_alarm(&self) {
-        if self.shared.alarms().iter().any(|a| a.id == ALARM) {
-            self.shared.clear(ALARM);
-            self.event("split brain resolved: the LAN heartbeat is back, no hold in force");
-        }
-    }
-
-    async fn release(&self, inst: &str, why: &str) {
+    async fn release<D: Daemon>(&self, env: &Env<'_, D>, inst: &str, why: &str) {
         // In maintenance the daemon's hold is maintenance's (`maintenance.rs`): keep it.
-        if !self.shared.maintenance() {
+        if !env.maintenance.on() {
             let req = json!({"cmd": "release", "instance": inst});
-            match ask(&self.opts.vrrp_socket, &req).await {
+            match env.vrrp.ask(&req).await {
                 Ok(_) => {}
                 // The hold runs out by itself in the daemon.
                 Err(e) => warn!(instance = %inst, cause = %e, "cannot release the backup hold"),
@@ -271,7 +307,7 @@ impl Core {
         }
         if self.guard_state().holding.remove(inst) {
             info!(instance = %inst, why, "split brain: hold released");
-            self.event(&format!(
+            env.shared.event(&format!(
                 "split brain: released the backup hold of {inst}: {why}"
             ));
         }
@@ -279,11 +315,11 @@ impl Core {
 
     /// Drops every hold: the peer can no longer be confirmed alive (sync link down) or our
     /// own roles are unknown. Holding on would risk having no master at all.
-    pub(crate) async fn release_all(&self, why: &str) {
-        let _turn = self.split_brain_turn.lock().await;
+    pub async fn release_all<D: Daemon>(&self, env: &Env<'_, D>, why: &str) {
+        let _turn = self.turn.lock().await;
         let holding = self.holding();
         for inst in &holding {
-            self.release(inst, why).await;
+            self.release(env, inst, why).await;
         }
         let none_held = {
             let mut st = self.guard_state();
@@ -291,7 +327,14 @@ impl Core {
             st.holding.is_empty()
         };
         if none_held {
-            self.clear_split_brain_alarm();
+            clear_alarm(env.shared);
         }
+    }
+}
+
+fn clear_alarm(shared: &Shared) {
+    if shared.alarms().iter().any(|a| a.id == ALARM) {
+        shared.clear(ALARM);
+        shared.event("split brain resolved: the LAN heartbeat is back, no hold in force");
     }
 }

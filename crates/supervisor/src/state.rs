@@ -1,12 +1,11 @@
-//! The node state the supervisor holds: service status, alarms, log rings, the VRRP view and
-//! the maintenance flag, shared between the child tasks, the transaction logic and the
+//! The node state the supervisor holds: service status, alarms, log rings and the VRRP view,
+//! shared between the child tasks, the transaction logic and the
 //! control socket.
 //!
 //! Owns the shapes that `status` reports (serialized as documented in `docs/control-api.md`).
 //! Must not start processes or touch the store; it only records what others observed.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -142,13 +141,12 @@ pub struct Shared {
     alarms: Mutex<BTreeMap<String, Alarm>>,
     logs: Mutex<BTreeMap<&'static str, VecDeque<String>>>,
     vrrp: Mutex<VrrpView>,
-    maintenance: AtomicBool,
-    maintenance_record: Mutex<Option<crate::maintenance::Record>>,
     /// Every child event; transaction code subscribes before it signals a child.
     pub events: broadcast::Sender<ChildEvent>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks `m`, recovering from a poisoned lock.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Holders never panic while holding these locks (plain map updates); recover anyway.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -166,8 +164,6 @@ impl Shared {
                 reason: Some("not polled yet".into()),
                 instances: Vec::new(),
             }),
-            maintenance: AtomicBool::new(false),
-            maintenance_record: Mutex::new(None),
             events: broadcast::channel(EVENT_BUFFER).0,
         }
     }
@@ -280,30 +276,9 @@ impl Shared {
         lock(&self.vrrp).clone()
     }
 
-    /// Whether maintenance mode is on.
-    pub fn maintenance(&self) -> bool {
-        self.maintenance.load(Ordering::Relaxed)
-    }
-
-    /// Since when and by whom maintenance mode is on, if it is.
-    pub fn maintenance_record(&self) -> Option<crate::maintenance::Record> {
-        lock(&self.maintenance_record).clone()
-    }
-
-    /// Turns maintenance mode on (`Some`, with its info alarm) or off.
-    pub fn set_maintenance(&self, record: Option<crate::maintenance::Record>) {
-        self.maintenance.store(record.is_some(), Ordering::Relaxed);
-        match &record {
-            Some(r) => self.raise(
-                "maintenance",
-                Severity::Info,
-                format!(
-                    "node is in maintenance mode (set by {}): it holds VRRP backup and takes no VIP, also across restarts; `maintenance off` ends it",
-                    r.by
-                ),
-            ),
-            None => self.clear("maintenance"),
-        }
-        *lock(&self.maintenance_record) = record;
+    /// A supervisor event: traced, and kept in the supervisor's log ring (`logs supervisor`).
+    pub fn event(&self, message: &str) {
+        info!(event = message, "supervisor event");
+        self.log("supervisor", message);
     }
 }

@@ -243,6 +243,16 @@ pub fn start(core: &Arc<Core>) {
 }
 
 impl Core {
+    /// Whether the persistence tables are due in this runtime export (once a second).
+    pub(crate) fn persistence_due(&self) -> bool {
+        let mut last = crate::core::lock(&self.last_persistence);
+        let due = last.is_none_or(|t| t.elapsed() >= Duration::from_millis(950));
+        if due {
+            *last = Some(std::time::Instant::now());
+        }
+        due
+    }
+
     fn sync_handle(&self) -> Option<&SyncHandle> {
         self.sync.get()
     }

@@ -1,0 +1,303 @@
+//! The read-only requests of the control socket (`status`, `show history|config`, the
+//! candidate, `validate`, `diff`, `logs`) and the commands forwarded to the daemons (`server`
+//! to the proxy runtime API, `show servers|stats` from it, `failover` to the VRRP daemon).
+//!
+//! Owns the reply shapes of those requests (`docs/control-api.md`); saving or clearing the
+//! candidate is the only store write here. Must not commit generations (`transaction`).
+
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+use tandem_store::{Store, StoreError};
+
+use crate::ask::ask;
+use crate::core::Core;
+use crate::reply::{Failure, Reply, diagnostics_json, store_failure};
+use crate::state::now_ms;
+
+impl Core {
+    /// `status`: node, generation, pending confirm, services, VRRP roles, peer, sync, alarms.
+    pub fn status(&self) -> Reply {
+        let current = self.store(Store::load_current).ok();
+        let pending = self.store(Store::pending_confirm).ok().flatten();
+        let maintenance = self.maintenance.record();
+        Ok(json!({
+            "node": self.opts.node,
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_s": self.started.elapsed().as_secs(),
+            "now_ms": now_ms(),
+            "generation": current.as_ref().map(|g| json!({
+                "number": g.meta.number,
+                "fingerprint": g.meta.fingerprint,
+                "author": g.meta.author,
+                "time_ms": g.meta.time_ms,
+                "comment": g.meta.comment,
+            })),
+            "pending_confirm": pending,
+            "maintenance": self.maintenance.on(),
+            "maintenance_since_ms": maintenance.as_ref().map(|r| r.since_ms),
+            "maintenance_by": maintenance.as_ref().map(|r| r.by.clone()),
+            "services": self.shared.services(),
+            "vrrp": self.shared.vrrp(),
+            "peer": self.peer_summary(),
+            "sync": self.sync.get().map(|h| h.snapshot()),
+            "alarms": self.shared.alarms(),
+        }))
+    }
+
+    /// `show history`: newest first, at most `limit`.
+    pub fn history(&self, limit: usize) -> Reply {
+        let mut h = self.store(Store::history).map_err(store_failure)?;
+        h.truncate(limit);
+        let current = self.store(Store::current_number).ok().flatten();
+        Ok(json!({"current": current, "generations": h}))
+    }
+
+    /// `show config`: the text and the model of generation `n` (default: current).
+    pub fn show_config(&self, n: Option<u64>) -> Reply {
+        let g = match n {
+            Some(n) => self.store(|s| s.generation(n)),
+            None => self.store(Store::load_current),
+        }
+        .map_err(store_failure)?;
+        Ok(json!({"generation": g.meta.number, "meta": g.meta, "text": g.text, "config": g.config}))
+    }
+
+    /// The candidate, or the current text when no candidate is being edited.
+    pub fn candidate_get(&self) -> Reply {
+        if let Some(text) = self.store(Store::candidate).map_err(store_failure)? {
+            return Ok(json!({"source": "candidate", "text": text}));
+        }
+        match self.store(Store::load_current) {
+            Ok(g) => Ok(json!({"source": "running", "generation": g.meta.number, "text": g.text})),
+            Err(StoreError::Empty(_)) => Ok(json!({"source": "empty", "text": ""})),
+            Err(e) => Err(store_failure(e)),
+        }
+    }
+
+    /// Saves the candidate and reports whether it is valid (an invalid one is still saved).
+    pub fn candidate_set(&self, text: &str) -> Reply {
+        self.store(|s| s.set_candidate(text))
+            .map_err(store_failure)?;
+        Ok(match self.store(|s| s.validate(text)) {
+            Ok(l) => {
+                json!({"saved": true, "valid": true, "warnings": l.warnings.iter().map(ToString::to_string).collect::<Vec<_>>()})
+            }
+            Err(StoreError::Invalid(r)) => {
+                json!({"saved": true, "valid": false, "error_count": r.error_count(), "diagnostics": diagnostics_json(&r)})
+            }
+            Err(e) => return Err(store_failure(e)),
+        })
+    }
+
+    /// Discards the candidate.
+    pub fn candidate_clear(&self) -> Reply {
+        self.store(Store::clear_candidate).map_err(store_failure)?;
+        Ok(json!({"cleared": true}))
+    }
+
+    fn text_or_candidate(&self, text: Option<String>) -> Result<String, Failure> {
+        match text {
+            Some(t) => Ok(t),
+            None => self
+                .store(Store::candidate)
+                .map_err(store_failure)?
+                .ok_or_else(|| {
+                    Failure::new(
+                        "there is no candidate",
+                        "start one with `config edit` or `config load FILE`",
+                    )
+                }),
+        }
+    }
+
+    /// Validates `text` (or the candidate).
+    pub fn validate(&self, text: Option<String>) -> Reply {
+        let text = self.text_or_candidate(text)?;
+        let l = self.store(|s| s.validate(&text)).map_err(store_failure)?;
+        Ok(
+            json!({"valid": true, "warnings": l.warnings.iter().map(ToString::to_string).collect::<Vec<_>>()}),
+        )
+    }
+
+    /// The changes from generation `against` (default: current) to `text` (or the candidate).
+    pub fn diff(&self, text: Option<String>, against: Option<u64>) -> Reply {
+        let text = self.text_or_candidate(text)?;
+        let new = self.store(|s| s.validate(&text)).map_err(store_failure)?;
+        let old = match against {
+            Some(n) => self.store(|s| s.generation(n)),
+            None => self.store(Store::load_current),
+        };
+        let (number, changes) = match old {
+            Ok(g) => (
+                Some(g.meta.number),
+                tandem_config::diff(&g.config, &new.config),
+            ),
+            Err(StoreError::Empty(_)) => (None, Vec::new()),
+            Err(e) => return Err(store_failure(e)),
+        };
+        Ok(
+            json!({"against": number, "changes": changes, "text": tandem_config::diff::render(&changes)}),
+        )
+    }
+
+    /// The last `lines` log lines of `service` (all when `None`).
+    pub fn logs(&self, service: Option<&str>, lines: usize) -> Reply {
+        const SERVICES: [&str; 3] = ["proxy", "vrrp", "supervisor"];
+        if let Some(s) = service
+            && !SERVICES.contains(&s)
+        {
+            return Err(Failure::new(
+                format!("unknown service `{s}`"),
+                format!("services: {}; none for all", SERVICES.join(", ")),
+            ));
+        }
+        Ok(json!({"lines": self.shared.log_tail(service, lines.min(crate::state::LOG_LINES))}))
+    }
+
+    // ---- forwarded commands ----------------------------------------------------------------
+
+    /// `server BACKEND/NAME drain|ready|maint|weight N`: forwarded to the proxy runtime API.
+    pub async fn server(&self, request: &Value) -> Reply {
+        let socket = self
+            .store(Store::load_current)
+            .map(|g| self.runtime_socket(&g.config))
+            .map_err(store_failure)?;
+        if !socket.exists() {
+            return Err(Failure::new(
+                format!(
+                    "not available yet: the proxy runtime API is not listening on {}",
+                    socket.display()
+                ),
+                "to change a server persistently, edit it in the configuration (`config edit`, set `state:` or `weight:`) and `config commit`",
+            ));
+        }
+        // The proxy runtime API's `set server` (crates/proxy/src/api.rs): `server` is
+        // `BACKEND/SERVER`, `state` is
+        // ready|drain|maint, or `weight` 0..=256. Run-time only: the next commit or restart
+        // returns to the configured values.
+        let name = |k: &str| request.get(k).and_then(Value::as_str).unwrap_or("");
+        let mut forwarded = json!({
+            "cmd": "set server",
+            "server": format!("{}/{}", name("backend"), name("server")),
+        });
+        match request.get("action").and_then(Value::as_str) {
+            Some("weight") => {
+                forwarded["weight"] = request.get("weight").cloned().unwrap_or(Value::Null)
+            }
+            Some(state @ ("ready" | "drain" | "maint")) => forwarded["state"] = json!(state),
+            other => {
+                return Err(Failure::new(
+                    format!("unknown server action {other:?}"),
+                    "use drain, ready, maint or weight N",
+                ));
+            }
+        }
+        let reply = ask(&socket, &forwarded)
+            .await
+            .map_err(|e| Failure::new(e, "check `status` and `logs proxy`"))?;
+        if reply.get("ok") == Some(&Value::Bool(false)) {
+            let e = reply
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("refused");
+            return Err(Failure::new(
+                format!("the proxy refused: {e}"),
+                "`show servers` lists backends and servers",
+            ));
+        }
+        self.event(&format!(
+            "server command forwarded to the proxy: {forwarded}"
+        ));
+        Ok(json!({"proxy": reply}))
+    }
+
+    /// The proxy runtime API's socket, or a failure saying the proxy is not running.
+    fn proxy_socket(&self) -> Result<PathBuf, Failure> {
+        let socket = self
+            .store(Store::load_current)
+            .map(|g| self.runtime_socket(&g.config))
+            .map_err(store_failure)?;
+        if !socket.exists() {
+            return Err(proxy_down(format!(
+                "the proxy runtime API is not listening on {}",
+                socket.display()
+            )));
+        }
+        Ok(socket)
+    }
+
+    /// One read-only request to the proxy runtime API; its reply when `ok`.
+    async fn ask_proxy(&self, request: &Value) -> Result<Value, Failure> {
+        let socket = self.proxy_socket()?;
+        let reply = ask(&socket, request).await.map_err(proxy_down)?;
+        if reply.get("ok") != Some(&Value::Bool(true)) {
+            let e = reply
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("refused");
+            let cmd = request.get("cmd").and_then(Value::as_str).unwrap_or("");
+            return Err(Failure::new(
+                format!("the proxy refused `{cmd}`: {e}"),
+                "`show servers` lists backends and servers; `logs proxy` shows the proxy's log",
+            ));
+        }
+        Ok(reply)
+    }
+
+    /// `show_servers`: state and counters of every server (of `backend`), live from the proxy
+    /// runtime API's `show servers`.
+    pub async fn show_servers(&self, backend: Option<&str>) -> Reply {
+        let mut request = json!({"cmd": "show servers"});
+        if let Some(b) = backend {
+            request["backend"] = json!(b);
+        }
+        let reply = self.ask_proxy(&request).await?;
+        Ok(json!({"servers": reply.get("servers").cloned().unwrap_or(json!([]))}))
+    }
+
+    /// `show_stats`: counters of every frontend and backend, live from the proxy runtime API's
+    /// `show frontends` and `show backends`.
+    pub async fn show_stats(&self) -> Reply {
+        let frontends = self.ask_proxy(&json!({"cmd": "show frontends"})).await?;
+        let backends = self.ask_proxy(&json!({"cmd": "show backends"})).await?;
+        Ok(json!({
+            "frontends": frontends.get("frontends").cloned().unwrap_or(json!([])),
+            "backends": backends.get("backends").cloned().unwrap_or(json!([])),
+        }))
+    }
+
+    /// `failover`: planned switchover through the VRRP daemon.
+    pub async fn failover(&self, instance: Option<&str>) -> Reply {
+        if !self.is_started("vrrp") {
+            return Err(Failure::new(
+                "not available: no vrrp daemon runs on this node",
+                "failover needs vrrp instances in the configuration and `--node NAME` on the supervisor; see `status`",
+            ));
+        }
+        let mut req = json!({"cmd": "switchover"});
+        if let Some(i) = instance {
+            req["instance"] = json!(i);
+        }
+        let reply = ask(&self.opts.vrrp_socket, &req)
+            .await
+            .map_err(|e| Failure::new(e, "check `show vrrp` and `logs vrrp`"))?;
+        if reply.get("ok") == Some(&Value::Bool(false)) {
+            let e = reply
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("refused");
+            return Err(Failure::new(
+                format!("the vrrp daemon refused the switchover: {e}"),
+                "only the master of an instance can hand it over; `show vrrp` shows the roles",
+            ));
+        }
+        self.event(&format!("planned switchover: {reply}"));
+        Ok(json!({"vrrp": reply}))
+    }
+}
+
+/// The proxy runtime API cannot be asked: `what` says why.
+fn proxy_down(what: String) -> Failure {
+    Failure::new(what, "the proxy is not running; see `tandemctl status`")
+}
