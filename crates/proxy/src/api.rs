@@ -494,16 +494,23 @@ pub async fn execute(proxy: &Proxy, source: Option<&dyn PlanSource>, line: &[u8]
         } => set_server(&snap, server.as_deref(), state.as_deref(), weight).and_then(ok),
         Request::Reload => match source {
             None => Err("reload is not available: the proxy has no configuration source".into()),
-            Some(src) => match src.load() {
-                Err(e) => Err(format!("reload refused: {e}")),
-                Ok(plan) => match proxy.reload(plan).await {
+            Some(src) => {
+                let reloaded = match src.load() {
+                    Err(e) => Err(e.to_string()),
+                    Ok(plan) => proxy.reload(plan).await.map_err(|e| e.to_string()),
+                };
+                match reloaded {
                     Ok(generation) => {
                         info!(generation, "reloaded from the runtime api");
                         ok(Reloaded { generation })
                     }
-                    Err(e) => Err(format!("reload refused: {e}")),
-                },
-            },
+                    Err(e) => {
+                        // As on SIGHUP: the supervisor reloads through here, its log shows it.
+                        error!(cause = %e, "reload refused, previous configuration keeps serving");
+                        Err(format!("reload refused: {e}"))
+                    }
+                }
+            }
         },
         Request::ShowPersistence { backend } => {
             show_persistence(&snap, backend.as_deref()).and_then(ok)

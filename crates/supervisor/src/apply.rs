@@ -1,8 +1,9 @@
 //! Applying a generation to the running services and checking the result.
 //!
 //! Owns what "applied and checked" means (see `LIFECYCLE.md`):
-//! the proxy acknowledged the reload (its `reloaded on SIGHUP` / `proxy started` log line, read
-//! from its JSON log on stderr), its process is still alive, and every frontend bind on a local
+//! the proxy acknowledged the reload (the runtime API's answer to `reload`, [`reload_over_api`];
+//! without a reachable API, its `reloaded on SIGHUP` log line after a SIGHUP) or its start (its
+//! `proxy started` log line, read from its JSON log on stderr), its process is still alive, and every frontend bind on a local
 //! address accepts a TCP connection; the VRRP daemon, when the node runs one, is (re)started
 //! when its sections changed and is still alive after [`VRRP_SETTLE`].
 //! Must not touch the store; the transaction code (`core`) decides what to restore.
@@ -66,6 +67,64 @@ pub fn parse_proxy_line(line: &str) -> Option<ProxyLog> {
         "reloaded on SIGHUP" => Some(ProxyLog::Reloaded),
         m if m.starts_with("reload refused") => Some(ProxyLog::Refused(cause())),
         _ => None,
+    }
+}
+
+/// What the proxy runtime API said to `reload`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiReload {
+    /// Reloaded: the new configuration serves.
+    Reloaded,
+    /// Refused (an invalid file, a bind that failed; worded as [`wait_proxy_ack`] words a
+    /// refusal logged after a SIGHUP), or no answer within [`PROXY_ACK_TIMEOUT`].
+    Failed(String),
+    /// The connection closed without an answer (the proxy may have exited: the caller waits
+    /// for its events).
+    NoAnswer(String),
+    /// The API could not be asked or would not reload (no socket there, no configuration
+    /// source, a full session table): reload by SIGHUP instead.
+    Unavailable(String),
+}
+
+/// Asks the proxy runtime API on `socket` to reload (`{"cmd":"reload"}`, the same contract
+/// as SIGHUP: it re-reads the running file), waiting up to [`PROXY_ACK_TIMEOUT`] for the
+/// typed answer (`tandem_control::runtime::Reloaded` or `reload refused: ...`).
+pub async fn reload_over_api(socket: &std::path::Path) -> ApiReload {
+    use tandem_control::Reply;
+    use tandem_control::runtime::{Reloaded, Request};
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+    let connect = tokio::time::timeout(
+        crate::ask::PEER_SOCKET_TIMEOUT,
+        tokio::net::UnixStream::connect(socket),
+    );
+    let mut stream = match connect.await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return ApiReload::Unavailable(format!("cannot connect: {e}")),
+        Err(_) => return ApiReload::Unavailable("connect timed out".into()),
+    };
+    if let Err(e) = stream.write_all(&Request::Reload.to_line()).await {
+        return ApiReload::Unavailable(format!("cannot write: {e}"));
+    }
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(stream);
+    match tokio::time::timeout(PROXY_ACK_TIMEOUT, reader.read_line(&mut line)).await {
+        Err(_) => {
+            return ApiReload::Failed(format!(
+                "the proxy did not acknowledge the reload within {}s",
+                PROXY_ACK_TIMEOUT.as_secs()
+            ));
+        }
+        Ok(Ok(0)) => return ApiReload::NoAnswer("the runtime API closed the connection".into()),
+        Ok(Err(e)) => return ApiReload::NoAnswer(format!("cannot read: {e}")),
+        Ok(Ok(_)) => {}
+    }
+    match Reply::<Reloaded>::from_line(line.as_bytes()) {
+        Ok(Reply::Ok(_)) => ApiReload::Reloaded,
+        Ok(Reply::Err(f)) => match f.error.strip_prefix("reload refused: ") {
+            Some(cause) => ApiReload::Failed(format!("the proxy refused the reload: {cause}")),
+            None => ApiReload::Unavailable(f.error),
+        },
+        Err(e) => ApiReload::Unavailable(e.to_string()),
     }
 }
 

@@ -28,6 +28,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt as _, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{Instrument, debug, info_span, warn};
 
+use tandem_control::supervisor::{Envelope, Request};
+
 use crate::access::{self, Access, Groups, Peer};
 use crate::core::{Core, Failure};
 
@@ -50,40 +52,11 @@ const DEFAULT_HISTORY: usize = 20;
 /// Default `lines` of `logs`.
 const DEFAULT_LOG_LINES: usize = 50;
 
-/// The commands, for the "unknown command" hint.
-pub const COMMANDS: &[&str] = &[
-    "status",
-    "sync_status",
-    "sync_pair",
-    "sync_resolve",
-    "history",
-    "show_config",
-    "show_servers",
-    "show_stats",
-    "candidate_get",
-    "candidate_set",
-    "candidate_clear",
-    "validate",
-    "diff",
-    "commit",
-    "confirm",
-    "rollback",
-    "server",
-    "failover",
-    "maintenance",
-    "logs",
-];
+/// The commands, for the "unknown command" hint (`tandem_control::supervisor`).
+pub const COMMANDS: &[&str] = tandem_control::supervisor::COMMANDS;
 
 /// The commands a monitor-group caller may use: they change nothing.
-pub const READ_COMMANDS: &[&str] = &[
-    "status",
-    "sync_status",
-    "history",
-    "show_config",
-    "show_servers",
-    "show_stats",
-    "logs",
-];
+pub const READ_COMMANDS: &[&str] = tandem_control::supervisor::READ_COMMANDS;
 
 /// Binds the control socket at `path` (replacing a stale one), mode 0666 (see the module
 /// docs: SO_PEERCRED decides).
@@ -179,7 +152,7 @@ pub async fn serve(listener: UnixListener, core: Arc<Core>) {
                 continue;
             }
         };
-        let peer = match Peer::of(&stream) {
+        let peer = match access::peer_of(&stream) {
             Ok(p) => p,
             Err(e) => {
                 warn!(cause = %e, "control connection without credentials, refused");
@@ -263,10 +236,10 @@ async fn connection(
         }
         let reply = match serde_json::from_slice::<Value>(&buf) {
             Ok(req) => {
-                let cmd = req.get("cmd").and_then(Value::as_str).unwrap_or("");
-                if access == Access::Monitor && !READ_COMMANDS.contains(&cmd) {
+                let req = Envelope::from_value(&req);
+                if access == Access::Monitor && !req.request.is_read() {
                     Failure::new(
-                        access::read_only(peer, cmd, groups, READ_COMMANDS),
+                        access::read_only(peer, req.request.cmd(), groups, READ_COMMANDS),
                         format!("run it as root or as a member of group {}", groups.admin),
                     )
                     .to_json()
@@ -302,19 +275,14 @@ async fn write_reply(
     })
 }
 
-fn str_field(req: &Value, key: &str) -> Option<String> {
-    req.get(key).and_then(Value::as_str).map(str::to_owned)
-}
-
 /// `sync_pair`'s optional `peer_name` + `peer_address` (+ `local_address`): where the peer is
 /// while this node has no configuration.
-fn sync_bootstrap(req: &Value) -> Result<Option<crate::sync::Bootstrap>, Failure> {
+fn sync_bootstrap(
+    name: Option<String>,
+    peer: Option<String>,
+    local: Option<String>,
+) -> Result<Option<crate::sync::Bootstrap>, Failure> {
     let hint = "give `peer_name`, `peer_address` and `local_address` together (IP or IP:PORT, port 7400 by default)";
-    let (name, peer, local) = (
-        str_field(req, "peer_name"),
-        str_field(req, "peer_address"),
-        str_field(req, "local_address"),
-    );
     match (name, peer, local) {
         (None, None, None) => Ok(None),
         (Some(name), Some(peer), Some(local)) => {
@@ -332,84 +300,88 @@ fn sync_bootstrap(req: &Value) -> Result<Option<crate::sync::Bootstrap>, Failure
     }
 }
 
-fn u64_field(req: &Value, key: &str) -> Option<u64> {
-    req.get(key).and_then(Value::as_u64)
-}
-
 /// Runs one request; the reply always has `ok`.
-pub async fn dispatch(core: &Arc<Core>, req: &Value, user: &str) -> Value {
-    let cmd = req.get("cmd").and_then(Value::as_str).unwrap_or("");
+pub async fn dispatch(core: &Arc<Core>, req: &Envelope, user: &str) -> Value {
     // Only root may commit on behalf of someone else (e.g. a web UI acting for its user).
-    let author = match str_field(req, "author") {
-        Some(a) if user == "root" => a,
+    let author = match &req.author {
+        Some(a) if user == "root" => a.clone(),
         _ => user.to_owned(),
     };
-    let comment = str_field(req, "comment").unwrap_or_default();
-    let result = match cmd {
-        "status" => core.status(),
-        "history" => {
-            core.history(u64_field(req, "limit").map_or(DEFAULT_HISTORY, |n| n.min(1000) as usize))
+    let comment = req.comment.clone().unwrap_or_default();
+    let result = match req.request.clone() {
+        Request::Status => core.status(),
+        Request::History { limit } => {
+            core.history(limit.map_or(DEFAULT_HISTORY, |n| n.min(1000) as usize))
         }
-        "show_config" => core.show_config(u64_field(req, "generation")),
-        "candidate_get" => core.candidate_get(),
-        "candidate_set" => match str_field(req, "text") {
+        Request::ShowConfig { generation } => core.show_config(generation),
+        Request::CandidateGet => core.candidate_get(),
+        Request::CandidateSet { text } => match text {
             Some(t) => core.candidate_set(&t),
             None => Err(Failure::new(
                 "candidate_set needs `text`",
                 "send the configuration text",
             )),
         },
-        "candidate_clear" => core.candidate_clear(),
-        "validate" => core.validate(str_field(req, "text")),
-        "diff" => core.diff(str_field(req, "text"), u64_field(req, "generation")),
-        "commit" => {
-            core.commit(
-                str_field(req, "text"),
-                &author,
-                &comment,
-                u64_field(req, "confirm_ms"),
-            )
-            .await
+        Request::CandidateClear => core.candidate_clear(),
+        Request::Validate { text } => core.validate(text),
+        Request::Diff { text, generation } => core.diff(text, generation),
+        Request::Commit { text, confirm_ms } => {
+            core.commit(text, &author, &comment, confirm_ms).await
         }
-        "confirm" => core.confirm().await,
-        "rollback" => match u64_field(req, "generation") {
+        Request::Confirm => core.confirm().await,
+        Request::Rollback { generation } => match generation {
             Some(n) => core.rollback(n, &author, &comment).await,
             None => Err(Failure::new(
                 "rollback needs `generation`",
                 "`show history` lists them",
             )),
         },
-        "show_servers" => {
-            core.show_servers(str_field(req, "backend").as_deref())
-                .await
+        Request::ShowServers { backend } => core.show_servers(backend.as_deref()).await,
+        Request::ShowStats => core.show_stats().await,
+        Request::Server {
+            backend,
+            server,
+            action,
+            weight,
+        } => {
+            core.server(
+                backend.as_deref(),
+                server.as_deref(),
+                action.as_deref(),
+                weight,
+            )
+            .await
         }
-        "show_stats" => core.show_stats().await,
-        "server" => core.server(req).await,
-        "failover" => core.failover(str_field(req, "instance").as_deref()).await,
-        "maintenance" => match req.get("on").and_then(Value::as_bool) {
+        Request::Failover { instance } => core.failover(instance.as_deref()).await,
+        Request::Maintenance { on } => match on {
             Some(on) => core.maintenance(on, &author).await,
             None => Err(Failure::new(
                 "maintenance needs `on` (true or false)",
                 "`maintenance on` or `maintenance off`",
             )),
         },
-        "sync_status" => core.sync_status(),
-        "sync_pair" => match sync_bootstrap(req) {
-            Ok(b) => core.sync_pair(str_field(req, "peer_fingerprint").as_deref(), b),
+        Request::SyncStatus => core.sync_status(),
+        Request::SyncPair {
+            peer_fingerprint,
+            peer_name,
+            peer_address,
+            local_address,
+        } => match sync_bootstrap(peer_name, peer_address, local_address) {
+            Ok(b) => core.sync_pair(peer_fingerprint.as_deref(), b),
             Err(f) => Err(f),
         },
-        "sync_resolve" => match str_field(req, "side") {
+        Request::SyncResolve { side } => match side {
             Some(side) => core.sync_resolve(&side, &author).await,
             None => Err(Failure::new(
                 "sync_resolve needs `side` (use-local or use-peer)",
                 "`sync resolve use-local` keeps this node's configuration, `use-peer` takes the peer's",
             )),
         },
-        "logs" => core.logs(
-            str_field(req, "service").as_deref(),
-            u64_field(req, "lines").map_or(DEFAULT_LOG_LINES, |n| n as usize),
+        Request::Logs { service, lines } => core.logs(
+            service.as_deref(),
+            lines.map_or(DEFAULT_LOG_LINES, |n| n as usize),
         ),
-        other => Err(Failure::new(
+        Request::Unknown(other) => Err(Failure::new(
             format!("unknown command `{other}`"),
             format!("known commands: {}", COMMANDS.join(", ")),
         )),

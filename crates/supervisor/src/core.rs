@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tandem_store::{CommitInfo, Store, StoreError};
 use tokio::task::JoinHandle;
 use tracing::{error, warn};
@@ -223,7 +223,12 @@ impl Core {
                 instances: Vec::new(),
             };
         }
-        match ask(&self.opts.vrrp_socket, &json!({"cmd": "status"})).await {
+        match ask(
+            &self.opts.vrrp_socket,
+            &tandem_control::vrrp::Request::Status.to_value(),
+        )
+        .await
+        {
             Ok(v) => VrrpView {
                 available: true,
                 reason: None,

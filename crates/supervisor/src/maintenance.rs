@@ -296,7 +296,11 @@ impl Maintenance {
 
 /// Tells the VRRP daemon to hold backup on every instance for [`HOLD`].
 async fn hold(vrrp: &impl Daemon) -> Result<Value, String> {
-    let req = json!({"cmd": "hold", "ms": HOLD.as_millis() as u64});
+    let req = tandem_control::vrrp::Request::Hold {
+        instance: None,
+        ms: Some(HOLD.as_millis() as u64),
+    }
+    .to_value();
     let v = vrrp.ask(&req).await?;
     let skipped = v
         .get("skipped")
@@ -314,13 +318,13 @@ async fn hold(vrrp: &impl Daemon) -> Result<Value, String> {
 /// instance of `instances` (as the VRRP daemon reports them).
 fn release_requests(instances: &[Value], guarded: &[String]) -> Vec<Value> {
     if guarded.is_empty() {
-        return vec![json!({"cmd": "release"})];
+        return vec![tandem_control::vrrp::Request::Release { instance: None }.to_value()];
     }
     instances
         .iter()
         .filter_map(|i| i.get("name").and_then(Value::as_str).map(str::to_owned))
         .filter(|n| !guarded.contains(n))
-        .map(|i| json!({"cmd": "release", "instance": i}))
+        .map(|i| tandem_control::vrrp::Request::Release { instance: Some(i) }.to_value())
         .collect()
 }
 

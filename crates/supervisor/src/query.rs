@@ -158,7 +158,13 @@ impl Core {
     // ---- forwarded commands ----------------------------------------------------------------
 
     /// `server BACKEND/NAME drain|ready|maint|weight N`: forwarded to the proxy runtime API.
-    pub async fn server(&self, request: &Value) -> Reply {
+    pub async fn server(
+        &self,
+        backend: Option<&str>,
+        server: Option<&str>,
+        action: Option<&str>,
+        weight: Option<Value>,
+    ) -> Reply {
         let socket = self
             .store(Store::load_current)
             .map(|g| self.runtime_socket(&g.config))
@@ -176,15 +182,14 @@ impl Core {
         // `BACKEND/SERVER`, `state` is
         // ready|drain|maint, or `weight` 0..=256. Run-time only: the next commit or restart
         // returns to the configured values.
-        let name = |k: &str| request.get(k).and_then(Value::as_str).unwrap_or("");
+        // Built as `tandem_control::runtime::Request::SetServer` is, but `weight` goes on as
+        // the client sent it (the proxy judges it).
         let mut forwarded = json!({
             "cmd": "set server",
-            "server": format!("{}/{}", name("backend"), name("server")),
+            "server": format!("{}/{}", backend.unwrap_or(""), server.unwrap_or("")),
         });
-        match request.get("action").and_then(Value::as_str) {
-            Some("weight") => {
-                forwarded["weight"] = request.get("weight").cloned().unwrap_or(Value::Null)
-            }
+        match action {
+            Some("weight") => forwarded["weight"] = weight.unwrap_or(Value::Null),
             Some(state @ ("ready" | "drain" | "maint")) => forwarded["state"] = json!(state),
             other => {
                 return Err(Failure::new(
@@ -248,19 +253,22 @@ impl Core {
     /// `show_servers`: state and counters of every server (of `backend`), live from the proxy
     /// runtime API's `show servers`.
     pub async fn show_servers(&self, backend: Option<&str>) -> Reply {
-        let mut request = json!({"cmd": "show servers"});
-        if let Some(b) = backend {
-            request["backend"] = json!(b);
-        }
-        let reply = self.ask_proxy(&request).await?;
+        let request = tandem_control::runtime::Request::ShowServers {
+            backend: backend.map(str::to_owned),
+        };
+        let reply = self.ask_proxy(&to_value(&request)).await?;
         Ok(json!({"servers": reply.get("servers").cloned().unwrap_or(json!([]))}))
     }
 
     /// `show_stats`: counters of every frontend and backend, live from the proxy runtime API's
     /// `show frontends` and `show backends`.
     pub async fn show_stats(&self) -> Reply {
-        let frontends = self.ask_proxy(&json!({"cmd": "show frontends"})).await?;
-        let backends = self.ask_proxy(&json!({"cmd": "show backends"})).await?;
+        let frontends = self
+            .ask_proxy(&to_value(&tandem_control::runtime::Request::ShowFrontends))
+            .await?;
+        let backends = self
+            .ask_proxy(&to_value(&tandem_control::runtime::Request::ShowBackends))
+            .await?;
         Ok(json!({
             "frontends": frontends.get("frontends").cloned().unwrap_or(json!([])),
             "backends": backends.get("backends").cloned().unwrap_or(json!([])),
@@ -275,10 +283,10 @@ impl Core {
                 "failover needs vrrp instances in the configuration and `--node NAME` on the supervisor; see `status`",
             ));
         }
-        let mut req = json!({"cmd": "switchover"});
-        if let Some(i) = instance {
-            req["instance"] = json!(i);
+        let req = tandem_control::vrrp::Request::Switchover {
+            instance: instance.map(str::to_owned),
         }
+        .to_value();
         let reply = ask(&self.opts.vrrp_socket, &req)
             .await
             .map_err(|e| Failure::new(e, "check `show vrrp` and `logs vrrp`"))?;
@@ -300,4 +308,9 @@ impl Core {
 /// The proxy runtime API cannot be asked: `what` says why.
 fn proxy_down(what: String) -> Failure {
     Failure::new(what, "the proxy is not running; see `tandemctl status`")
+}
+
+/// A runtime API request as the JSON object [`ask`] sends.
+fn to_value(request: &tandem_control::runtime::Request) -> Value {
+    serde_json::to_value(request).unwrap_or_default()
 }

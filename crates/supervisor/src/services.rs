@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tandem_config::Config;
 use tandem_store::{Generation, Store};
 use tokio::sync::oneshot;
@@ -68,7 +68,7 @@ impl Children for Services {
         prev: Option<&'a Generation>,
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            self.apply_proxy(next).await?;
+            self.apply_proxy(next, prev).await?;
             self.apply_vrrp(next, prev).await
         })
     }
@@ -256,7 +256,11 @@ impl Services {
         }
     }
 
-    async fn apply_proxy(&self, next: &Generation) -> Result<(), String> {
+    async fn apply_proxy(
+        &self,
+        next: &Generation,
+        prev: Option<&Generation>,
+    ) -> Result<(), String> {
         // Subscribe before acting, so the acknowledgement cannot be missed.
         let mut events = self.shared.events.subscribe();
         if !self.is_started("proxy") {
@@ -272,9 +276,29 @@ impl Services {
                 // before it installed its handler would kill it.
                 apply::wait_proxy_ack(&mut events, false).await?;
             } else {
-                match self.signal("proxy", Signal::SIGHUP).await {
-                    Ok(_) => apply::wait_proxy_ack(&mut events, true).await?,
-                    Err(_) => apply::wait_proxy_ack(&mut events, false).await?,
+                // The runtime API answers the reload; it serves where the running proxy
+                // started it (the previous generation's `runtime.socket`). Without it, SIGHUP
+                // and the proxy's log line, as before.
+                let api =
+                    prev.map(|p| runtime_socket(&p.config.runtime.socket, &self.opts.run_dir));
+                let answer = match &api {
+                    Some(socket) => apply::reload_over_api(socket).await,
+                    None => apply::ApiReload::Unavailable("no previous generation".into()),
+                };
+                match answer {
+                    apply::ApiReload::Reloaded => {}
+                    apply::ApiReload::Failed(why) => return Err(why),
+                    apply::ApiReload::NoAnswer(why) => {
+                        info!(cause = %why, "the runtime api did not answer the reload, waiting for the proxy");
+                        apply::wait_proxy_ack(&mut events, true).await?;
+                    }
+                    apply::ApiReload::Unavailable(why) => {
+                        info!(cause = %why, "reloading the proxy by SIGHUP: its runtime api cannot reload");
+                        match self.signal("proxy", Signal::SIGHUP).await {
+                            Ok(_) => apply::wait_proxy_ack(&mut events, true).await?,
+                            Err(_) => apply::wait_proxy_ack(&mut events, false).await?,
+                        }
+                    }
                 }
             }
         }
@@ -391,7 +415,13 @@ impl Services {
         let socket = runtime_socket(&current.config.runtime.socket, &self.opts.run_dir);
         let deadline = tokio::time::Instant::now() + PROBE_WINDOW;
         let problem = loop {
-            let err = match ask(&socket, &json!({"cmd": "show frontends"})).await {
+            let err = match ask(
+                &socket,
+                &serde_json::to_value(tandem_control::runtime::Request::ShowFrontends)
+                    .unwrap_or_default(),
+            )
+            .await
+            {
                 Ok(v) if v.get("ok") == Some(&Value::Bool(true)) => break None,
                 Ok(v) => format!("it answered {v}"),
                 Err(e) => e,

@@ -27,7 +27,7 @@ use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tandem_store::Generation;
 use tandem_sync::guard::{NodeRoles, Role, step_down};
 use tracing::{info, warn};
@@ -229,7 +229,11 @@ impl SplitBrain {
         let holding: BTreeSet<String> = self.guard_state().holding.clone();
         let (hold, release) = plan(&local, &peer, &holding, hearing);
         for inst in &hold {
-            let req = json!({"cmd": "hold", "instance": inst, "ms": HOLD.as_millis() as u64});
+            let req = tandem_control::vrrp::Request::Hold {
+                instance: Some(inst.clone()),
+                ms: Some(HOLD.as_millis() as u64),
+            }
+            .to_value();
             match env.vrrp.ask(&req).await {
                 Ok(v) if v.get("ok") == Some(&Value::Bool(true)) => {
                     let newly = self.guard_state().holding.insert(inst.clone());
@@ -266,7 +270,10 @@ impl SplitBrain {
             // The peer announced the VIPs when it became master; now that it gave them up,
             // announce them again so clients (ARP/ND caches) come back to this node.
             for inst in &peer_holding {
-                let req = json!({"cmd": "announce", "instance": inst});
+                let req = tandem_control::vrrp::Request::Announce {
+                    instance: Some(inst.clone()),
+                }
+                .to_value();
                 match env.vrrp.ask(&req).await {
                     Ok(v) => {
                         info!(instance = %inst, reply = %v, "split brain: the peer holds backup, VIPs re-announced")
@@ -298,7 +305,10 @@ impl SplitBrain {
     async fn release<D: Daemon>(&self, env: &Env<'_, D>, inst: &str, why: &str) {
         // In maintenance the daemon's hold is maintenance's (`maintenance.rs`): keep it.
         if !env.maintenance.on() {
-            let req = json!({"cmd": "release", "instance": inst});
+            let req = tandem_control::vrrp::Request::Release {
+                instance: Some(inst.to_owned()),
+            }
+            .to_value();
             match env.vrrp.ask(&req).await {
                 Ok(_) => {}
                 // The hold runs out by itself in the daemon.

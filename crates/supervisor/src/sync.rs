@@ -699,7 +699,10 @@ impl Core {
                 let name = b.name.to_string();
                 match ask(
                     &self.runtime_socket(&g.config),
-                    &json!({"cmd": "show persistence", "backend": name}),
+                    &serde_json::to_value(tandem_control::runtime::Request::ShowPersistence {
+                        backend: Some(name.clone()),
+                    })
+                    .unwrap_or_default(),
                 )
                 .await
                 {
@@ -743,7 +746,10 @@ impl Core {
             let name = f.name.to_string();
             match ask(
                 &self.runtime_socket(&g.config),
-                &json!({"cmd": "show rates", "frontend": name}),
+                &serde_json::to_value(tandem_control::runtime::Request::ShowRates {
+                    frontend: Some(name.clone()),
+                })
+                .unwrap_or_default(),
             )
             .await
             {
