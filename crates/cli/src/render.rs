@@ -5,7 +5,7 @@
 //! tests cover them without a supervisor. Must not talk to the socket.
 //!
 //! Replies with a type in `tandem_control::supervisor` (`show_servers`, `show_stats`,
-//! `history`, `diff`) are read into it ([`typed`]) and rendered from its fields; the others
+//! `history`, `diff`, `candidate_set`, failures with their diagnostics) are read into it ([`typed`]) and rendered from its fields; the others
 //! (`status`, `sync_status`, `commit`, and `show_config`'s configuration model) are still
 //! read by key ([`get`]).
 
@@ -13,7 +13,9 @@ use std::fmt::Write as _;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tandem_control::supervisor::{Diff, History, ShowServers, ShowStats, StatsRow};
+use tandem_control::supervisor::{
+    CandidateSaved, Diagnostic, Diff, FailureReply, History, ShowServers, ShowStats, StatsRow,
+};
 
 /// The reply as its type, or the line saying why it is not one.
 pub fn typed<T: DeserializeOwned>(v: &Value) -> Result<T, String> {
@@ -727,14 +729,18 @@ pub fn commit(v: &Value) -> String {
 
 /// A failed reply: the error, every diagnostic with line and column, and what to do next.
 pub fn error(v: &Value) -> String {
-    let mut out = format!("error: {}\n", s(get(v, "error")));
-    for d in arr(get(v, "diagnostics")) {
-        let _ = writeln!(out, "  {}", diagnostic(d));
+    let Ok(f) = typed::<FailureReply>(v) else {
+        // Whatever it is, say what failed.
+        return format!("error: {}\n", s(get(v, "error")));
+    };
+    let mut out = format!("error: {}\n", opt(f.error.as_ref()));
+    for d in &f.diagnostics {
+        let _ = writeln!(out, "  {}", diagnostic_line(d));
     }
-    if let Some(g) = get(v, "restored").as_u64() {
+    if let Some(g) = f.restored {
         let _ = writeln!(out, "running configuration: generation {g}");
     }
-    if let Some(h) = get(v, "hint").as_str() {
+    if let Some(h) = &f.hint {
         let _ = writeln!(out, "next: {h}");
     }
     out
@@ -742,40 +748,48 @@ pub fn error(v: &Value) -> String {
 
 /// `candidate:9:56: error: backends[0].servers[0].weight: expected ...`.
 pub fn diagnostic(d: &Value) -> String {
-    let mut line = s(get(d, "origin"));
-    let (l, c) = (
-        get(d, "line").as_u64().unwrap_or(0),
-        get(d, "column").as_u64().unwrap_or(0),
-    );
+    match typed::<Diagnostic>(d) {
+        Ok(d) => diagnostic_line(&d),
+        Err(e) => e.trim_end().to_owned(),
+    }
+}
+
+fn diagnostic_line(d: &Diagnostic) -> String {
+    let mut line = opt(d.origin.as_ref());
+    let (l, c) = (d.line.unwrap_or(0), d.column.unwrap_or(0));
     if l > 0 {
         let _ = write!(line, ":{l}:{c}");
     }
-    let _ = write!(line, ": {}: ", s(get(d, "severity")));
-    if let Some(p) = get(d, "path").as_str().filter(|p| !p.is_empty()) {
+    let _ = write!(line, ": {}: ", opt(d.severity.as_ref()));
+    if let Some(p) = d.path.as_deref().filter(|p| !p.is_empty()) {
         let _ = write!(line, "{p}: ");
     }
-    line.push_str(&s(get(d, "message")));
+    line.push_str(&opt(d.message.as_ref()));
     line
 }
 
 /// The result of saving a candidate (`config edit`, `config load`).
 pub fn candidate_saved(v: &Value) -> String {
-    if get(v, "valid").as_bool() == Some(true) {
+    let saved = match typed::<CandidateSaved>(v) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    if saved.valid == Some(true) {
         let mut out = String::from(
             "candidate saved and valid; review with `config diff`, apply with `config commit`\n",
         );
-        for w in arr(get(v, "warnings")) {
-            let _ = writeln!(out, "  {}", s(w));
+        for w in &saved.warnings {
+            let _ = writeln!(out, "  {w}");
         }
         return out;
     }
-    let n = get(v, "error_count").as_u64().unwrap_or(0);
+    let n = saved.error_count.unwrap_or(0);
     let mut out = format!(
         "candidate saved with {n} error{}; fix them (`config edit`) and run `config validate`\n",
         if n == 1 { "" } else { "s" }
     );
-    for d in arr(get(v, "diagnostics")) {
-        let _ = writeln!(out, "  {}", diagnostic(d));
+    for d in &saved.diagnostics {
+        let _ = writeln!(out, "  {}", diagnostic_line(d));
     }
     out
 }

@@ -552,6 +552,37 @@ pub struct ShowStats {
     pub backends: Vec<StatsRow>,
 }
 
+/// A failure reply as `tandemctl` reads it (`crate::Failure` with the extra fields the
+/// supervisor documents).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FailureReply {
+    /// What failed.
+    pub error: Option<String>,
+    /// What to do next.
+    pub hint: Option<String>,
+    /// An invalid candidate's diagnostics.
+    pub diagnostics: Vec<Diagnostic>,
+    /// A failed apply: the generation now running (the previous configuration, restored).
+    pub restored: Option<u64>,
+}
+
+/// `candidate_set` (`config edit`, `config load`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CandidateSaved {
+    /// Saved (also when invalid).
+    pub saved: Option<bool>,
+    /// Whether it validates.
+    pub valid: Option<bool>,
+    /// Warnings of a valid candidate.
+    pub warnings: Vec<String>,
+    /// Errors of an invalid one.
+    pub error_count: Option<u64>,
+    /// Their diagnostics.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,8 +42,9 @@ pub enum ProxyLog {
 }
 
 /// Reads a proxy output line: `tracing-subscriber` JSON (`TANDEM_LOG=json`) or the binary's
-/// `tandem: error:` line. Couples to the proxy's log messages until the runtime API offers a
-/// reload acknowledgement (see `LIFECYCLE.md`).
+/// `tandem: error:` line. Couples to the proxy's log messages for its start, its socket
+/// problems and a reload by SIGHUP (a reload is asked of the runtime API when it can be:
+/// [`reload_over_api`]; see `LIFECYCLE.md`).
 pub fn parse_proxy_line(line: &str) -> Option<ProxyLog> {
     if let Some(rest) = line.strip_prefix("tandem: error: ") {
         return Some(ProxyLog::Fatal(rest.to_owned()));
@@ -301,5 +302,73 @@ mod tests {
                 "127.0.0.1:81".parse().unwrap()
             ]
         );
+    }
+
+    /// A one-shot runtime API on a temp socket answering `answer` to the first line (or
+    /// closing without an answer for `None`); the request it read.
+    async fn api_answering(
+        tag: &str,
+        answer: Option<&'static str>,
+    ) -> (std::path::PathBuf, tokio::task::JoinHandle<String>) {
+        use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+        let dir = std::env::temp_dir().join(format!("tandem-apply-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("proxy.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let task = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (rd, mut wr) = stream.into_split();
+            let mut line = String::new();
+            tokio::io::BufReader::new(rd)
+                .read_line(&mut line)
+                .await
+                .unwrap();
+            if let Some(a) = answer {
+                wr.write_all(format!("{a}\n").as_bytes()).await.unwrap();
+            }
+            let _ = std::fs::remove_dir_all(dir);
+            line
+        });
+        (path, task)
+    }
+
+    #[tokio::test]
+    async fn a_reload_is_answered_by_the_runtime_api() {
+        let (path, task) = api_answering("ok", Some(r#"{"generation":3,"ok":true}"#)).await;
+        assert_eq!(reload_over_api(&path).await, ApiReload::Reloaded);
+        assert_eq!(task.await.unwrap(), "{\"cmd\":\"reload\"}\n");
+
+        let refused =
+            r#"{"error":"reload refused: failed to bind 127.0.0.1:80: Address in use","ok":false}"#;
+        let (path, _task) = api_answering("refused", Some(refused)).await;
+        assert_eq!(
+            reload_over_api(&path).await,
+            ApiReload::Failed(
+                "the proxy refused the reload: failed to bind 127.0.0.1:80: Address in use".into()
+            )
+        );
+
+        let (path, _task) = api_answering(
+            "nosource",
+            Some(r#"{"error":"reload is not available: the proxy has no configuration source","ok":false}"#),
+        )
+        .await;
+        assert!(matches!(
+            reload_over_api(&path).await,
+            ApiReload::Unavailable(_)
+        ));
+
+        let (path, _task) = api_answering("closed", None).await;
+        assert!(matches!(
+            reload_over_api(&path).await,
+            ApiReload::NoAnswer(_)
+        ));
+
+        let missing = std::env::temp_dir().join("tandem-apply-no-such-dir/proxy.sock");
+        assert!(matches!(
+            reload_over_api(&missing).await,
+            ApiReload::Unavailable(_)
+        ));
     }
 }
