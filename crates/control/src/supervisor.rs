@@ -583,9 +583,70 @@ pub struct CandidateSaved {
     pub diagnostics: Vec<Diagnostic>,
 }
 
+/// `logs`: the newest lines, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Logs {
+    /// One log line each.
+    pub lines: Vec<String>,
+}
+
+/// `candidate_clear`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cleared {
+    /// Always true.
+    pub cleared: bool,
+}
+
+/// `validate` of a valid text (an invalid one is a failure with `diagnostics`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Validated {
+    /// Always true.
+    pub valid: bool,
+    /// The warnings.
+    pub warnings: Vec<String>,
+}
+
+/// `candidate_get`: the text to edit, by where it comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "lowercase")]
+pub enum Candidate {
+    /// The candidate being edited.
+    Candidate {
+        /// Its text.
+        text: String,
+    },
+    /// No candidate: the running generation's text.
+    Running {
+        /// Its number.
+        generation: u64,
+        /// Its text.
+        text: String,
+    },
+    /// Nothing committed yet.
+    Empty {
+        /// Always empty.
+        text: String,
+    },
+}
+
+/// `failover`: the VRRP daemon's reply to `switchover`, passed on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailoverReply {
+    /// As the daemon answered (`crate::vrrp::FanOut`).
+    pub vrrp: Value,
+}
+
+/// `server`: the proxy runtime API's reply to `set server`, passed on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerCommandReply {
+    /// As the proxy answered (`crate::runtime::ServerReply`).
+    pub proxy: Value,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Reply;
     use serde_json::json;
 
     #[test]
@@ -637,6 +698,59 @@ mod tests {
             Request::Unknown("bogus".into())
         );
         assert!(Request::Status.is_read() && !Request::Confirm.is_read());
+    }
+
+    #[test]
+    fn fixed_replies_are_the_documented_objects() {
+        let cases = [
+            (
+                serde_json::to_value(Reply::Ok(Logs {
+                    lines: vec!["a".into()],
+                }))
+                .unwrap(),
+                json!({"ok":true,"lines":["a"]}),
+            ),
+            (
+                Reply::Ok(Cleared { cleared: true }).to_value(),
+                json!({"ok":true,"cleared":true}),
+            ),
+            (
+                Reply::Ok(Validated {
+                    valid: true,
+                    warnings: vec![],
+                })
+                .to_value(),
+                json!({"ok":true,"valid":true,"warnings":[]}),
+            ),
+            (
+                Reply::Ok(Candidate::Running {
+                    generation: 3,
+                    text: "t".into(),
+                })
+                .to_value(),
+                json!({"ok":true,"source":"running","generation":3,"text":"t"}),
+            ),
+            (
+                Reply::Ok(Candidate::Empty {
+                    text: String::new(),
+                })
+                .to_value(),
+                json!({"ok":true,"source":"empty","text":""}),
+            ),
+            (
+                Reply::Ok(FailoverReply {
+                    vrrp: json!({"ok":true}),
+                })
+                .to_value(),
+                json!({"ok":true,"vrrp":{"ok":true}}),
+            ),
+        ];
+        for (got, want) in cases {
+            assert_eq!(got, want);
+        }
+        let c: Reply<Candidate> =
+            Reply::from_value(json!({"ok":true,"source":"candidate","text":"x"})).unwrap();
+        assert_eq!(c, Reply::Ok(Candidate::Candidate { text: "x".into() }));
     }
 
     #[test]

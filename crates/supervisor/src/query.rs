@@ -8,11 +8,12 @@
 use std::path::PathBuf;
 
 use serde_json::{Value, json};
+use tandem_control::supervisor as wire;
 use tandem_store::{Store, StoreError};
 
 use crate::ask::ask;
 use crate::core::Core;
-use crate::reply::{Failure, Reply, diagnostics_json, store_failure};
+use crate::reply::{Failure, Reply, data, diagnostics_json, store_failure};
 use crate::state::now_ms;
 
 impl Core {
@@ -66,11 +67,16 @@ impl Core {
     /// The candidate, or the current text when no candidate is being edited.
     pub fn candidate_get(&self) -> Reply {
         if let Some(text) = self.store(Store::candidate).map_err(store_failure)? {
-            return Ok(json!({"source": "candidate", "text": text}));
+            return data(wire::Candidate::Candidate { text });
         }
         match self.store(Store::load_current) {
-            Ok(g) => Ok(json!({"source": "running", "generation": g.meta.number, "text": g.text})),
-            Err(StoreError::Empty(_)) => Ok(json!({"source": "empty", "text": ""})),
+            Ok(g) => data(wire::Candidate::Running {
+                generation: g.meta.number,
+                text: g.text,
+            }),
+            Err(StoreError::Empty(_)) => data(wire::Candidate::Empty {
+                text: String::new(),
+            }),
             Err(e) => Err(store_failure(e)),
         }
     }
@@ -93,7 +99,7 @@ impl Core {
     /// Discards the candidate.
     pub fn candidate_clear(&self) -> Reply {
         self.store(Store::clear_candidate).map_err(store_failure)?;
-        Ok(json!({"cleared": true}))
+        data(wire::Cleared { cleared: true })
     }
 
     fn text_or_candidate(&self, text: Option<String>) -> Result<String, Failure> {
@@ -115,9 +121,10 @@ impl Core {
     pub fn validate(&self, text: Option<String>) -> Reply {
         let text = self.text_or_candidate(text)?;
         let l = self.store(|s| s.validate(&text)).map_err(store_failure)?;
-        Ok(
-            json!({"valid": true, "warnings": l.warnings.iter().map(ToString::to_string).collect::<Vec<_>>()}),
-        )
+        data(wire::Validated {
+            valid: true,
+            warnings: l.warnings.iter().map(ToString::to_string).collect(),
+        })
     }
 
     /// The changes from generation `against` (default: current) to `text` (or the candidate).
@@ -152,7 +159,11 @@ impl Core {
                 format!("services: {}; none for all", SERVICES.join(", ")),
             ));
         }
-        Ok(json!({"lines": self.shared.log_tail(service, lines.min(crate::state::LOG_LINES))}))
+        data(wire::Logs {
+            lines: self
+                .shared
+                .log_tail(service, lines.min(crate::state::LOG_LINES)),
+        })
     }
 
     // ---- forwarded commands ----------------------------------------------------------------
@@ -214,7 +225,7 @@ impl Core {
         self.event(&format!(
             "server command forwarded to the proxy: {forwarded}"
         ));
-        Ok(json!({"proxy": reply}))
+        data(wire::ServerCommandReply { proxy: reply })
     }
 
     /// The proxy runtime API's socket, or a failure saying the proxy is not running.
@@ -301,7 +312,7 @@ impl Core {
             ));
         }
         self.event(&format!("planned switchover: {reply}"));
-        Ok(json!({"vrrp": reply}))
+        data(wire::FailoverReply { vrrp: reply })
     }
 }
 

@@ -50,6 +50,16 @@ impl Failure {
 /// A request's outcome: the reply object (without `ok`) or a failure.
 pub type Reply = Result<Value, Failure>;
 
+/// The reply of a command whose data is a `tandem_control::supervisor` type.
+pub fn data<T: serde::Serialize>(reply: T) -> Reply {
+    serde_json::to_value(reply).map_err(|e| {
+        Failure::new(
+            format!("reply not serializable: {e}"),
+            "report this as a bug",
+        )
+    })
+}
+
 /// Diagnostics as JSON, for `tandemctl` to print with line and column.
 pub fn diagnostics_json(report: &Report) -> Value {
     Value::Array(
