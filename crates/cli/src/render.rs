@@ -5,8 +5,9 @@
 //! tests cover them without a supervisor. Must not talk to the socket.
 //!
 //! Replies with a type in `tandem_control::supervisor` (`show_servers`, `show_stats`,
-//! `history`, `diff`, `candidate_set`, failures with their diagnostics) are read into it ([`typed`]) and rendered from its fields; the others
-//! (`status`, `sync_status`, `commit`, and `show_config`'s configuration model) are still
+//! `history`, `diff`, `commit`, `sync_pair`, `candidate_set`, failures with their
+//! diagnostics) are read into it ([`typed`]) and rendered from its fields; the others
+//! (`status`, `sync_status`, and `show_config`'s configuration model) are still
 //! read by key ([`get`]).
 
 use std::fmt::Write as _;
@@ -14,7 +15,8 @@ use std::fmt::Write as _;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tandem_control::supervisor::{
-    CandidateSaved, Diagnostic, Diff, FailureReply, History, ShowServers, ShowStats, StatsRow,
+    CandidateSaved, CommitReply, Diagnostic, Diff, FailureReply, History, PairReply, ShowServers,
+    ShowStats, StatsRow,
 };
 
 /// The reply as its type, or the line saying why it is not one.
@@ -641,10 +643,14 @@ pub fn sync(v: &Value) -> String {
 
 /// `pair`.
 pub fn pair(v: &Value) -> String {
+    let pair = match typed::<PairReply>(v) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
     let mut out = String::new();
     let _ = writeln!(out, "this node's sync certificate fingerprint (SHA-256):");
-    let _ = writeln!(out, "  {}", s(get(v, "fingerprint")));
-    match get(v, "peer_fingerprint").as_str() {
+    let _ = writeln!(out, "  {}", opt(pair.fingerprint.as_ref()));
+    match &pair.peer_fingerprint {
         Some(p) => {
             let _ = writeln!(out, "pinned peer certificate:\n  {p}");
         }
@@ -655,13 +661,13 @@ pub fn pair(v: &Value) -> String {
             );
         }
     }
-    if let b @ Value::Object(_) = get(v, "bootstrap") {
+    if let Some(b) = &pair.bootstrap {
         let _ = writeln!(
             out,
             "until a configuration names this node: listening on {}, peer {} at {} (its configuration is taken when this node has none)",
-            s(get(b, "local")),
-            s(get(b, "peer")),
-            s(get(b, "remote"))
+            opt(b.local.as_ref()),
+            opt(b.peer.as_ref()),
+            opt(b.remote.as_ref())
         );
     }
     out
@@ -669,59 +675,58 @@ pub fn pair(v: &Value) -> String {
 
 /// `config commit` and `config rollback`.
 pub fn commit(v: &Value) -> String {
+    let c = match typed::<CommitReply>(v) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
     let mut out = String::new();
-    if get(v, "committed").as_bool() != Some(true) {
-        let _ = writeln!(out, "{}", s(get(v, "message")));
-        if let Some(g) = get(v, "confirmed").as_u64() {
+    if c.committed != Some(true) {
+        let _ = writeln!(out, "{}", opt(c.message.as_ref()));
+        if let Some(g) = c.confirmed {
             let _ = writeln!(out, "generation {g} confirmed");
         }
         return out;
     }
-    let changes = arr(get(v, "changes"));
-    let nodes: Vec<String> = arr(get(v, "nodes")).iter().map(s).collect();
-    let what = if get(v, "generation").as_u64() == Some(1) {
+    let what = if c.generation == Some(1) {
         "initial configuration".to_owned()
     } else {
         format!(
             "{} change{}",
-            changes.len(),
-            if changes.len() == 1 { "" } else { "s" }
+            c.changes.len(),
+            if c.changes.len() == 1 { "" } else { "s" }
         )
     };
     let _ = writeln!(
         out,
         "committed generation {} on {} ({what})",
-        s(get(v, "generation")),
-        nodes.join(" and "),
+        opt(c.generation),
+        c.nodes.join(" and "),
     );
-    for c in changes {
-        let line = match s(get(c, "kind")).as_str() {
-            "added" => format!("+ {}", s(get(c, "path"))),
-            "removed" => format!("- {}", s(get(c, "path"))),
-            _ => format!(
-                "~ {}: {} -> {}",
-                s(get(c, "path")),
-                s(get(c, "old")),
-                s(get(c, "new"))
-            ),
+    let value = |v: &Option<Value>| v.as_ref().map_or_else(|| "-".to_owned(), s);
+    for ch in &c.changes {
+        let path = opt(ch.path.as_ref());
+        let line = match ch.kind.as_deref() {
+            Some("added") => format!("+ {path}"),
+            Some("removed") => format!("- {path}"),
+            _ => format!("~ {path}: {} -> {}", value(&ch.old), value(&ch.new)),
         };
         let _ = writeln!(out, "  {line}");
     }
-    for w in arr(get(v, "warnings")) {
-        let _ = writeln!(out, "{}", s(w));
+    for w in &c.warnings {
+        let _ = writeln!(out, "{w}");
     }
-    if let Some(g) = get(v, "confirmed").as_u64() {
+    if let Some(g) = c.confirmed {
         let _ = writeln!(out, "generation {g} confirmed by this commit");
     }
-    if let p @ Value::Object(_) = get(v, "pending_confirm") {
+    if let Some(p) = &c.pending_confirm {
         let _ = writeln!(
             out,
             "reverts to generation {} at {} unless confirmed with `config confirm`",
-            s(get(p, "restore")),
-            utc(get(p, "deadline_ms").as_u64().unwrap_or(0))
+            opt(p.restore),
+            utc(p.deadline_ms.unwrap_or(0))
         );
     }
-    if let Some(peer) = get(v, "peer").as_str() {
+    if let Some(peer) = &c.peer {
         let _ = writeln!(out, "peer: {peer}");
     }
     out

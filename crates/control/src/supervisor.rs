@@ -643,6 +643,70 @@ pub struct ServerCommandReply {
     pub proxy: Value,
 }
 
+/// A pending `commit confirmed`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PendingConfirm {
+    /// The generation that reverts unless confirmed.
+    pub generation: Option<u64>,
+    /// The generation it reverts to.
+    pub restore: Option<u64>,
+    /// When, ms since the Unix epoch.
+    pub deadline_ms: Option<u64>,
+    /// Who committed it.
+    pub author: Option<String>,
+}
+
+/// `commit` and `rollback`, as `tandemctl` reads them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CommitReply {
+    /// False when there was nothing to commit.
+    pub committed: Option<bool>,
+    /// Why nothing was committed; where the generation runs.
+    pub message: Option<String>,
+    /// The new generation (or the current one when nothing was committed).
+    pub generation: Option<u64>,
+    /// The changes from the previous generation.
+    pub changes: Vec<Change>,
+    /// The pending confirm this commit confirmed.
+    pub confirmed: Option<u64>,
+    /// Where it runs (`lb1`, `lb2`).
+    pub nodes: Vec<String>,
+    /// Warnings of the configuration.
+    pub warnings: Vec<String>,
+    /// A `commit confirmed`: when it reverts.
+    pub pending_confirm: Option<PendingConfirm>,
+    /// Why the peer does not run it (yet).
+    pub peer: Option<String>,
+}
+
+/// Where the peer is while this node has no configuration (`sync_pair`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Bootstrap {
+    /// The peer's node name.
+    pub peer: Option<String>,
+    /// This node's sync address.
+    pub local: Option<String>,
+    /// The peer's.
+    pub remote: Option<String>,
+}
+
+/// `sync_pair`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PairReply {
+    /// This node's certificate fingerprint (`AB:CD:...`).
+    pub fingerprint: Option<String>,
+    /// The pinned peer's.
+    pub peer_fingerprint: Option<String>,
+    /// Whether a peer is pinned.
+    pub paired: Option<bool>,
+    /// Where the peer is, for a node without configuration.
+    pub bootstrap: Option<Bootstrap>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
