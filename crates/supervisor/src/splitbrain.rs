@@ -338,3 +338,164 @@ fn clear_alarm(shared: &Shared) {
         shared.event("split brain resolved: the LAN heartbeat is back, no hold in force");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use tandem_config::MemoryCertFiles;
+    use tandem_store::{CommitInfo, MemFs, Store};
+
+    use super::*;
+    use crate::state::VrrpView;
+
+    /// A VRRP daemon that says `ok` to everything and records the requests.
+    #[derive(Default)]
+    struct FakeVrrp {
+        requests: Mutex<Vec<Value>>,
+    }
+
+    impl Daemon for FakeVrrp {
+        fn ask(
+            &self,
+            request: &Value,
+        ) -> impl std::future::Future<Output = Result<Value, String>> + Send {
+            lock(&self.requests).push(request.clone());
+            async { Ok(json!({"ok": true})) }
+        }
+    }
+
+    impl FakeVrrp {
+        fn take(&self) -> Vec<Value> {
+            std::mem::take(&mut *lock(&self.requests))
+        }
+    }
+
+    const PAIR: &str = "version: 1\ncluster:\n  name: shop\n  nodes:\n    lb1: { lan_address: 198.18.0.11, sync_address: 198.18.1.1, priority: 150 }\n    lb2: { lan_address: 198.18.0.12, sync_address: 198.18.1.2, priority: 100 }\ninterfaces:\n  lan: { role: lan }\n  sync: { role: sync }\nvrrp:\n  - name: www\n    interface: lan\n    vrid: 51\n    advert_interval: 100ms\n    addresses: [198.18.0.100/24]\nfrontends:\n  - name: web\n    bind: [\"198.18.0.100:80\"]\n    default_backend: app\nbackends:\n  - name: app\n    servers:\n      - { name: app1, address: 198.18.2.1:80 }\n";
+
+    fn generation() -> Generation {
+        let fs = MemFs::new();
+        let store = Store::with_fs(
+            Box::new(fs),
+            PathBuf::from("/data/config"),
+            Box::new(MemoryCertFiles::default()),
+        )
+        .expect("store");
+        store
+            .commit(PAIR, &CommitInfo::default())
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn roles(node: &str, priority: u8, roles: &[(&str, &str)]) -> NodeRoles {
+        NodeRoles {
+            node: node.into(),
+            priority,
+            roles: roles
+                .iter()
+                .map(|(i, s)| Role {
+                    instance: (*i).into(),
+                    state: (*s).into(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_lower_priority_node_holds_only_when_no_adverts_are_heard() {
+        let me = roles("lb2", 100, &[("www", "master"), ("db", "backup")]);
+        let peer = roles("lb1", 150, &[("www", "master"), ("db", "master")]);
+        let none = BTreeSet::new();
+        assert_eq!(
+            plan(&me, &peer, &none, |_| false),
+            (vec!["www".into()], vec![])
+        );
+        // Adverts still flow: a role change in flight, the protocol decides.
+        assert_eq!(plan(&me, &peer, &none, |_| true), (vec![], vec![]));
+        // The winner never holds.
+        assert_eq!(plan(&peer, &me, &none, |_| false), (vec![], vec![]));
+        // A hold is refreshed while the peer is master and silent, released otherwise.
+        let held: BTreeSet<String> = ["www".to_owned()].into();
+        let me_backup = roles("lb2", 100, &[("www", "backup")]);
+        assert_eq!(
+            plan(&me_backup, &peer, &held, |_| false),
+            (vec!["www".into()], vec![])
+        );
+        assert_eq!(
+            plan(&me_backup, &peer, &held, |_| true),
+            (vec![], vec!["www".into()])
+        );
+        let peer_backup = roles("lb1", 150, &[("www", "backup")]);
+        assert_eq!(
+            plan(&me_backup, &peer_backup, &held, |_| false),
+            (vec![], vec!["www".into()])
+        );
+    }
+
+    fn view(state: &str, last_advert_ms: u64) -> VrrpView {
+        VrrpView {
+            available: true,
+            reason: None,
+            instances: vec![
+                json!({"name": "www", "state": state, "last_advert_ms": last_advert_ms}),
+            ],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_double_master_is_held_then_released_when_adverts_come_back() {
+        let g = generation();
+        let shared = Shared::new(Some("lb2".into()));
+        let vrrp = FakeVrrp::default();
+        let maintenance = Maintenance::new(Box::new(MemFs::new()), PathBuf::from("/data"));
+        let env = Env {
+            node: Some("lb2"),
+            shared: &shared,
+            vrrp: &vrrp,
+            maintenance: &maintenance,
+        };
+        let guard = SplitBrain::default();
+        let peer =
+            json!({"node": "lb1", "vrrp": [{"instance": "www", "state": "master"}], "holding": []});
+        shared.set_vrrp(view("master", 5000));
+        guard.check(&env, || Some(g.clone()), &peer).await;
+        assert_eq!(
+            vrrp.take(),
+            [json!({"cmd": "hold", "instance": "www", "ms": 1000})]
+        );
+        assert_eq!(guard.holding(), ["www"]);
+        assert!(shared.alarms().iter().any(|a| a.id == ALARM));
+        // Adverts heard again (within 3 intervals of 100 ms): released, alarm cleared.
+        shared.set_vrrp(view("backup", 50));
+        guard.check(&env, || Some(g.clone()), &peer).await;
+        assert_eq!(vrrp.take(), [json!({"cmd": "release", "instance": "www"})]);
+        assert!(guard.holding().is_empty());
+        assert!(!shared.alarms().iter().any(|a| a.id == ALARM));
+    }
+
+    #[tokio::test]
+    async fn the_winner_re_announces_when_the_peer_holds() {
+        let g = generation();
+        let shared = Shared::new(Some("lb1".into()));
+        let vrrp = FakeVrrp::default();
+        let maintenance = Maintenance::new(Box::new(MemFs::new()), PathBuf::from("/data"));
+        let env = Env {
+            node: Some("lb1"),
+            shared: &shared,
+            vrrp: &vrrp,
+            maintenance: &maintenance,
+        };
+        let guard = SplitBrain::default();
+        shared.set_vrrp(view("master", 5000));
+        let peer = json!({"node": "lb2", "vrrp": [{"instance": "www", "state": "backup"}], "holding": ["www"]});
+        guard.check(&env, || Some(g.clone()), &peer).await;
+        assert_eq!(vrrp.take(), [json!({"cmd": "announce", "instance": "www"})]);
+        assert!(guard.holding().is_empty());
+        assert!(shared.alarms().iter().any(|a| a.id == ALARM));
+        // Only once per hold of the peer.
+        guard.check(&env, || Some(g.clone()), &peer).await;
+        assert!(vrrp.take().is_empty());
+        // The sync link goes down: nothing held, the alarm goes.
+        guard.release_all(&env, "sync link down").await;
+        assert!(!shared.alarms().iter().any(|a| a.id == ALARM));
+    }
+}
