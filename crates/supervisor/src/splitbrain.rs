@@ -196,7 +196,8 @@ impl SplitBrain {
         let view = env.shared.vrrp();
         if !view.available {
             // Our own roles are unknown: decide nothing, drop holds (the daemon restarts clean).
-            self.release_all(env, "the local vrrp daemon does not answer")
+            // This check holds the turn already (a second lock would wait for ever).
+            self.release_all_in_turn(env, "the local vrrp daemon does not answer")
                 .await;
             return;
         }
@@ -317,6 +318,11 @@ impl SplitBrain {
     /// own roles are unknown. Holding on would risk having no master at all.
     pub async fn release_all<D: Daemon>(&self, env: &Env<'_, D>, why: &str) {
         let _turn = self.turn.lock().await;
+        self.release_all_in_turn(env, why).await;
+    }
+
+    /// [`SplitBrain::release_all`] by a caller that holds the turn.
+    async fn release_all_in_turn<D: Daemon>(&self, env: &Env<'_, D>, why: &str) {
         let holding = self.holding();
         for inst in &holding {
             self.release(env, inst, why).await;
@@ -497,5 +503,42 @@ mod tests {
         // The sync link goes down: nothing held, the alarm goes.
         guard.release_all(&env, "sync link down").await;
         assert!(!shared.alarms().iter().any(|a| a.id == ALARM));
+    }
+
+    #[tokio::test]
+    async fn an_unanswering_local_daemon_drops_the_holds_without_blocking_the_guard() {
+        let g = generation();
+        let shared = Shared::new(Some("lb2".into()));
+        let vrrp = FakeVrrp::default();
+        let maintenance = Maintenance::new(Box::new(MemFs::new()), PathBuf::from("/data"));
+        let env = Env {
+            node: Some("lb2"),
+            shared: &shared,
+            vrrp: &vrrp,
+            maintenance: &maintenance,
+        };
+        let guard = SplitBrain::default();
+        let peer =
+            json!({"node": "lb1", "vrrp": [{"instance": "www", "state": "master"}], "holding": []});
+        shared.set_vrrp(view("master", 5000));
+        guard.check(&env, || Some(g.clone()), &peer).await;
+        assert_eq!(guard.holding(), ["www"]);
+        vrrp.take();
+        shared.set_vrrp(VrrpView {
+            available: false,
+            reason: Some("no answer".into()),
+            instances: Vec::new(),
+        });
+        let bounded = Duration::from_secs(5);
+        tokio::time::timeout(bounded, guard.check(&env, || Some(g.clone()), &peer))
+            .await
+            .expect("the check returns (it must not wait for its own turn)");
+        assert_eq!(vrrp.take(), [json!({"cmd": "release", "instance": "www"})]);
+        assert!(guard.holding().is_empty());
+        assert!(!shared.alarms().iter().any(|a| a.id == ALARM));
+        // And the guard still takes its turn afterwards.
+        tokio::time::timeout(bounded, guard.release_all(&env, "sync link down"))
+            .await
+            .expect("release_all returns");
     }
 }
