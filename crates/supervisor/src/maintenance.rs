@@ -342,6 +342,7 @@ async fn release(vrrp: &impl Daemon, instances: &[Value], guarded: &[String]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ask::FakeDaemon as FakeVrrp;
     use tandem_store::MemFs;
 
     #[test]
@@ -363,22 +364,6 @@ mod tests {
         ));
     }
 
-    /// A VRRP daemon that says `ok` to everything and records the requests.
-    #[derive(Default)]
-    struct FakeVrrp {
-        requests: Mutex<Vec<Value>>,
-    }
-
-    impl Daemon for FakeVrrp {
-        fn ask(
-            &self,
-            request: &Value,
-        ) -> impl std::future::Future<Output = Result<Value, String>> + Send {
-            lock(&self.requests).push(request.clone());
-            async { Ok(json!({"ok": true})) }
-        }
-    }
-
     #[tokio::test]
     async fn on_holds_backup_and_off_releases_all_but_the_guarded_instances() {
         let fs = MemFs::new();
@@ -393,10 +378,7 @@ mod tests {
         assert_eq!(r["maintenance"], true);
         assert!(mode.on());
         assert!(shared.alarms().iter().any(|a| a.id == "maintenance"));
-        assert_eq!(
-            std::mem::take(&mut *lock(&vrrp.requests)),
-            [json!({"cmd": "hold", "ms": 5000})]
-        );
+        assert_eq!(vrrp.take(), [json!({"cmd": "hold", "ms": 5000})]);
         // Recorded: a new supervisor starts in maintenance.
         let again = Maintenance::new(Box::new(fs.clone()), dir.clone());
         again.load(&shared);
@@ -412,10 +394,7 @@ mod tests {
             .expect("off");
         assert!(!mode.on());
         assert!(!shared.alarms().iter().any(|a| a.id == "maintenance"));
-        assert_eq!(
-            std::mem::take(&mut *lock(&vrrp.requests)),
-            [json!({"cmd": "release", "instance": "www"})]
-        );
+        assert_eq!(vrrp.take(), [json!({"cmd": "release", "instance": "www"})]);
         assert_eq!(
             release_requests(&[json!({"name": "www"})], &[]),
             [json!({"cmd": "release"})]
@@ -424,7 +403,7 @@ mod tests {
         mode.set(true, "alice", &shared, &vrrp, false, Vec::new)
             .await
             .expect("on");
-        assert!(lock(&vrrp.requests).is_empty());
+        assert!(vrrp.take().is_empty());
     }
 
     #[test]

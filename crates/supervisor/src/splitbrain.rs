@@ -75,17 +75,22 @@ pub struct SplitBrain {
     turn: tokio::sync::Mutex<()>,
 }
 
-/// One instance's state as the local VRRP daemon reports it.
-fn local_roles(instances: &[Value]) -> Vec<Role> {
-    instances
+/// The roles in `items` (objects naming the instance under `key`, with a `state`).
+fn roles_of(items: &[Value], key: &str) -> Vec<Role> {
+    items
         .iter()
         .filter_map(|i| {
             Some(Role {
-                instance: i.get("name")?.as_str()?.to_owned(),
+                instance: i.get(key)?.as_str()?.to_owned(),
                 state: i.get("state")?.as_str()?.to_owned(),
             })
         })
         .collect()
+}
+
+/// Each instance's state as the local VRRP daemon reports it (`[{name, state}]`).
+fn local_roles(instances: &[Value]) -> Vec<Role> {
+    roles_of(instances, "name")
 }
 
 /// The peer's roles from its runtime message (`vrrp`: `[{instance, state}]`).
@@ -93,16 +98,7 @@ fn peer_roles(peer_state: &Value) -> Vec<Role> {
     peer_state
         .get("vrrp")
         .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|r| {
-                    Some(Role {
-                        instance: r.get("instance")?.as_str()?.to_owned(),
-                        state: r.get("state")?.as_str()?.to_owned(),
-                    })
-                })
-                .collect()
-        })
+        .map(|a| roles_of(a, "instance"))
         .unwrap_or_default()
 }
 
@@ -353,27 +349,38 @@ mod tests {
     use tandem_store::{CommitInfo, MemFs, Store};
 
     use super::*;
+    use crate::ask::FakeDaemon as FakeVrrp;
     use crate::state::VrrpView;
 
-    /// A VRRP daemon that says `ok` to everything and records the requests.
-    #[derive(Default)]
-    struct FakeVrrp {
-        requests: Mutex<Vec<Value>>,
+    /// One node's guard with its state, a fake VRRP daemon and the pair's configuration.
+    struct Node {
+        name: &'static str,
+        g: Generation,
+        shared: Shared,
+        vrrp: FakeVrrp,
+        maintenance: Maintenance,
+        guard: SplitBrain,
     }
 
-    impl Daemon for FakeVrrp {
-        fn ask(
-            &self,
-            request: &Value,
-        ) -> impl std::future::Future<Output = Result<Value, String>> + Send {
-            lock(&self.requests).push(request.clone());
-            async { Ok(json!({"ok": true})) }
+    impl Node {
+        fn new(name: &'static str) -> Node {
+            Node {
+                name,
+                g: generation(),
+                shared: Shared::new(Some(name.into())),
+                vrrp: FakeVrrp::default(),
+                maintenance: Maintenance::new(Box::new(MemFs::new()), PathBuf::from("/data")),
+                guard: SplitBrain::default(),
+            }
         }
-    }
 
-    impl FakeVrrp {
-        fn take(&self) -> Vec<Value> {
-            std::mem::take(&mut *lock(&self.requests))
+        fn env(&self) -> Env<'_, FakeVrrp> {
+            Env {
+                node: Some(self.name),
+                shared: &self.shared,
+                vrrp: &self.vrrp,
+                maintenance: &self.maintenance,
+            }
         }
     }
 
@@ -449,17 +456,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_double_master_is_held_then_released_when_adverts_come_back() {
-        let g = generation();
-        let shared = Shared::new(Some("lb2".into()));
-        let vrrp = FakeVrrp::default();
-        let maintenance = Maintenance::new(Box::new(MemFs::new()), PathBuf::from("/data"));
-        let env = Env {
-            node: Some("lb2"),
-            shared: &shared,
-            vrrp: &vrrp,
-            maintenance: &maintenance,
-        };
-        let guard = SplitBrain::default();
+        let node = Node::new("lb2");
+        let (g, shared, vrrp, guard) = (&node.g, &node.shared, &node.vrrp, &node.guard);
+        let env = node.env();
         let peer =
             json!({"node": "lb1", "vrrp": [{"instance": "www", "state": "master"}], "holding": []});
         shared.set_vrrp(view("master", 5000));
@@ -480,17 +479,9 @@ mod tests {
 
     #[tokio::test]
     async fn the_winner_re_announces_when_the_peer_holds() {
-        let g = generation();
-        let shared = Shared::new(Some("lb1".into()));
-        let vrrp = FakeVrrp::default();
-        let maintenance = Maintenance::new(Box::new(MemFs::new()), PathBuf::from("/data"));
-        let env = Env {
-            node: Some("lb1"),
-            shared: &shared,
-            vrrp: &vrrp,
-            maintenance: &maintenance,
-        };
-        let guard = SplitBrain::default();
+        let node = Node::new("lb1");
+        let (g, shared, vrrp, guard) = (&node.g, &node.shared, &node.vrrp, &node.guard);
+        let env = node.env();
         shared.set_vrrp(view("master", 5000));
         let peer = json!({"node": "lb2", "vrrp": [{"instance": "www", "state": "backup"}], "holding": ["www"]});
         guard.check(&env, || Some(g.clone()), &peer).await;
@@ -507,17 +498,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_unanswering_local_daemon_drops_the_holds_without_blocking_the_guard() {
-        let g = generation();
-        let shared = Shared::new(Some("lb2".into()));
-        let vrrp = FakeVrrp::default();
-        let maintenance = Maintenance::new(Box::new(MemFs::new()), PathBuf::from("/data"));
-        let env = Env {
-            node: Some("lb2"),
-            shared: &shared,
-            vrrp: &vrrp,
-            maintenance: &maintenance,
-        };
-        let guard = SplitBrain::default();
+        let node = Node::new("lb2");
+        let (g, shared, vrrp, guard) = (&node.g, &node.shared, &node.vrrp, &node.guard);
+        let env = node.env();
         let peer =
             json!({"node": "lb1", "vrrp": [{"instance": "www", "state": "master"}], "holding": []});
         shared.set_vrrp(view("master", 5000));
