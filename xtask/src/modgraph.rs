@@ -27,7 +27,6 @@ const KNOWN_CYCLES: &[(&str, &[&str])] = &[
         ],
     ),
     ("proxy", &["plan", "tls"]),
-    ("sync", &["core", "sim"]),
 ];
 
 /// The top-level module graph of one crate: module -> modules it names through `crate::`.
