@@ -6,7 +6,7 @@
 //! `/run/tandem`, which does not exist here), committing the configuration through
 //! `tandemctl`, and stopping everything on Ctrl-C. `--smoke` also drives the runtime API
 //! through `tandemctl` (`show servers`, `server app1 drain`, `show stats`) and stops.
-//! The same commands are run with the debug binaries by `crates/tandem/tests/lab_stack.rs`.
+//! The same commands are run with the debug binaries by `tests/tests/lab_stack.rs`.
 //! Must not contain product logic: every step goes through the shipped binaries.
 //! The QEMU pair (the appliance image) is `cargo xtask pair`.
 

@@ -1,8 +1,10 @@
 //! The test tiers: what `cargo xtask test` runs, in order.
 //!
 //! Owns: the list of tiers and how each is invoked. Tests themselves live in the
-//! crates (unit, integration, network-namespace) and in the QEMU system tier
-//! (xtask/src/system.rs: the pair scenario, then a few power-cut runs; root only).
+//! crates (unit, integration, network-namespace), in the end-to-end package `tests/`
+//! (`tandem-e2e`: the `tandem` binary across processes, namespaces and keepalived; part of
+//! `cargo test --workspace`), and in the QEMU system tier (xtask/src/system.rs: the pair
+//! scenario, then a few power-cut runs; root only).
 //! Tests that need root skip with a notice outside CI and fail inside it (`CI` set).
 
 use std::time::Instant;
@@ -60,6 +62,10 @@ pub fn run(sh: &Shell, args: Args, ci: bool) -> Result<()> {
         );
     }
     section("cargo test (unit, integration, network namespaces)");
+    // The end-to-end tests (`tests/`, package tandem-e2e) start the `tandem` binary. They
+    // build it themselves when it is missing or stale (`tandem_e2e::tandem_bin`); built here,
+    // it is never built inside a test whose clock is running.
+    cmd!(sh, "cargo build --locked -p tandem --bin tandem").run()?;
     let extra = &args.cargo_args;
     let mut c = cmd!(
         sh,

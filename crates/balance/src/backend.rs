@@ -62,9 +62,9 @@ use std::time::Instant;
 
 use crate::error::BalanceError;
 use crate::hash::{SplitMix64, hash_bytes, rendezvous_score};
-use crate::health::{Health, InitState, Status};
+use crate::health::{Health, Status};
 use crate::persist::canonical_ip;
-use crate::server::{AdminState, BackendSpec, Balance, MAX_WEIGHT, Server, ServerId};
+use crate::server::{AdminState, BackendSpec, Balance, InitState, MAX_WEIGHT, Server, ServerId};
 use crate::slowstart::effective_weight;
 
 #[cfg(test)]

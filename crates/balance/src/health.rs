@@ -1,7 +1,7 @@
 //! Health hysteresis (HAProxy `rise`/`fall`), passive failure detection, and the reasons for
 //! every server state change.
 //!
-//! Owns: the pure [`observe`] function, [`HealthState`], [`InitState`] (HAProxy's `init-state`),
+//! Owns: the pure [`observe`] function, [`HealthState`] (from a server's [`InitState`], HAProxy's `init-state`),
 //! and [`ServerMonitor`], which combines active check results, passive observations and admin
 //! commands into one [`Status`] and reports each change as a [`Transition`] with a [`Reason`].
 //!
@@ -19,7 +19,7 @@
 use std::fmt;
 
 use crate::error::BalanceError;
-use crate::server::AdminState;
+use crate::server::{AdminState, InitState};
 
 /// Health as decided by the checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,20 +28,6 @@ pub enum Health {
     Up,
     /// Failing checks.
     Down,
-}
-
-/// Initial health at load time (HAProxy's `init-state`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum InitState {
-    /// Up, and needs `fall` failures to go down.
-    FullyUp,
-    /// Up, but a single failed check takes it down (HAProxy's default behaviour).
-    #[default]
-    Up,
-    /// Down, but a single passed check brings it up.
-    Down,
-    /// Down, and needs `rise` passed checks to come up.
-    FullyDown,
 }
 
 /// Hysteresis state: the current health and how many consecutive results disagreed with it.

@@ -78,9 +78,11 @@ pub use classq::{
 };
 pub use error::BalanceError;
 pub use health::{
-    CheckFailure, Health, HealthConfig, HealthState, InitState, Reason, ServerMonitor, Status,
-    Transition, observe,
+    CheckFailure, Health, HealthConfig, HealthState, Reason, ServerMonitor, Status, Transition,
+    observe,
 };
 pub use persist::{StickEntry, StickTable};
-pub use server::{AdminState, BackendSpec, Balance, MAX_WEIGHT, Server, ServerId, ServerSpec};
+pub use server::{
+    AdminState, BackendSpec, Balance, InitState, MAX_WEIGHT, Server, ServerId, ServerSpec,
+};
 pub use slowstart::effective_weight;

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use crate::error::BalanceError;
 use crate::hash::hash_parts;
-use crate::health::InitState;
 
 /// Largest accepted server weight (HAProxy's limit).
 pub const MAX_WEIGHT: u32 = 256;
@@ -128,6 +127,20 @@ impl Balance {
             _ => None,
         }
     }
+}
+
+/// Initial health at load time (HAProxy's `init-state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum InitState {
+    /// Up, and needs `fall` failures to go down.
+    FullyUp,
+    /// Up, but a single failed check takes it down (HAProxy's default behaviour).
+    #[default]
+    Up,
+    /// Down, but a single passed check brings it up.
+    Down,
+    /// Down, and needs `rise` passed checks to come up.
+    FullyDown,
 }
 
 /// One server as configured: the input to [`crate::Backend::new`].

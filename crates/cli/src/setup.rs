@@ -194,17 +194,11 @@ fn check_prefix(v: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes `path` atomically (temporary file, fsync, rename) with `mode`.
+/// Writes `path` atomically (temporary file, fsync, rename, fsync of the directory) with
+/// exactly `mode`.
 pub(crate) fn write_file(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("chmod {}", tmp.display()))?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .with_context(|| format!("syncing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))
+    tandem_fsutil::write_atomic_with_mode(path, text.as_bytes(), mode)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// The recovery code's alphabet: no 0/O, 1/I (read aloud or from paper).

@@ -4,12 +4,11 @@
 //! the slot devices (`/dev/disk/by-partlabel/tandem-<slot>`), the boot entries
 //! `loader/entries/tandem-<slot>[+LEFT[-DONE]].conf` (boot counting as systemd-boot does it),
 //! `default` in `loader/loader.conf`, and the small atomic file operations on the ESP
-//! (write a temp file, fsync, rename, fsync the directory). Also which entry systemd-boot
+//! (write a temp file, fsync, rename, fsync the directory, with `tandem-fsutil`'s primitives
+//! and a fixed `.tmp` name the resumable install steps know). Also which entry systemd-boot
 //! would boot ([`Status::next_boot`]), used by `firmware status` and the crash tests.
 //! Must not write a slot partition (that is [`crate::install`]).
 
-use std::fs::{File, OpenOptions};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::{Error, Result, io};
@@ -411,11 +410,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 /// cut after `firmware install` had reported success booted the old slot, with the new
 /// boot entry present but empty and `loader.conf` still naming the old slot.
 pub fn rename_synced(from: &Path, to: &Path) -> Result<()> {
-    std::fs::rename(from, to).map_err(io("renaming", from))?;
-    File::open(to)
-        .and_then(|f| f.sync_all())
-        .map_err(io("syncing", to))?;
-    sync_dir(to.parent().unwrap_or(Path::new(".")))
+    tandem_fsutil::rename_synced(from, to).map_err(io("renaming", from))
 }
 
 /// `path` with `.tmp` appended.
@@ -427,21 +422,12 @@ pub fn tmp_path(path: &Path) -> PathBuf {
 
 /// Creates or truncates `path`, writes `data`, fsyncs it.
 pub fn write_synced(path: &Path, data: &[u8]) -> Result<()> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .map_err(io("creating", path))?;
-    f.write_all(data).map_err(io("writing", path))?;
-    f.sync_all().map_err(io("syncing", path))
+    tandem_fsutil::write_synced(path, data).map_err(io("writing", path))
 }
 
 /// fsyncs a directory (its entries: creations, renames, removals).
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("syncing directory", dir))
+    tandem_fsutil::sync_dir(dir).map_err(io("syncing directory", dir))
 }
 
 #[cfg(test)]

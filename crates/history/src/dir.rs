@@ -1,13 +1,14 @@
 //! The files under the store, as a small trait: the real directory ([`FsDir`]: positioned
 //! reads and writes, `fdatasync`, space reserved with `posix_fallocate`, atomic replacement
-//! by write-then-rename) and an in-memory one ([`MemDir`]) for tests.
+//! by the workspace's one write-then-rename in `tandem-fsutil`) and an in-memory one
+//! ([`MemDir`]) for tests.
 //!
 //! Owns the durability primitives. Must not know the store's layout: it only sees file names
 //! and byte offsets. The fault-injecting directory is in [`crate::testing`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::{self, Write as _};
+use std::io;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -77,7 +78,7 @@ impl FsDir {
     }
 
     fn sync_dir(&self) -> io::Result<()> {
-        File::open(&self.root)?.sync_all()
+        tandem_fsutil::sync_dir(&self.root)
     }
 }
 
@@ -141,26 +142,7 @@ impl Dir for FsDir {
     }
 
     fn replace(&self, name: &str, data: &[u8]) -> io::Result<()> {
-        let tmp = self
-            .root
-            .join(format!(".{name}.tmp.{}", std::process::id()));
-        let result = (|| {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)?;
-            f.write_all(data)?;
-            // The data must be on disk before the rename makes it visible under `name`.
-            f.sync_all()?;
-            drop(f);
-            std::fs::rename(&tmp, self.root.join(name))?;
-            // The rename itself is durable only once the directory is synced.
-            self.sync_dir()
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
+        let result = tandem_fsutil::write_atomic(&self.root.join(name), data);
         self.files
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -1,18 +1,18 @@
 //! The filesystem under the store, as a trait: the real one ([`RealFs`]) with atomic,
 //! durable replacement, and an in-memory one ([`MemFs`]) for tests, with fault injection.
 //!
-//! Owns the write-then-rename protocol (write a temporary file, fsync it, rename it over the
-//! target, fsync the directory). Must not know the store's layout; it only sees paths.
+//! [`RealFs`] replaces files with the workspace's one write-then-rename (`tandem-fsutil`:
+//! write a temporary file, fsync it, rename it over the target, fsync the directory); the
+//! temporary names carry [`TMP_MARKER`]. Must not know the store's layout; it only sees paths.
 
 use std::collections::BTreeMap;
-use std::io::{self, Write as _};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Marker in the name of temporary files; such files are never part of the store and are
 /// removed when the store is opened.
-pub const TMP_MARKER: &str = ".tmp.";
+pub use tandem_fsutil::TMP_MARKER;
 
 /// The few filesystem operations the store needs.
 pub trait Fs: Send + Sync {
@@ -33,42 +33,13 @@ pub trait Fs: Send + Sync {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RealFs;
 
-/// Makes temporary names unique within the process (several writers may share a directory).
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 impl Fs for RealFs {
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         std::fs::read(path)
     }
 
     fn write_atomic(&self, path: &Path, data: &[u8]) -> io::Result<()> {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dir.join(format!(
-            ".{name}{TMP_MARKER}{}.{}",
-            std::process::id(),
-            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let result = (|| {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)?;
-            f.write_all(data)?;
-            // The data must be on disk before the rename makes it visible under `path`.
-            f.sync_all()?;
-            drop(f);
-            std::fs::rename(&tmp, path)?;
-            // The rename itself is durable only once the directory is synced.
-            std::fs::File::open(dir)?.sync_all()
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+        tandem_fsutil::write_atomic(path, data)
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {

@@ -63,3 +63,26 @@ pub async fn ask(path: &Path, request: &Value) -> Result<Value, String> {
             ))
         })
 }
+
+/// A daemon that says `{"ok":true}` to everything and records the requests (tests).
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct FakeDaemon {
+    requests: std::sync::Mutex<Vec<Value>>,
+}
+
+#[cfg(test)]
+impl FakeDaemon {
+    /// The requests so far, oldest first; forgets them.
+    pub(crate) fn take(&self) -> Vec<Value> {
+        std::mem::take(&mut *crate::state::lock(&self.requests))
+    }
+}
+
+#[cfg(test)]
+impl Daemon for FakeDaemon {
+    fn ask(&self, request: &Value) -> impl Future<Output = Result<Value, String>> + Send {
+        crate::state::lock(&self.requests).push(request.clone());
+        async { Ok(serde_json::json!({"ok": true})) }
+    }
+}

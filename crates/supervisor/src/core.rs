@@ -62,7 +62,8 @@ pub struct Core {
 impl Core {
     /// A core over `store`; nothing is started until [`Core::boot`].
     pub fn new(opts: Options, store: Store) -> Arc<Core> {
-        Core::with_children(opts, store, |opts, shared, store| {
+        let maintenance = Maintenance::new(Box::new(tandem_store::RealFs), opts.data_dir.clone());
+        Core::with_parts(opts, store, maintenance, |opts, shared, store| {
             Arc::new(Services::new(
                 opts.clone(),
                 Arc::clone(shared),
@@ -71,21 +72,19 @@ impl Core {
         })
     }
 
-    /// A core whose services are made by `children` (the real [`Services`], or a fake in
-    /// tests).
-    pub(crate) fn with_children(
+    /// A core with `maintenance` whose services are made by `children` (the real
+    /// [`Services`], or a fake in tests).
+    pub(crate) fn with_parts(
         opts: Options,
         store: Store,
+        maintenance: Maintenance,
         children: impl FnOnce(&Options, &Arc<Shared>, &Arc<Mutex<Store>>) -> Arc<dyn Children>,
     ) -> Arc<Core> {
         let shared = Arc::new(Shared::new(opts.node.clone()));
         let store = Arc::new(Mutex::new(store));
         let services = children(&opts, &shared, &store);
         Arc::new(Core {
-            maintenance: Arc::new(Maintenance::new(
-                Box::new(tandem_store::RealFs),
-                opts.data_dir.clone(),
-            )),
+            maintenance: Arc::new(maintenance),
             shared,
             opts,
             store,

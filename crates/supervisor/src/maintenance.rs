@@ -346,6 +346,7 @@ async fn release(vrrp: &impl Daemon, instances: &[Value], guarded: &[String]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ask::FakeDaemon as FakeVrrp;
     use tandem_store::MemFs;
 
     #[test]
@@ -365,5 +366,59 @@ mod tests {
             load(&fs, dir),
             Err(MaintenanceError::Corrupt { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn on_holds_backup_and_off_releases_all_but_the_guarded_instances() {
+        let fs = MemFs::new();
+        let dir = PathBuf::from("/data");
+        let mode = Maintenance::new(Box::new(fs.clone()), dir.clone());
+        let shared = Shared::new(Some("lb1".into()));
+        let vrrp = FakeVrrp::default();
+        let r = mode
+            .set(true, "alice", &shared, &vrrp, true, Vec::new)
+            .await
+            .expect("on");
+        assert_eq!(r["maintenance"], true);
+        assert!(mode.on());
+        assert!(shared.alarms().iter().any(|a| a.id == "maintenance"));
+        assert_eq!(vrrp.take(), [json!({"cmd": "hold", "ms": 5000})]);
+        // Recorded: a new supervisor starts in maintenance.
+        let again = Maintenance::new(Box::new(fs.clone()), dir.clone());
+        again.load(&shared);
+        assert_eq!(again.record().map(|r| r.by), Some("alice".into()));
+
+        shared.set_vrrp(crate::state::VrrpView {
+            available: true,
+            reason: None,
+            instances: vec![json!({"name": "www"}), json!({"name": "db"})],
+        });
+        mode.set(false, "bob", &shared, &vrrp, true, || vec!["db".into()])
+            .await
+            .expect("off");
+        assert!(!mode.on());
+        assert!(!shared.alarms().iter().any(|a| a.id == "maintenance"));
+        assert_eq!(vrrp.take(), [json!({"cmd": "release", "instance": "www"})]);
+        assert_eq!(
+            release_requests(&[json!({"name": "www"})], &[]),
+            [json!({"cmd": "release"})]
+        );
+        // Without a vrrp daemon nothing is asked.
+        mode.set(true, "alice", &shared, &vrrp, false, Vec::new)
+            .await
+            .expect("on");
+        assert!(vrrp.take().is_empty());
+    }
+
+    #[test]
+    fn an_unreadable_record_counts_as_on() {
+        let fs = MemFs::new();
+        fs.write_atomic(Path::new("/data/maintenance.json"), b"{")
+            .unwrap();
+        let mode = Maintenance::new(Box::new(fs), PathBuf::from("/data"));
+        let shared = Shared::new(None);
+        mode.load(&shared);
+        assert!(mode.on());
+        assert!(shared.alarms().iter().any(|a| a.id == "maintenance-record"));
     }
 }

@@ -75,17 +75,22 @@ pub struct SplitBrain {
     turn: tokio::sync::Mutex<()>,
 }
 
-/// One instance's state as the local VRRP daemon reports it.
-fn local_roles(instances: &[Value]) -> Vec<Role> {
-    instances
+/// The roles in `items` (objects naming the instance under `key`, with a `state`).
+fn roles_of(items: &[Value], key: &str) -> Vec<Role> {
+    items
         .iter()
         .filter_map(|i| {
             Some(Role {
-                instance: i.get("name")?.as_str()?.to_owned(),
+                instance: i.get(key)?.as_str()?.to_owned(),
                 state: i.get("state")?.as_str()?.to_owned(),
             })
         })
         .collect()
+}
+
+/// Each instance's state as the local VRRP daemon reports it (`[{name, state}]`).
+fn local_roles(instances: &[Value]) -> Vec<Role> {
+    roles_of(instances, "name")
 }
 
 /// The peer's roles from its runtime message (`vrrp`: `[{instance, state}]`).
@@ -93,16 +98,7 @@ fn peer_roles(peer_state: &Value) -> Vec<Role> {
     peer_state
         .get("vrrp")
         .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|r| {
-                    Some(Role {
-                        instance: r.get("instance")?.as_str()?.to_owned(),
-                        state: r.get("state")?.as_str()?.to_owned(),
-                    })
-                })
-                .collect()
-        })
+        .map(|a| roles_of(a, "instance"))
         .unwrap_or_default()
 }
 
@@ -196,7 +192,8 @@ impl SplitBrain {
         let view = env.shared.vrrp();
         if !view.available {
             // Our own roles are unknown: decide nothing, drop holds (the daemon restarts clean).
-            self.release_all(env, "the local vrrp daemon does not answer")
+            // This check holds the turn already (a second lock would wait for ever).
+            self.release_all_in_turn(env, "the local vrrp daemon does not answer")
                 .await;
             return;
         }
@@ -327,6 +324,11 @@ impl SplitBrain {
     /// own roles are unknown. Holding on would risk having no master at all.
     pub async fn release_all<D: Daemon>(&self, env: &Env<'_, D>, why: &str) {
         let _turn = self.turn.lock().await;
+        self.release_all_in_turn(env, why).await;
+    }
+
+    /// [`SplitBrain::release_all`] by a caller that holds the turn.
+    async fn release_all_in_turn<D: Daemon>(&self, env: &Env<'_, D>, why: &str) {
         let holding = self.holding();
         for inst in &holding {
             self.release(env, inst, why).await;
@@ -346,5 +348,190 @@ fn clear_alarm(shared: &Shared) {
     if shared.alarms().iter().any(|a| a.id == ALARM) {
         shared.clear(ALARM);
         shared.event("split brain resolved: the LAN heartbeat is back, no hold in force");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use tandem_config::MemoryCertFiles;
+    use tandem_store::{CommitInfo, MemFs, Store};
+
+    use super::*;
+    use crate::ask::FakeDaemon as FakeVrrp;
+    use crate::state::VrrpView;
+
+    /// One node's guard with its state, a fake VRRP daemon and the pair's configuration.
+    struct Node {
+        name: &'static str,
+        g: Generation,
+        shared: Shared,
+        vrrp: FakeVrrp,
+        maintenance: Maintenance,
+        guard: SplitBrain,
+    }
+
+    impl Node {
+        fn new(name: &'static str) -> Node {
+            Node {
+                name,
+                g: generation(),
+                shared: Shared::new(Some(name.into())),
+                vrrp: FakeVrrp::default(),
+                maintenance: Maintenance::new(Box::new(MemFs::new()), PathBuf::from("/data")),
+                guard: SplitBrain::default(),
+            }
+        }
+
+        fn env(&self) -> Env<'_, FakeVrrp> {
+            Env {
+                node: Some(self.name),
+                shared: &self.shared,
+                vrrp: &self.vrrp,
+                maintenance: &self.maintenance,
+            }
+        }
+    }
+
+    const PAIR: &str = "version: 1\ncluster:\n  name: shop\n  nodes:\n    lb1: { lan_address: 198.18.0.11, sync_address: 198.18.1.1, priority: 150 }\n    lb2: { lan_address: 198.18.0.12, sync_address: 198.18.1.2, priority: 100 }\ninterfaces:\n  lan: { role: lan }\n  sync: { role: sync }\nvrrp:\n  - name: www\n    interface: lan\n    vrid: 51\n    advert_interval: 100ms\n    addresses: [198.18.0.100/24]\nfrontends:\n  - name: web\n    bind: [\"198.18.0.100:80\"]\n    default_backend: app\nbackends:\n  - name: app\n    servers:\n      - { name: app1, address: 198.18.2.1:80 }\n";
+
+    fn generation() -> Generation {
+        let fs = MemFs::new();
+        let store = Store::with_fs(
+            Box::new(fs),
+            PathBuf::from("/data/config"),
+            Box::new(MemoryCertFiles::default()),
+        )
+        .expect("store");
+        store
+            .commit(PAIR, &CommitInfo::default())
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn roles(node: &str, priority: u8, roles: &[(&str, &str)]) -> NodeRoles {
+        NodeRoles {
+            node: node.into(),
+            priority,
+            roles: roles
+                .iter()
+                .map(|(i, s)| Role {
+                    instance: (*i).into(),
+                    state: (*s).into(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_lower_priority_node_holds_only_when_no_adverts_are_heard() {
+        let me = roles("lb2", 100, &[("www", "master"), ("db", "backup")]);
+        let peer = roles("lb1", 150, &[("www", "master"), ("db", "master")]);
+        let none = BTreeSet::new();
+        assert_eq!(
+            plan(&me, &peer, &none, |_| false),
+            (vec!["www".into()], vec![])
+        );
+        // Adverts still flow: a role change in flight, the protocol decides.
+        assert_eq!(plan(&me, &peer, &none, |_| true), (vec![], vec![]));
+        // The winner never holds.
+        assert_eq!(plan(&peer, &me, &none, |_| false), (vec![], vec![]));
+        // A hold is refreshed while the peer is master and silent, released otherwise.
+        let held: BTreeSet<String> = ["www".to_owned()].into();
+        let me_backup = roles("lb2", 100, &[("www", "backup")]);
+        assert_eq!(
+            plan(&me_backup, &peer, &held, |_| false),
+            (vec!["www".into()], vec![])
+        );
+        assert_eq!(
+            plan(&me_backup, &peer, &held, |_| true),
+            (vec![], vec!["www".into()])
+        );
+        let peer_backup = roles("lb1", 150, &[("www", "backup")]);
+        assert_eq!(
+            plan(&me_backup, &peer_backup, &held, |_| false),
+            (vec![], vec!["www".into()])
+        );
+    }
+
+    fn view(state: &str, last_advert_ms: u64) -> VrrpView {
+        VrrpView {
+            available: true,
+            reason: None,
+            instances: vec![
+                json!({"name": "www", "state": state, "last_advert_ms": last_advert_ms}),
+            ],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_double_master_is_held_then_released_when_adverts_come_back() {
+        let node = Node::new("lb2");
+        let (g, shared, vrrp, guard) = (&node.g, &node.shared, &node.vrrp, &node.guard);
+        let env = node.env();
+        let peer =
+            json!({"node": "lb1", "vrrp": [{"instance": "www", "state": "master"}], "holding": []});
+        shared.set_vrrp(view("master", 5000));
+        guard.check(&env, || Some(g.clone()), &peer).await;
+        assert_eq!(
+            vrrp.take(),
+            [json!({"cmd": "hold", "instance": "www", "ms": 1000})]
+        );
+        assert_eq!(guard.holding(), ["www"]);
+        assert!(shared.alarms().iter().any(|a| a.id == ALARM));
+        // Adverts heard again (within 3 intervals of 100 ms): released, alarm cleared.
+        shared.set_vrrp(view("backup", 50));
+        guard.check(&env, || Some(g.clone()), &peer).await;
+        assert_eq!(vrrp.take(), [json!({"cmd": "release", "instance": "www"})]);
+        assert!(guard.holding().is_empty());
+        assert!(!shared.alarms().iter().any(|a| a.id == ALARM));
+    }
+
+    #[tokio::test]
+    async fn the_winner_re_announces_when_the_peer_holds() {
+        let node = Node::new("lb1");
+        let (g, shared, vrrp, guard) = (&node.g, &node.shared, &node.vrrp, &node.guard);
+        let env = node.env();
+        shared.set_vrrp(view("master", 5000));
+        let peer = json!({"node": "lb2", "vrrp": [{"instance": "www", "state": "backup"}], "holding": ["www"]});
+        guard.check(&env, || Some(g.clone()), &peer).await;
+        assert_eq!(vrrp.take(), [json!({"cmd": "announce", "instance": "www"})]);
+        assert!(guard.holding().is_empty());
+        assert!(shared.alarms().iter().any(|a| a.id == ALARM));
+        // Only once per hold of the peer.
+        guard.check(&env, || Some(g.clone()), &peer).await;
+        assert!(vrrp.take().is_empty());
+        // The sync link goes down: nothing held, the alarm goes.
+        guard.release_all(&env, "sync link down").await;
+        assert!(!shared.alarms().iter().any(|a| a.id == ALARM));
+    }
+
+    #[tokio::test]
+    async fn an_unanswering_local_daemon_drops_the_holds_without_blocking_the_guard() {
+        let node = Node::new("lb2");
+        let (g, shared, vrrp, guard) = (&node.g, &node.shared, &node.vrrp, &node.guard);
+        let env = node.env();
+        let peer =
+            json!({"node": "lb1", "vrrp": [{"instance": "www", "state": "master"}], "holding": []});
+        shared.set_vrrp(view("master", 5000));
+        guard.check(&env, || Some(g.clone()), &peer).await;
+        assert_eq!(guard.holding(), ["www"]);
+        vrrp.take();
+        shared.set_vrrp(VrrpView {
+            available: false,
+            reason: Some("no answer".into()),
+            instances: Vec::new(),
+        });
+        let bounded = Duration::from_secs(5);
+        tokio::time::timeout(bounded, guard.check(&env, || Some(g.clone()), &peer))
+            .await
+            .expect("the check returns (it must not wait for its own turn)");
+        assert_eq!(vrrp.take(), [json!({"cmd": "release", "instance": "www"})]);
+        assert!(guard.holding().is_empty());
+        assert!(!shared.alarms().iter().any(|a| a.id == ALARM));
+        // And the guard still takes its turn afterwards.
+        tokio::time::timeout(bounded, guard.release_all(&env, "sync link down"))
+            .await
+            .expect("release_all returns");
     }
 }

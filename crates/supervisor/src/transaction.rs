@@ -19,6 +19,9 @@ use crate::core::Core;
 use crate::reply::{Failure, Reply, store_failure};
 use crate::state::{Severity, lock, now_ms};
 
+#[cfg(test)]
+mod tests;
+
 /// Longest `commit confirmed` window accepted.
 pub const MAX_CONFIRM_WINDOW: Duration = Duration::from_secs(24 * 3600);
 

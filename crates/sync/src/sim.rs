@@ -442,3 +442,6 @@ impl Pair {
         self.nodes[0].current() == self.nodes[1].current()
     }
 }
+
+#[cfg(test)]
+mod core_tests;

@@ -3,22 +3,17 @@
 //! Owns `DATA/sync/`: `node.crt` and `node.key` (a self-signed ECDSA P-256 certificate made
 //! on first start with `rcgen`; the key is mode 0600), and `peer.sha256` (the SHA-256
 //! fingerprint of the peer's certificate, stored by pairing after the operator confirmed it).
-//! Builds rustls server and client configs (ring provider) whose verifiers accept exactly the
-//! pinned certificate, on both sides: no CA, no names, no expiry games.
+//! Builds rustls server and client configs (ring provider) whose verifiers (`tandem-tls-pin`)
+//! accept exactly the pinned certificate, on both sides: no CA, no names, no expiry games.
 //! Must not open sockets (the shell does) nor decide when to pair (the operator does, through
-//! the supervisor). Every file is written with write-temp, fsync, rename, fsync-dir.
+//! the supervisor). Every file is written with write-temp, fsync, rename, fsync-dir
+//! (`tandem-fsutil`).
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::DigitallySignedStruct;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DistinguishedName, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tracing::info;
 
 use crate::SyncError;
@@ -38,11 +33,9 @@ pub struct Identity {
     pub fingerprint: String,
 }
 
-/// SHA-256 of `der`, lowercase hex (64 digits).
-pub fn fingerprint(der: &[u8]) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, der);
-    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
+/// The pinned-certificate verifier (both sides) and the SHA-256 fingerprint (lowercase hex)
+/// it pins, shared with the proxy's upstream TLS.
+pub use tandem_tls_pin::{Pinned, fingerprint};
 
 /// `AB:CD:...` for consoles: pairs of upper-case hex digits.
 pub fn display_fingerprint(hex: &str) -> String {
@@ -79,23 +72,7 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
 
 /// Writes `data` to `path` atomically (temp file, fsync, rename, fsync dir) with `mode`.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), SyncError> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(io("create", &tmp))?;
-    f.write_all(data).map_err(io("write", &tmp))?;
-    f.sync_all().map_err(io("fsync", &tmp))?;
-    std::fs::rename(&tmp, path).map_err(io("rename", path))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("fsync", dir))?;
-    Ok(())
+    tandem_fsutil::write_atomic_with_mode(path, data, mode).map_err(io("write", path))
 }
 
 impl Identity {
@@ -169,7 +146,7 @@ impl Identity {
             reason: e.to_string(),
         };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = Arc::new(Pinned::new(pinned, &provider));
+        let verifier = Arc::new(Pinned::new(pinned, &provider).with_label("sync peer"));
         rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(tls)?
@@ -189,7 +166,7 @@ impl Identity {
             reason: e.to_string(),
         };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = Arc::new(Pinned::new(pinned, &provider));
+        let verifier = Arc::new(Pinned::new(pinned, &provider).with_label("sync peer"));
         rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(tls)?
@@ -207,110 +184,6 @@ pub fn read_pinned(dir: &Path) -> Result<Option<String>, SyncError> {
         Ok(s) => parse_fingerprint(s.trim()).map(Some),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io("read", &path)(e)),
-    }
-}
-
-/// Accepts exactly the certificate whose SHA-256 is pinned (either side of the handshake);
-/// handshake signatures are still verified with the certificate's key.
-#[derive(Debug)]
-pub struct Pinned {
-    pinned: String,
-    algs: WebPkiSupportedAlgorithms,
-}
-
-impl Pinned {
-    /// A verifier for `pinned` (lowercase hex) using `provider`'s signature algorithms.
-    pub fn new(pinned: &str, provider: &CryptoProvider) -> Pinned {
-        Pinned {
-            pinned: pinned.to_owned(),
-            algs: provider.signature_verification_algorithms,
-        }
-    }
-
-    fn check(&self, end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
-        let got = fingerprint(end_entity.as_ref());
-        if got == self.pinned {
-            Ok(())
-        } else {
-            tracing::warn!(presented = %got, pinned = %self.pinned, "sync peer presented an unpinned certificate");
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            ))
-        }
-    }
-}
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        self.check(end_entity)
-            .map(|()| ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
-    }
-}
-
-impl ClientCertVerifier for Pinned {
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        self.check(end_entity)
-            .map(|()| ClientCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
     }
 }
 

@@ -111,7 +111,7 @@ impl Lab {
     fn start(dir: &Path) -> Lab {
         let run_dir = dir.join("tandem");
         let stderr = dir.join("supervisor.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        let child = Command::new(tandem_e2e::tandem_bin())
             .arg("supervisor")
             .arg("--data-dir")
             .arg(dir.join("data"))
@@ -197,10 +197,8 @@ impl Drop for Lab {
 
 /// `examples/lab.yaml` on ephemeral ports; `extra` appended.
 fn lab_yaml(dir: &Path, front: u16, app1: u16, app2: u16, extra: &str) -> PathBuf {
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/lab.yaml"),
-    )
-    .unwrap();
+    let text =
+        std::fs::read_to_string(tandem_e2e::workspace_root().join("examples/lab.yaml")).unwrap();
     assert!(
         !text.contains("runtime:"),
         "the lab file keeps the default runtime.socket"

@@ -33,7 +33,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Liveness bounds for the timing checks below. They are deliberately loose: these tests show
 /// behaviour (who holds the VIP), and the figures are measured by the failover bench
-/// (`crates/tandem/tests/vrrp/failover-bench.sh`), not asserted here. A bound well under
+/// (`tests/vrrp/failover-bench.sh`), not asserted here. A bound well under
 /// Master_Down_Interval would make CI flaky on a loaded machine.
 const LIVENESS_FAST: Duration = Duration::from_secs(1);
 /// For handovers that wait for Master_Down_Interval after a late carrier notification.
@@ -209,7 +209,7 @@ impl Pair {
     }
 
     fn start_with(&self, node: &str, extra: &[&str]) -> Process {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tandem"));
+        let mut cmd = Command::new(tandem_e2e::tandem_bin());
         cmd.arg("vrrp")
             .arg("--config")
             .arg(self.config(node))
@@ -688,7 +688,7 @@ const PROXY_PORT: u16 = 80;
 fn start_proxy(pair: &Pair, node: &str) -> Process {
     let socket = pair.dir.join(format!("{node}-proxy.sock"));
     let _ = std::fs::remove_file(&socket);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tandem"));
+    let mut cmd = Command::new(tandem_e2e::tandem_bin());
     cmd.arg("proxy")
         .arg("--config")
         .arg(pair.config(node))

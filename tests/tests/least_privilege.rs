@@ -127,7 +127,7 @@ struct Supervisor {
 
 impl Supervisor {
     fn start(host: &Host, dir: &Path, firewall: bool) -> Supervisor {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tandem"));
+        let mut cmd = Command::new(tandem_e2e::tandem_bin());
         cmd.args(["supervisor", "--node", "lb1", "--data-dir"])
             .arg(dir)
             .arg("--socket")
@@ -490,7 +490,7 @@ fn the_firewall_opens_the_frontends_on_lan_sync_only_from_the_peer_and_drops_the
     std::fs::write(&lb2_conf, pair_config(&run, "")).expect("lb2 config");
     let _lb2_vrrp = lb2
         .spawn(
-            Command::new(env!("CARGO_BIN_EXE_tandem"))
+            Command::new(tandem_e2e::tandem_bin())
                 .args(["vrrp", "--node", "lb2", "--no-guardian", "--config"])
                 .arg(&lb2_conf)
                 .arg("--control-socket")

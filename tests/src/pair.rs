@@ -143,7 +143,7 @@ impl Node {
             "-c",
             &format!("mount -t tmpfs tandem-pair {RUN_DIR} && exec \"$0\" \"$@\""),
         ])
-        .arg(env!("CARGO_BIN_EXE_tandem"))
+        .arg(crate::tandem_bin())
         .args(["supervisor", "--node", self.name, "--data-dir"])
         .arg(&self.dir)
         .arg("--socket")

@@ -28,7 +28,7 @@ fn time_of(ts: i64) -> String {
 }
 
 fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
+    let out = Command::new(tandem_e2e::tandem_bin())
         .args(args)
         .output()
         .unwrap();

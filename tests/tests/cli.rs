@@ -2,19 +2,19 @@
 //!
 //! They run the real executable on the shipped examples and on files written to a temp dir.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn tandem(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tandem"))
+    Command::new(tandem_e2e::tandem_bin())
         .args(args)
         .output()
         .expect("run tandem")
 }
 
 fn example(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples")
+    tandem_e2e::workspace_root()
+        .join("examples")
         .join(name)
         .display()
         .to_string()
@@ -218,7 +218,7 @@ fn a_daemon_keeps_working_when_its_stderr_pipe_breaks() {
         }
     }
     let mut child = Killed(
-        Command::new(env!("CARGO_BIN_EXE_tandem"))
+        Command::new(tandem_e2e::tandem_bin())
             .args(["proxy", "--config"])
             .arg(&config)
             .stdout(std::process::Stdio::null())

@@ -33,7 +33,7 @@ fn skip(why: &str) {
 }
 
 fn testbed_script() -> Option<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = tandem_e2e::workspace_root();
     let script = root.join("../shared/vrrp/testbed.sh");
     script
         .exists()
@@ -177,8 +177,12 @@ impl Drop for Bed {
 }
 
 fn foreign_cmd() -> String {
-    let wrapper = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vrrp/tandem-foreign.sh");
-    format!("{} {}", wrapper.display(), env!("CARGO_BIN_EXE_tandem"))
+    let wrapper = Path::new(env!("CARGO_MANIFEST_DIR")).join("vrrp/tandem-foreign.sh");
+    format!(
+        "{} {}",
+        wrapper.display(),
+        tandem_e2e::tandem_bin().display()
+    )
 }
 
 #[test]

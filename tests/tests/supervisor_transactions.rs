@@ -109,7 +109,7 @@ impl Supervisor {
     fn start_with(dir: &Path, crash_point: Option<&str>) -> Supervisor {
         let socket = dir.join("supervisor.sock");
         let _ = std::fs::remove_file(&socket);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tandem"));
+        let mut cmd = Command::new(tandem_e2e::tandem_bin());
         if let Some(p) = crash_point {
             cmd.env("TANDEM_SUPERVISOR_CRASH_POINT", p);
         }

@@ -13,14 +13,14 @@
 # outage <= 80 ms; after SIGKILL the old master's VIP gone within 400 ms.
 #
 # Usage (root; keepalived, nginx, tcpdump, curl, python3):
-#   crates/tandem/tests/vrrp/failover-bench.sh [--reps N] [--advert-int SEC] [--tandem BIN]
+#   tests/vrrp/failover-bench.sh [--reps N] [--advert-int SEC] [--tandem BIN]
 # Default: 10 reps, 0.1 s, target/release/tandem if present else target/debug/tandem (build it
 # first: cargo build --release -p tandem). Results: $OUT (default /tmp/tandem-failover-bench-*).
 # This is a measurement, not a test: it never fails on a missed target, it reports it.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/../../../.." && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
 TESTBED=${TESTBED:-$ROOT/../shared/vrrp/testbed.sh}
 REPS=10 ADV=0.1 TANDEM=""
 while [ $# -gt 0 ]; do case $1 in

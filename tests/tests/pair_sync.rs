@@ -14,7 +14,7 @@
 //! Must not send traffic from the root namespace. Needs root: otherwise each test prints a
 //! skip notice.
 
-mod common;
+use tandem_e2e::pair as common;
 
 use std::time::{Duration, Instant};
 

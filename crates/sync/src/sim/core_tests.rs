@@ -1,4 +1,5 @@
-//! Unit tests of the sync core on the in-memory pair harness ([`crate::sim`]), in virtual time.
+//! Unit tests of the sync core (`crate::core`) on the in-memory pair harness ([`super`]), in
+//! virtual time. They live beside the harness so that the core never names the harness.
 
 use std::time::{Duration, Instant};
 

@@ -103,7 +103,7 @@ fn write_config(dir: &Path, name: &str, binds: &[SocketAddr], server: SocketAddr
 }
 
 fn spawn_proxy(dir: &Path, config: &Path, takeover: bool, log: &str) -> Proc {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tandem"));
+    let mut cmd = Command::new(tandem_e2e::tandem_bin());
     cmd.arg("proxy").arg("--config").arg(config);
     if takeover {
         cmd.arg("--takeover").arg(dir.join("proxy.sock.handover"));

@@ -180,7 +180,7 @@ struct Supervisor {
 
 impl Supervisor {
     fn start(dir: &Path, groups: Option<(&str, &str)>) -> Supervisor {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tandem"));
+        let mut cmd = Command::new(tandem_e2e::tandem_bin());
         cmd.arg("supervisor")
             .arg("--data-dir")
             .arg(dir.join("data"))
