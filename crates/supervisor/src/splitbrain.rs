@@ -28,6 +28,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::Value;
+#[cfg(test)]
+use serde_json::json;
 use tandem_store::Generation;
 use tandem_sync::guard::{NodeRoles, Role, step_down};
 use tracing::{info, warn};
