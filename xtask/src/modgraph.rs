@@ -20,14 +20,6 @@ const KNOWN_CYCLES: &[(&str, &[&str])] = &[
     ("balance", &["health", "server"]),
     ("cli", &["commands", "console", "interactive", "setup"]),
     (
-        "proxy",
-        &[
-            "access", "body", "guard", "health", "http", "live", "metrics", "protect", "proxy",
-            "queue", "select", "tcp",
-        ],
-    ),
-    ("proxy", &["plan", "tls"]),
-    (
         "supervisor",
         &[
             "apply",

@@ -425,7 +425,7 @@ impl<T> Guarded<T> {
     }
 
     /// Records in `clock` when each request head begins to arrive, as nanoseconds after
-    /// `crate::live::epoch()` (the access log's `Tq`).
+    /// `crate::deadline::epoch()` (the access log's `Tq`).
     pub fn with_head_clock(mut self, clock: Arc<AtomicU64>) -> Self {
         self.head_start = Some(clock);
         self
@@ -455,7 +455,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
             if std::mem::take(&mut this.scanner.head_began)
                 && let Some(clock) = &this.head_start
             {
-                let since = crate::live::epoch().elapsed().as_nanos();
+                let since = crate::deadline::epoch().elapsed().as_nanos();
                 clock.store(u64::try_from(since).unwrap_or(u64::MAX), Ordering::Relaxed);
             }
             if let Some(reason) = this.scanner.rejected

@@ -29,18 +29,19 @@ use tandem_balance::ServerId;
 use tokio::sync::watch;
 use tracing::{Instrument, debug, warn};
 
+use crate::accept::Accepted;
 use crate::access::{AccessLog, ms};
 use crate::body::{ProxyBody, Release, ReqBody, Sink, error_page};
+use crate::deadline::epoch;
 use crate::error::ProxyError;
 use crate::guard::Guarded;
 use crate::idle::{Busy, IdleIo};
-use crate::live::{Snapshot, Upstream, epoch};
+use crate::live::{Snapshot, Upstream};
 use crate::plan::{
     Algorithm, Backend, BackendId, Forwarded, Frontend, LogFormat, Persistence, Server,
 };
 use crate::protect::{Refusal, SourceGuard};
 use crate::queue::{Slot, Tried, acquire};
-use crate::tls::Accepted;
 
 mod h1;
 #[doc(hidden)]
@@ -102,10 +103,9 @@ impl ConnCtx {
             .sessions_total
             .fetch_add(1, Ordering::Relaxed);
         Sink {
-            snap: self.snap.clone(),
-            frontend: self.frontend,
-            backend: id,
-            server: slot.index,
+            frontend: self.snap.frontends[self.frontend].stats.clone(),
+            backend: self.snap.backends[id].stats.clone(),
+            server: slot.server.counters.clone(),
         }
     }
 }
@@ -135,10 +135,11 @@ pub(crate) async fn serve(
         .sessions_total
         .fetch_add(1, Ordering::Relaxed);
     live_fe.stats.current.fetch_add(1, Ordering::Relaxed);
-    let (refused, source) = match crate::protect::admit(live_fe, peer.ip()) {
-        Ok(guard) => (None, guard),
-        Err(why) => (Some(why), None),
-    };
+    let (refused, source) =
+        match crate::protect::admit(live_fe.sources.as_ref(), &live_fe.stats, peer.ip()) {
+            Ok(guard) => (None, guard),
+            Err(why) => (Some(why), None),
+        };
     let peer_value = HeaderValue::try_from(peer.ip().to_string())
         .expect("an IP address is a valid header value");
     let conflict = Arc::new(AtomicBool::new(false));
@@ -230,7 +231,7 @@ async fn serve_hyper<T>(
     tokio::pin!(conn);
     let res = tokio::select! {
         res = conn.as_mut() => res,
-        () = crate::proxy::stopped(&mut shutdown) => {
+        () = crate::deadline::stopped(&mut shutdown) => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }

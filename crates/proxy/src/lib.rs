@@ -7,8 +7,8 @@
 //!
 //! Layout, request path first:
 //! - [`proxy`]: [`Proxy`], accept loops, frontend `max_connections`, reload, shutdown;
-//! - [`tls`]: PROXY header ([`proxy_protocol`]) and TLS handshake of a new client
-//!   connection, certificates and upstream TLS;
+//! - `accept`: PROXY header ([`proxy_protocol`]) and TLS handshake of a new client
+//!   connection; [`tls`]: certificates, upstream TLS and the stream types;
 //! - [`http`]/[`tcp`]: one client connection in `mode http` (HTTP/1.1 and HTTP/2 from
 //!   clients, HTTP/1.1 to servers) / `mode tcp`;
 //! - [`protect`]: per-source connection/request rate and concurrency (429, close);
@@ -18,6 +18,9 @@
 //!   reloads;
 //! - [`health`]: active checks; [`plan`]: the immutable compiled view; [`error`](mod@error):
 //!   classification;
+//! - leaves the request path uses and that import none of it back: `stats` (counters),
+//!   `pool` (idle server connections, the request body they carry), `deadline` (timers,
+//!   the clock origin, the shutdown wait);
 //! - [`handover`]: binary upgrade, listening sockets passed to a successor (`docs/upgrade.md`);
 //!   [`unix`]: claiming the Unix socket paths without taking anything over;
 //! - [`api`]: the runtime API (Unix socket, line-delimited JSON, `docs/runtime-api.md`);
@@ -25,6 +28,7 @@
 //!
 //! The binary calls [`run`] with a [`PlanSource`] and a shutdown future.
 
+mod accept;
 mod access;
 pub mod api;
 pub mod basic_auth;
@@ -43,11 +47,13 @@ mod idle;
 pub mod live;
 pub mod metrics;
 pub mod plan;
+mod pool;
 pub mod protect;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod queue;
 pub mod select;
+mod stats;
 pub mod tcp;
 pub mod tls;
 pub mod unix;

@@ -13,11 +13,12 @@ use std::time::Instant;
 
 use tracing::{debug, warn};
 
+use crate::accept::Accepted;
 use crate::access::AccessLog;
 use crate::error::ProxyError;
 use crate::live::Snapshot;
 use crate::queue::{Slot, Tried, acquire};
-use crate::tls::{Accepted, ServerStream};
+use crate::tls::ServerStream;
 
 /// Relays one client connection to a server of the frontend's backend until both sides close.
 pub(crate) async fn serve(acc: Accepted, snap: Arc<Snapshot>, frontend: usize) {
@@ -34,7 +35,7 @@ pub(crate) async fn serve(acc: Accepted, snap: Arc<Snapshot>, frontend: usize) {
         .counters
         .sessions_total
         .fetch_add(1, Ordering::Relaxed);
-    let _source = match crate::protect::admit(live_fe, peer.ip()) {
+    let _source = match crate::protect::admit(live_fe.sources.as_ref(), &live_fe.stats, peer.ip()) {
         Ok(guard) => guard,
         Err(why) => {
             debug!(frontend = %fe.name, client = %peer, reason = why.as_str(), "tcp connection refused by protect");

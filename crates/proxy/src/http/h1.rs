@@ -262,7 +262,7 @@ pub(crate) async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
         let mut head_began = (!buf.is_empty()).then(Instant::now);
         let mut scanned = 0;
         let head_len = {
-            let mut stop = std::pin::pin!(crate::proxy::stopped(shutdown));
+            let mut stop = std::pin::pin!(crate::deadline::stopped(shutdown));
             loop {
                 // Empty lines before a request line are ignored (RFC 9112 section 2.2).
                 let blank = buf
