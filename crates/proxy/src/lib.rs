@@ -11,6 +11,8 @@
 //!   connection; [`tls`]: certificates, upstream TLS and the stream types;
 //! - [`http`]/[`tcp`]: one client connection in `mode http` (HTTP/1.1 and HTTP/2 from
 //!   clients, HTTP/1.1 to servers) / `mode tcp`;
+//! - `journey`: one request's way to a server, the same for all three paths: route, pick,
+//!   connect, retry, persistence, passive health;
 //! - [`protect`]: per-source connection/request rate and concurrency (429, close);
 //! - [`queue`]: picking a server and waiting for a slot; selection is `tandem-balance`
 //!   (algorithms, health hysteresis, slow start, persistence), adapted in [`select`];
@@ -44,6 +46,7 @@ pub mod handover;
 pub mod health;
 pub mod http;
 mod idle;
+mod journey;
 pub mod live;
 pub mod metrics;
 pub mod plan;

@@ -10,10 +10,11 @@
 //! per-thread scratch buffer), so an idle keep-alive client costs a few hundred bytes.
 //!
 //! Owns: reading request heads (`client_header`, the head size and count limits), the plain
-//! HTTP/1.1 request path (protect, the smuggling checks on parsed heads, routing, header
-//! rewriting, persistence, queueing and retries, passive health, counters, the access log),
-//! response framing (Content-Length, chunked, close-delimited, 1xx) and the raw upstream pool
-//! use. Anything else is handed to hyper unchanged, before a byte of the request is acted on
+//! HTTP/1.1 request path (protect, the smuggling checks on parsed heads, header rewriting,
+//! sending on a server connection and the stale-connection retries, counters, the access
+//! log), response framing (Content-Length, chunked, close-delimited, 1xx) and the raw
+//! upstream pool use. Routing, picking a server, connect retries, persistence and passive
+//! health are the request's journey (`journey`). Anything else is handed to hyper unchanged, before a byte of the request is acted on
 //! ([`Outcome::Fallback`]): HTTP/1.0 clients, request bodies in chunked encoding,
 //! `Expect`, `CONNECT`, and the HTTP/2 preface (h2c prior knowledge); the connection then
 //! stays with hyper.
@@ -39,10 +40,10 @@ use crate::access::{AccessLog, ms};
 use crate::body::error_page;
 use crate::deadline::Deadline;
 use crate::error::ProxyError;
+use crate::journey::{Journey, Leg, NewCookie, Tries};
 use crate::live::{LiveBackend, RawUpstream};
 use crate::plan::{Algorithm, Backend, BackendId, Forwarded, Frontend, LogFormat, Persistence};
 use crate::protect::Refusal;
-use crate::queue::{Slot, Tried, acquire};
 
 /// Per-thread read buffer for client reads: a connection keeps only the bytes it got.
 const SCRATCH_BYTES: usize = 16 * 1024;
@@ -725,7 +726,13 @@ fn analyze(ctx: &ConnCtx, head: &[u8], now: Instant) -> Analyzed {
                 }
             }),
     };
-    let Some(backend) = route(fe, route_host, path, headers) else {
+    let header = |name: &hyper::header::HeaderName| {
+        headers
+            .iter()
+            .find(|h| is(h.name, name.as_str()))
+            .map(|h| h.value)
+    };
+    let Some(backend) = crate::journey::route(fe, route_host, path, header) else {
         return refuse(
             ProxyError::NoRoute {
                 frontend: fe.name.clone(),
@@ -827,51 +834,15 @@ fn analyze(ctx: &ConnCtx, head: &[u8], now: Instant) -> Analyzed {
     })
 }
 
-/// The backend of the first matching route, else the default.
-fn route(
-    fe: &Frontend,
-    host: Option<&str>,
-    path: &str,
-    headers: &[httparse::Header<'_>],
-) -> Option<BackendId> {
-    for (r, id) in fe.resolved_routes() {
-        if let Some(want) = &r.host
-            && !host.is_some_and(|h| h.eq_ignore_ascii_case(want))
-        {
-            continue;
-        }
-        if let Some(prefix) = &r.path_prefix
-            && !path.starts_with(prefix.as_str())
-        {
-            continue;
-        }
-        if let Some((name, want)) = &r.header {
-            match (headers.iter().find(|h| is(h.name, name.as_str())), want) {
-                (None, _) => continue,
-                (Some(got), Some(want)) if got.value != want.as_bytes() => continue,
-                _ => {}
-            }
-        }
-        return Some(id);
-    }
-    fe.default_id()
-}
-
 /// The server a persistence cookie named `name` points to, if the request carries one.
 fn cookie_server(headers: &[httparse::Header<'_>], name: &str) -> Option<ServerId> {
-    for h in headers.iter().filter(|h| is(h.name, "cookie")) {
-        let Ok(v) = std::str::from_utf8(h.value) else {
-            continue;
-        };
-        for pair in v.split(';') {
-            if let Some((k, val)) = pair.trim().split_once('=')
-                && k == name
-            {
-                return ServerId::from_cookie(val.trim()).ok();
-            }
-        }
-    }
-    None
+    crate::journey::cookie_server(
+        headers
+            .iter()
+            .filter(|h| is(h.name, "cookie"))
+            .map(|h| std::str::from_utf8(h.value).ok()),
+        name,
+    )
 }
 
 /// How an exchange ended.
@@ -1135,17 +1106,12 @@ async fn exchange<T: AsyncRead + AsyncWrite + Unpin>(
     start: Instant,
     log: &mut Option<AccessLog>,
 ) -> Ended {
-    let plan = &ctx.snap.plan;
-    let id = p.backend;
-    let backend: &Backend = &plan.backends()[id];
-    let sel = &*plan.balancers()[id];
-    let live: &LiveBackend = &ctx.snap.backends[id];
+    let mut journey = Journey::new(&ctx.snap, p.backend, Tries::http);
+    let backend: &Backend = journey.backend;
+    let live: &LiveBackend = journey.live;
+    let live_fe = &ctx.snap.frontends[ctx.frontend];
     let client_ip = ctx.peer.ip();
-    let persist = match &backend.persistence {
-        Some(Persistence::Cookie { .. }) => p.cookie,
-        Some(Persistence::Source { .. }) => live.stuck_server(start, client_ip),
-        None => None,
-    };
+    let persist = journey.persisted(|_| p.cookie, client_ip, start);
     let breq = tandem_balance::Request {
         client_ip,
         path: p.key_path.as_deref().unwrap_or("/"),
@@ -1161,65 +1127,24 @@ async fn exchange<T: AsyncRead + AsyncWrite + Unpin>(
     // The request has been read entirely from the client.
     let mut consumed = resendable;
 
-    let passive = backend.health_check.as_ref();
-    let passive_connect = passive.is_some_and(|h| h.passive_connect_failures.is_some());
-    let passive_5xx = passive.is_some_and(|h| h.passive_5xx.is_some());
     let shared = backend.send_proxy.is_none();
-    let mut tried = Tried::default();
-    let mut last_err: Option<ProxyError> = None;
-    let attempts = backend.retries as usize + 1 + backend.max_idle_per_server.min(8);
-    let mut connect_failures = 0u32;
     let mut stale_retries = 0;
-    for _ in 0..attempts {
-        let queued = Instant::now();
-        let slot: Slot = match acquire(backend, sel, live, &breq, &tried).await {
-            Ok(s) => s,
-            Err(ProxyError::NoServer { .. }) if last_err.is_some() => break,
+    loop {
+        let leg = journey
+            .connect(&breq, log.as_mut(), |i| {
+                raw_connection(ctx, backend, &backend.servers[i], &live.servers[i])
+            })
+            .await;
+        let Leg {
+            slot,
+            mut conn,
+            reused: was_reused,
+        } = match leg {
+            Ok(leg) => leg,
             Err(e) => return Ended::Failed(e, consumed),
         };
-        let connecting = Instant::now();
         let server = &backend.servers[slot.index];
-        if let Some(l) = log.as_mut() {
-            l.backend = Some(id);
-            l.server = Some(slot.index);
-            l.tw = ms(connecting - queued);
-        }
-        // A pooled connection that is still open, else a new one.
-        let mut reused = None;
-        while shared && let Some(mut c) = slot.server.take_raw() {
-            if still_open(&mut c) {
-                reused = Some(c);
-                break;
-            }
-        }
-        let was_reused = reused.is_some();
-        let mut conn = match reused {
-            Some(c) => c,
-            None => {
-                match Box::pin(crate::connect::open(server, backend, ctx.peer, ctx.local)).await {
-                    Ok(s) => {
-                        if passive_connect {
-                            slot.server.update(connecting, |m| m.on_connect(true));
-                        }
-                        RawUpstream::new(s)
-                    }
-                    Err(e) => {
-                        slot.server.connect_failed(passive_connect, &e);
-                        tried.insert(slot.index);
-                        last_err = Some(e);
-                        connect_failures += 1;
-                        if connect_failures > backend.retries {
-                            break;
-                        }
-                        continue;
-                    }
-                }
-            }
-        };
-        if let Some(l) = log.as_mut() {
-            l.tc = ms(connecting.elapsed());
-        }
-        let sink = ctx.request_sent(id, &slot);
+        let sink = journey.request_sent(&live_fe.stats, &slot);
         let server_timeout = backend.timeouts.server;
         conn.timer.set(tokio::time::Instant::now() + server_timeout);
 
@@ -1322,9 +1247,7 @@ async fn exchange<T: AsyncRead + AsyncWrite + Unpin>(
                     break (None, 0);
                 }
                 Err(HeadError::Timeout) => {
-                    if passive_connect {
-                        slot.server.update(Instant::now(), |m| m.on_connect(false));
-                    }
+                    journey.server_silent(&slot);
                     return Ended::Failed(
                         ProxyError::ServerTimeout {
                             server: server.name.clone(),
@@ -1382,18 +1305,9 @@ async fn exchange<T: AsyncRead + AsyncWrite + Unpin>(
         // Relay the response.
         let status = resp.status;
         let elapsed = start.elapsed();
-        slot.server.counters.response(status);
-        slot.server.counters.observe(elapsed);
-        live.stats.counters.observe(elapsed);
+        journey.responded(&slot, status, elapsed);
         live.stats.counters.response(status);
-        ctx.snap.frontends[ctx.frontend]
-            .stats
-            .counters
-            .response(status);
-        if passive_5xx {
-            slot.server
-                .update(Instant::now(), |m| m.on_response(status));
-        }
+        live_fe.stats.counters.response(status);
         if let Some(l) = log.as_mut() {
             l.tr = ms(elapsed);
             l.status = status;
@@ -1402,8 +1316,8 @@ async fn exchange<T: AsyncRead + AsyncWrite + Unpin>(
         let unread = upload_cut && !consumed;
         let close = p.client_close || resp.framing == Framing::UntilClose || p.stopping || unread;
         let mut out = resp.out;
-        if !slot.persistent {
-            persist_new_user(backend, live, &mut out, &slot, client_ip, start);
+        if let Some(c) = journey.persist_new_user(&slot, client_ip, start) {
+            set_cookie(&mut out, c);
         }
         if close {
             out.extend_from_slice(b"connection: close\r\n");
@@ -1453,12 +1367,27 @@ async fn exchange<T: AsyncRead + AsyncWrite + Unpin>(
             Ended::Close
         };
     }
-    Ended::Failed(
-        last_err.unwrap_or_else(|| ProxyError::NoServer {
-            backend: backend.name.clone(),
-        }),
-        consumed || resendable,
-    )
+}
+
+/// A connection to `server` for the raw forwarder: a pooled one that is still open, else a
+/// new one. `true` if reused.
+async fn raw_connection(
+    ctx: &ConnCtx,
+    backend: &Backend,
+    server: &crate::plan::Server,
+    state: &crate::live::ServerState,
+) -> Result<(RawUpstream, bool), ProxyError> {
+    // With `send_proxy`, a connection is bound to the client it was opened for: never shared.
+    while backend.send_proxy.is_none()
+        && let Some(mut c) = state.take_raw()
+    {
+        if still_open(&mut c) {
+            return Ok((c, true));
+        }
+    }
+    // Boxed: only new connections pay for the connect and handshake state.
+    let stream = Box::pin(crate::connect::open(server, backend, ctx.peer, ctx.local)).await?;
+    Ok((RawUpstream::new(stream), false))
 }
 
 /// Why sending the request to `server` failed: a write error (`Some`), or `timeout server`
@@ -1613,27 +1542,13 @@ async fn relay_body<T: AsyncWrite + Unpin>(
     }
 }
 
-/// Records a user the algorithm placed (new, or moved off a dead server) so it sticks: a
-/// cookie in the response head `out`, or a stick-table entry.
-fn persist_new_user(
-    backend: &Backend,
-    live: &LiveBackend,
-    out: &mut Vec<u8>,
-    slot: &Slot,
-    client: std::net::IpAddr,
-    now: Instant,
-) {
-    match &backend.persistence {
-        Some(Persistence::Cookie { name }) => {
-            out.extend_from_slice(b"set-cookie: ");
-            out.extend_from_slice(name.as_bytes());
-            out.push(b'=');
-            out.extend_from_slice(&slot.server.id.to_cookie());
-            out.extend_from_slice(b"; Path=/\r\n");
-        }
-        Some(Persistence::Source { .. }) => live.stick_to(now, client, slot.server.id),
-        None => {}
-    }
+/// Adds the persistence cookie of a new user to the response head `out`.
+fn set_cookie(out: &mut Vec<u8>, c: NewCookie<'_>) {
+    out.extend_from_slice(b"set-cookie: ");
+    out.extend_from_slice(c.name.as_bytes());
+    out.push(b'=');
+    out.extend_from_slice(&c.value);
+    out.extend_from_slice(b"; Path=/\r\n");
 }
 
 /// A stream that first yields bytes already read (handing a connection over to hyper).
