@@ -9,6 +9,7 @@
 //! period instead of once per request.
 //! Does not own: which timeout applies (the callers). A leaf: imports nothing of the crate.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -67,6 +68,18 @@ pub(crate) fn epoch() -> std::time::Instant {
 /// Completes once `rx` says the proxy is shutting down.
 pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Runs `fut` unless `timer` fires first (`None`).
+pub(crate) async fn before<F: Future>(timer: &mut Deadline, fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        timer.poll_expired(cx).map(|()| None)
+    })
+    .await
 }
 
 #[cfg(test)]
