@@ -53,6 +53,28 @@ impl<T> IdleIo<T> {
         self.timer.poll_expired(cx).is_ready()
     }
 
+    /// What a read or write that got `res` from the client returns: progress records the
+    /// instant; no progress for `timeout` fails it with `TimedOut` when `watched`.
+    fn progress<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        res: Poll<io::Result<R>>,
+        watched: bool,
+    ) -> Poll<io::Result<R>> {
+        match res {
+            Poll::Ready(r) => {
+                self.last = Instant::now();
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                if watched && self.expired(cx) {
+                    return Poll::Ready(Err(self.timed_out()));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
     fn timed_out(&self) -> io::Error {
         io::Error::new(
             io::ErrorKind::TimedOut,
@@ -68,18 +90,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(r) => {
-                this.last = Instant::now();
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                if this.busy.load(Ordering::Relaxed) == 0 && this.expired(cx) {
-                    return Poll::Ready(Err(this.timed_out()));
-                }
-                Poll::Pending
-            }
-        }
+        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
+        // Waiting on the client for the next bytes of a request being handled is not
+        // idleness, waiting for the server is (see `Busy`).
+        let idle = this.busy.load(Ordering::Relaxed) == 0;
+        this.progress(cx, res, idle)
     }
 }
 
@@ -90,26 +105,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write(cx, data) {
-            Poll::Ready(r) => {
-                this.last = Instant::now();
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                if this.expired(cx) {
-                    return Poll::Ready(Err(this.timed_out()));
-                }
-                Poll::Pending
-            }
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let res = Pin::new(&mut this.inner).poll_write(cx, data);
+        this.progress(cx, res, true)
     }
 
     fn poll_write_vectored(
@@ -118,21 +115,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(r) => {
-                this.last = Instant::now();
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                if this.expired(cx) {
-                    return Poll::Ready(Err(this.timed_out()));
-                }
-                Poll::Pending
-            }
-        }
+        let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.progress(cx, res, true)
     }
 
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
+    crate::pass::pass_through!(write_rest [Self { inner, .. }] => inner);
 }

@@ -49,6 +49,7 @@ mod idle;
 mod journey;
 pub mod live;
 pub mod metrics;
+mod pass;
 pub mod plan;
 mod pool;
 pub mod protect;
