@@ -67,8 +67,10 @@ enum End {
 impl Release {
     fn finish(self, end: End, bytes: u64) {
         self.sink.bytes_out(bytes);
-        if end == End::Complete {
-            self.slot.server.put_idle(self.conn, self.max_idle);
+        if end == End::Complete
+            && let Some(pool) = self.slot.server.pool_to_keep()
+        {
+            pool.put_idle(self.conn, self.max_idle);
         }
         if let Some(mut log) = self.log {
             log.bytes = bytes;

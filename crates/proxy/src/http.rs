@@ -681,7 +681,7 @@ async fn connection(
 ) -> Result<(Upstream, bool), ProxyError> {
     // With `send_proxy`, a connection is bound to the client it was opened for: never shared.
     while backend.send_proxy.is_none()
-        && let Some(mut c) = state.take_idle()
+        && let Some(mut c) = state.pool().take_idle()
     {
         // Usually ready at once: no timer then. Polled with a no-op waker, so a pending
         // connection is polled again below, with the task's waker, under the timer.

@@ -237,30 +237,15 @@ impl ServerState {
             "connect failed, trying another server");
     }
 
-    /// Takes an idle connection from the pool, dropping closed ones; it may need `ready()`.
-    pub(crate) fn take_idle(&self) -> Option<Upstream> {
-        self.pool.take_idle()
+    /// Its idle connections, to take one from.
+    pub(crate) fn pool(&self) -> &ServerPool {
+        &self.pool
     }
 
-    /// Returns a connection to the pool if there is room and the server takes traffic.
-    pub(crate) fn put_idle(&self, conn: Upstream, max_idle: usize) {
-        if !self.status().accepts_persistent() {
-            return;
-        }
-        self.pool.put_idle(conn, max_idle);
-    }
-
-    /// Takes the most recent idle raw connection; the caller checks it is still open.
-    pub(crate) fn take_raw(&self) -> Option<RawUpstream> {
-        self.pool.take_raw()
-    }
-
-    /// Returns a raw connection to the pool if there is room and the server takes traffic.
-    pub(crate) fn put_raw(&self, conn: RawUpstream, max_idle: usize) {
-        if !self.status().accepts_persistent() {
-            return;
-        }
-        self.pool.put_raw(conn, max_idle);
+    /// Its idle connections, to return one to: `None` while the server takes no traffic
+    /// (connections to it are not reused then).
+    pub(crate) fn pool_to_keep(&self) -> Option<&ServerPool> {
+        self.status().accepts_persistent().then_some(&self.pool)
     }
 }
 

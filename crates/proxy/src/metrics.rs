@@ -114,6 +114,13 @@ fn hist(out: &mut String, name: &str, labels: &str, c: &Counters) {
     let _ = writeln!(out, "{name}_count{{{labels}}} {cum}");
 }
 
+/// One sample per status class of `c`.
+fn classes(out: &mut String, name: &str, labels: &str, c: &Counters) {
+    for (i, v) in c.statuses().iter().enumerate() {
+        let _ = writeln!(out, "{name}{{{labels},class=\"{}\"}} {v}", CLASSES[i]);
+    }
+}
+
 /// Escapes a label value (names are config tokens, but be safe).
 fn esc(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -182,13 +189,7 @@ pub fn render(snap: &Snapshot) -> String {
         "Responses by status class.",
     );
     for (l, f) in &fes {
-        for (i, v) in f.stats.counters.statuses().iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "{FRONTEND_REQUESTS}{{{l},class=\"{}\"}} {v}",
-                CLASSES[i]
-            );
-        }
+        classes(&mut out, FRONTEND_REQUESTS, l, &f.stats.counters);
     }
     family(
         &mut out,
@@ -269,13 +270,7 @@ pub fn render(snap: &Snapshot) -> String {
         "Responses by status class.",
     );
     for (l, b) in &bes {
-        for (i, v) in b.stats.counters.statuses().iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "{BACKEND_REQUESTS}{{{l},class=\"{}\"}} {v}",
-                CLASSES[i]
-            );
-        }
+        classes(&mut out, BACKEND_REQUESTS, l, &b.stats.counters);
     }
     family(
         &mut out,
@@ -402,9 +397,7 @@ pub fn render(snap: &Snapshot) -> String {
         "Responses by status class.",
     );
     for (l, s, _, _) in &srv {
-        for (i, v) in s.counters.statuses().iter().enumerate() {
-            let _ = writeln!(out, "{SERVER_REQUESTS}{{{l},class=\"{}\"}} {v}", CLASSES[i]);
-        }
+        classes(&mut out, SERVER_REQUESTS, l, &s.counters);
     }
     family(
         &mut out,

@@ -104,22 +104,24 @@ pub(crate) struct Sink {
 
 impl Sink {
     pub(crate) fn bytes_in(&self, n: u64) {
-        if n == 0 {
-            return;
-        }
-        let r = Ordering::Relaxed;
-        self.frontend.counters.bytes_in.fetch_add(n, r);
-        self.backend.counters.bytes_in.fetch_add(n, r);
-        self.server.bytes_in.fetch_add(n, r);
+        self.add(n, |c| &c.bytes_in);
     }
 
     pub(crate) fn bytes_out(&self, n: u64) {
+        self.add(n, |c| &c.bytes_out);
+    }
+
+    /// Adds `n` to the counter `field` picks, in the frontend's, backend's and server's.
+    fn add(&self, n: u64, field: impl Fn(&Counters) -> &AtomicU64) {
         if n == 0 {
             return;
         }
-        let r = Ordering::Relaxed;
-        self.frontend.counters.bytes_out.fetch_add(n, r);
-        self.backend.counters.bytes_out.fetch_add(n, r);
-        self.server.bytes_out.fetch_add(n, r);
+        for c in [
+            &self.frontend.counters,
+            &self.backend.counters,
+            &*self.server,
+        ] {
+            field(c).fetch_add(n, Ordering::Relaxed);
+        }
     }
 }

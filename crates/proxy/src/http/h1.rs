@@ -914,8 +914,9 @@ async fn exchange<T: AsyncRead + AsyncWrite + Unpin>(
             && !resp.server_close
             && resp.framing != Framing::UntilClose
             && conn.buf.is_empty()
+            && let Some(pool) = slot.server.pool_to_keep()
         {
-            slot.server.put_raw(conn, backend.max_idle_per_server);
+            pool.put_raw(conn, backend.max_idle_per_server);
         }
         drop(slot);
         return if unread {
@@ -938,7 +939,7 @@ async fn raw_connection(
 ) -> Result<(RawUpstream, bool), ProxyError> {
     // With `send_proxy`, a connection is bound to the client it was opened for: never shared.
     while backend.send_proxy.is_none()
-        && let Some(mut c) = state.take_raw()
+        && let Some(mut c) = state.pool().take_raw()
     {
         if still_open(&mut c) {
             return Ok((c, true));
