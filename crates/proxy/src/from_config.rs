@@ -31,7 +31,7 @@ impl Plan {
     /// Compiles a validated configuration for node `node` (per-node settings are not used
     /// by the proxy yet; the argument is part of the contract for when they are).
     pub fn from_config(config: &cfg::Config, node: Option<&str>) -> Result<Plan, Vec<PlanError>> {
-        Self::from_config_file(config, node, std::path::Path::new(""))
+        Self::from_config_file(config, node, Path::new(""))
     }
 
     /// Like [`Plan::from_config`], loading certificate and CA files (the only IO here) with
@@ -39,7 +39,7 @@ impl Plan {
     pub fn from_config_file(
         config: &cfg::Config,
         node: Option<&str>,
-        config_file: &std::path::Path,
+        config_file: &Path,
     ) -> Result<Plan, Vec<PlanError>> {
         let _ = node;
         let mut tls_errors = Vec::new();
@@ -208,13 +208,13 @@ fn backend(b: &cfg::Backend) -> Backend {
     be
 }
 
-/// Fills `fe.tls` and `fe.accept_proxy` from the configuration ;
+/// Fills `fe.tls` and `fe.accept_proxy` from the configuration;
 /// a certificate that cannot be loaded is pushed to `errors`.
-pub(crate) fn with_frontend_tls(
+fn with_frontend_tls(
     mut fe: Frontend,
-    f: &tandem_config::Frontend,
+    f: &cfg::Frontend,
     config_file: &Path,
-    errors: &mut Vec<crate::plan::PlanError>,
+    errors: &mut Vec<PlanError>,
 ) -> Frontend {
     fe.accept_proxy = f
         .bind
@@ -226,11 +226,11 @@ pub(crate) fn with_frontend_tls(
         let paths: Vec<PathBuf> = t
             .certificates
             .iter()
-            .map(|p| tandem_config::resolve_relative(config_file, p))
+            .map(|p| cfg::resolve_relative(config_file, p))
             .collect();
         match FrontendTls::load(&paths, &t.alpn) {
             Ok(tls) => fe.tls = Some(tls),
-            Err(source) => errors.push(crate::plan::PlanError::Tls {
+            Err(source) => errors.push(PlanError::Tls {
                 kind: "frontend",
                 owner: fe.name.clone(),
                 source,
@@ -240,26 +240,24 @@ pub(crate) fn with_frontend_tls(
     fe
 }
 
-/// Fills `be.send_proxy` and `be.tls` from the configuration ;
+/// Fills `be.send_proxy` and `be.tls` from the configuration;
 /// a CA file that cannot be loaded is pushed to `errors`.
-pub(crate) fn with_backend_tls(
-    mut be: crate::plan::Backend,
-    b: &tandem_config::Backend,
+fn with_backend_tls(
+    mut be: Backend,
+    b: &cfg::Backend,
     config_file: &Path,
-    errors: &mut Vec<crate::plan::PlanError>,
-) -> crate::plan::Backend {
+    errors: &mut Vec<PlanError>,
+) -> Backend {
     be.send_proxy = match b.send_proxy {
-        tandem_config::SendProxy::None => None,
-        tandem_config::SendProxy::V1 => Some(proxy_protocol::Version::V1),
-        tandem_config::SendProxy::V2 => Some(proxy_protocol::Version::V2),
+        cfg::SendProxy::None => None,
+        cfg::SendProxy::V1 => Some(proxy_protocol::Version::V1),
+        cfg::SendProxy::V2 => Some(proxy_protocol::Version::V2),
     };
     if let Some(t) = &b.tls {
-        let ca =
-            t.ca.as_ref()
-                .map(|p| tandem_config::resolve_relative(config_file, p));
+        let ca = t.ca.as_ref().map(|p| cfg::resolve_relative(config_file, p));
         match UpstreamTls::load(t.verify, t.sni.as_deref(), ca.as_deref()) {
             Ok(tls) => be.tls = Some(tls),
-            Err(source) => errors.push(crate::plan::PlanError::Tls {
+            Err(source) => errors.push(PlanError::Tls {
                 kind: "backend",
                 owner: be.name.clone(),
                 source,

@@ -326,3 +326,87 @@ impl<'a> Journey<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::live::Registry;
+    use crate::plan::{Mode, Plan, Server};
+
+    fn snapshot(servers: usize, retries: u32) -> Snapshot {
+        let a = SocketAddr::from(([127, 0, 0, 1], 80));
+        let servers = (0..servers)
+            .map(|i| Server::new(&format!("s{i}"), SocketAddr::from(([127, 0, 0, 1], 81))))
+            .collect();
+        let mut b = Backend::new("app", Mode::Http, servers);
+        b.retries = retries;
+        b.max_idle_per_server = 2;
+        let plan = Plan::new(
+            vec![crate::plan::Frontend::new("web", Mode::Http, a, "app")],
+            vec![b],
+        )
+        .expect("valid");
+        Registry::default().bind(Arc::new(plan), 1)
+    }
+
+    fn refused(i: usize) -> ProxyError {
+        ProxyError::Connect {
+            server: format!("s{i}"),
+            addr: SocketAddr::from(([127, 0, 0, 1], 81)),
+            source: std::io::ErrorKind::ConnectionRefused.into(),
+        }
+    }
+
+    #[test]
+    fn the_paths_keep_their_bounds() {
+        let snap = snapshot(1, 3);
+        let b = &snap.plan.backends()[0];
+        let tcp = Tries::tcp(b);
+        assert_eq!((tcp.attempts, tcp.connect_failures), (4, 3));
+        let http = Tries::http(b);
+        assert_eq!((http.attempts, http.connect_failures), (3 + 1 + 2, 3));
+    }
+
+    #[tokio::test]
+    async fn a_failed_connect_tries_another_server_and_the_last_error_ends_it() {
+        let snap = snapshot(3, 1);
+        let req = tandem_balance::Request::new(IpAddr::from([192, 0, 2, 1]));
+        // The first server picked refuses: the journey goes on to another one.
+        let mut j = Journey::new(&snap, 0, Tries::http);
+        let mut seen = Vec::new();
+        let leg = j
+            .connect(&req, None, |i| {
+                let first = seen.is_empty();
+                seen.push(i);
+                async move {
+                    if first {
+                        Err(refused(i))
+                    } else {
+                        Ok(((), false))
+                    }
+                }
+            })
+            .await
+            .expect("a second server");
+        assert_eq!(seen.len(), 2);
+        assert_ne!(
+            leg.slot.index, seen[0],
+            "a server tried is not picked again"
+        );
+        drop(leg);
+        // Everything refuses: after retries + 1 connect failures, the last one is the answer.
+        let mut j = Journey::new(&snap, 0, Tries::http);
+        let mut tries = 0;
+        let err = j
+            .connect(&req, None, |i| {
+                tries += 1;
+                async move { Err::<((), bool), _>(refused(i)) }
+            })
+            .await
+            .expect_err("all refused");
+        assert_eq!(tries, 2);
+        assert!(matches!(err, ProxyError::Connect { .. }), "{err}");
+    }
+}

@@ -83,7 +83,7 @@ pub struct ServerState {
     runtime_weight: AtomicU32,
     /// Idle keep-alive connections (hyper's and the raw HTTP/1 forwarder's).
     pool: ServerPool,
-    /// Traffic counters (shared with the [`Sink`](crate::stats::Sink)s of its requests).
+    /// Traffic counters (shared with the `Sink`s of its requests).
     pub counters: Arc<Counters>,
     /// Connect failures.
     pub(crate) connect_failures: AtomicU64,
