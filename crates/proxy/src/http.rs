@@ -245,13 +245,13 @@ async fn handle(ctx: &ConnCtx, req: Request<Incoming>) -> Response<ProxyBody> {
     let admitted = match ctx.refused {
         // Counted once, when the connection was refused.
         Some(why) => Err(denied(why)),
-        None => match &live_fe.sources {
-            Some(t) if !t.request(ctx.peer.ip(), start) => {
-                live_fe.stats.denied[Refusal::RequestRate as usize].fetch_add(1, Ordering::Relaxed);
-                Err(denied(Refusal::RequestRate))
-            }
-            _ => Ok(()),
-        },
+        None => crate::protect::admit_request(
+            live_fe.sources.as_ref(),
+            &live_fe.stats,
+            ctx.peer.ip(),
+            start,
+        )
+        .map_err(denied),
     };
     let mut backend = None;
     let res = match admitted
@@ -272,12 +272,7 @@ async fn handle(ctx: &ConnCtx, req: Request<Incoming>) -> Response<ProxyBody> {
                 warn!(frontend = %fe.name, client = %ctx.peer, status = status.as_u16(),
                     kind = e.kind(), side = ?e.side(), cause = %e, "request failed");
             }
-            if let Some(mut l) = log.take() {
-                l.backend = backend;
-                l.status = status.as_u16();
-                l.termination = e.termination();
-                l.emit();
-            }
+            crate::journey::log_failed(log.take(), &e, backend);
             let mut resp = error_response(status);
             if ctx.refused.is_some() {
                 resp.headers_mut()

@@ -6,7 +6,8 @@
 //! ([`Journey::persist_new_user`]), the loop that picks a server (queueing for a slot),
 //! opens or reuses a connection to it and tries another one when that fails, bounded per
 //! path ([`Tries`]), passive health on connects, timeouts and 5xx responses, the session
-//! and response counters of backends and servers, and the access log's `Tw`/`Tc` timings.
+//! and response counters of backends and servers, the access log's `Tw`/`Tc` timings, and
+//! the log line of a request that failed ([`log_failed`]).
 //! The three paths (`tcp`, `http` on hyper, `http::h1` raw) call it; what differs between
 //! them (how a connection is opened or reused, the wire protocol) is theirs.
 //! Does not own: selection and queueing (`queue`, `tandem-balance`), opening a connection
@@ -58,6 +59,17 @@ pub(crate) fn route<'h>(
         return Some(id);
     }
     fe.default_id()
+}
+
+/// Completes and emits the access log line of a request that failed with `err` before a
+/// response was relayed.
+pub(crate) fn log_failed(log: Option<AccessLog>, err: &ProxyError, backend: Option<BackendId>) {
+    if let Some(mut l) = log {
+        l.backend = backend;
+        l.status = err.status().as_u16();
+        l.termination = err.termination();
+        l.emit();
+    }
 }
 
 /// The server a persistence cookie named `name` points to, among the values of a request's

@@ -65,6 +65,24 @@ pub(crate) fn admit(
     })
 }
 
+/// Admits a request from `ip` on a frontend with `sources`, or refuses it for its source's
+/// request rate (counted in the frontend's `denied`).
+pub(crate) fn admit_request(
+    sources: Option<&Arc<SourceTable>>,
+    stats: &FrontendStats,
+    ip: IpAddr,
+    now: Instant,
+) -> Result<(), Refusal> {
+    match sources {
+        Some(t) if !t.request(ip, now) => {
+            stats.denied[Refusal::RequestRate as usize]
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Err(Refusal::RequestRate)
+        }
+        _ => Ok(()),
+    }
+}
+
 /// One rate counter of a source as exported: the sliding window relative to the export time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RateCounter {

@@ -29,7 +29,6 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -47,7 +46,6 @@ use crate::error::ProxyError;
 use crate::journey::{Journey, Leg, NewCookie, Tries};
 use crate::live::{LiveBackend, RawUpstream};
 use crate::plan::{Algorithm, Backend, BackendId, Forwarded, Frontend, LogFormat, Persistence};
-use crate::protect::Refusal;
 
 mod chunked;
 mod head;
@@ -246,12 +244,7 @@ async fn refuse<T: AsyncWrite + Unpin>(
         warn!(frontend = %fe.name, client = %ctx.peer, status = status.as_u16(),
             kind = err.kind(), side = ?err.side(), cause = %err, "request failed");
     }
-    if let Some(mut l) = log {
-        l.backend = backend;
-        l.status = status.as_u16();
-        l.termination = err.termination();
-        l.emit();
-    }
+    crate::journey::log_failed(log, &err, backend);
     ctx.snap.frontends[ctx.frontend]
         .stats
         .counters
@@ -424,15 +417,14 @@ fn analyze(ctx: &ConnCtx, head: &[u8], now: Instant) -> Analyzed {
         return refuse(denied(why), line);
     }
     let body_len = body.unwrap_or(0);
-    if let Some(t) = &live_fe.sources
-        && !t.request(ctx.peer.ip(), now)
+    if let Err(why) =
+        crate::protect::admit_request(live_fe.sources.as_ref(), &live_fe.stats, ctx.peer.ip(), now)
     {
-        live_fe.stats.denied[Refusal::RequestRate as usize].fetch_add(1, Ordering::Relaxed);
         // Kept open for the next request unless a body is left unread or the client asked
         // to close.
         let client_close = connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(b"close"));
         return Analyzed::Refuse {
-            err: denied(Refusal::RequestRate),
+            err: denied(why),
             backend: None,
             line,
             close: body_len > 0 || client_close,
