@@ -75,6 +75,19 @@ impl<T> IdleIo<T> {
         }
     }
 
+    /// A read's result: waiting on the client for the next bytes of a request being handled
+    /// is not idleness, waiting for the server is (see `Busy`).
+    fn after_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        _buf: &ReadBuf<'_>,
+        _filled: usize,
+        res: Poll<io::Result<()>>,
+    ) -> Poll<io::Result<()>> {
+        let idle = self.busy.load(Ordering::Relaxed) == 0;
+        self.progress(cx, res, idle)
+    }
+
     fn timed_out(&self) -> io::Error {
         io::Error::new(
             io::ErrorKind::TimedOut,
@@ -84,18 +97,7 @@ impl<T> IdleIo<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
-        // Waiting on the client for the next bytes of a request being handled is not
-        // idleness, waiting for the server is (see `Busy`).
-        let idle = this.busy.load(Ordering::Relaxed) == 0;
-        this.progress(cx, res, idle)
-    }
+    crate::pass::pass_through!(read [Self { inner, .. }] => inner, then after_read);
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {

@@ -9,6 +9,9 @@
 //! (so the inner stream is `Unpin`; a `Box` of one forwards every method too).
 //! The forms:
 //! - `read [PATTERNS] => s`: `poll_read`;
+//! - `read [PATTERNS] => s, then HOOK`: `poll_read` that hands the inner read's result to
+//!   the wrapper's method `HOOK(&mut self, cx, buf, filled, result)` (`filled`: how much
+//!   of `buf` was filled before the read) and returns what it returns;
 //! - `write [PATTERNS] => s`: every `AsyncWrite` method (`poll_write`,
 //!   `poll_write_vectored`, `is_write_vectored`, `poll_flush`, `poll_shutdown`);
 //! - `write_rest [PATTERNS] => s`: all but `poll_write` and `poll_write_vectored`, for a
@@ -28,6 +31,20 @@ macro_rules! pass_through {
             match self.get_mut() {
                 $($pat => ::tokio::io::AsyncRead::poll_read(::std::pin::Pin::new($s), cx, buf),)+
             }
+        }
+    };
+    (read [$($pat:pat),+] => $s:ident, then $hook:ident) => {
+        fn poll_read(
+            self: ::std::pin::Pin<&mut Self>,
+            cx: &mut ::std::task::Context<'_>,
+            buf: &mut ::tokio::io::ReadBuf<'_>,
+        ) -> ::std::task::Poll<::std::io::Result<()>> {
+            let filled = buf.filled().len();
+            let this = self.get_mut();
+            let res = match &mut *this {
+                $($pat => ::tokio::io::AsyncRead::poll_read(::std::pin::Pin::new($s), cx, buf),)+
+            };
+            this.$hook(cx, buf, filled, res)
         }
     };
     (write [$($pat:pat),+] => $s:ident) => {

@@ -18,13 +18,14 @@
 //! HTTP/1.1 request path (protect, the smuggling checks on parsed heads, header rewriting,
 //! sending on a server connection and the stale-connection retries, counters, the access
 //! log), response framing (Content-Length, chunked, close-delimited, 1xx) and the raw
-//! upstream pool use. Routing, picking a server, connect retries, persistence and passive
-//! health are the request's journey (`journey`). Anything else is handed to hyper unchanged, before a byte of the request is acted on
-//! ([`Outcome::Fallback`]): HTTP/1.0 clients, request bodies in chunked encoding,
-//! `Expect`, `CONNECT`, and the HTTP/2 preface (h2c prior knowledge); the connection then
-//! stays with hyper.
+//! upstream pool use. Anything else is handed to hyper unchanged, before a byte of the
+//! request is acted on ([`Outcome::Fallback`]): HTTP/1.0 clients, request bodies in chunked
+//! encoding, `Expect`, `CONNECT`, and the HTTP/2 preface (h2c prior knowledge); the
+//! connection then stays with hyper.
 //! Does not own: the raw head guard (`guard`, which sees every byte read here first),
-//! admission and the connection counters (`super::serve`), selection, queueing and live state.
+//! admission and the connection counters (`super::serve`), the request's journey
+//! (`journey`: routing, picking a server, connect retries, persistence, passive health),
+//! selection, queueing and live state.
 
 use std::future::Future;
 use std::io;
