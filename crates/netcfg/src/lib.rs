@@ -12,6 +12,8 @@
 //! touches the addresses of interfaces (setup and the VRRP daemon own those), and knows
 //! nothing of the rest of the configuration.
 
+pub mod apply;
 pub mod plan;
 
+pub use apply::{ApplyError, Files, IpSystem, System, apply, commands};
 pub use plan::{ConfigFile, Op, Plan, chrony_sources, plan, plan_for, resolv_conf};
