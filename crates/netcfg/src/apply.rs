@@ -21,19 +21,22 @@ use crate::plan::{ConfigFile, Op, Plan};
 /// Where the files of [`ConfigFile`] live.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Files {
-    /// The resolver configuration, `/etc/resolv.conf` on the appliance.
+    /// The resolver configuration.
     pub resolv_conf: PathBuf,
-    /// chrony's sources file, `/etc/chrony/sources.d/tandem.sources` on the appliance
-    /// (chrony reads it with `sourcedir /etc/chrony/sources.d`).
+    /// chrony's sources file (chrony reads the `*.sources` files of a `sourcedir`, and
+    /// rereads them on `chronyc reload sources`).
     pub chrony_sources: PathBuf,
 }
 
 impl Files {
-    /// The appliance's paths.
+    /// The appliance's paths, on tmpfs since the root file system is read-only (and rewritten
+    /// at every boot from the configuration): `/run/tandem/resolv.conf`, which the image's
+    /// `/etc/resolv.conf` must link to, and `/run/tandem/chrony/tandem.sources`, for a
+    /// `sourcedir /run/tandem/chrony` line in the image's chrony.conf.
     pub fn appliance() -> Files {
         Files {
-            resolv_conf: "/etc/resolv.conf".into(),
-            chrony_sources: "/etc/chrony/sources.d/tandem.sources".into(),
+            resolv_conf: "/run/tandem/resolv.conf".into(),
+            chrony_sources: "/run/tandem/chrony/tandem.sources".into(),
         }
     }
 

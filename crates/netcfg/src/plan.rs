@@ -22,9 +22,9 @@ use tandem_config::{BondMode, Cidr, Config, Host, InterfaceName, Mtu, Name, Netw
 /// A file the plan writes whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ConfigFile {
-    /// `/etc/resolv.conf`: the DNS resolvers.
+    /// The resolver configuration (`resolv.conf`): the DNS resolvers.
     ResolvConf,
-    /// chrony's sources file (`/etc/chrony/sources.d/tandem.sources`): the NTP servers.
+    /// chrony's sources file: the NTP servers.
     ChronySources,
 }
 
