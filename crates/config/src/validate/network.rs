@@ -19,6 +19,9 @@ use crate::model::{Node, VrrpInstance};
 use crate::network::{Bond, Gateway, Link, Network, RawNetwork, RawStaticRoute, StaticRoute, Vlan};
 use crate::values::{InterfaceName, Name, VlanId};
 
+/// Nameservers the C library reads from `resolv.conf` (glibc's `MAXNS`).
+const MAX_RESOLVERS: usize = 3;
+
 /// Converts one section (shared or a node's) at key path `p`, checking what needs no other
 /// section; invalid entries are left out (and reported).
 pub(super) fn section(raw: &RawNetwork, p: &str, ctx: &mut Ctx<'_>) -> Network {
@@ -121,6 +124,16 @@ pub(super) fn section(raw: &RawNetwork, p: &str, ctx: &mut Ctx<'_>) -> Network {
                 },
             );
         }
+    }
+    if let Some(dns) = &raw.dns
+        && dns.len() > MAX_RESOLVERS
+    {
+        ctx.warn(
+            &format!("{p}.dns[{MAX_RESOLVERS}]"),
+            format!(
+                "the resolver library uses only the first {MAX_RESOLVERS} DNS servers; this one and those after it are ignored"
+            ),
+        );
     }
     Network {
         gateway,
