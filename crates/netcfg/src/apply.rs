@@ -206,7 +206,9 @@ pub fn commands(op: &Op) -> Vec<Vec<String>> {
                 &mtu.to_string(),
             ])]
         }
-        Op::AddRoute(r) => vec![route_args("add", r)],
+        // `replace`: a route the host already has to that destination (a restart without a
+        // reboot) is taken over rather than failing the plan.
+        Op::AddRoute(r) => vec![route_args("replace", r)],
         Op::DelRoute(r) => vec![route_args("del", r)],
         Op::ReplaceRoute { to, .. } => vec![route_args("replace", to)],
         Op::WriteFile { .. } => Vec::new(),
@@ -317,8 +319,8 @@ mod tests {
                 "link add link lan name lan.120 type vlan id 120",
                 "link set lan.120 up",
                 "link set bond0 mtu 9000",
-                "-4 route add 198.19.0.0/24 via 198.18.0.254 dev lan.120",
-                "-6 route add default via 2001:2::1",
+                "-4 route replace 198.19.0.0/24 via 198.18.0.254 dev lan.120",
+                "-6 route replace default via 2001:2::1",
                 "write ResolvConf 2 lines",
             ]
         );
@@ -340,8 +342,8 @@ mod tests {
         assert_eq!(
             rec.calls,
             [
-                "-4 route add 198.19.0.0/24 via 198.18.0.254",
-                "-4 route add default via 198.18.0.1",
+                "-4 route replace 198.19.0.0/24 via 198.18.0.254",
+                "-4 route replace default via 198.18.0.1",
                 "-4 route del 198.19.0.0/24 via 198.18.0.254",
             ]
         );
