@@ -602,9 +602,11 @@ fn setup(c: &mut Console, i: usize) -> Result<()> {
     )?;
     c.run(
         &format!("198.19.0.1{i}/24"),
-        "LAN address",
+        "management gateway",
         Duration::from_secs(30),
     )?;
+    // No management gateway: the lab host is on the management subnet.
+    c.run("", "LAN address", Duration::from_secs(30))?;
     c.run(
         &format!("198.18.0.1{i}/24"),
         "sync link address",

@@ -1,10 +1,13 @@
 //! First-boot setup (`tandemctl setup`); the console's login is [`crate::console`].
 //!
 //! Owns: the node's identity files on the data partition (`/data/tandem/node.env`: node
-//! name; `network.env`: management, LAN and sync addresses; `admin.argon2`: the admin
+//! name; `network.env`: management, LAN and sync addresses and the optional management
+//! gateway; `admin.argon2`: the admin
 //! password as an Argon2id PHC hash, there is no default password; `recovery.argon2`: the
 //! hash of the recovery code printed at setup, which resets a lost password file), applying
-//! the addresses (`setup --apply-network`, run at boot by tandem-network.service), starting
+//! the addresses and the default route via the management gateway (`setup --apply-network`,
+//! run at boot by tandem-network.service; a re-run of setup removes the addresses it
+//! replaces, and only those: the VIPs on the same interfaces are the VRRP daemon's), starting
 //! the node after setup, and the password and file helpers the console shares.
 //! Must not: store a password or a recovery code in clear, or start a shell.
 
@@ -34,6 +37,11 @@ pub struct SetupArgs {
     /// Sync link address with prefix, e.g. 198.18.1.1/24.
     #[arg(long)]
     pub sync: Option<String>,
+    /// Management gateway (default route), e.g. 198.19.0.1; `none` for none. Asked only
+    /// when setup asks for another value too, so scripts that give every address keep
+    /// working without it.
+    #[arg(long)]
+    pub gateway: Option<String>,
     /// Read the admin password from the first line of standard input (scripts, tests).
     #[arg(long)]
     pub password_stdin: bool,
@@ -76,6 +84,28 @@ pub fn run(args: &SetupArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         &args.mgmt,
         check_prefix,
     )?;
+    let scripted = [&args.node, &args.mgmt, &args.lan, &args.sync]
+        .iter()
+        .all(|v| v.is_some());
+    let gateway = match &args.gateway {
+        Some(g) => {
+            check_gateway(&mgmt, g)?;
+            g.clone()
+        }
+        None if scripted => String::new(),
+        None => ask(
+            &mut input,
+            out,
+            "management gateway (e.g. 198.19.0.1, empty for none)",
+            &None,
+            |v| check_gateway(&mgmt, v),
+        )?,
+    };
+    let gateway = if gateway == "none" {
+        String::new()
+    } else {
+        gateway
+    };
     let lan = ask(
         &mut input,
         out,
@@ -118,25 +148,32 @@ pub fn run(args: &SetupArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         0o600,
     )?;
     new_recovery_code(dir, out)?;
-    write_file(
-        &dir.join("network.env"),
-        &format!("MGMT_ADDRESS={mgmt}\nLAN_ADDRESS={lan}\nSYNC_ADDRESS={sync}\n"),
-        0o644,
-    )?;
+    // What the previous setup applied, to remove what this one replaces.
+    let previous = std::fs::read_to_string(dir.join("network.env")).ok();
+    let mut env = format!("MGMT_ADDRESS={mgmt}\nLAN_ADDRESS={lan}\nSYNC_ADDRESS={sync}\n");
+    if !gateway.is_empty() {
+        env.push_str(&format!("MGMT_GATEWAY={gateway}\n"));
+    }
+    write_file(&dir.join("network.env"), &env, 0o644)?;
     // Last: node.env is what marks the node as set up (the supervisor's condition).
     write_file(
         &dir.join("node.env"),
         &format!("TANDEM_NODE={node}\n"),
         0o644,
     )?;
+    let via = if gateway.is_empty() {
+        String::new()
+    } else {
+        format!(" via {gateway}")
+    };
     writeln!(
         out,
-        "saved: node {node}, management {mgmt}, LAN {lan}, sync {sync}"
+        "saved: node {node}, management {mgmt}{via}, LAN {lan}, sync {sync}"
     )?;
     if args.no_start {
         return Ok(0);
     }
-    apply_network(dir, out)?;
+    apply_network_from(dir, previous.as_deref(), out)?;
     let _ = Command::new("hostname").arg(&node).status();
     let status = Command::new("systemctl")
         .args(["start", "--no-block", "tandem-appliance.target"])
@@ -160,7 +197,7 @@ fn ask(
     out: &mut dyn Write,
     question: &str,
     given: &Option<String>,
-    check: fn(&str) -> anyhow::Result<()>,
+    check: impl Fn(&str) -> anyhow::Result<()>,
 ) -> anyhow::Result<String> {
     if let Some(v) = given {
         check(v)?;
@@ -191,6 +228,37 @@ fn check_prefix(v: &str) -> anyhow::Result<()> {
         .parse()
         .with_context(|| format!("`{prefix}` is not a prefix length"))?;
     ensure!(p <= 128, "prefix length {p} is too long");
+    Ok(())
+}
+
+/// An empty answer or `none` (no gateway), or an address of the family of `mgmt` on its
+/// subnet and not `mgmt` itself.
+fn check_gateway(mgmt: &str, v: &str) -> anyhow::Result<()> {
+    if v.is_empty() || v == "none" {
+        return Ok(());
+    }
+    let gw: std::net::IpAddr = v
+        .parse()
+        .with_context(|| format!("`{v}` is not an IP address"))?;
+    let (addr, prefix) = mgmt.split_once('/').context("management address")?;
+    let addr: std::net::IpAddr = addr.parse().context("management address")?;
+    let prefix: u32 = prefix.parse().context("management prefix")?;
+    let network = |ip: std::net::IpAddr| -> Option<u128> {
+        let (bits, width) = match ip {
+            std::net::IpAddr::V4(a) => (u128::from(u32::from(a)), 32u32),
+            std::net::IpAddr::V6(a) => (u128::from(a), 128),
+        };
+        let host = width.checked_sub(prefix)?;
+        Some(bits.checked_shr(host).unwrap_or(0))
+    };
+    ensure!(
+        gw.is_ipv4() == addr.is_ipv4() && network(gw).is_some() && network(gw) == network(addr),
+        "the gateway {gw} is not on the management subnet {mgmt}"
+    );
+    ensure!(
+        gw != addr,
+        "the gateway {gw} is the management address itself"
+    );
     Ok(())
 }
 
@@ -281,32 +349,83 @@ pub(crate) fn read_secret(
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
-/// Applies `network.env`: the management, LAN and sync addresses on their interfaces.
+/// Applies `network.env`: the management, LAN and sync addresses on their interfaces, and
+/// the default route via the management gateway.
 fn apply_network(dir: &Path, out: &mut dyn Write) -> anyhow::Result<i32> {
+    apply_network_from(dir, None, out)
+}
+
+/// [`apply_network`], removing first what `previous` (the `network.env` before this setup)
+/// set and the new one replaces.
+fn apply_network_from(
+    dir: &Path,
+    previous: Option<&str>,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
     let path = dir.join("network.env");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    for (what, args) in network_commands(previous, &text) {
+        let status = Command::new("ip").args(&args).status();
+        match status {
+            Ok(s) if s.success() => writeln!(out, "{what}")?,
+            _ => writeln!(out, "could not {what} (ip {})", args.join(" "))?,
+        }
+    }
+    Ok(0)
+}
+
+/// The value of `key` in an env file.
+fn env_value<'t>(text: &'t str, key: &str) -> Option<&'t str> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .filter(|v| !v.is_empty())
+}
+
+/// The `ip` commands (with what each does, for the console) that apply `next` (a
+/// `network.env`) after `previous`: old addresses that changed are removed (only those: the
+/// VIPs on the same interfaces belong to the VRRP daemon), links set up, addresses set, and
+/// the default route set via the management gateway, or the old one removed.
+fn network_commands(previous: Option<&str>, next: &str) -> Vec<(String, Vec<String>)> {
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut cmds = Vec::new();
     for (key, dev) in [
         ("MGMT_ADDRESS", "mgmt"),
         ("LAN_ADDRESS", "lan"),
         ("SYNC_ADDRESS", "sync"),
     ] {
-        let Some(addr) = text
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{key}=")))
-        else {
-            continue;
-        };
-        let up = Command::new("ip").args(["link", "set", dev, "up"]).status();
-        let add = Command::new("ip")
-            .args(["addr", "replace", addr, "dev", dev])
-            .status();
-        match (up, add) {
-            (Ok(a), Ok(b)) if a.success() && b.success() => writeln!(out, "{dev}: {addr}")?,
-            _ => writeln!(out, "{dev}: could not set {addr}")?,
+        let new = env_value(next, key);
+        if let Some(old) = previous.and_then(|p| env_value(p, key))
+            && Some(old) != new
+        {
+            cmds.push((
+                format!("{dev}: removed {old}"),
+                args(&["addr", "del", old, "dev", dev]),
+            ));
+        }
+        let Some(addr) = new else { continue };
+        cmds.push((format!("{dev}: up"), args(&["link", "set", dev, "up"])));
+        cmds.push((
+            format!("{dev}: {addr}"),
+            args(&["addr", "replace", addr, "dev", dev]),
+        ));
+    }
+    let old_gw = previous.and_then(|p| env_value(p, "MGMT_GATEWAY"));
+    match env_value(next, "MGMT_GATEWAY") {
+        Some(gw) => cmds.push((
+            format!("default route via {gw}"),
+            args(&["route", "replace", "default", "via", gw, "dev", "mgmt"]),
+        )),
+        None => {
+            if let Some(old) = old_gw {
+                cmds.push((
+                    format!("default route via {old} removed"),
+                    args(&["route", "del", "default", "via", old, "dev", "mgmt"]),
+                ));
+            }
         }
     }
-    Ok(0)
+    cmds
 }
 
 #[cfg(test)]
@@ -341,5 +460,53 @@ mod tests {
         bad.node = Some("lb3".into());
         assert!(run(&bad, &mut Vec::new()).is_err());
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_gateway_must_be_on_the_management_subnet() {
+        assert!(check_gateway("198.19.0.11/24", "").is_ok());
+        assert!(check_gateway("198.19.0.11/24", "none").is_ok());
+        assert!(check_gateway("198.19.0.11/24", "198.19.0.1").is_ok());
+        assert!(check_gateway("198.19.0.11/24", "198.19.1.1").is_err());
+        assert!(check_gateway("198.19.0.11/24", "198.19.0.11").is_err());
+        assert!(check_gateway("198.19.0.11/24", "2001:2::1").is_err());
+        assert!(check_gateway("198.19.0.11/24", "gw").is_err());
+        assert!(check_gateway("2001:2::11/64", "2001:2::1").is_ok());
+    }
+
+    fn texts(cmds: &[(String, Vec<String>)]) -> Vec<String> {
+        cmds.iter().map(|(_, a)| a.join(" ")).collect()
+    }
+
+    #[test]
+    fn a_rerun_removes_the_addresses_it_replaces_and_sets_the_gateway() {
+        let old = "MGMT_ADDRESS=198.19.0.11/24\nLAN_ADDRESS=198.18.0.11/24\nSYNC_ADDRESS=198.18.1.1/24\nMGMT_GATEWAY=198.19.0.1\n";
+        let new = "MGMT_ADDRESS=198.19.0.12/24\nLAN_ADDRESS=198.18.0.11/24\nSYNC_ADDRESS=198.18.1.1/24\nMGMT_GATEWAY=198.19.0.254\n";
+        assert_eq!(
+            texts(&network_commands(Some(old), new)),
+            [
+                "addr del 198.19.0.11/24 dev mgmt",
+                "link set mgmt up",
+                "addr replace 198.19.0.12/24 dev mgmt",
+                "link set lan up",
+                "addr replace 198.18.0.11/24 dev lan",
+                "link set sync up",
+                "addr replace 198.18.1.1/24 dev sync",
+                "route replace default via 198.19.0.254 dev mgmt",
+            ]
+        );
+        let without = "MGMT_ADDRESS=198.19.0.12/24\n";
+        assert_eq!(
+            texts(&network_commands(Some(new), without)),
+            [
+                "link set mgmt up",
+                "addr replace 198.19.0.12/24 dev mgmt",
+                "addr del 198.18.0.11/24 dev lan",
+                "addr del 198.18.1.1/24 dev sync",
+                "route del default via 198.19.0.254 dev mgmt",
+            ]
+        );
+        // At boot (no previous file) nothing is removed.
+        assert_eq!(texts(&network_commands(None, without)).len(), 2);
     }
 }

@@ -43,6 +43,7 @@ pub mod diff;
 #[doc(hidden)]
 pub mod fuzz;
 mod model;
+mod network;
 pub mod raw;
 mod validate;
 mod values;
@@ -55,13 +56,14 @@ pub use classes::{ClassPriority, ClassValueError, Share};
 pub use diag::{Diagnostic, Report, Severity};
 pub use diff::{Change, ChangeKind, Fingerprint, diff, fingerprint, fingerprints};
 pub use model::*;
+pub use network::BondMode;
 pub use raw::{
     APPLIANCE_NOFILE, FD_RESERVE, RUN_DIR, RawConfig, SUPPORTED_VERSION, file_descriptors_needed,
 };
 pub use validate::run_dir_socket;
 pub use values::{
-    Balance, CheckCount, Cidr, Count, Duration, Endpoint, HeaderName, InterfaceName, Name, Port,
-    Priority, PriorityDelta, Rate, StatusRange, ValueError, Vrid, Weight,
+    Balance, CheckCount, Cidr, Count, Duration, Endpoint, HeaderName, Host, InterfaceName, Mtu,
+    Name, Port, Priority, PriorityDelta, Rate, StatusRange, ValueError, VlanId, Vrid, Weight,
 };
 
 /// A valid configuration and the warnings found while checking it.

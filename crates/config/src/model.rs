@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 pub use crate::classes::{Class, ClassBy};
+pub use crate::network::{Bond, Gateway, Link, Network, StaticRoute, Vlan};
 pub use crate::raw::{
     CheckMethod, ForwardedMode, InterfaceRole, LogFormat, Mode, SendProxy, ServerState,
 };
@@ -49,6 +50,9 @@ pub struct Config {
     pub sync: Sync,
     /// Proxy runtime API settings.
     pub runtime: Runtime,
+    /// Network settings shared by the nodes (each node's own are in its [`Node::network`]).
+    #[serde(skip_serializing_if = "Network::is_empty")]
+    pub network: Network,
 }
 
 impl Config {
@@ -60,6 +64,18 @@ impl Config {
     /// The frontend named `name`.
     pub fn frontend(&self, name: &Name) -> Option<&Frontend> {
         self.frontends.iter().find(|f| &f.name == name)
+    }
+
+    /// The network settings of node `node` (the shared ones with the node's merged over
+    /// them), or the shared ones for `None` or a node not in the cluster.
+    pub fn network_of(&self, node: Option<&Name>) -> Network {
+        let own = node
+            .and_then(|n| self.cluster.as_ref()?.nodes.get(n))
+            .map(|n| &n.network);
+        match own {
+            Some(own) => self.network.merged(own),
+            None => self.network.clone(),
+        }
     }
 
     /// The class named `name`.
@@ -92,6 +108,9 @@ pub struct Node {
     pub sync_address: std::net::IpAddr,
     /// Base VRRP priority; nodes have distinct priorities.
     pub priority: Priority,
+    /// This node's network overrides (see [`Config::network_of`]).
+    #[serde(skip_serializing_if = "Network::is_empty")]
+    pub network: Network,
 }
 
 /// A declared network interface.

@@ -17,6 +17,9 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 pub use crate::classes::{RawClass, RawClassBy};
+pub use crate::network::{
+    BondMode, RawBond, RawGateway, RawLink, RawNetwork, RawStaticRoute, RawVlan,
+};
 use crate::values::{
     Balance, CheckCount, Cidr, Count, Duration, Endpoint, HeaderName, InterfaceName, Ip, Name,
     Port, Priority, PriorityDelta, Rate, StatusRange, Vrid, Weight,
@@ -125,6 +128,8 @@ pub struct RawConfig {
     pub sync: Option<RawSync>,
     /// Proxy runtime API (drain, maint, weight changes without reload).
     pub runtime: Option<RawRuntime>,
+    /// Network settings shared by the nodes: gateways, routes, DNS, NTP, MTUs, VLANs, bonds; a node's `network` overrides them.
+    pub network: Option<RawNetwork>,
 }
 
 /// The pair of nodes.
@@ -147,6 +152,8 @@ pub struct RawNode {
     pub sync_address: Option<Ip>,
     /// VRRP priority of this node, 1 to 254; the highest live priority holds the VIPs; required.
     pub priority: Option<Priority>,
+    /// This node's network settings where they differ from the shared `network` section: a list or a gateway family given here replaces the shared one, interface, VLAN and bond entries are merged by name.
+    pub network: Option<RawNetwork>,
 }
 
 /// A network interface of the nodes.

@@ -24,6 +24,7 @@ use crate::values::{
 use crate::yaml::Pos;
 
 mod classes;
+mod network;
 
 /// One semantic problem before it is turned into a `Diagnostic`.
 pub struct Problem {
@@ -658,6 +659,29 @@ pub fn validate(raw: &RawConfig, ctx: &mut Ctx<'_>) -> Option<Config> {
     }
     fd_budget(&frontends, &backends, ctx);
 
+    let shared_network = raw
+        .network
+        .as_ref()
+        .map(|r| network::section(r, "network", ctx))
+        .unwrap_or_default();
+    let no_nodes = BTreeMap::new();
+    network::check(
+        &network::Context {
+            shared_raw: raw.network.as_ref(),
+            shared: &shared_network,
+            nodes: cluster.as_ref().map_or(&no_nodes, |c| &c.nodes),
+            nodes_raw: raw
+                .cluster
+                .iter()
+                .flat_map(|c| c.nodes.iter())
+                .filter_map(|(n, node)| Some((n.clone(), node.network.as_ref()?)))
+                .collect(),
+            vrrp: &vrrp,
+            declared: declared.as_ref(),
+        },
+        ctx,
+    );
+
     if ctx.has_errors() {
         return None;
     }
@@ -672,6 +696,7 @@ pub fn validate(raw: &RawConfig, ctx: &mut Ctx<'_>) -> Option<Config> {
         metrics,
         sync,
         runtime: Runtime { socket },
+        network: shared_network,
     })
 }
 
@@ -906,6 +931,11 @@ fn cluster(c: &RawCluster, ctx: &mut Ctx<'_>) -> Option<Cluster> {
                 format!("{} is also the LAN address of node `{other}`", a.0),
             );
         }
+        let network = node
+            .network
+            .as_ref()
+            .map(|r| network::section(r, &format!("{p}.network"), ctx))
+            .unwrap_or_default();
         if let (Some(l), Some(s), Some(priority)) = (lan_address, sync_address, priority) {
             nodes.insert(
                 n.clone(),
@@ -913,6 +943,7 @@ fn cluster(c: &RawCluster, ctx: &mut Ctx<'_>) -> Option<Cluster> {
                     lan_address: l.0,
                     sync_address: s.0,
                     priority,
+                    network,
                 },
             );
         }

@@ -58,6 +58,9 @@ pub enum ValueError {
         "expected a network interface name of 1 to 15 characters without `/`, `:` or spaces, found `{0}`"
     )]
     InterfaceName(String),
+    /// The text is not a host name or an IP address.
+    #[error("expected a host name like `ntp.example.com` or an IP address, found `{0}`")]
+    Host(String),
 }
 
 /// Implements `Deserialize` (from a string, or from a number for serde readers that type
@@ -425,6 +428,39 @@ impl Cidr {
     pub fn prefix(&self) -> u8 {
         self.prefix
     }
+
+    /// This CIDR with its host bits cleared (`198.18.0.11/24` is in `198.18.0.0/24`).
+    pub fn network(&self) -> Cidr {
+        let addr = match self.addr {
+            IpAddr::V4(a) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V4((u32::from(a) & mask).into())
+            }
+            IpAddr::V6(a) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V6((u128::from(a) & mask).into())
+            }
+        };
+        Cidr {
+            addr,
+            prefix: self.prefix,
+        }
+    }
+
+    /// Whether `ip` lies in this CIDR's network (same family, same prefix bits).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        ip.is_ipv4() == self.addr.is_ipv4()
+            && Cidr {
+                addr: ip,
+                prefix: self.prefix,
+            }
+            .network()
+                == self.network()
+    }
 }
 
 impl FromStr for Cidr {
@@ -607,6 +643,49 @@ string_value!(
     Some("^[^/: ]{1,15}$")
 );
 
+/// A host name (`ntp.example.com`: dot-separated labels of letters, digits and `-`, at most
+/// 253 characters) or an IP address, as an NTP server is written.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Host(String);
+
+impl Host {
+    /// The name or address as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Host {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        let label = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        if s.parse::<IpAddr>().is_ok() || (s.len() <= 253 && s.split('.').all(label)) {
+            Ok(Host(s.to_owned()))
+        } else {
+            Err(ValueError::Host(s.to_owned()))
+        }
+    }
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+string_value!(
+    Host,
+    "Host",
+    "a host name like `ntp.example.com` or an IP address",
+    None
+);
+
 /// Declares a range-checked integer newtype that deserializes with the message
 /// "expected an integer from MIN to MAX, found X".
 macro_rules! ranged {
@@ -703,6 +782,14 @@ ranged!(
 ranged!(
     /// A health-check threshold (`rise`, `fall`), 1 to 255 consecutive checks.
     CheckCount, u8, 1, 255
+);
+ranged!(
+    /// An 802.1Q VLAN id, 1 to 4094 (0 and 4095 are reserved).
+    VlanId, u16, 1, 4094
+);
+ranged!(
+    /// An interface MTU in bytes, 68 (the IPv4 minimum) to 9216 (jumbo frames).
+    Mtu, u16, 68, 9216
 );
 ranged!(
     /// A positive count (connections, bytes, headers), 1 to 4294967295.

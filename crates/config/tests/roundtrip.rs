@@ -85,6 +85,7 @@ fn gen_config(seed: u64) -> Config {
                     lan_address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 11 + i as u8)),
                     sync_address: IpAddr::V4(Ipv4Addr::new(10, 0, 1, 1 + i as u8)),
                     priority: Priority::new(200 - i as u8 * 50).unwrap(),
+                    network: Default::default(),
                 };
                 (name(&format!("lb{i}")), node)
             })
@@ -416,6 +417,7 @@ fn gen_config(seed: u64) -> Config {
         runtime: Runtime {
             socket: PathBuf::from(format!("/run/tandem/t{}.sock", r.below(9))),
         },
+        network: Default::default(),
     }
 }
 

@@ -21,9 +21,12 @@ use tokio::sync::mpsc;
 use tokio::time::Sleep;
 use tracing::debug;
 
+pub use crate::pool::ReqBody;
+pub(crate) use crate::stats::Sink;
+
 use crate::access::AccessLog;
 use crate::deadline::Deadline;
-use crate::live::{Snapshot, Upstream};
+use crate::pool::Upstream;
 use crate::queue::Slot;
 
 /// Error type of the bodies the proxy produces.
@@ -33,100 +36,6 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug, thiserror::Error)]
 #[error("server sent nothing for {0:?} while streaming the response body")]
 pub struct BodyTimeout(pub Duration);
-
-/// Where body byte counts go: a frontend, a backend and one of its servers of a snapshot.
-#[derive(Debug, Clone)]
-pub(crate) struct Sink {
-    pub(crate) snap: Arc<Snapshot>,
-    pub(crate) frontend: usize,
-    pub(crate) backend: usize,
-    pub(crate) server: usize,
-}
-
-impl Sink {
-    pub(crate) fn bytes_in(&self, n: u64) {
-        if n == 0 {
-            return;
-        }
-        let r = Ordering::Relaxed;
-        self.snap.frontends[self.frontend]
-            .stats
-            .counters
-            .bytes_in
-            .fetch_add(n, r);
-        let b = &self.snap.backends[self.backend];
-        b.stats.counters.bytes_in.fetch_add(n, r);
-        b.servers[self.server].counters.bytes_in.fetch_add(n, r);
-    }
-
-    pub(crate) fn bytes_out(&self, n: u64) {
-        if n == 0 {
-            return;
-        }
-        let r = Ordering::Relaxed;
-        self.snap.frontends[self.frontend]
-            .stats
-            .counters
-            .bytes_out
-            .fetch_add(n, r);
-        let b = &self.snap.backends[self.backend];
-        b.stats.counters.bytes_out.fetch_add(n, r);
-        b.servers[self.server].counters.bytes_out.fetch_add(n, r);
-    }
-}
-
-/// A client's request body on its way to a server, counted.
-pub struct ReqBody {
-    inner: Incoming,
-    bytes: u64,
-    /// Set once the server is known, right before sending.
-    pub(crate) sink: Option<Sink>,
-}
-
-impl ReqBody {
-    pub(crate) fn new(inner: Incoming) -> Self {
-        Self {
-            inner,
-            bytes: 0,
-            sink: None,
-        }
-    }
-}
-
-impl Drop for ReqBody {
-    fn drop(&mut self) {
-        if let Some(s) = &self.sink {
-            s.bytes_in(self.bytes);
-        }
-    }
-}
-
-impl Body for ReqBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        let res = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(f))) = &res
-            && let Some(d) = f.data_ref()
-        {
-            this.bytes += d.len() as u64;
-        }
-        res
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
 
 /// What to do when an upstream response body ends.
 pub struct Release {
@@ -158,8 +67,10 @@ enum End {
 impl Release {
     fn finish(self, end: End, bytes: u64) {
         self.sink.bytes_out(bytes);
-        if end == End::Complete {
-            self.slot.server.put_idle(self.conn, self.max_idle);
+        if end == End::Complete
+            && let Some(pool) = self.slot.server.pool_to_keep()
+        {
+            pool.put_idle(self.conn, self.max_idle);
         }
         if let Some(mut log) = self.log {
             log.bytes = bytes;

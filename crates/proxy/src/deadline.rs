@@ -1,16 +1,19 @@
 //! A timeout whose deadline moves on every request and almost never fires.
 //!
-//! Owns: [`Deadline`]. Moving a registered tokio timer means taking the timer driver's lock
+//! Owns: [`Deadline`], the clock origin of the atomics that store instants ([`epoch`]), and
+//! the wait for shutdown ([`stopped`]). Moving a registered tokio timer means taking the timer driver's lock
 //! and re-inserting the entry in the wheel; a keep-alive connection would do that several
 //! times per request (head wait, server wait, client inactivity). Here, moving the deadline
 //! only records it: the timer keeps its earlier deadline, and when that fires it is moved to
 //! the recorded one (or reports the expiry). So a timer is re-armed about once per timeout
 //! period instead of once per request.
-//! Does not own: which timeout applies (the callers).
+//! Does not own: which timeout applies (the callers). A leaf: imports nothing of the crate.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 /// See the module doc.
@@ -48,6 +51,35 @@ impl Deadline {
             }
         }
     }
+}
+
+/// Origin of the `up_since` encoding (nanoseconds after it, plus one; 0 means "none").
+pub(crate) fn epoch() -> std::time::Instant {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    // Set before any server exists (see `ServerState::new`), and a minute early where the
+    // clock allows, so every `now` the request path passes is after it.
+    *EPOCH.get_or_init(|| {
+        let now = std::time::Instant::now();
+        now.checked_sub(std::time::Duration::from_secs(60))
+            .unwrap_or(now)
+    })
+}
+
+/// Completes once `rx` says the proxy is shutting down.
+pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Runs `fut` unless `timer` fires first (`None`).
+pub(crate) async fn before<F: Future>(timer: &mut Deadline, fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        timer.poll_expired(cx).map(|()| None)
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -1,11 +1,18 @@
 //! The adapter from `tandem_config::Config` (the validated YAML model) to a [`Plan`].
 //!
-//! Owns: the mapping of config fields onto plan fields, and the warnings for configured
+//! Owns: the mapping of config fields onto plan fields (with the TLS material and PROXY
+//! protocol settings of frontends and backends loaded), and the warnings for configured
 //! features this slice of the proxy does not implement yet (they are logged, not refused).
-//! Does not own: parsing or validation (`tandem-config` has done both), nor any IO.
+//! Does not own: parsing or validation (`tandem-config` has done both), nor any IO beyond
+//! loading certificate and CA files (through `tls`).
+
+use std::path::{Path, PathBuf};
 
 use hyper::header::{HeaderName, HeaderValue};
 use tandem_config as cfg;
+
+use crate::proxy_protocol;
+use crate::tls::{FrontendTls, UpstreamTls};
 
 use crate::plan::{
     AdminState, Algorithm, Backend, CheckKind, ClientTimeouts, Forwarded, Frontend, HealthCheck,
@@ -24,7 +31,7 @@ impl Plan {
     /// Compiles a validated configuration for node `node` (per-node settings are not used
     /// by the proxy yet; the argument is part of the contract for when they are).
     pub fn from_config(config: &cfg::Config, node: Option<&str>) -> Result<Plan, Vec<PlanError>> {
-        Self::from_config_file(config, node, std::path::Path::new(""))
+        Self::from_config_file(config, node, Path::new(""))
     }
 
     /// Like [`Plan::from_config`], loading certificate and CA files (the only IO here) with
@@ -32,19 +39,19 @@ impl Plan {
     pub fn from_config_file(
         config: &cfg::Config,
         node: Option<&str>,
-        config_file: &std::path::Path,
+        config_file: &Path,
     ) -> Result<Plan, Vec<PlanError>> {
         let _ = node;
         let mut tls_errors = Vec::new();
         let frontends = config
             .frontends
             .iter()
-            .map(|f| crate::tls::with_frontend_tls(frontend(f), f, config_file, &mut tls_errors))
+            .map(|f| with_frontend_tls(frontend(f), f, config_file, &mut tls_errors))
             .collect();
         let backends = config
             .backends
             .iter()
-            .map(|b| crate::tls::with_backend_tls(backend(b), b, config_file, &mut tls_errors))
+            .map(|b| with_backend_tls(backend(b), b, config_file, &mut tls_errors))
             .collect();
         let settings = Settings {
             runtime_socket: Some(config.runtime.socket.clone()),
@@ -198,6 +205,65 @@ fn backend(b: &cfg::Backend) -> Backend {
             .as_ref()
             .and_then(|p| p.consecutive_5xx.map(|c| c.get())),
     });
+    be
+}
+
+/// Fills `fe.tls` and `fe.accept_proxy` from the configuration;
+/// a certificate that cannot be loaded is pushed to `errors`.
+fn with_frontend_tls(
+    mut fe: Frontend,
+    f: &cfg::Frontend,
+    config_file: &Path,
+    errors: &mut Vec<PlanError>,
+) -> Frontend {
+    fe.accept_proxy = f
+        .bind
+        .iter()
+        .filter(|b| b.proxy_protocol)
+        .map(|b| b.address.socket_addr())
+        .collect();
+    if let Some(t) = &f.tls {
+        let paths: Vec<PathBuf> = t
+            .certificates
+            .iter()
+            .map(|p| cfg::resolve_relative(config_file, p))
+            .collect();
+        match FrontendTls::load(&paths, &t.alpn) {
+            Ok(tls) => fe.tls = Some(tls),
+            Err(source) => errors.push(PlanError::Tls {
+                kind: "frontend",
+                owner: fe.name.clone(),
+                source,
+            }),
+        }
+    }
+    fe
+}
+
+/// Fills `be.send_proxy` and `be.tls` from the configuration;
+/// a CA file that cannot be loaded is pushed to `errors`.
+fn with_backend_tls(
+    mut be: Backend,
+    b: &cfg::Backend,
+    config_file: &Path,
+    errors: &mut Vec<PlanError>,
+) -> Backend {
+    be.send_proxy = match b.send_proxy {
+        cfg::SendProxy::None => None,
+        cfg::SendProxy::V1 => Some(proxy_protocol::Version::V1),
+        cfg::SendProxy::V2 => Some(proxy_protocol::Version::V2),
+    };
+    if let Some(t) = &b.tls {
+        let ca = t.ca.as_ref().map(|p| cfg::resolve_relative(config_file, p));
+        match UpstreamTls::load(t.verify, t.sni.as_deref(), ca.as_deref()) {
+            Ok(tls) => be.tls = Some(tls),
+            Err(source) => errors.push(PlanError::Tls {
+                kind: "backend",
+                owner: be.name.clone(),
+                source,
+            }),
+        }
+    }
     be
 }
 

@@ -34,7 +34,6 @@
 //! limits apply).
 
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
@@ -425,7 +424,7 @@ impl<T> Guarded<T> {
     }
 
     /// Records in `clock` when each request head begins to arrive, as nanoseconds after
-    /// `crate::live::epoch()` (the access log's `Tq`).
+    /// `crate::deadline::epoch()` (the access log's `Tq`).
     pub fn with_head_clock(mut self, clock: Arc<AtomicU64>) -> Self {
         self.head_start = Some(clock);
         self
@@ -440,34 +439,39 @@ impl<T> Guarded<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
+    crate::pass::pass_through!(read [Self { inner, .. }] => inner, then scan_read);
+}
+
+impl<T> Guarded<T> {
+    /// Feeds what a read added to `buf` (after its first `filled` bytes) to the scanner,
+    /// raising the flags; the read's result is passed on unchanged.
+    fn scan_read(
+        &mut self,
+        _cx: &mut Context<'_>,
+        buf: &ReadBuf<'_>,
+        filled: usize,
+        res: Poll<io::Result<()>>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = res
-            && this.scanner.state != State::Off
+            && self.scanner.state != State::Off
         {
-            this.scanner.feed(&buf.filled()[before..]);
-            if std::mem::take(&mut this.scanner.head_began)
-                && let Some(clock) = &this.head_start
+            self.scanner.feed(&buf.filled()[filled..]);
+            if std::mem::take(&mut self.scanner.head_began)
+                && let Some(clock) = &self.head_start
             {
-                let since = crate::live::epoch().elapsed().as_nanos();
+                let since = crate::deadline::epoch().elapsed().as_nanos();
                 clock.store(u64::try_from(since).unwrap_or(u64::MAX), Ordering::Relaxed);
             }
-            if let Some(reason) = this.scanner.rejected
-                && !this.flag.swap(true, Ordering::AcqRel)
+            if let Some(reason) = self.scanner.rejected
+                && !self.flag.swap(true, Ordering::AcqRel)
             {
                 tracing::info!(
                     reason,
                     "ambiguous request framing, refusing the connection's requests"
                 );
             }
-            if this.scanner.too_large
-                && let Some(f) = &this.too_large
+            if self.scanner.too_large
+                && let Some(f) = &self.too_large
             {
                 f.store(true, Ordering::Release);
             }
@@ -477,33 +481,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
+    crate::pass::pass_through!(write [Self { inner, .. }] => inner);
 }
 
 #[cfg(test)]

@@ -6,12 +6,13 @@
 //!
 //! Owns: the per-connection hyper server setup (keep-alive, header timeout and limits, the
 //! client idle wrapper, per-source admission), the request handler (smuggling checks, request
-//! rate, routing, header rewriting, persistence by cookie or stick table, the retry loop,
-//! passive health feedback, counters and the access log record), upstream connection reuse,
-//! and turning a [`ProxyError`] into the response a client sees.
-//! Does not own: accepting connections or the frontend limit (`proxy`), server selection
-//! (`tandem-balance`) and queueing (`queue`), or live state (`live`). Never holds a lock
-//! across an `.await`.
+//! rate, header rewriting, the persistence cookie's header, counters and the access log
+//! record), hyper's upstream connections (reuse from the pool, new ones), and turning a
+//! [`ProxyError`] into the response a client sees.
+//! Does not own: accepting connections or the frontend limit (`proxy`), the request's
+//! journey (`journey`: routing, picking a server, retries, persistence, passive health),
+//! server selection (`tandem-balance`) and queueing (`queue`), or live state (`live`).
+//! Never holds a lock across an `.await`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -29,18 +30,17 @@ use tandem_balance::ServerId;
 use tokio::sync::watch;
 use tracing::{Instrument, debug, warn};
 
+use crate::accept::Accepted;
 use crate::access::{AccessLog, ms};
-use crate::body::{ProxyBody, Release, ReqBody, Sink, error_page};
+use crate::body::{ProxyBody, Release, ReqBody, error_page};
+use crate::deadline::epoch;
 use crate::error::ProxyError;
 use crate::guard::Guarded;
 use crate::idle::{Busy, IdleIo};
-use crate::live::{Snapshot, Upstream, epoch};
-use crate::plan::{
-    Algorithm, Backend, BackendId, Forwarded, Frontend, LogFormat, Persistence, Server,
-};
+use crate::journey::{Journey, Leg, NewCookie, Tries};
+use crate::live::{ServerState, Snapshot, Upstream};
+use crate::plan::{Algorithm, Backend, BackendId, Forwarded, Frontend, LogFormat, Server};
 use crate::protect::{Refusal, SourceGuard};
-use crate::queue::{Slot, Tried, acquire};
-use crate::tls::Accepted;
 
 mod h1;
 #[doc(hidden)]
@@ -89,27 +89,6 @@ struct ConnCtx {
     _source: Option<SourceGuard>,
 }
 
-impl ConnCtx {
-    /// Counts a request sent to `slot`'s server of backend `id`; where its body bytes count.
-    fn request_sent(&self, id: BackendId, slot: &Slot) -> Sink {
-        slot.server
-            .counters
-            .sessions_total
-            .fetch_add(1, Ordering::Relaxed);
-        self.snap.backends[id]
-            .stats
-            .counters
-            .sessions_total
-            .fetch_add(1, Ordering::Relaxed);
-        Sink {
-            snap: self.snap.clone(),
-            frontend: self.frontend,
-            backend: id,
-            server: slot.index,
-        }
-    }
-}
-
 /// Decrements the busy count when a request's handling ends.
 struct BusyGuard<'a>(&'a AtomicU32);
 
@@ -135,10 +114,11 @@ pub(crate) async fn serve(
         .sessions_total
         .fetch_add(1, Ordering::Relaxed);
     live_fe.stats.current.fetch_add(1, Ordering::Relaxed);
-    let (refused, source) = match crate::protect::admit(live_fe, peer.ip()) {
-        Ok(guard) => (None, guard),
-        Err(why) => (Some(why), None),
-    };
+    let (refused, source) =
+        match crate::protect::admit(live_fe.sources.as_ref(), &live_fe.stats, peer.ip()) {
+            Ok(guard) => (None, guard),
+            Err(why) => (Some(why), None),
+        };
     let peer_value = HeaderValue::try_from(peer.ip().to_string())
         .expect("an IP address is a valid header value");
     let conflict = Arc::new(AtomicBool::new(false));
@@ -230,7 +210,7 @@ async fn serve_hyper<T>(
     tokio::pin!(conn);
     let res = tokio::select! {
         res = conn.as_mut() => res,
-        () = crate::proxy::stopped(&mut shutdown) => {
+        () = crate::deadline::stopped(&mut shutdown) => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }
@@ -265,13 +245,13 @@ async fn handle(ctx: &ConnCtx, req: Request<Incoming>) -> Response<ProxyBody> {
     let admitted = match ctx.refused {
         // Counted once, when the connection was refused.
         Some(why) => Err(denied(why)),
-        None => match &live_fe.sources {
-            Some(t) if !t.request(ctx.peer.ip(), start) => {
-                live_fe.stats.denied[Refusal::RequestRate as usize].fetch_add(1, Ordering::Relaxed);
-                Err(denied(Refusal::RequestRate))
-            }
-            _ => Ok(()),
-        },
+        None => crate::protect::admit_request(
+            live_fe.sources.as_ref(),
+            &live_fe.stats,
+            ctx.peer.ip(),
+            start,
+        )
+        .map_err(denied),
     };
     let mut backend = None;
     let res = match admitted
@@ -292,12 +272,7 @@ async fn handle(ctx: &ConnCtx, req: Request<Incoming>) -> Response<ProxyBody> {
                 warn!(frontend = %fe.name, client = %ctx.peer, status = status.as_u16(),
                     kind = e.kind(), side = ?e.side(), cause = %e, "request failed");
             }
-            if let Some(mut l) = log.take() {
-                l.backend = backend;
-                l.status = status.as_u16();
-                l.termination = e.termination();
-                l.emit();
-            }
+            crate::journey::log_failed(log.take(), &e, backend);
             let mut resp = error_response(status);
             if ctx.refused.is_some() {
                 resp.headers_mut()
@@ -437,27 +412,10 @@ fn request_host(req: &Request<Incoming>) -> Option<&str> {
 }
 
 fn route(fe: &Frontend, req: &Request<Incoming>) -> Result<BackendId, ProxyError> {
-    for (r, id) in fe.resolved_routes() {
-        if let Some(host) = &r.host
-            && !request_host(req).is_some_and(|h| h.eq_ignore_ascii_case(host))
-        {
-            continue;
-        }
-        if let Some(prefix) = &r.path_prefix
-            && !req.uri().path().starts_with(prefix.as_str())
-        {
-            continue;
-        }
-        if let Some((name, want)) = &r.header {
-            match (req.headers().get(name), want) {
-                (None, _) => continue,
-                (Some(got), Some(want)) if got != want => continue,
-                _ => {}
-            }
-        }
-        return Ok(id);
-    }
-    fe.default_id().ok_or_else(|| ProxyError::NoRoute {
+    crate::journey::route(fe, request_host(req), req.uri().path(), |name| {
+        req.headers().get(name).map(HeaderValue::as_bytes)
+    })
+    .ok_or_else(|| ProxyError::NoRoute {
         frontend: fe.name.clone(),
     })
 }
@@ -509,17 +467,13 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 
 /// The server a persistence cookie named `name` points to, if the request carries one.
 fn cookie_server(headers: &HeaderMap, name: &str) -> Option<ServerId> {
-    for v in headers.get_all(header::COOKIE) {
-        let Ok(v) = v.to_str() else { continue };
-        for pair in v.split(';') {
-            if let Some((k, val)) = pair.trim().split_once('=')
-                && k == name
-            {
-                return ServerId::from_cookie(val.trim()).ok();
-            }
-        }
-    }
-    None
+    crate::journey::cookie_server(
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .map(|v| v.to_str().ok()),
+        name,
+    )
 }
 
 async fn forward(
@@ -530,9 +484,8 @@ async fn forward(
     log: &mut Option<AccessLog>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let plan = &ctx.snap.plan;
-    let backend: &Backend = &plan.backends()[id];
-    let sel = &*plan.balancers()[id];
-    let live = &ctx.snap.backends[id];
+    let mut journey = Journey::new(&ctx.snap, id, Tries::http);
+    let backend: &Backend = journey.backend;
     let (mut parts, body) = req.into_parts();
     let h2_stream = parts.version == Version::HTTP_2;
 
@@ -542,11 +495,7 @@ async fn forward(
         .hash_header(id)
         .and_then(|name| parts.headers.get(name).cloned());
     let client_ip = ctx.peer.ip();
-    let persist = match &backend.persistence {
-        Some(Persistence::Cookie { name }) => cookie_server(&parts.headers, name),
-        Some(Persistence::Source { .. }) => live.stuck_server(start, client_ip),
-        None => None,
-    };
+    let persist = journey.persisted(|name| cookie_server(&parts.headers, name), client_ip, start);
     let breq = tandem_balance::Request {
         client_ip,
         path: key_uri.as_ref().map_or("/", |u| u.path()),
@@ -589,49 +538,20 @@ async fn forward(
     parts.version = Version::HTTP_11;
     let mut req = Request::from_parts(parts, ReqBody::new(body));
 
-    let passive = backend.health_check.as_ref();
-    let passive_connect = passive.is_some_and(|h| h.passive_connect_failures.is_some());
-    let passive_5xx = passive.is_some_and(|h| h.passive_5xx.is_some());
-    let mut tried = Tried::default();
-    let mut last_err: Option<ProxyError> = None;
-    // One attempt per server tried, plus stale pooled connections, bounded by `attempts`.
-    let attempts = backend.retries as usize + 1 + backend.max_idle_per_server.min(8);
-    let mut connect_failures = 0u32;
-    for _ in 0..attempts {
-        let queued = Instant::now();
-        let slot = match acquire(backend, sel, live, &breq, &tried).await {
-            Ok(s) => s,
-            Err(ProxyError::NoServer { .. }) if last_err.is_some() => break,
-            Err(e) => return Err(e),
-        };
-        let connecting = Instant::now();
+    let live_fe = &ctx.snap.frontends[ctx.frontend];
+    let live = journey.live;
+    loop {
+        let Leg {
+            slot,
+            mut conn,
+            reused,
+        } = journey
+            .connect(&breq, log.as_mut(), |i| {
+                connection(ctx, backend, &backend.servers[i], &live.servers[i])
+            })
+            .await?;
         let server: &Server = &backend.servers[slot.index];
-        if let Some(l) = log.as_mut() {
-            l.backend = Some(id);
-            l.server = Some(slot.index);
-            l.tw = ms(connecting - queued);
-        }
-        let (mut conn, reused) = match connection(ctx, backend, server, &slot).await {
-            Ok(c) => c,
-            Err(e) => {
-                debug_assert!(e.retry_safe());
-                slot.server.connect_failed(passive_connect, &e);
-                tried.insert(slot.index);
-                last_err = Some(e);
-                connect_failures += 1;
-                if connect_failures > backend.retries {
-                    break;
-                }
-                continue;
-            }
-        };
-        if passive_connect && !reused {
-            slot.server.update(connecting, |m| m.on_connect(true));
-        }
-        if let Some(l) = log.as_mut() {
-            l.tc = ms(connecting.elapsed());
-        }
-        let sink = ctx.request_sent(id, &slot);
+        let sink = journey.request_sent(&live_fe.stats, &slot);
         req.body_mut().sink = Some(sink.clone());
         let sent = {
             // `timeout server` on the connection's own timer (see `Upstream`).
@@ -650,10 +570,7 @@ async fn forward(
         };
         match sent {
             Err(()) => {
-                // Passive detection counts a server that does not answer as a failure.
-                if passive_connect {
-                    slot.server.update(Instant::now(), |m| m.on_connect(false));
-                }
+                journey.server_silent(&slot);
                 return Err(ProxyError::ServerTimeout {
                     server: server.name.clone(),
                     after: backend.timeouts.server,
@@ -670,16 +587,10 @@ async fn forward(
                 }
                 let status = parts.status.as_u16();
                 let elapsed = start.elapsed();
-                slot.server.counters.response(status);
-                slot.server.counters.observe(elapsed);
-                live.stats.counters.observe(elapsed);
-                if passive_5xx {
-                    slot.server
-                        .update(Instant::now(), |m| m.on_response(status));
-                }
+                journey.responded(&slot, status, elapsed);
                 strip_hop_by_hop(&mut parts.headers);
-                if !slot.persistent {
-                    persist_new_user(backend, live, &mut parts.headers, &slot, client_ip, start);
+                if let Some(c) = journey.persist_new_user(&slot, client_ip, start) {
+                    set_cookie(&mut parts.headers, c);
                 }
                 let mut log = log.take().map(Box::new);
                 if let Some(l) = log.as_mut() {
@@ -722,9 +633,6 @@ async fn forward(
             },
         }
     }
-    Err(last_err.unwrap_or_else(|| ProxyError::NoServer {
-        backend: backend.name.clone(),
-    }))
 }
 
 /// An RFC 7239 `Forwarded` element: `for=...;proto=...[;host="..."]` (IPv6 quoted).
@@ -750,26 +658,12 @@ fn forwarded_value(
     HeaderValue::try_from(v).ok()
 }
 
-/// Records a user the algorithm placed (new, or moved off a dead server) so it sticks.
-fn persist_new_user(
-    backend: &Backend,
-    live: &crate::live::LiveBackend,
-    headers: &mut HeaderMap,
-    slot: &Slot,
-    client: std::net::IpAddr,
-    now: Instant,
-) {
-    match &backend.persistence {
-        Some(Persistence::Cookie { name }) => {
-            let id = slot.server.id.to_cookie();
-            let id = std::str::from_utf8(&id).unwrap_or_default();
-            // Cookie names were validated as tokens by the config; a bad one just skips.
-            if let Ok(v) = HeaderValue::try_from(format!("{name}={id}; Path=/")) {
-                headers.append(header::SET_COOKIE, v);
-            }
-        }
-        Some(Persistence::Source { .. }) => live.stick_to(now, client, slot.server.id),
-        None => {}
+/// Adds the persistence cookie of a new user to a response's headers.
+fn set_cookie(headers: &mut HeaderMap, c: NewCookie<'_>) {
+    let id = std::str::from_utf8(&c.value).unwrap_or_default();
+    // Cookie names were validated as tokens by the config; a bad one just skips.
+    if let Ok(v) = HeaderValue::try_from(format!("{}={id}; Path=/", c.name)) {
+        headers.append(header::SET_COOKIE, v);
     }
 }
 
@@ -778,11 +672,11 @@ async fn connection(
     ctx: &ConnCtx,
     backend: &Backend,
     server: &Server,
-    slot: &Slot,
+    state: &ServerState,
 ) -> Result<(Upstream, bool), ProxyError> {
     // With `send_proxy`, a connection is bound to the client it was opened for: never shared.
     while backend.send_proxy.is_none()
-        && let Some(mut c) = slot.server.take_idle()
+        && let Some(mut c) = state.pool().take_idle()
     {
         // Usually ready at once: no timer then. Polled with a no-op waker, so a pending
         // connection is polled again below, with the task's waker, under the timer.
@@ -801,7 +695,9 @@ async fn connection(
     }
     // Boxed: only new connections pay for the connect and handshake state, instead of every
     // connection's request future (which hyper keeps allocated while the client is idle).
-    Box::pin(open_new(ctx, backend, server)).await
+    Box::pin(open_new(ctx, backend, server))
+        .await
+        .inspect_err(|e| debug_assert!(e.retry_safe()))
 }
 
 /// Opens a new connection to `server` and starts its hyper connection task.

@@ -53,6 +53,41 @@ impl<T> IdleIo<T> {
         self.timer.poll_expired(cx).is_ready()
     }
 
+    /// What a read or write that got `res` from the client returns: progress records the
+    /// instant; no progress for `timeout` fails it with `TimedOut` when `watched`.
+    fn progress<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        res: Poll<io::Result<R>>,
+        watched: bool,
+    ) -> Poll<io::Result<R>> {
+        match res {
+            Poll::Ready(r) => {
+                self.last = Instant::now();
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                if watched && self.expired(cx) {
+                    return Poll::Ready(Err(self.timed_out()));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    /// A read's result: waiting on the client for the next bytes of a request being handled
+    /// is not idleness, waiting for the server is (see `Busy`).
+    fn after_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        _buf: &ReadBuf<'_>,
+        _filled: usize,
+        res: Poll<io::Result<()>>,
+    ) -> Poll<io::Result<()>> {
+        let idle = self.busy.load(Ordering::Relaxed) == 0;
+        self.progress(cx, res, idle)
+    }
+
     fn timed_out(&self) -> io::Error {
         io::Error::new(
             io::ErrorKind::TimedOut,
@@ -62,25 +97,7 @@ impl<T> IdleIo<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for IdleIo<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(r) => {
-                this.last = Instant::now();
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                if this.busy.load(Ordering::Relaxed) == 0 && this.expired(cx) {
-                    return Poll::Ready(Err(this.timed_out()));
-                }
-                Poll::Pending
-            }
-        }
-    }
+    crate::pass::pass_through!(read [Self { inner, .. }] => inner, then after_read);
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
@@ -90,26 +107,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write(cx, data) {
-            Poll::Ready(r) => {
-                this.last = Instant::now();
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                if this.expired(cx) {
-                    return Poll::Ready(Err(this.timed_out()));
-                }
-                Poll::Pending
-            }
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let res = Pin::new(&mut this.inner).poll_write(cx, data);
+        this.progress(cx, res, true)
     }
 
     fn poll_write_vectored(
@@ -118,21 +117,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleIo<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(r) => {
-                this.last = Instant::now();
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                if this.expired(cx) {
-                    return Poll::Ready(Err(this.timed_out()));
-                }
-                Poll::Pending
-            }
-        }
+        let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.progress(cx, res, true)
     }
 
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
+    crate::pass::pass_through!(write_rest [Self { inner, .. }] => inner);
 }

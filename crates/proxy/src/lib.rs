@@ -7,10 +7,12 @@
 //!
 //! Layout, request path first:
 //! - [`proxy`]: [`Proxy`], accept loops, frontend `max_connections`, reload, shutdown;
-//! - [`tls`]: PROXY header ([`proxy_protocol`]) and TLS handshake of a new client
-//!   connection, certificates and upstream TLS;
+//! - `accept`: PROXY header ([`proxy_protocol`]) and TLS handshake of a new client
+//!   connection; [`tls`]: certificates, upstream TLS and the stream types;
 //! - [`http`]/[`tcp`]: one client connection in `mode http` (HTTP/1.1 and HTTP/2 from
 //!   clients, HTTP/1.1 to servers) / `mode tcp`;
+//! - `journey`: one request's way to a server, the same for all three paths: route, pick,
+//!   connect, retry, persistence, passive health;
 //! - [`protect`]: per-source connection/request rate and concurrency (429, close);
 //! - [`queue`]: picking a server and waiting for a slot; selection is `tandem-balance`
 //!   (algorithms, health hysteresis, slow start, persistence), adapted in [`select`];
@@ -18,6 +20,9 @@
 //!   reloads;
 //! - [`health`]: active checks; [`plan`]: the immutable compiled view; [`error`](mod@error):
 //!   classification;
+//! - leaves the request path uses and that import none of it back: `stats` (counters),
+//!   `pool` (idle server connections, the request body they carry), `deadline` (timers,
+//!   the clock origin, the shutdown wait);
 //! - [`handover`]: binary upgrade, listening sockets passed to a successor (`docs/upgrade.md`);
 //!   [`unix`]: claiming the Unix socket paths without taking anything over;
 //! - [`api`]: the runtime API (Unix socket, line-delimited JSON, `docs/runtime-api.md`);
@@ -25,6 +30,7 @@
 //!
 //! The binary calls [`run`] with a [`PlanSource`] and a shutdown future.
 
+mod accept;
 mod access;
 pub mod api;
 pub mod basic_auth;
@@ -40,14 +46,18 @@ pub mod handover;
 pub mod health;
 pub mod http;
 mod idle;
+mod journey;
 pub mod live;
 pub mod metrics;
+mod pass;
 pub mod plan;
+mod pool;
 pub mod protect;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod queue;
 pub mod select;
+mod stats;
 pub mod tcp;
 pub mod tls;
 pub mod unix;

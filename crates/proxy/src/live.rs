@@ -11,24 +11,24 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::http1::SendRequest;
 use tandem_balance::{
     AdminState, Health, HealthConfig, InitState, ServerId, ServerMonitor, Status, StickEntry,
     StickTable, Transition,
 };
 use tokio::sync::{Semaphore, oneshot};
-use tokio::time::Sleep;
 use tracing::{info, warn};
 
-use crate::body::ReqBody;
-use crate::metrics::{BackendStats, Counters, FrontendStats};
+pub(crate) use crate::deadline::epoch;
+pub(crate) use crate::pool::{RawUpstream, Upstream};
+
 use crate::plan::{Backend, Persistence, Plan, STICK_TABLE_CAPACITY, Server};
+use crate::pool::ServerPool;
 use crate::protect::SourceTable;
+use crate::stats::{BackendStats, Counters, FrontendStats};
 
 /// Stable identity of a server: live state is kept across reloads while this is unchanged.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -39,17 +39,6 @@ pub struct ServerKey {
     pub server: String,
     /// Server address.
     pub addr: SocketAddr,
-}
-
-/// Origin of the `up_since` encoding (nanoseconds after it, plus one; 0 means "none").
-pub(crate) fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    // Set before any server exists (see `ServerState::new`), and a minute early where the
-    // clock allows, so every `now` the request path passes is after it.
-    *EPOCH.get_or_init(|| {
-        let now = Instant::now();
-        now.checked_sub(Duration::from_secs(60)).unwrap_or(now)
-    })
 }
 
 fn pack(s: Status) -> u8 {
@@ -92,12 +81,10 @@ pub struct ServerState {
     /// Weight set by `set server weight` ([`NO_WEIGHT`]: use the configured one); a reload
     /// restores the configured weight, as in HAProxy.
     runtime_weight: AtomicU32,
-    /// Idle keep-alive connections, most recent last.
-    pool: Mutex<Vec<Upstream>>,
-    /// Idle keep-alive connections of the raw HTTP/1 forwarder (`h1`), most recent last.
-    raw_pool: Mutex<Vec<RawUpstream>>,
-    /// Traffic counters.
-    pub counters: Counters,
+    /// Idle keep-alive connections (hyper's and the raw HTTP/1 forwarder's).
+    pool: ServerPool,
+    /// Traffic counters (shared with the `Sink`s of its requests).
+    pub counters: Arc<Counters>,
     /// Connect failures.
     pub(crate) connect_failures: AtomicU64,
     /// Status changes (health and admin).
@@ -121,9 +108,8 @@ impl ServerState {
                 health: Health::Up,
             })),
             runtime_weight: AtomicU32::new(NO_WEIGHT),
-            pool: Mutex::new(Vec::new()),
-            raw_pool: Mutex::new(Vec::new()),
-            counters: Counters::default(),
+            pool: ServerPool::default(),
+            counters: Arc::default(),
             connect_failures: AtomicU64::new(0),
             transitions: AtomicU64::new(0),
         }
@@ -199,11 +185,7 @@ impl ServerState {
         self.transitions.fetch_add(1, Ordering::Relaxed);
         if !t.to.accepts_persistent() {
             // Connections to a server that takes no traffic are not reused.
-            self.pool.lock().unwrap_or_else(|p| p.into_inner()).clear();
-            self.raw_pool
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clear();
+            self.pool.clear();
         }
         let (backend, server) = (&self.key.backend, &self.key.server);
         if t.to.accepts_persistent() || t.to.admin == AdminState::Maint {
@@ -255,114 +237,17 @@ impl ServerState {
             "connect failed, trying another server");
     }
 
-    /// Takes an idle connection from the pool, dropping closed ones; it may need `ready()`.
-    pub(crate) fn take_idle(&self) -> Option<Upstream> {
-        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(c) = pool.pop() {
-            if !c.send.is_closed() {
-                return Some(c);
-            }
-        }
-        None
+    /// Its idle connections, to take one from.
+    pub(crate) fn pool(&self) -> &ServerPool {
+        &self.pool
     }
 
-    /// Returns a connection to the pool if there is room.
-    pub(crate) fn put_idle(&self, conn: Upstream, max_idle: usize) {
-        if conn.send.is_closed() || !self.status().accepts_persistent() {
-            return;
-        }
-        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-        if pool.len() < max_idle {
-            pool.push(conn);
-        }
-    }
-
-    /// Takes the most recent idle raw connection; the caller checks it is still open.
-    pub(crate) fn take_raw(&self) -> Option<RawUpstream> {
-        self.raw_pool
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop()
-    }
-
-    /// Returns a raw connection to the pool if there is room and the server takes traffic.
-    /// Beyond the first [`POOL_BUFFERED`] pooled connections, the read buffer is freed (a
-    /// peak of concurrency leaves many idle connections behind).
-    pub(crate) fn put_raw(&self, mut conn: RawUpstream, max_idle: usize) {
-        if !self.status().accepts_persistent() {
-            return;
-        }
-        let mut pool = self.raw_pool.lock().unwrap_or_else(|p| p.into_inner());
-        if pool.len() < max_idle {
-            if pool.len() >= POOL_BUFFERED {
-                conn.buf = Vec::new();
-            }
-            pool.push(conn);
-        }
+    /// Its idle connections, to return one to: `None` while the server takes no traffic
+    /// (connections to it are not reused then).
+    pub(crate) fn pool_to_keep(&self) -> Option<&ServerPool> {
+        self.status().accepts_persistent().then_some(&self.pool)
     }
 }
-
-/// A keep-alive connection of the raw HTTP/1 forwarder (`h1`): the stream, its read buffer
-/// (kept across requests, empty between them) and the `timeout server` deadline of its
-/// requests (moved per request, re-armed only when it fires: see `deadline`).
-pub(crate) struct RawUpstream {
-    /// The connection (TLS when the backend uses it).
-    pub(crate) stream: crate::tls::ServerStream,
-    /// Response bytes read and not yet forwarded; empty while pooled.
-    pub(crate) buf: Vec<u8>,
-    /// `timeout server` of the request in flight; stale (and harmless) while pooled.
-    pub(crate) timer: crate::deadline::Deadline,
-}
-
-impl RawUpstream {
-    /// A new connection, with its timer.
-    pub(crate) fn new(stream: crate::tls::ServerStream) -> Self {
-        Self {
-            stream,
-            buf: Vec::new(),
-            timer: crate::deadline::Deadline::new(tokio::time::Instant::now()),
-        }
-    }
-}
-
-impl std::fmt::Debug for RawUpstream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RawUpstream").finish_non_exhaustive()
-    }
-}
-
-/// A keep-alive connection to a server, with the `timeout server` timer of its requests.
-///
-/// The timer lives as long as the connection and is re-armed for each request: moving a
-/// registered deadline later is an atomic store in tokio, where a new timer per request
-/// means inserting into and removing from the timer wheel under its lock every time.
-pub(crate) struct Upstream {
-    /// hyper's sender of requests on the connection.
-    pub(crate) send: SendRequest<ReqBody>,
-    /// Armed for the request in flight; stale (and harmless) while pooled.
-    pub(crate) timer: Pin<Box<Sleep>>,
-}
-
-impl Upstream {
-    /// A new connection's sender, with its timer.
-    pub(crate) fn new(send: SendRequest<ReqBody>) -> Self {
-        Self {
-            send,
-            timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
-        }
-    }
-}
-
-impl std::fmt::Debug for Upstream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream")
-            .field("closed", &self.send.is_closed())
-            .finish_non_exhaustive()
-    }
-}
-
-/// Pooled raw connections per server that keep their read buffer.
-const POOL_BUFFERED: usize = 64;
 
 /// `runtime_weight` value meaning "the configured weight".
 const NO_WEIGHT: u32 = u32::MAX;

@@ -1,7 +1,6 @@
 //! Metrics: every metric name, the counters behind them, and the Prometheus text endpoint.
 //!
-//! Owns: [`Counters`], [`FrontendStats`], [`BackendStats`] (atomics updated on the request
-//! path, no lock, no allocation), [`render`] (Prometheus text format 0.0.4 from a snapshot) and
+//! Owns: [`render`] (Prometheus text format 0.0.4 from a snapshot) and
 //! [`spawn`] (a tiny http server answering `GET /metrics` on `metrics.listen`, with basic
 //! authentication when `metrics.auth` is set, and bounds so slow scrapers cannot stall it).
 //! Does not own: when counters are bumped (`http`, `tcp`, `health`, `protect`), nor the
@@ -22,7 +21,7 @@
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,6 +34,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info};
+
+pub use crate::stats::{
+    BUCKETS_MS, BackendStats, CLASSES, Counters, DENY_REASONS, FrontendStats, class_index,
+};
 
 use crate::basic_auth::BasicAuth;
 use crate::body::ProxyBody;
@@ -93,88 +96,6 @@ pub const SERVER_CONNECT_FAILURES: &str = "tandem_server_connect_failures_total"
 /// Time from request to response head, per server.
 pub const SERVER_RESPONSE_TIME: &str = "tandem_server_response_time_seconds";
 
-/// Upper bounds of the response-time histogram buckets, in milliseconds (fixed).
-pub const BUCKETS_MS: [u64; 12] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000];
-
-/// Status class labels, indexed by [`class_index`].
-pub const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
-
-/// `protect` refusal reasons, indexed as in [`FrontendStats::denied`].
-pub const DENY_REASONS: [&str; 3] = ["connection_rate", "request_rate", "concurrent"];
-
-/// Index into [`CLASSES`] of an HTTP status code.
-pub fn class_index(status: u16) -> usize {
-    match status {
-        100..=199 => 0,
-        200..=299 => 1,
-        300..=399 => 2,
-        400..=499 => 3,
-        500..=599 => 4,
-        _ => 5,
-    }
-}
-
-/// Traffic counters shared by frontends, backends and servers.
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Sessions (connections or requests) started.
-    pub sessions_total: AtomicU64,
-    /// Body bytes from the client side.
-    pub bytes_in: AtomicU64,
-    /// Body bytes from the server side.
-    pub bytes_out: AtomicU64,
-    /// Responses by status class ([`CLASSES`]).
-    pub status: [AtomicU64; 6],
-    /// Response-time histogram: non-cumulative counts per [`BUCKETS_MS`] bucket, then `+Inf`.
-    pub hist: [AtomicU64; 13],
-    /// Sum of observed response times, in microseconds.
-    pub hist_sum_us: AtomicU64,
-}
-
-impl Counters {
-    /// Counts one response of `status`.
-    pub fn response(&self, status: u16) {
-        self.status[class_index(status)].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Records one response time.
-    pub fn observe(&self, d: Duration) {
-        let ms = d.as_millis();
-        let i = BUCKETS_MS
-            .iter()
-            .position(|&b| ms <= u128::from(b))
-            .unwrap_or(BUCKETS_MS.len());
-        self.hist[i].fetch_add(1, Ordering::Relaxed);
-        self.hist_sum_us.fetch_add(
-            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-    }
-
-    /// Responses by class, as plain numbers.
-    pub fn statuses(&self) -> [u64; 6] {
-        std::array::from_fn(|i| self.status[i].load(Ordering::Relaxed))
-    }
-}
-
-/// Counters of one frontend, shared across reloads by name.
-#[derive(Debug, Default)]
-pub struct FrontendStats {
-    /// Traffic.
-    pub counters: Counters,
-    /// Client connections open now.
-    pub current: AtomicU32,
-    /// Refusals by [`DENY_REASONS`].
-    pub denied: [AtomicU64; 3],
-}
-
-/// Counters of one backend, shared across reloads by name.
-#[derive(Debug, Default)]
-pub struct BackendStats {
-    /// Traffic, including responses the proxy generated (503, 504) for this backend.
-    pub counters: Counters,
-}
-
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
@@ -191,6 +112,13 @@ fn hist(out: &mut String, name: &str, labels: &str, c: &Counters) {
     let sum = c.hist_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
     let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
     let _ = writeln!(out, "{name}_count{{{labels}}} {cum}");
+}
+
+/// One sample per status class of `c`.
+fn classes(out: &mut String, name: &str, labels: &str, c: &Counters) {
+    for (i, v) in c.statuses().iter().enumerate() {
+        let _ = writeln!(out, "{name}{{{labels},class=\"{}\"}} {v}", CLASSES[i]);
+    }
 }
 
 /// Escapes a label value (names are config tokens, but be safe).
@@ -261,13 +189,7 @@ pub fn render(snap: &Snapshot) -> String {
         "Responses by status class.",
     );
     for (l, f) in &fes {
-        for (i, v) in f.stats.counters.statuses().iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "{FRONTEND_REQUESTS}{{{l},class=\"{}\"}} {v}",
-                CLASSES[i]
-            );
-        }
+        classes(&mut out, FRONTEND_REQUESTS, l, &f.stats.counters);
     }
     family(
         &mut out,
@@ -348,13 +270,7 @@ pub fn render(snap: &Snapshot) -> String {
         "Responses by status class.",
     );
     for (l, b) in &bes {
-        for (i, v) in b.stats.counters.statuses().iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "{BACKEND_REQUESTS}{{{l},class=\"{}\"}} {v}",
-                CLASSES[i]
-            );
-        }
+        classes(&mut out, BACKEND_REQUESTS, l, &b.stats.counters);
     }
     family(
         &mut out,
@@ -481,9 +397,7 @@ pub fn render(snap: &Snapshot) -> String {
         "Responses by status class.",
     );
     for (l, s, _, _) in &srv {
-        for (i, v) in s.counters.statuses().iter().enumerate() {
-            let _ = writeln!(out, "{SERVER_REQUESTS}{{{l},class=\"{}\"}} {v}", CLASSES[i]);
-        }
+        classes(&mut out, SERVER_REQUESTS, l, &s.counters);
     }
     family(
         &mut out,

@@ -26,8 +26,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::live::LiveFrontend;
 use crate::plan::{Protect, Rate};
+use crate::stats::FrontendStats;
 
 /// Most client addresses tracked per frontend.
 pub const MAX_SOURCES: usize = 65_536;
@@ -46,19 +46,41 @@ pub enum Refusal {
 impl Refusal {
     /// Stable label for logs and metrics.
     pub fn as_str(self) -> &'static str {
-        crate::metrics::DENY_REASONS[self as usize]
+        crate::stats::DENY_REASONS[self as usize]
     }
 }
 
 /// Admits a new connection on a frontend: the concurrency guard to keep while it lives, or
 /// the refusal (counted in the frontend's `denied`).
-pub(crate) fn admit(fe: &LiveFrontend, ip: IpAddr) -> Result<Option<SourceGuard>, Refusal> {
-    let Some(t) = &fe.sources else {
+pub(crate) fn admit(
+    sources: Option<&Arc<SourceTable>>,
+    stats: &FrontendStats,
+    ip: IpAddr,
+) -> Result<Option<SourceGuard>, Refusal> {
+    let Some(t) = sources else {
         return Ok(None);
     };
     t.connect(ip, Instant::now()).inspect_err(|why| {
-        fe.stats.denied[*why as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        stats.denied[*why as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     })
+}
+
+/// Admits a request from `ip` on a frontend with `sources`, or refuses it for its source's
+/// request rate (counted in the frontend's `denied`).
+pub(crate) fn admit_request(
+    sources: Option<&Arc<SourceTable>>,
+    stats: &FrontendStats,
+    ip: IpAddr,
+    now: Instant,
+) -> Result<(), Refusal> {
+    match sources {
+        Some(t) if !t.request(ip, now) => {
+            stats.denied[Refusal::RequestRate as usize]
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Err(Refusal::RequestRate)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// One rate counter of a source as exported: the sliding window relative to the export time.

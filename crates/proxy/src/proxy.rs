@@ -27,6 +27,7 @@ use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, debug_span, error, info, info_span, warn};
 
+use crate::deadline::stopped;
 use crate::live::{Registry, ServerState, Snapshot};
 use crate::plan::{Mode, Plan};
 
@@ -284,10 +285,6 @@ impl Proxy {
 }
 
 /// Completes once `rx` holds `true` (or its sender is gone); the guard is not held.
-pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
-}
-
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let s = if addr.is_ipv4() {
         TcpSocket::new_v4()?
@@ -354,7 +351,8 @@ async fn accept_loop(
             async move {
                 // PROXY header and TLS handshake first, bounded by `timeout client_header`.
                 let accepted =
-                    crate::tls::accept_client(stream, peer, &snap.plan.frontends()[fi], bind).await;
+                    crate::accept::accept_client(stream, peer, &snap.plan.frontends()[fi], bind)
+                        .await;
                 match accepted {
                     Err(e) => {
                         let fe = &snap.plan.frontends()[fi];

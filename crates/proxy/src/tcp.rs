@@ -1,9 +1,9 @@
 //! `mode tcp`: relay bytes between a client and a server, half-close correct.
 //!
-//! Owns: picking a server for a new client connection (retrying another one when connect
-//! fails) and the bidirectional relay. When one side stops sending (FIN), the other side's
+//! Owns: the bidirectional relay of a client connection to the server its journey
+//! (`journey`: pick, connect, retry another server when connect fails) found. When one side stops sending (FIN), the other side's
 //! write half is shut down and the opposite direction keeps flowing (`copy_bidirectional`).
-//! Also: per-source admission (`protect`), source stickiness, passive connect feedback, counters.
+//! Also: per-source admission (`protect`), counters, the access log record.
 //! Does not own: accepting or the frontend limit (`proxy`), selection and queueing (`queue`).
 
 use std::net::SocketAddr;
@@ -13,11 +13,13 @@ use std::time::Instant;
 
 use tracing::{debug, warn};
 
+use crate::accept::Accepted;
 use crate::access::AccessLog;
 use crate::error::ProxyError;
+use crate::journey::{Journey, Tries};
 use crate::live::Snapshot;
-use crate::queue::{Slot, Tried, acquire};
-use crate::tls::{Accepted, ServerStream};
+use crate::queue::Slot;
+use crate::tls::ServerStream;
 
 /// Relays one client connection to a server of the frontend's backend until both sides close.
 pub(crate) async fn serve(acc: Accepted, snap: Arc<Snapshot>, frontend: usize) {
@@ -34,7 +36,7 @@ pub(crate) async fn serve(acc: Accepted, snap: Arc<Snapshot>, frontend: usize) {
         .counters
         .sessions_total
         .fetch_add(1, Ordering::Relaxed);
-    let _source = match crate::protect::admit(live_fe, peer.ip()) {
+    let _source = match crate::protect::admit(live_fe.sources.as_ref(), &live_fe.stats, peer.ip()) {
         Ok(guard) => guard,
         Err(why) => {
             debug!(frontend = %fe.name, client = %peer, reason = why.as_str(), "tcp connection refused by protect");
@@ -96,61 +98,21 @@ async fn connect_any(
     id: usize,
     peer: SocketAddr,
     local: SocketAddr,
-    mut log: Option<&mut AccessLog>,
+    log: Option<&mut AccessLog>,
 ) -> Result<(ServerStream, Slot), ProxyError> {
-    let backend = &snap.plan.backends()[id];
-    let sel = &*snap.plan.balancers()[id];
-    let live = &snap.backends[id];
+    let mut journey = Journey::new(snap, id, Tries::tcp);
+    let backend = journey.backend;
     let now = Instant::now();
     let mut req = tandem_balance::Request::new(peer.ip());
-    req.persist = live.stuck_server(now, peer.ip());
-    let passive = backend
-        .health_check
-        .as_ref()
-        .is_some_and(|h| h.passive_connect_failures.is_some());
-    let mut tried = Tried::default();
-    let mut last_err = None;
-    for _ in 0..=backend.retries {
-        let queued = Instant::now();
-        let slot = match acquire(backend, sel, live, &req, &tried).await {
-            Ok(s) => s,
-            Err(ProxyError::NoServer { .. }) if last_err.is_some() => break,
-            Err(e) => return Err(e),
-        };
-        let server = &backend.servers[slot.index];
-        let connecting = Instant::now();
-        let opened = crate::connect::open(server, backend, peer, local).await;
-        if let Some(l) = log.as_deref_mut() {
-            l.server = Some(slot.index);
-            l.tw = crate::access::ms(connecting - queued);
-            l.tc = crate::access::ms(connecting.elapsed());
-        }
-        match opened {
-            Ok(s) => {
-                slot.server
-                    .counters
-                    .sessions_total
-                    .fetch_add(1, Ordering::Relaxed);
-                live.stats
-                    .counters
-                    .sessions_total
-                    .fetch_add(1, Ordering::Relaxed);
-                if passive {
-                    slot.server.update(Instant::now(), |m| m.on_connect(true));
-                }
-                if !slot.persistent {
-                    live.stick_to(now, peer.ip(), slot.server.id);
-                }
-                return Ok((s, slot));
-            }
-            Err(e) => {
-                slot.server.connect_failed(passive, &e);
-                tried.insert(slot.index);
-                last_err = Some(e);
-            }
-        }
-    }
-    Err(last_err.unwrap_or_else(|| ProxyError::NoServer {
-        backend: backend.name.clone(),
-    }))
+    req.persist = journey.persisted(|_| None, peer.ip(), now);
+    let leg = journey
+        .connect(&req, log, |i| async move {
+            let stream = crate::connect::open(&backend.servers[i], backend, peer, local).await?;
+            Ok((stream, false))
+        })
+        .await?;
+    journey.session_started(&leg.slot);
+    // `mode tcp` has no cookie persistence (validation refuses it).
+    let _ = journey.persist_new_user(&leg.slot, peer.ip(), now);
+    Ok((leg.conn, leg.slot))
 }

@@ -2,11 +2,12 @@
 //!
 //! Owns: loading certificate+key PEM files into a [`FrontendTls`] (SNI resolver, ALPN,
 //! TLS 1.2 and 1.3, session resumption), the upstream [`UpstreamTls`] client (verification,
-//! SNI), the stream types [`ClientStream`]/[`ServerStream`], and [`accept_client`]: PROXY
-//! header (if the bind expects one) then TLS handshake, under one `client_header` deadline.
-//! Does not own: what is served over the stream (`http`, `tcp`), the PROXY wire format
-//! (`proxy_protocol`), nor reading the YAML (`tandem-config`). Plans are built with these
-//! values already loaded, so a reload either has every certificate or is refused whole.
+//! SNI) and the stream types [`ClientStream`]/[`ServerStream`]. A leaf: it imports nothing
+//! of the crate, so the plan can hold its types.
+//! Does not own: the set-up of a new client connection (`accept`: PROXY header, then the
+//! handshake with a [`FrontendTls`]), what is served over the stream (`http`, `tcp`), nor
+//! reading the YAML (`tandem-config`) into a plan (`from_config`). Plans are built with
+//! these values already loaded, so a reload either has every certificate or is refused whole.
 //!
 //! # Certificate files
 //!
@@ -39,9 +40,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
@@ -49,12 +48,8 @@ use rustls::pki_types::{CertificateDer, DnsName, PrivateKeyDer, ServerName};
 use rustls::server::{ClientHello, ProducesTickets, ResolvesServerCert, StoresServerSessions};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
-
-use crate::plan::Frontend;
-use crate::proxy_protocol::{self, Header};
 
 /// Largest certificate or CA file read, in bytes.
 pub const MAX_PEM_BYTES: u64 = 1024 * 1024;
@@ -233,7 +228,8 @@ pub struct FrontendTls {
     pub certificates: Vec<PathBuf>,
     /// ALPN protocols offered, in preference order.
     pub alpn: Vec<String>,
-    config: Arc<ServerConfig>,
+    /// The rustls configuration the handshake uses (`accept`).
+    pub(crate) config: Arc<ServerConfig>,
 }
 
 impl FrontendTls {
@@ -405,230 +401,17 @@ pub enum MaybeTls<T> {
     Tls(Box<T>),
 }
 
-/// A client connection after [`accept_client`].
+/// A client connection after the TLS handshake (`accept`).
 pub type ClientStream = MaybeTls<tokio_rustls::server::TlsStream<TcpStream>>;
 /// A server connection after connecting (and the TLS handshake if the backend uses TLS).
 pub type ServerStream = MaybeTls<tokio_rustls::client::TlsStream<TcpStream>>;
 
 impl<T: AsyncRead + Unpin> AsyncRead for MaybeTls<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
+    crate::pass::pass_through!(read [Self::Plain(s), Self::Tls(s)] => s);
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Self::Plain(s) => s.is_write_vectored(),
-            Self::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_flush(cx),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
-
-/// A client connection ready to serve.
-#[derive(Debug)]
-pub(crate) struct Accepted {
-    /// The stream, after the PROXY header and the TLS handshake.
-    pub stream: ClientStream,
-    /// The client: from the PROXY header when there is one, else the TCP peer.
-    pub client: SocketAddr,
-    /// Where the client connected to: from the PROXY header, else our local address.
-    pub local: SocketAddr,
-    /// Whether TLS was terminated.
-    pub tls: bool,
-    /// Whether ALPN chose HTTP/2.
-    pub h2: bool,
-}
-
-/// Why a client connection was dropped before being served.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum AcceptError {
-    /// The PROXY header was missing, malformed or cut short.
-    #[error("bad proxy protocol header: {0}")]
-    ProxyHeader(#[from] proxy_protocol::ReadError),
-    /// The TLS handshake failed.
-    #[error("tls handshake failed: {0}")]
-    Handshake(io::Error),
-    /// The PROXY header and TLS handshake took longer than `timeout client_header`.
-    #[error("no {stage} within the client header timeout")]
-    Timeout {
-        /// `proxy protocol header` or `tls handshake`.
-        stage: &'static str,
-    },
-}
-
-impl AcceptError {
-    /// A short stable label for logs and metrics.
-    pub(crate) fn kind(&self) -> &'static str {
-        match self {
-            Self::ProxyHeader(_) => "proxy_header",
-            Self::Handshake(_) => "tls_handshake",
-            Self::Timeout { .. } => "preamble_timeout",
-        }
-    }
-}
-
-/// Reads the PROXY header if `bind` expects one, then terminates TLS if the frontend has it;
-/// both within the frontend's `client_header` timeout.
-pub(crate) async fn accept_client(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    fe: &Frontend,
-    bind: SocketAddr,
-) -> Result<Accepted, AcceptError> {
-    let deadline = Instant::now() + fe.timeouts.header;
-    let local = stream.local_addr().unwrap_or(bind);
-    let (client, local) = if fe.accept_proxy.contains(&bind) {
-        let read = proxy_protocol::read_header(&mut stream);
-        match tokio::time::timeout_at(deadline, read).await {
-            Err(_) => {
-                return Err(AcceptError::Timeout {
-                    stage: "proxy protocol header",
-                });
-            }
-            Ok(Err(e)) => return Err(e.into()),
-            Ok(Ok(Header::Local)) => (peer, local),
-            Ok(Ok(Header::Proxied {
-                source,
-                destination,
-            })) => (source, destination),
-        }
-    } else {
-        (peer, local)
-    };
-    let Some(tls) = &fe.tls else {
-        return Ok(Accepted {
-            stream: MaybeTls::Plain(stream),
-            client,
-            local,
-            tls: false,
-            h2: false,
-        });
-    };
-    // Boxed: the handshake state is only needed until it completes, but inline it would size
-    // the task of every connection, TLS or not, for its whole life.
-    let accept = Box::pin(tokio_rustls::TlsAcceptor::from(tls.config.clone()).accept(stream));
-    let stream = match tokio::time::timeout_at(deadline, accept).await {
-        Err(_) => {
-            return Err(AcceptError::Timeout {
-                stage: "tls handshake",
-            });
-        }
-        Ok(Err(e)) => return Err(AcceptError::Handshake(e)),
-        Ok(Ok(s)) => s,
-    };
-    let h2 = stream.get_ref().1.alpn_protocol() == Some(ALPN_H2);
-    Ok(Accepted {
-        stream: MaybeTls::Tls(Box::new(stream)),
-        client,
-        local,
-        tls: true,
-        h2,
-    })
-}
-
-/// Fills `fe.tls` and `fe.accept_proxy` from the configuration (used by `from_config`);
-/// a certificate that cannot be loaded is pushed to `errors`.
-pub(crate) fn with_frontend_tls(
-    mut fe: Frontend,
-    f: &tandem_config::Frontend,
-    config_file: &Path,
-    errors: &mut Vec<crate::plan::PlanError>,
-) -> Frontend {
-    fe.accept_proxy = f
-        .bind
-        .iter()
-        .filter(|b| b.proxy_protocol)
-        .map(|b| b.address.socket_addr())
-        .collect();
-    if let Some(t) = &f.tls {
-        let paths: Vec<PathBuf> = t
-            .certificates
-            .iter()
-            .map(|p| tandem_config::resolve_relative(config_file, p))
-            .collect();
-        match FrontendTls::load(&paths, &t.alpn) {
-            Ok(tls) => fe.tls = Some(tls),
-            Err(source) => errors.push(crate::plan::PlanError::Tls {
-                kind: "frontend",
-                owner: fe.name.clone(),
-                source,
-            }),
-        }
-    }
-    fe
-}
-
-/// Fills `be.send_proxy` and `be.tls` from the configuration (used by `from_config`);
-/// a CA file that cannot be loaded is pushed to `errors`.
-pub(crate) fn with_backend_tls(
-    mut be: crate::plan::Backend,
-    b: &tandem_config::Backend,
-    config_file: &Path,
-    errors: &mut Vec<crate::plan::PlanError>,
-) -> crate::plan::Backend {
-    be.send_proxy = match b.send_proxy {
-        tandem_config::SendProxy::None => None,
-        tandem_config::SendProxy::V1 => Some(proxy_protocol::Version::V1),
-        tandem_config::SendProxy::V2 => Some(proxy_protocol::Version::V2),
-    };
-    if let Some(t) = &b.tls {
-        let ca =
-            t.ca.as_ref()
-                .map(|p| tandem_config::resolve_relative(config_file, p));
-        match UpstreamTls::load(t.verify, t.sni.as_deref(), ca.as_deref()) {
-            Ok(tls) => be.tls = Some(tls),
-            Err(source) => errors.push(crate::plan::PlanError::Tls {
-                kind: "backend",
-                owner: be.name.clone(),
-                source,
-            }),
-        }
-    }
-    be
+    crate::pass::pass_through!(write [Self::Plain(s), Self::Tls(s)] => s);
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@
 //! other sections.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 
 use super::Ctx;
 use crate::classes::{Class, ClassBy, RawClassBy, Share};
@@ -267,18 +266,7 @@ impl Classes {
 
 /// `cidr` with its host bits cleared.
 fn network(cidr: Cidr) -> Cidr {
-    let prefix = cidr.prefix();
-    let addr = match cidr.addr() {
-        IpAddr::V4(a) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::V4((u32::from(a) & mask).into())
-        }
-        IpAddr::V6(a) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::V6((u128::from(a) & mask).into())
-        }
-    };
-    Cidr::new(addr, prefix).unwrap_or(cidr)
+    cidr.network()
 }
 
 #[cfg(test)]

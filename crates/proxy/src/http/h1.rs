@@ -9,59 +9,62 @@
 //! untouched. Between requests a client connection holds no buffer (reads go through a
 //! per-thread scratch buffer), so an idle keep-alive client costs a few hundred bytes.
 //!
+//! The wire code is in submodules: `head` (reading heads, line and preface checks),
+//! `response` (a server's response head and its framing), `chunked` (the end of a chunked
+//! body), `relay` (sending the request, relaying the response body, the linger); this
+//! module is the request path that drives them.
+//!
 //! Owns: reading request heads (`client_header`, the head size and count limits), the plain
-//! HTTP/1.1 request path (protect, the smuggling checks on parsed heads, routing, header
-//! rewriting, persistence, queueing and retries, passive health, counters, the access log),
-//! response framing (Content-Length, chunked, close-delimited, 1xx) and the raw upstream pool
-//! use. Anything else is handed to hyper unchanged, before a byte of the request is acted on
-//! ([`Outcome::Fallback`]): HTTP/1.0 clients, request bodies in chunked encoding,
-//! `Expect`, `CONNECT`, and the HTTP/2 preface (h2c prior knowledge); the connection then
-//! stays with hyper.
+//! HTTP/1.1 request path (protect, the smuggling checks on parsed heads, header rewriting,
+//! sending on a server connection and the stale-connection retries, counters, the access
+//! log), response framing (Content-Length, chunked, close-delimited, 1xx) and the raw
+//! upstream pool use. Anything else is handed to hyper unchanged, before a byte of the
+//! request is acted on ([`Outcome::Fallback`]): HTTP/1.0 clients, request bodies in chunked
+//! encoding, `Expect`, `CONNECT`, and the HTTP/2 preface (h2c prior knowledge); the
+//! connection then stays with hyper.
 //! Does not own: the raw head guard (`guard`, which sees every byte read here first),
-//! admission and the connection counters (`super::serve`), selection, queueing and live state.
+//! admission and the connection counters (`super::serve`), the request's journey
+//! (`journey`: routing, picking a server, connect retries, persistence, passive health),
+//! selection, queueing and live state.
 
-use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper::{Method, StatusCode, Uri};
 use tandem_balance::ServerId;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::{ConnCtx, denied, forwarded_value, nominated_framing};
 use crate::access::{AccessLog, ms};
 use crate::body::error_page;
-use crate::deadline::Deadline;
+use crate::deadline::{Deadline, before};
 use crate::error::ProxyError;
+use crate::journey::{Journey, Leg, NewCookie, Tries};
 use crate::live::{LiveBackend, RawUpstream};
 use crate::plan::{Algorithm, Backend, BackendId, Forwarded, Frontend, LogFormat, Persistence};
-use crate::protect::Refusal;
-use crate::queue::{Slot, Tried, acquire};
 
-/// Per-thread read buffer for client reads: a connection keeps only the bytes it got.
-const SCRATCH_BYTES: usize = 16 * 1024;
+mod chunked;
+mod head;
+mod relay;
+mod response;
+
+use head::{
+    HeadError, connection_tokens, crlf_lines, fill, h2_preface, head_end, hop_by_hop, is,
+    named_by_connection, poll_fill, read_head,
+};
+use relay::{BodyError, Sent, linger, relay_body, send_or_answer, still_open};
+use response::{Framing, parse_response};
+
 /// Request headers parsed on the stack; a larger `max_headers` uses the heap.
 const HEADER_SLOTS: usize = 128;
-/// Largest response head accepted from a server.
-const MAX_RESPONSE_HEAD: usize = 64 * 1024;
-/// Most response headers accepted from a server.
-const MAX_RESPONSE_HEADERS: usize = 128;
+
 /// A client buffer up to this capacity is kept between requests; a larger one is freed.
 const KEEP_BUF_BYTES: usize = 1024;
-/// Read size on server connections (and for streamed request bodies).
-const UPSTREAM_BUF_BYTES: usize = 16 * 1024;
-/// How long a connection closed with its request body unread still drains the client.
-const LINGER: Duration = Duration::from_secs(2);
-
-thread_local! {
-    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_BYTES]);
-}
 
 /// How the raw path left a client connection.
 pub(crate) enum Outcome {
@@ -69,177 +72,6 @@ pub(crate) enum Outcome {
     Closed,
     /// To be served by hyper from here, starting with these bytes already read.
     Fallback(Vec<u8>),
-}
-
-/// Reads what the client sent into `buf` through the per-thread scratch buffer.
-fn poll_fill<T: AsyncRead + Unpin>(
-    io: &mut T,
-    cx: &mut Context<'_>,
-    buf: &mut Vec<u8>,
-) -> Poll<io::Result<usize>> {
-    SCRATCH.with_borrow_mut(|scratch| {
-        let mut rb = ReadBuf::new(scratch);
-        match Pin::new(io).poll_read(cx, &mut rb) {
-            Poll::Ready(Ok(())) => {
-                let got = rb.filled();
-                buf.extend_from_slice(got);
-                Poll::Ready(Ok(got.len()))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
-    })
-}
-
-async fn fill<T: AsyncRead + Unpin>(io: &mut T, buf: &mut Vec<u8>) -> io::Result<usize> {
-    std::future::poll_fn(|cx| poll_fill(io, cx, buf)).await
-}
-
-/// Runs `fut` unless `timer` fires first (`None`).
-async fn before<F: Future>(timer: &mut Deadline, fut: F) -> Option<F::Output> {
-    let mut fut = std::pin::pin!(fut);
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
-            return Poll::Ready(Some(v));
-        }
-        timer.poll_expired(cx).map(|()| None)
-    })
-    .await
-}
-
-/// End of a head (`\r\n\r\n`) in `buf`, searching from `from`; the head's length.
-fn head_end(buf: &[u8], from: usize) -> Option<usize> {
-    let start = from.saturating_sub(3);
-    buf.get(start..)?
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| start + i + 4)
-}
-
-/// Whether `buf` (what a server sent so far) holds the start of a final response: past any
-/// complete interim (1xx) heads, a status line whose code does not begin with 1. A head too
-/// large to be one counts (reading it will say so).
-fn final_answer_started(buf: &[u8]) -> bool {
-    if buf.len() > MAX_RESPONSE_HEAD {
-        return true;
-    }
-    let mut at = 0;
-    loop {
-        let rest = &buf[at..];
-        // "HTTP/1.1 " is 9 bytes; the status code follows.
-        match rest.get(9) {
-            None => return false,
-            Some(b'1') => match head_end(rest, 0) {
-                Some(n) => at += n,
-                None => return false,
-            },
-            Some(_) => return true,
-        }
-    }
-}
-
-/// How sending request bytes to a server ended.
-#[derive(Debug, PartialEq, Eq)]
-enum Sent {
-    /// All of them were written.
-    All,
-    /// The server began a final answer first; it is in the read buffer, the rest unsent.
-    Answered,
-}
-
-/// Writes `data` to the server while watching for an early answer (a server may refuse an
-/// upload before reading it, and then stop reading or close). Interim responses are kept in
-/// `buf` (the connection's read buffer) for the head reader. A write that fails after the
-/// server answered is an answer.
-async fn send_or_answer<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut S,
-    buf: &mut Vec<u8>,
-    data: &[u8],
-) -> io::Result<Sent> {
-    let mut written = 0;
-    std::future::poll_fn(|cx| {
-        while written < data.len() {
-            match Pin::new(&mut *stream).poll_write(cx, &data[written..]) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => written += n,
-                Poll::Ready(Err(e)) => {
-                    // What the server sent before it reset is still readable.
-                    while let Poll::Ready(Ok(n)) = poll_fill(&mut *stream, cx, buf) {
-                        if n == 0 || final_answer_started(buf) {
-                            break;
-                        }
-                    }
-                    return Poll::Ready(if final_answer_started(buf) {
-                        Ok(Sent::Answered)
-                    } else {
-                        Err(e)
-                    });
-                }
-                Poll::Pending => break,
-            }
-        }
-        if written == data.len() {
-            return Poll::Ready(Ok(Sent::All));
-        }
-        // Blocked on the server: has it answered?
-        loop {
-            match poll_fill(&mut *stream, cx, buf) {
-                Poll::Ready(Ok(0)) => {
-                    return Poll::Ready(if final_answer_started(buf) {
-                        Ok(Sent::Answered)
-                    } else {
-                        Err(io::ErrorKind::UnexpectedEof.into())
-                    });
-                }
-                Poll::Ready(Ok(_)) if final_answer_started(buf) => {
-                    return Poll::Ready(Ok(Sent::Answered));
-                }
-                Poll::Ready(Ok(_)) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-    })
-    .await
-}
-
-/// After answering a request whose body was left unread (the write side already shut):
-/// reads and discards what the client still sends, until it closes or [`LINGER`] passes, so
-/// closing with unread input (a TCP reset) does not destroy the answer before the client
-/// read it.
-async fn linger<T: AsyncRead + Unpin>(io: &mut T) {
-    let mut sink = Vec::new();
-    let _ = tokio::time::timeout(LINGER, async {
-        loop {
-            sink.clear();
-            match fill(io, &mut sink).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
-}
-
-/// Whether every line in `head` ends with CRLF and no CR appears elsewhere (RFC 9112
-/// section 2.2: a bare LF or CR is refused, never guessed at). A final lone CR is allowed
-/// (the LF may still come).
-fn crlf_lines(head: &[u8]) -> bool {
-    let mut prev = 0u8;
-    for &b in head {
-        if (b == b'\n') != (prev == b'\r') {
-            return false;
-        }
-        prev = b;
-    }
-    true
-}
-
-/// Whether `buf` may be the start of the HTTP/2 client preface.
-fn h2_preface(buf: &[u8]) -> bool {
-    let p = b"PRI * HTTP/2.0";
-    let n = buf.len().min(p.len());
-    buf[..n] == p[..n]
 }
 
 /// Serves plain HTTP/1.1 requests on `io` until the connection ends or needs hyper.
@@ -262,7 +94,7 @@ pub(crate) async fn serve<T: AsyncRead + AsyncWrite + Unpin>(
         let mut head_began = (!buf.is_empty()).then(Instant::now);
         let mut scanned = 0;
         let head_len = {
-            let mut stop = std::pin::pin!(crate::proxy::stopped(shutdown));
+            let mut stop = std::pin::pin!(crate::deadline::stopped(shutdown));
             loop {
                 // Empty lines before a request line are ignored (RFC 9112 section 2.2).
                 let blank = buf
@@ -413,12 +245,7 @@ async fn refuse<T: AsyncWrite + Unpin>(
         warn!(frontend = %fe.name, client = %ctx.peer, status = status.as_u16(),
             kind = err.kind(), side = ?err.side(), cause = %err, "request failed");
     }
-    if let Some(mut l) = log {
-        l.backend = backend;
-        l.status = status.as_u16();
-        l.termination = err.termination();
-        l.emit();
-    }
+    crate::journey::log_failed(log, &err, backend);
     ctx.snap.frontends[ctx.frontend]
         .stats
         .counters
@@ -489,44 +316,6 @@ enum Analyzed {
         close: bool,
     },
     Fallback,
-}
-
-fn is(name: &str, want: &str) -> bool {
-    name.eq_ignore_ascii_case(want)
-}
-
-/// Hop-by-hop fields never forwarded (besides those the Connection field names).
-fn hop_by_hop(name: &str) -> bool {
-    [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ]
-    .iter()
-    .any(|h| is(name, h))
-}
-
-/// Tokens of Connection fields.
-fn connection_tokens<'a>(
-    headers: &'a [httparse::Header<'a>],
-) -> impl Iterator<Item = &'a [u8]> + 'a {
-    headers
-        .iter()
-        .filter(|h| is(h.name, "connection"))
-        .flat_map(|h| h.value.split(|&b| b == b','))
-        .map(|t| t.trim_ascii())
-        .filter(|t| !t.is_empty())
-}
-
-/// Whether a Connection token names `name`, for removal. A token naming a field that frames
-/// or routes the message never gets here: the head checks refuse it first (400, or 502 for
-/// a response).
-fn named_by_connection(headers: &[httparse::Header<'_>], name: &str) -> bool {
-    connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
 }
 
 /// Parses and checks a complete request head, routes it and builds the head the server gets.
@@ -629,15 +418,14 @@ fn analyze(ctx: &ConnCtx, head: &[u8], now: Instant) -> Analyzed {
         return refuse(denied(why), line);
     }
     let body_len = body.unwrap_or(0);
-    if let Some(t) = &live_fe.sources
-        && !t.request(ctx.peer.ip(), now)
+    if let Err(why) =
+        crate::protect::admit_request(live_fe.sources.as_ref(), &live_fe.stats, ctx.peer.ip(), now)
     {
-        live_fe.stats.denied[Refusal::RequestRate as usize].fetch_add(1, Ordering::Relaxed);
         // Kept open for the next request unless a body is left unread or the client asked
         // to close.
         let client_close = connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(b"close"));
         return Analyzed::Refuse {
-            err: denied(Refusal::RequestRate),
+            err: denied(why),
             backend: None,
             line,
             close: body_len > 0 || client_close,
@@ -725,7 +513,13 @@ fn analyze(ctx: &ConnCtx, head: &[u8], now: Instant) -> Analyzed {
                 }
             }),
     };
-    let Some(backend) = route(fe, route_host, path, headers) else {
+    let header = |name: &hyper::header::HeaderName| {
+        headers
+            .iter()
+            .find(|h| is(h.name, name.as_str()))
+            .map(|h| h.value)
+    };
+    let Some(backend) = crate::journey::route(fe, route_host, path, header) else {
         return refuse(
             ProxyError::NoRoute {
                 frontend: fe.name.clone(),
@@ -827,51 +621,15 @@ fn analyze(ctx: &ConnCtx, head: &[u8], now: Instant) -> Analyzed {
     })
 }
 
-/// The backend of the first matching route, else the default.
-fn route(
-    fe: &Frontend,
-    host: Option<&str>,
-    path: &str,
-    headers: &[httparse::Header<'_>],
-) -> Option<BackendId> {
-    for (r, id) in fe.resolved_routes() {
-        if let Some(want) = &r.host
-            && !host.is_some_and(|h| h.eq_ignore_ascii_case(want))
-        {
-            continue;
-        }
-        if let Some(prefix) = &r.path_prefix
-            && !path.starts_with(prefix.as_str())
-        {
-            continue;
-        }
-        if let Some((name, want)) = &r.header {
-            match (headers.iter().find(|h| is(h.name, name.as_str())), want) {
-                (None, _) => continue,
-                (Some(got), Some(want)) if got.value != want.as_bytes() => continue,
-                _ => {}
-            }
-        }
-        return Some(id);
-    }
-    fe.default_id()
-}
-
 /// The server a persistence cookie named `name` points to, if the request carries one.
 fn cookie_server(headers: &[httparse::Header<'_>], name: &str) -> Option<ServerId> {
-    for h in headers.iter().filter(|h| is(h.name, "cookie")) {
-        let Ok(v) = std::str::from_utf8(h.value) else {
-            continue;
-        };
-        for pair in v.split(';') {
-            if let Some((k, val)) = pair.trim().split_once('=')
-                && k == name
-            {
-                return ServerId::from_cookie(val.trim()).ok();
-            }
-        }
-    }
-    None
+    crate::journey::cookie_server(
+        headers
+            .iter()
+            .filter(|h| is(h.name, "cookie"))
+            .map(|h| std::str::from_utf8(h.value).ok()),
+        name,
+    )
 }
 
 /// How an exchange ended.
@@ -889,241 +647,6 @@ enum Ended {
     Failed(ProxyError, bool),
 }
 
-/// How a response body is delimited.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Framing {
-    None,
-    Length(u64),
-    Chunked,
-    UntilClose,
-}
-
-/// What the response head said.
-struct ResponseHead {
-    status: u16,
-    framing: Framing,
-    /// The server will close the connection after this response.
-    server_close: bool,
-    /// The head the client gets (without the final CRLF).
-    out: Vec<u8>,
-}
-
-/// Parses a complete response head and rewrites it for the client.
-fn parse_response(head: &[u8], head_method: bool) -> Result<ResponseHead, &'static str> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-    let mut resp = httparse::Response::new(&mut slots);
-    match resp.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err("incomplete response head"),
-        Err(httparse::Error::TooManyHeaders) => return Err("too many response headers"),
-        Err(_) => return Err("malformed response head"),
-    }
-    let (Some(status), Some(minor)) = (resp.code, resp.version) else {
-        return Err("malformed response head");
-    };
-    let headers: &[httparse::Header<'_>] = resp.headers;
-    let mut length: Option<u64> = None;
-    let mut te_last_chunked: Option<bool> = None;
-    let mut keep_alive_token = false;
-    let mut close_token = false;
-    let mut named = false;
-    if nominated_framing(connection_tokens(headers)).is_some() {
-        return Err("connection header names a framing header");
-    }
-    for t in connection_tokens(headers) {
-        if t.eq_ignore_ascii_case(b"close") {
-            close_token = true;
-        } else if t.eq_ignore_ascii_case(b"keep-alive") {
-            keep_alive_token = true;
-        } else {
-            named = true;
-        }
-    }
-    for h in headers {
-        if is(h.name, "content-length") {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .map(str::trim)
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse::<u64>().ok())
-                .ok_or("invalid content-length")?;
-            if length.is_some_and(|l| l != n) {
-                return Err("conflicting content-length");
-            }
-            length = Some(n);
-        } else if is(h.name, "transfer-encoding") {
-            let last = h
-                .value
-                .rsplit(|&b| b == b',')
-                .next()
-                .map(<[u8]>::trim_ascii)
-                .unwrap_or_default();
-            te_last_chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
-        }
-    }
-    if te_last_chunked.is_some() && length.is_some() {
-        return Err("both content-length and transfer-encoding");
-    }
-    let framing = if head_method || (100..200).contains(&status) || status == 204 || status == 304 {
-        Framing::None
-    } else {
-        match (te_last_chunked, length) {
-            (Some(true), _) => Framing::Chunked,
-            (Some(false), _) => Framing::UntilClose,
-            (None, Some(n)) => Framing::Length(n),
-            (None, None) => Framing::UntilClose,
-        }
-    };
-    let server_close = close_token || (minor == 0 && !keep_alive_token);
-    let mut out = Vec::with_capacity(head.len() + 96);
-    out.extend_from_slice(b"HTTP/1.1 ");
-    if !(100..1000).contains(&status) {
-        return Err("invalid status code");
-    }
-    out.extend_from_slice(&[
-        b'0' + (status / 100) as u8,
-        b'0' + (status / 10 % 10) as u8,
-        b'0' + (status % 10) as u8,
-    ]);
-    out.push(b' ');
-    match resp.reason {
-        Some(r) if !r.is_empty() => out.extend_from_slice(r.as_bytes()),
-        _ => out.extend_from_slice(
-            StatusCode::from_u16(status)
-                .ok()
-                .and_then(|s| s.canonical_reason())
-                .unwrap_or("")
-                .as_bytes(),
-        ),
-    }
-    out.extend_from_slice(b"\r\n");
-    for h in headers {
-        // The response's own framing is relayed as is: Transfer-Encoding stays.
-        let drop =
-            (hop_by_hop(h.name) && !is(h.name, "transfer-encoding") && !is(h.name, "trailer"))
-                || (named && named_by_connection(headers, h.name));
-        if drop {
-            continue;
-        }
-        out.extend_from_slice(h.name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value);
-        out.extend_from_slice(b"\r\n");
-    }
-    Ok(ResponseHead {
-        status,
-        framing,
-        server_close,
-        out,
-    })
-}
-
-/// Finds the end of a chunked body in a byte stream (lenient about extensions and
-/// trailers, strict about sizes and the CRLF after data).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunks {
-    /// In a chunk-size line: the size so far, its digit count, and whether an extension (or
-    /// the line end) began.
-    Size { size: u64, digits: u8, ext: bool },
-    /// In chunk data: bytes left.
-    Data(u64),
-    /// After chunk data: expecting CR (`false`) or LF (`true`).
-    DataEnd(bool),
-    /// In the trailer section: bytes on the current line.
-    Trailer(u32),
-    /// The body ended.
-    Done,
-}
-
-impl Chunks {
-    const START: Self = Self::Size {
-        size: 0,
-        digits: 0,
-        ext: false,
-    };
-
-    /// Feeds body bytes; `Ok(Some(n))` when the body ends after the first `n` of them.
-    fn feed(&mut self, data: &[u8]) -> Result<Option<usize>, &'static str> {
-        let mut i = 0;
-        while i < data.len() {
-            match *self {
-                Self::Done => return Ok(Some(i)),
-                Self::Data(n) => {
-                    let take = n.min((data.len() - i) as u64);
-                    i += take as usize;
-                    *self = if n == take {
-                        Self::DataEnd(false)
-                    } else {
-                        Self::Data(n - take)
-                    };
-                }
-                Self::DataEnd(lf) => {
-                    let want = if lf { b'\n' } else { b'\r' };
-                    if data[i] != want {
-                        return Err("chunk data not followed by crlf");
-                    }
-                    i += 1;
-                    *self = if lf { Self::START } else { Self::DataEnd(true) };
-                }
-                Self::Size { size, digits, ext } => {
-                    let b = data[i];
-                    i += 1;
-                    match b {
-                        b'\n' => {
-                            if digits == 0 {
-                                return Err("empty chunk size");
-                            }
-                            *self = if size == 0 {
-                                Self::Trailer(0)
-                            } else {
-                                Self::Data(size)
-                            };
-                        }
-                        _ if ext => {}
-                        b'\r' | b';' | b' ' | b'\t' => {
-                            *self = Self::Size {
-                                size,
-                                digits,
-                                ext: true,
-                            }
-                        }
-                        _ => {
-                            let d = (b as char).to_digit(16).ok_or("invalid chunk size")?;
-                            if digits >= 16 {
-                                return Err("chunk size too large");
-                            }
-                            *self = Self::Size {
-                                size: size << 4 | u64::from(d),
-                                digits: digits + 1,
-                                ext: false,
-                            };
-                        }
-                    }
-                }
-                Self::Trailer(n) => {
-                    let b = data[i];
-                    i += 1;
-                    *self = match b {
-                        b'\n' if n == 0 => Self::Done,
-                        b'\n' => Self::Trailer(0),
-                        b'\r' => Self::Trailer(n),
-                        _ => Self::Trailer(n.saturating_add(1)),
-                    };
-                }
-            }
-        }
-        Ok((*self == Self::Done).then_some(data.len()))
-    }
-}
-
-/// Where a response body relay failed.
-enum BodyError {
-    Server(io::Error),
-    ServerTimeout,
-    Client,
-    Framing,
-}
-
 /// Forwards one request and relays its response. Consumes the request from `buf` once it
 /// has been sent (the bytes of a pipelined next request stay).
 async fn exchange<T: AsyncRead + AsyncWrite + Unpin>(
@@ -1135,17 +658,12 @@ async fn exchange<T: AsyncRead + AsyncWrite + Unpin>(
     start: Instant,
     log: &mut Option<AccessLog>,
 ) -> Ended {
-    let plan = &ctx.snap.plan;
-    let id = p.backend;
-    let backend: &Backend = &plan.backends()[id];
-    let sel = &*plan.balancers()[id];
-    let live: &LiveBackend = &ctx.snap.backends[id];
+    let mut journey = Journey::new(&ctx.snap, p.backend, Tries::http);
+    let backend: &Backend = journey.backend;
+    let live: &LiveBackend = journey.live;
+    let live_fe = &ctx.snap.frontends[ctx.frontend];
     let client_ip = ctx.peer.ip();
-    let persist = match &backend.persistence {
-        Some(Persistence::Cookie { .. }) => p.cookie,
-        Some(Persistence::Source { .. }) => live.stuck_server(start, client_ip),
-        None => None,
-    };
+    let persist = journey.persisted(|_| p.cookie, client_ip, start);
     let breq = tandem_balance::Request {
         client_ip,
         path: p.key_path.as_deref().unwrap_or("/"),
@@ -1161,65 +679,24 @@ async fn exchange<T: AsyncRead + AsyncWrite + Unpin>(
     // The request has been read entirely from the client.
     let mut consumed = resendable;
 
-    let passive = backend.health_check.as_ref();
-    let passive_connect = passive.is_some_and(|h| h.passive_connect_failures.is_some());
-    let passive_5xx = passive.is_some_and(|h| h.passive_5xx.is_some());
     let shared = backend.send_proxy.is_none();
-    let mut tried = Tried::default();
-    let mut last_err: Option<ProxyError> = None;
-    let attempts = backend.retries as usize + 1 + backend.max_idle_per_server.min(8);
-    let mut connect_failures = 0u32;
     let mut stale_retries = 0;
-    for _ in 0..attempts {
-        let queued = Instant::now();
-        let slot: Slot = match acquire(backend, sel, live, &breq, &tried).await {
-            Ok(s) => s,
-            Err(ProxyError::NoServer { .. }) if last_err.is_some() => break,
+    loop {
+        let leg = journey
+            .connect(&breq, log.as_mut(), |i| {
+                raw_connection(ctx, backend, &backend.servers[i], &live.servers[i])
+            })
+            .await;
+        let Leg {
+            slot,
+            mut conn,
+            reused: was_reused,
+        } = match leg {
+            Ok(leg) => leg,
             Err(e) => return Ended::Failed(e, consumed),
         };
-        let connecting = Instant::now();
         let server = &backend.servers[slot.index];
-        if let Some(l) = log.as_mut() {
-            l.backend = Some(id);
-            l.server = Some(slot.index);
-            l.tw = ms(connecting - queued);
-        }
-        // A pooled connection that is still open, else a new one.
-        let mut reused = None;
-        while shared && let Some(mut c) = slot.server.take_raw() {
-            if still_open(&mut c) {
-                reused = Some(c);
-                break;
-            }
-        }
-        let was_reused = reused.is_some();
-        let mut conn = match reused {
-            Some(c) => c,
-            None => {
-                match Box::pin(crate::connect::open(server, backend, ctx.peer, ctx.local)).await {
-                    Ok(s) => {
-                        if passive_connect {
-                            slot.server.update(connecting, |m| m.on_connect(true));
-                        }
-                        RawUpstream::new(s)
-                    }
-                    Err(e) => {
-                        slot.server.connect_failed(passive_connect, &e);
-                        tried.insert(slot.index);
-                        last_err = Some(e);
-                        connect_failures += 1;
-                        if connect_failures > backend.retries {
-                            break;
-                        }
-                        continue;
-                    }
-                }
-            }
-        };
-        if let Some(l) = log.as_mut() {
-            l.tc = ms(connecting.elapsed());
-        }
-        let sink = ctx.request_sent(id, &slot);
+        let sink = journey.request_sent(&live_fe.stats, &slot);
         let server_timeout = backend.timeouts.server;
         conn.timer.set(tokio::time::Instant::now() + server_timeout);
 
@@ -1322,9 +799,7 @@ async fn exchange<T: AsyncRead + AsyncWrite + Unpin>(
                     break (None, 0);
                 }
                 Err(HeadError::Timeout) => {
-                    if passive_connect {
-                        slot.server.update(Instant::now(), |m| m.on_connect(false));
-                    }
+                    journey.server_silent(&slot);
                     return Ended::Failed(
                         ProxyError::ServerTimeout {
                             server: server.name.clone(),
@@ -1382,18 +857,9 @@ async fn exchange<T: AsyncRead + AsyncWrite + Unpin>(
         // Relay the response.
         let status = resp.status;
         let elapsed = start.elapsed();
-        slot.server.counters.response(status);
-        slot.server.counters.observe(elapsed);
-        live.stats.counters.observe(elapsed);
+        journey.responded(&slot, status, elapsed);
         live.stats.counters.response(status);
-        ctx.snap.frontends[ctx.frontend]
-            .stats
-            .counters
-            .response(status);
-        if passive_5xx {
-            slot.server
-                .update(Instant::now(), |m| m.on_response(status));
-        }
+        live_fe.stats.counters.response(status);
         if let Some(l) = log.as_mut() {
             l.tr = ms(elapsed);
             l.status = status;
@@ -1402,8 +868,8 @@ async fn exchange<T: AsyncRead + AsyncWrite + Unpin>(
         let unread = upload_cut && !consumed;
         let close = p.client_close || resp.framing == Framing::UntilClose || p.stopping || unread;
         let mut out = resp.out;
-        if !slot.persistent {
-            persist_new_user(backend, live, &mut out, &slot, client_ip, start);
+        if let Some(c) = journey.persist_new_user(&slot, client_ip, start) {
+            set_cookie(&mut out, c);
         }
         if close {
             out.extend_from_slice(b"connection: close\r\n");
@@ -1441,8 +907,9 @@ async fn exchange<T: AsyncRead + AsyncWrite + Unpin>(
             && !resp.server_close
             && resp.framing != Framing::UntilClose
             && conn.buf.is_empty()
+            && let Some(pool) = slot.server.pool_to_keep()
         {
-            slot.server.put_raw(conn, backend.max_idle_per_server);
+            pool.put_raw(conn, backend.max_idle_per_server);
         }
         drop(slot);
         return if unread {
@@ -1453,12 +920,27 @@ async fn exchange<T: AsyncRead + AsyncWrite + Unpin>(
             Ended::Close
         };
     }
-    Ended::Failed(
-        last_err.unwrap_or_else(|| ProxyError::NoServer {
-            backend: backend.name.clone(),
-        }),
-        consumed || resendable,
-    )
+}
+
+/// A connection to `server` for the raw forwarder: a pooled one that is still open, else a
+/// new one. `true` if reused.
+async fn raw_connection(
+    ctx: &ConnCtx,
+    backend: &Backend,
+    server: &crate::plan::Server,
+    state: &crate::live::ServerState,
+) -> Result<(RawUpstream, bool), ProxyError> {
+    // With `send_proxy`, a connection is bound to the client it was opened for: never shared.
+    while backend.send_proxy.is_none()
+        && let Some(mut c) = state.pool().take_raw()
+    {
+        if still_open(&mut c) {
+            return Ok((c, true));
+        }
+    }
+    // Boxed: only new connections pay for the connect and handshake state.
+    let stream = Box::pin(crate::connect::open(server, backend, ctx.peer, ctx.local)).await?;
+    Ok((RawUpstream::new(stream), false))
 }
 
 /// Why sending the request to `server` failed: a write error (`Some`), or `timeout server`
@@ -1475,165 +957,13 @@ fn send_failed(
     }
 }
 
-/// Whether a pooled connection is still open and quiet (nothing unsolicited to read).
-fn still_open(c: &mut RawUpstream) -> bool {
-    c.buf.clear();
-    let mut probe = [0u8; 1];
-    let mut rb = ReadBuf::new(&mut probe);
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    matches!(
-        Pin::new(&mut c.stream).poll_read(&mut cx, &mut rb),
-        Poll::Pending
-    )
-}
-
-#[derive(Debug)]
-enum HeadError {
-    Closed,
-    Timeout,
-    Io,
-    TooLarge,
-}
-
-impl HeadError {
-    fn reason(&self) -> &'static str {
-        match self {
-            Self::Closed => "connection closed before the response head",
-            Self::Timeout => "no response head in time",
-            Self::Io => "connection failed before the response head",
-            Self::TooLarge => "response head too large",
-        }
-    }
-}
-
-/// Reads until `conn.buf` holds a complete response head; its length.
-async fn read_head(conn: &mut RawUpstream) -> Result<usize, HeadError> {
-    let mut scanned = 0;
-    loop {
-        if let Some(n) = head_end(&conn.buf, scanned) {
-            return Ok(n);
-        }
-        scanned = conn.buf.len();
-        if conn.buf.len() > MAX_RESPONSE_HEAD {
-            return Err(HeadError::TooLarge);
-        }
-        if conn.buf.capacity() - conn.buf.len() < 1024 {
-            conn.buf.reserve(UPSTREAM_BUF_BYTES);
-        }
-        let got = before(&mut conn.timer, conn.stream.read_buf(&mut conn.buf)).await;
-        match got {
-            None => return Err(HeadError::Timeout),
-            Some(Ok(0)) if conn.buf.is_empty() => return Err(HeadError::Closed),
-            Some(Ok(0)) | Some(Err(_)) => return Err(HeadError::Io),
-            Some(Ok(_)) => {}
-        }
-    }
-}
-
-/// Relays the response: `out` (the client's head) and the body, framed as `framing`,
-/// from `conn.buf[head..]` on; the body bytes relayed. Leaves in `conn.buf` only bytes
-/// beyond the response (then the connection is not reused).
-async fn relay_body<T: AsyncWrite + Unpin>(
-    io: &mut T,
-    conn: &mut RawUpstream,
-    head: usize,
-    framing: Framing,
-    mut out: Vec<u8>,
-    timeout: Duration,
-) -> Result<u64, (u64, BodyError)> {
-    let mut bytes = 0u64;
-    let mut chunks = Chunks::START;
-    let mut left = match framing {
-        Framing::Length(n) => n,
-        _ => u64::MAX,
-    };
-    // Body bytes that came with the head.
-    let mut start = head;
-    loop {
-        let avail = &conn.buf[start..];
-        let (take, done) = match framing {
-            Framing::None => (0, true),
-            Framing::Length(_) => {
-                let t = (avail.len() as u64).min(left) as usize;
-                (t, left - t as u64 == 0)
-            }
-            Framing::Chunked => match chunks.feed(avail) {
-                Ok(Some(n)) => (n, true),
-                Ok(None) => (avail.len(), false),
-                Err(_) => return Err((bytes, BodyError::Framing)),
-            },
-            Framing::UntilClose => (avail.len(), false),
-        };
-        let chunk = &avail[..take];
-        let write = if out.is_empty() {
-            io.write_all(chunk).await
-        } else {
-            out.extend_from_slice(chunk);
-            let r = io.write_all(&out).await;
-            out = Vec::new();
-            r
-        };
-        if write.is_err() {
-            return Err((bytes, BodyError::Client));
-        }
-        bytes += take as u64;
-        if let Framing::Length(_) = framing {
-            left -= take as u64;
-        }
-        conn.buf.drain(..start + take);
-        start = 0;
-        if done {
-            if io.flush().await.is_err() {
-                return Err((bytes, BodyError::Client));
-            }
-            return Ok(bytes);
-        }
-        if io.flush().await.is_err() {
-            return Err((bytes, BodyError::Client));
-        }
-        conn.timer.set(tokio::time::Instant::now() + timeout);
-        if conn.buf.capacity() < UPSTREAM_BUF_BYTES {
-            conn.buf.reserve(UPSTREAM_BUF_BYTES);
-        }
-        match before(&mut conn.timer, conn.stream.read_buf(&mut conn.buf)).await {
-            None => return Err((bytes, BodyError::ServerTimeout)),
-            Some(Ok(0)) if framing == Framing::UntilClose => {
-                let _ = io.flush().await;
-                return Ok(bytes);
-            }
-            Some(Ok(0)) => {
-                return Err((
-                    bytes,
-                    BodyError::Server(io::ErrorKind::UnexpectedEof.into()),
-                ));
-            }
-            Some(Err(e)) => return Err((bytes, BodyError::Server(e))),
-            Some(Ok(_)) => {}
-        }
-    }
-}
-
-/// Records a user the algorithm placed (new, or moved off a dead server) so it sticks: a
-/// cookie in the response head `out`, or a stick-table entry.
-fn persist_new_user(
-    backend: &Backend,
-    live: &LiveBackend,
-    out: &mut Vec<u8>,
-    slot: &Slot,
-    client: std::net::IpAddr,
-    now: Instant,
-) {
-    match &backend.persistence {
-        Some(Persistence::Cookie { name }) => {
-            out.extend_from_slice(b"set-cookie: ");
-            out.extend_from_slice(name.as_bytes());
-            out.push(b'=');
-            out.extend_from_slice(&slot.server.id.to_cookie());
-            out.extend_from_slice(b"; Path=/\r\n");
-        }
-        Some(Persistence::Source { .. }) => live.stick_to(now, client, slot.server.id),
-        None => {}
-    }
+/// Adds the persistence cookie of a new user to the response head `out`.
+fn set_cookie(out: &mut Vec<u8>, c: NewCookie<'_>) {
+    out.extend_from_slice(b"set-cookie: ");
+    out.extend_from_slice(c.name.as_bytes());
+    out.push(b'=');
+    out.extend_from_slice(&c.value);
+    out.extend_from_slice(b"; Path=/\r\n");
 }
 
 /// A stream that first yields bytes already read (handing a connection over to hyper).
@@ -1675,154 +1005,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
+    crate::pass::pass_through!(write [Self { inner, .. }] => inner);
 }
 
 #[doc(hidden)]
 pub(crate) mod fuzz;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chunked_end_is_found_across_splits() {
-        let body = b"5;ext=1\r\nhello\r\n10\r\n0123456789abcdef\r\n0\r\nX-Trailer: 1\r\n\r\nNEXT";
-        let end = body.len() - 4;
-        for split in 0..body.len() {
-            let mut c = Chunks::START;
-            let first = c.feed(&body[..split]).expect("valid");
-            let got = match first {
-                Some(n) => n,
-                None => split + c.feed(&body[split..]).expect("valid").expect("ends"),
-            };
-            assert_eq!(got, end, "split at {split}");
-        }
-        let mut c = Chunks::START;
-        assert_eq!(c.feed(b"0\r\n\r\n"), Ok(Some(5)));
-        for bad in [
-            &b"zz\r\n"[..],
-            b"5\r\nhelloXX",
-            b"\r\n",
-            b"11111111111111111\r\n",
-        ] {
-            let mut c = Chunks::START;
-            assert!(c.feed(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn response_framing_follows_rfc_9112() {
-        let f = |head: &str, head_method: bool| {
-            parse_response(head.as_bytes(), head_method).map(|r| (r.framing, r.server_close))
-        };
-        assert_eq!(
-            f("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false),
-            Ok((Framing::Length(5), false))
-        );
-        assert_eq!(
-            f("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true),
-            Ok((Framing::None, false))
-        );
-        assert_eq!(
-            f(
-                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
-                false
-            ),
-            Ok((Framing::Chunked, false))
-        );
-        assert_eq!(
-            f("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", false),
-            Ok((Framing::UntilClose, true))
-        );
-        assert_eq!(
-            f("HTTP/1.0 204 No Content\r\n\r\n", false),
-            Ok((Framing::None, true))
-        );
-        assert_eq!(
-            f(
-                "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
-                false
-            ),
-            Ok((Framing::Length(0), false))
-        );
-        assert!(
-            f(
-                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
-                false
-            )
-            .is_err()
-        );
-        assert!(
-            f(
-                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
-                false
-            )
-            .is_err()
-        );
-        let r = parse_response(
-            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Priv\r\nX-Priv: 1\r\nKeep-Alive: t=5\r\nX-Ok: 2\r\n\r\n",
-            false,
-        )
-        .expect("valid");
-        assert_eq!(
-            String::from_utf8(r.out).expect("utf-8"),
-            "HTTP/1.1 200 OK\r\nX-Ok: 2\r\n"
-        );
-    }
-
-    #[test]
-    fn a_final_answer_is_told_from_interim_ones() {
-        assert!(!final_answer_started(b""));
-        assert!(!final_answer_started(b"HTTP/1.1 "));
-        assert!(final_answer_started(b"HTTP/1.1 4"));
-        assert!(!final_answer_started(b"HTTP/1.1 100 Continue\r\n"));
-        assert!(!final_answer_started(b"HTTP/1.1 100 Continue\r\n\r\n"));
-        assert!(!final_answer_started(
-            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 1"
-        ));
-        assert!(final_answer_started(
-            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 413"
-        ));
-        assert!(final_answer_started(&vec![b'1'; MAX_RESPONSE_HEAD + 1]));
-    }
-
-    #[test]
-    fn head_end_and_preface() {
-        assert_eq!(
-            head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nrest", 0),
-            Some(27)
-        );
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r", 0), None);
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 25), Some(27));
-        assert!(h2_preface(b"PRI * HTTP/2.0\r\n"));
-        assert!(h2_preface(b"PR"));
-        assert!(!h2_preface(b"PUT / HTTP/1.1"));
-    }
-}

@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use hyper::header::{HeaderName, HeaderValue};
 
-use super::{
-    Analyzed, Chunks, Framing, MAX_RESPONSE_HEAD, Prepared, analyze, crlf_lines, h2_preface,
-    head_end, parse_response,
-};
+use super::chunked::Chunks;
+use super::head::{MAX_RESPONSE_HEAD, crlf_lines, h2_preface, head_end};
+use super::response::{Framing, parse_response};
+use super::{Analyzed, Prepared, analyze};
 use crate::guard::Scanner;
 use crate::http::ConnCtx;
 use crate::live::Registry;
