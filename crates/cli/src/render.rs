@@ -687,23 +687,26 @@ pub fn commit(v: &Value) -> String {
         }
         return out;
     }
+    let changes = c.changes.unwrap_or_default();
+    let nodes = c.nodes.unwrap_or_default();
+    let warnings = c.warnings.unwrap_or_default();
     let what = if c.generation == Some(1) {
         "initial configuration".to_owned()
     } else {
         format!(
             "{} change{}",
-            c.changes.len(),
-            if c.changes.len() == 1 { "" } else { "s" }
+            changes.len(),
+            if changes.len() == 1 { "" } else { "s" }
         )
     };
     let _ = writeln!(
         out,
         "committed generation {} on {} ({what})",
         opt(c.generation),
-        c.nodes.join(" and "),
+        nodes.join(" and "),
     );
     let value = |v: &Option<Value>| v.as_ref().map_or_else(|| "-".to_owned(), s);
-    for ch in &c.changes {
+    for ch in &changes {
         let path = opt(ch.path.as_ref());
         let line = match ch.kind.as_deref() {
             Some("added") => format!("+ {path}"),
@@ -712,7 +715,7 @@ pub fn commit(v: &Value) -> String {
         };
         let _ = writeln!(out, "  {line}");
     }
-    for w in &c.warnings {
+    for w in &warnings {
         let _ = writeln!(out, "{w}");
     }
     if let Some(g) = c.confirmed {

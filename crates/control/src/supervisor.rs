@@ -439,9 +439,11 @@ pub struct Change {
     pub kind: Option<String>,
     /// The key path.
     pub path: Option<String>,
-    /// Before.
+    /// Before (absent for `added`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub old: Option<Value>,
-    /// After.
+    /// After (absent for `removed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub new: Option<Value>,
 }
 
@@ -657,28 +659,46 @@ pub struct PendingConfirm {
     pub author: Option<String>,
 }
 
-/// `commit` and `rollback`, as `tandemctl` reads them.
+/// `commit` and `rollback`.
+///
+/// A commit that changed nothing has only `committed` (false), `message`, `confirmed` and
+/// `generation`; the fields it leaves out are `None` here.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CommitReply {
     /// False when there was nothing to commit.
     pub committed: Option<bool>,
     /// Why nothing was committed; where the generation runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// The new generation (or the current one when nothing was committed).
     pub generation: Option<u64>,
+    /// The new generation's configuration fingerprint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
     /// The changes from the previous generation.
-    pub changes: Vec<Change>,
-    /// The pending confirm this commit confirmed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes: Option<Vec<Change>>,
+    /// Applied and checked on this node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub applied: Option<bool>,
+    /// The pending confirm this commit confirmed (null when none was pending).
     pub confirmed: Option<u64>,
     /// Where it runs (`lb1`, `lb2`).
-    pub nodes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<String>>,
     /// Warnings of the configuration.
-    pub warnings: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warnings: Option<Vec<String>>,
     /// A `commit confirmed`: when it reverts.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pending_confirm: Option<PendingConfirm>,
     /// Why the peer does not run it (yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub peer: Option<String>,
+    /// A rollback: the generation whose text it committed again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restores: Option<u64>,
 }
 
 /// Where the peer is while this node has no configuration (`sync_pair`).
@@ -705,6 +725,180 @@ pub struct PairReply {
     pub paired: Option<bool>,
     /// Where the peer is, for a node without configuration.
     pub bootstrap: Option<Bootstrap>,
+}
+
+/// The current generation in `status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GenerationSummary {
+    /// Its number.
+    pub number: Option<u64>,
+    /// Its configuration's fingerprint.
+    pub fingerprint: Option<String>,
+    /// Who committed it.
+    pub author: Option<String>,
+    /// When, ms since the Unix epoch.
+    pub time_ms: Option<u64>,
+    /// The commit comment.
+    pub comment: Option<String>,
+}
+
+/// A supervised service in `status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServiceRow {
+    /// `proxy`, `vrrp`.
+    pub name: Option<String>,
+    /// `stopped`, `starting`, `running`, `backoff`, `stopping`.
+    pub state: Option<String>,
+    /// While running.
+    pub pid: Option<u64>,
+    /// Restarts since the supervisor started.
+    pub restarts: Option<u64>,
+    /// In this state since, ms since the Unix epoch.
+    pub since_ms: Option<u64>,
+    /// How it last ended.
+    pub last_exit: Option<String>,
+    /// The health check's verdict, when it has one.
+    pub healthy: Option<bool>,
+    /// Restarting too often.
+    pub flapping: Option<bool>,
+}
+
+/// An alarm in `status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AlarmRow {
+    /// Stable id (`proxy-down`, `maintenance`, ...).
+    pub id: Option<String>,
+    /// `critical`, `warning`, `info`.
+    pub severity: Option<String>,
+    /// Raised at, ms since the Unix epoch.
+    pub since_ms: Option<u64>,
+    /// What is wrong.
+    pub message: Option<String>,
+}
+
+/// The VRRP roles in `status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VrrpRoles {
+    /// Whether the VRRP daemon answered.
+    pub available: Option<bool>,
+    /// Why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// As the VRRP daemon reports them (`name`, `vrid`, `state`, `vips`, `master`, ...),
+    /// passed on.
+    pub instances: Vec<Value>,
+}
+
+/// `status`.
+///
+/// `peer` and `sync` are the config sync's view, passed on as it reports them (their
+/// fields depend on whether the link is up; `docs/control-api.md` lists them).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Status {
+    /// The node's name (null without `--node`).
+    pub node: Option<String>,
+    /// The firmware version.
+    pub version: Option<String>,
+    /// Since the supervisor started.
+    pub uptime_s: Option<u64>,
+    /// The supervisor's clock, ms since the Unix epoch.
+    pub now_ms: Option<u64>,
+    /// The current generation; null before the first commit.
+    pub generation: Option<GenerationSummary>,
+    /// A `commit confirmed` waiting.
+    pub pending_confirm: Option<PendingConfirm>,
+    /// Whether the node is in maintenance.
+    pub maintenance: Option<bool>,
+    /// Since when (null unless in maintenance).
+    pub maintenance_since_ms: Option<u64>,
+    /// Who set it (null unless in maintenance).
+    pub maintenance_by: Option<String>,
+    /// The supervised services.
+    pub services: Vec<ServiceRow>,
+    /// The VRRP roles.
+    pub vrrp: VrrpRoles,
+    /// The peer: `name`, `state`, `link`, `relation`, `generation`, ... (or `state` and
+    /// `detail` while the link is not up).
+    pub peer: Value,
+    /// As `sync_status`' `sync`; null when config sync is not running.
+    pub sync: Value,
+    /// The raised alarms.
+    pub alarms: Vec<AlarmRow>,
+}
+
+/// `show_config`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ShowConfig {
+    /// Its number.
+    pub generation: Option<u64>,
+    /// As in `history`.
+    pub meta: HistoryEntry,
+    /// The text as committed.
+    pub text: Option<String>,
+    /// The validated model, every default written out.
+    pub config: Value,
+}
+
+/// A generation named by number and configuration fingerprint.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GenerationRef {
+    /// Its number.
+    pub number: Option<u64>,
+    /// Its configuration's fingerprint.
+    pub fingerprint: Option<String>,
+}
+
+/// `sync_status` → `divergence`: from this node's configuration to the peer's.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Divergence {
+    /// This node's current generation.
+    pub local: Option<GenerationRef>,
+    /// The peer's.
+    pub peer: Option<GenerationRef>,
+    /// Who committed the peer's.
+    pub peer_author: Option<String>,
+    /// When, ms since the Unix epoch.
+    pub peer_time_ms: Option<u64>,
+    /// The changes.
+    pub changes: Vec<Change>,
+    /// One line per change.
+    pub text: Option<String>,
+}
+
+/// `sync_status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SyncStatus {
+    /// The config sync's state as it reports it (`state`, `detail`, `fingerprint`,
+    /// `peer_fingerprint`, `remote`, `core` {...}, `last_exchange_ms`, `errors`,
+    /// `last_error`), passed on.
+    pub sync: Value,
+    /// When diverged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub divergence: Option<Divergence>,
+}
+
+/// `maintenance`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MaintenanceReply {
+    /// Now on or off.
+    pub maintenance: Option<bool>,
+    /// Set at, ms since the Unix epoch.
+    pub since_ms: Option<u64>,
+    /// Who set it.
+    pub by: Option<String>,
+    /// What the VRRP daemon did: its reply to `hold` (on), `{"released": [...]}` (off), or
+    /// `{"skipped": why}`; passed on.
+    pub switchover: Value,
 }
 
 #[cfg(test)]
@@ -827,5 +1021,92 @@ mod tests {
         assert_eq!(h.current, Some(2));
         assert_eq!(h.generations[1].number, Some(1));
         assert_eq!(h.generations[1].author, None);
+    }
+    /// Reads `doc` as `T`, writes it back and compares: the documented reply survives.
+    fn round_trip<T: serde::de::DeserializeOwned + Serialize>(doc: Value) {
+        let r: Reply<T> = Reply::from_value(doc.clone()).unwrap();
+        assert_eq!(r.to_value(), doc);
+    }
+
+    #[test]
+    fn status_round_trips() {
+        round_trip::<Status>(
+            json!({"ok":true,"node":"lb1","version":"0.1.0","uptime_s":5,
+            "now_ms":1000,"generation":{"number":3,"fingerprint":"ab","author":"alice",
+            "time_ms":900,"comment":""},
+            "pending_confirm":{"generation":3,"restore":2,"deadline_ms":2000,"author":"alice"},
+            "maintenance":false,"maintenance_since_ms":null,"maintenance_by":null,
+            "services":[{"name":"proxy","state":"running","pid":42,"restarts":0,
+                "since_ms":10,"last_exit":null,"healthy":true,"flapping":false}],
+            "vrrp":{"available":true,"instances":[{"name":"www","vrid":51,"state":"master",
+                "vips":["198.18.0.10/24"],"master":"lb1","hold_ms":0}]},
+            "peer":{"name":"lb2","state":"running","link":"up",
+                "relation":{"state":"in_sync","kind":null,"reason":null},
+                "generation":{"number":3,"fingerprint":"ab"},"firmware":"0.1.0",
+                "last_exchange_ms":5,"queued":[]},
+            "sync":{"state":"running","detail":null},
+            "alarms":[{"id":"maintenance","severity":"info","since_ms":1,"message":"m"}]}),
+        );
+        round_trip::<Status>(json!({"ok":true,"node":null,"version":"0.1.0","uptime_s":0,
+            "now_ms":1,"generation":null,"pending_confirm":null,"maintenance":true,
+            "maintenance_since_ms":1,"maintenance_by":"root","services":[],
+            "vrrp":{"available":false,"reason":"no vrrp daemon","instances":[]},
+            "peer":{"state":"unknown","detail":"config sync is not running"},"sync":null,
+            "alarms":[]}));
+    }
+
+    #[test]
+    fn show_config_history_and_diff_round_trip() {
+        let meta = json!({"number":2,"parent":1,"parent_fingerprint":"aa","fingerprint":"ab",
+            "author":"alice","node":"lb1","time_ms":1,"comment":"c","schema_version":1,
+            "restores":null});
+        round_trip::<ShowConfig>(json!({"ok":true,"generation":2,"meta":meta,
+            "text":"version: 1\n","config":{"version":1,"frontends":[]}}));
+        round_trip::<History>(json!({"ok":true,"current":2,"generations":[meta]}));
+        round_trip::<History>(json!({"ok":true,"current":null,"generations":[]}));
+        round_trip::<Diff>(json!({"ok":true,"against":2,"changes":[
+            {"kind":"added","path":"backends[b]","new":"{name: b}"},
+            {"kind":"removed","path":"backends[a]","old":"{name: a}"},
+            {"kind":"changed","path":"backends[c].balance","old":"roundrobin","new":"leastconn"}],
+            "text":"+ backends[b]\n"}));
+        round_trip::<Diff>(json!({"ok":true,"against":null,"changes":[],"text":""}));
+    }
+
+    #[test]
+    fn sync_status_and_pair_round_trip() {
+        round_trip::<SyncStatus>(json!({"ok":true,"sync":{"state":"running","detail":null,
+            "core":{"node":"lb1","peer":"lb2","link":"up"}}}));
+        round_trip::<SyncStatus>(json!({"ok":true,"sync":{"state":"running"},
+            "divergence":{"local":{"number":4,"fingerprint":"aa"},
+                "peer":{"number":4,"fingerprint":"bb"},"peer_author":"bob","peer_time_ms":7,
+                "changes":[{"kind":"changed","path":"x","old":"1","new":"2"}],"text":"~ x"}}));
+        round_trip::<PairReply>(
+            json!({"ok":true,"fingerprint":"AB:CD","peer_fingerprint":null,
+            "paired":false,"bootstrap":null}),
+        );
+        round_trip::<PairReply>(
+            json!({"ok":true,"fingerprint":"AB:CD","peer_fingerprint":"EF",
+            "paired":true,"bootstrap":{"peer":"lb1","local":"198.18.1.2:7400",
+            "remote":"198.18.1.1:7400"}}),
+        );
+    }
+
+    #[test]
+    fn commit_rollback_and_maintenance_round_trip() {
+        round_trip::<CommitReply>(json!({"ok":true,"committed":false,
+            "message":"no changes; nothing committed","confirmed":null,"generation":3}));
+        round_trip::<CommitReply>(json!({"ok":true,"committed":true,"generation":4,
+            "fingerprint":"ab","changes":[{"kind":"added","path":"backends[b]","new":"b"}],
+            "applied":true,"confirmed":3,"nodes":["lb1","lb2"],"warnings":["w"],
+            "message":"committed on lb1 and lb2 (generation 4)","peer":"lb2 runs generation 4",
+            "pending_confirm":{"generation":4,"restore":3,"deadline_ms":9,"author":"alice"}}));
+        round_trip::<CommitReply>(json!({"ok":true,"committed":true,"generation":5,
+            "fingerprint":"ab","changes":[],"applied":true,"confirmed":null,"nodes":["lb1"],
+            "warnings":[],"message":"committed on lb1 (generation 5)",
+            "peer":"config sync is not running; the peer was not updated","restores":2}));
+        round_trip::<MaintenanceReply>(json!({"ok":true,"maintenance":true,"since_ms":1,
+            "by":"alice","switchover":{"ok":true,"instances":[]}}));
+        round_trip::<MaintenanceReply>(json!({"ok":true,"maintenance":false,"since_ms":2,
+            "by":"alice","switchover":{"skipped":"no vrrp daemon runs on this node"}}));
     }
 }

@@ -24,7 +24,7 @@ use tokio::sync::broadcast;
 use tracing::{info, warn};
 
 use crate::ask::Daemon;
-use crate::reply::{Failure, Reply};
+use crate::reply::{Failure, Reply, data};
 use crate::state::{ChildEvent, Severity, Shared, lock, now_ms};
 
 /// The record's file name in the data directory.
@@ -228,12 +228,12 @@ impl Maintenance {
             let guarded = guarded();
             release(vrrp, &shared.vrrp().instances, &guarded).await
         };
-        Ok(json!({
-            "maintenance": on,
-            "since_ms": record.since_ms,
-            "by": author,
-            "switchover": vrrp,
-        }))
+        data(tandem_control::supervisor::MaintenanceReply {
+            maintenance: Some(on),
+            since_ms: Some(record.since_ms),
+            by: Some(author.to_owned()),
+            switchover: vrrp,
+        })
     }
 
     /// Keeps the maintenance hold while maintenance is on: on every start of the VRRP daemon

@@ -13,7 +13,10 @@ use tandem_store::{Store, StoreError};
 
 use crate::ask::ask;
 use crate::core::Core;
-use crate::reply::{Failure, Reply, data, diagnostics_json, store_failure};
+use crate::reply::{
+    Failure, Reply, alarm_row, data, diagnostics_json, history_entry, service_row, store_failure,
+    vrrp_roles, wire_changes, wire_pending,
+};
 use crate::state::now_ms;
 
 impl Core {
@@ -22,28 +25,33 @@ impl Core {
         let current = self.store(Store::load_current).ok();
         let pending = self.store(Store::pending_confirm).ok().flatten();
         let maintenance = self.maintenance.record();
-        Ok(json!({
-            "node": self.opts.node,
-            "version": env!("CARGO_PKG_VERSION"),
-            "uptime_s": self.started.elapsed().as_secs(),
-            "now_ms": now_ms(),
-            "generation": current.as_ref().map(|g| json!({
-                "number": g.meta.number,
-                "fingerprint": g.meta.fingerprint,
-                "author": g.meta.author,
-                "time_ms": g.meta.time_ms,
-                "comment": g.meta.comment,
-            })),
-            "pending_confirm": pending,
-            "maintenance": self.maintenance.on(),
-            "maintenance_since_ms": maintenance.as_ref().map(|r| r.since_ms),
-            "maintenance_by": maintenance.as_ref().map(|r| r.by.clone()),
-            "services": self.shared.services(),
-            "vrrp": self.shared.vrrp(),
-            "peer": self.peer_summary(),
-            "sync": self.sync.get().map(|h| h.snapshot()),
-            "alarms": self.shared.alarms(),
-        }))
+        data(wire::Status {
+            node: self.opts.node.clone(),
+            version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+            uptime_s: Some(self.started.elapsed().as_secs()),
+            now_ms: Some(now_ms()),
+            generation: current.as_ref().map(|g| wire::GenerationSummary {
+                number: Some(g.meta.number),
+                fingerprint: Some(g.meta.fingerprint.clone()),
+                author: Some(g.meta.author.clone()),
+                time_ms: Some(g.meta.time_ms),
+                comment: Some(g.meta.comment.clone()),
+            }),
+            pending_confirm: pending.map(wire_pending),
+            maintenance: Some(self.maintenance.on()),
+            maintenance_since_ms: maintenance.as_ref().map(|r| r.since_ms),
+            maintenance_by: maintenance.as_ref().map(|r| r.by.clone()),
+            services: self
+                .shared
+                .services()
+                .into_iter()
+                .map(service_row)
+                .collect(),
+            vrrp: vrrp_roles(self.shared.vrrp()),
+            peer: self.peer_summary(),
+            sync: json!(self.sync.get().map(|h| h.snapshot())),
+            alarms: self.shared.alarms().into_iter().map(alarm_row).collect(),
+        })
     }
 
     /// `show history`: newest first, at most `limit`.
@@ -51,7 +59,10 @@ impl Core {
         let mut h = self.store(Store::history).map_err(store_failure)?;
         h.truncate(limit);
         let current = self.store(Store::current_number).ok().flatten();
-        Ok(json!({"current": current, "generations": h}))
+        data(wire::History {
+            current,
+            generations: h.iter().map(history_entry).collect(),
+        })
     }
 
     /// `show config`: the text and the model of generation `n` (default: current).
@@ -61,7 +72,12 @@ impl Core {
             None => self.store(Store::load_current),
         }
         .map_err(store_failure)?;
-        Ok(json!({"generation": g.meta.number, "meta": g.meta, "text": g.text, "config": g.config}))
+        data(wire::ShowConfig {
+            generation: Some(g.meta.number),
+            meta: history_entry(&g.meta),
+            text: Some(g.text),
+            config: json!(g.config),
+        })
     }
 
     /// The candidate, or the current text when no candidate is being edited.
@@ -143,9 +159,11 @@ impl Core {
             Err(StoreError::Empty(_)) => (None, Vec::new()),
             Err(e) => return Err(store_failure(e)),
         };
-        Ok(
-            json!({"against": number, "changes": changes, "text": tandem_config::diff::render(&changes)}),
-        )
+        data(wire::Diff {
+            against: number.map(Value::from),
+            changes: wire_changes(&changes),
+            text: Some(tandem_config::diff::render(&changes)),
+        })
     }
 
     /// The last `lines` log lines of `service` (all when `None`).

@@ -7,7 +7,10 @@
 
 use serde_json::{Value, json};
 use tandem_config::Report;
-use tandem_store::StoreError;
+use tandem_control::supervisor as wire;
+use tandem_store::{GenerationMeta, StoreError};
+
+use crate::state::{Alarm, ServiceStatus, VrrpView};
 
 /// A failed request: what went wrong, what to do next, and the config diagnostics if any.
 #[derive(Debug, Default)]
@@ -58,6 +61,85 @@ pub fn data<T: serde::Serialize>(reply: T) -> Reply {
             "report this as a bug",
         )
     })
+}
+
+/// A unit enum's wire name (`running`, `critical`, `added`).
+fn wire_name<T: serde::Serialize>(v: &T) -> Option<String> {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+}
+
+/// A generation's metadata as `history` and `show_config` show it.
+pub(crate) fn history_entry(m: &GenerationMeta) -> wire::HistoryEntry {
+    wire::HistoryEntry {
+        number: Some(m.number),
+        parent: m.parent,
+        parent_fingerprint: m.parent_fingerprint.clone(),
+        fingerprint: Some(m.fingerprint.clone()),
+        author: Some(m.author.clone()),
+        node: m.node.clone(),
+        time_ms: Some(m.time_ms),
+        comment: Some(m.comment.clone()),
+        schema_version: Some(u64::from(m.schema_version)),
+        restores: m.restores,
+    }
+}
+
+/// Config changes as `diff`, `commit` and `sync_status` show them.
+pub(crate) fn wire_changes(changes: &[tandem_config::diff::Change]) -> Vec<wire::Change> {
+    changes
+        .iter()
+        .map(|c| wire::Change {
+            kind: wire_name(&c.kind),
+            path: Some(c.path.clone()),
+            old: c.old.clone().map(Value::String),
+            new: c.new.clone().map(Value::String),
+        })
+        .collect()
+}
+
+/// A pending `commit confirmed` as `status` and `commit` show it.
+pub(crate) fn wire_pending(p: tandem_store::PendingConfirm) -> wire::PendingConfirm {
+    wire::PendingConfirm {
+        generation: Some(p.generation),
+        restore: Some(p.restore),
+        deadline_ms: Some(p.deadline_ms),
+        author: Some(p.author),
+    }
+}
+
+/// A supervised service as `status` shows it.
+pub(crate) fn service_row(s: ServiceStatus) -> wire::ServiceRow {
+    wire::ServiceRow {
+        state: wire_name(&s.state),
+        name: Some(s.name),
+        pid: s.pid.map(u64::from),
+        restarts: Some(s.restarts),
+        since_ms: Some(s.since_ms),
+        last_exit: s.last_exit,
+        healthy: s.healthy,
+        flapping: Some(s.flapping),
+    }
+}
+
+/// An alarm as `status` shows it.
+pub(crate) fn alarm_row(a: Alarm) -> wire::AlarmRow {
+    wire::AlarmRow {
+        severity: wire_name(&a.severity),
+        id: Some(a.id),
+        since_ms: Some(a.since_ms),
+        message: Some(a.message),
+    }
+}
+
+/// The VRRP roles as `status` shows them.
+pub(crate) fn vrrp_roles(v: VrrpView) -> wire::VrrpRoles {
+    wire::VrrpRoles {
+        available: Some(v.available),
+        reason: v.reason,
+        instances: v.instances,
+    }
 }
 
 /// Diagnostics as JSON, for `tandemctl` to print with line and column.

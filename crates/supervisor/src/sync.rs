@@ -21,7 +21,10 @@ use tandem_sync::{
 };
 use tracing::{info, warn};
 
+use tandem_control::supervisor as wire;
+
 use crate::core::{Core, Failure, Reply, ask};
+use crate::reply::{data, wire_changes};
 use crate::state::Severity;
 
 /// How long a commit waits for the peer to run the new generation before answering "queued".
@@ -35,6 +38,13 @@ pub const MAX_EXPORT_RATES: usize = 10_000;
 /// Entries per `import persistence|rates` request (the runtime API takes lines of at most
 /// 64 KiB; an entry is at most ~160 bytes).
 pub const IMPORT_CHUNK: usize = 256;
+
+fn wire_ref(g: &GenRef) -> wire::GenerationRef {
+    wire::GenerationRef {
+        number: Some(g.number),
+        fingerprint: Some(g.fingerprint.clone()),
+    }
+}
 
 fn gref(g: &Generation) -> GenRef {
     GenRef {
@@ -279,12 +289,9 @@ impl Core {
 
     /// After a local commit: push it and wait (bounded) for the peer; fills `nodes`, `peer`
     /// and `message` in the commit reply.
-    pub(crate) async fn sync_after_commit(&self, reply: &mut Value) {
+    pub(crate) async fn sync_after_commit(&self, reply: &mut wire::CommitReply) {
         let me = self.node_label();
-        let (Some(number), Some(fp)) = (
-            reply.get("generation").and_then(Value::as_u64),
-            reply.get("fingerprint").and_then(Value::as_str),
-        ) else {
+        let (Some(number), Some(fp)) = (reply.generation, reply.fingerprint.as_deref()) else {
             return;
         };
         let g = GenRef {
@@ -292,8 +299,8 @@ impl Core {
             fingerprint: fp.to_owned(),
         };
         let Some(handle) = self.sync_handle() else {
-            reply["peer"] = json!("config sync is not running; the peer was not updated");
-            reply["message"] = json!(format!("committed on {me} (generation {number})"));
+            reply.peer = Some("config sync is not running; the peer was not updated".to_owned());
+            reply.message = Some(format!("committed on {me} (generation {number})"));
             return;
         };
         handle.notify(Command::LocalChanged);
@@ -304,7 +311,7 @@ impl Core {
         let result = handle.wait_peer(&g, PEER_ACK_WAIT).await;
         let (message, peer_text) = match &result {
             PeerResult::Applied => {
-                reply["nodes"] = json!([me, peer]);
+                reply.nodes = Some(vec![me.clone(), peer.clone()]);
                 (format!("committed on {me} and {peer} (generation {number})"), format!("{peer} runs generation {number}"))
             }
             PeerResult::Unreachable(why) => (
@@ -325,8 +332,8 @@ impl Core {
             ),
             PeerResult::NotSynced(why) => (format!("committed on {me} (generation {number})"), format!("not synced: {why}")),
         };
-        reply["message"] = json!(message);
-        reply["peer"] = json!(peer_text);
+        reply.message = Some(message);
+        reply.peer = Some(peer_text);
     }
 
     /// The peer's side of a transaction: validate, commit keeping the number, apply, check;
@@ -515,7 +522,7 @@ impl Core {
             ));
         };
         let st = h.snapshot();
-        let mut reply = json!({"sync": st});
+        let mut divergence = None;
         if let Some(c) = &st.core
             && let Some(head) = &c.peer_head
         {
@@ -523,17 +530,20 @@ impl Core {
             let peer_cfg = self.store(|s| s.validate(&head.text)).ok();
             if let (Some(l), Some(p)) = (local, peer_cfg) {
                 let changes = tandem_config::diff(&l.config, &p.config);
-                reply["divergence"] = json!({
-                    "local": gref(&l),
-                    "peer": head.generation,
-                    "peer_author": head.author,
-                    "peer_time_ms": head.time_ms,
-                    "changes": changes,
-                    "text": tandem_config::diff::render(&changes),
+                divergence = Some(wire::Divergence {
+                    local: Some(wire_ref(&gref(&l))),
+                    peer: Some(wire_ref(&head.generation)),
+                    peer_author: Some(head.author.clone()),
+                    peer_time_ms: Some(head.time_ms),
+                    changes: wire_changes(&changes),
+                    text: Some(tandem_config::diff::render(&changes)),
                 });
             }
         }
-        Ok(reply)
+        data(wire::SyncStatus {
+            sync: json!(st),
+            divergence,
+        })
     }
 
     /// `pair`: shows our fingerprint; with `peer_fingerprint`, pins the peer's certificate;
@@ -583,12 +593,16 @@ impl Core {
             self.event(&format!("paired: pinned the peer certificate {pinned}"));
         }
         let pinned = id.pinned().ok().flatten();
-        Ok(json!({
-            "fingerprint": tandem_sync::tls::display_fingerprint(&id.fingerprint),
-            "peer_fingerprint": pinned.as_deref().map(tandem_sync::tls::display_fingerprint),
-            "paired": pinned.is_some(),
-            "bootstrap": Bootstrap::load(&self.opts.data_dir),
-        }))
+        data(wire::PairReply {
+            fingerprint: Some(tandem_sync::tls::display_fingerprint(&id.fingerprint)),
+            peer_fingerprint: pinned.as_deref().map(tandem_sync::tls::display_fingerprint),
+            paired: Some(pinned.is_some()),
+            bootstrap: Bootstrap::load(&self.opts.data_dir).map(|b| wire::Bootstrap {
+                peer: Some(b.peer),
+                local: Some(b.local.to_string()),
+                remote: Some(b.remote.to_string()),
+            }),
+        })
     }
 
     /// `sync resolve use-local|use-peer`: ends a divergence by committing the chosen side as a

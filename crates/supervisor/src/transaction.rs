@@ -11,12 +11,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tandem_store::{Generation, PendingConfirm, Store, StoreError};
 use tracing::{error, warn};
 
 use crate::core::Core;
-use crate::reply::{Failure, Reply, store_failure};
+use tandem_control::supervisor as wire;
+
+use crate::reply::{Failure, Reply, data, store_failure, wire_changes, wire_pending};
 use crate::state::{Severity, lock, now_ms};
 
 #[cfg(test)]
@@ -109,9 +111,19 @@ impl Core {
         comment: &str,
         confirm_ms: Option<u64>,
     ) -> Reply {
+        data(self.commit_reply(text, author, comment, confirm_ms).await?)
+    }
+
+    async fn commit_reply(
+        self: &Arc<Self>,
+        text: Option<String>,
+        author: &str,
+        comment: &str,
+        confirm_ms: Option<u64>,
+    ) -> Result<wire::CommitReply, Failure> {
         let mut reply = self.commit_local(text, author, comment, confirm_ms).await?;
         // The transaction lock is released: the peer may push to us meanwhile.
-        if reply.get("committed") == Some(&Value::Bool(true)) {
+        if reply.committed == Some(true) {
             self.sync_after_commit(&mut reply).await;
         }
         Ok(reply)
@@ -123,7 +135,7 @@ impl Core {
         author: &str,
         comment: &str,
         confirm_ms: Option<u64>,
-    ) -> Reply {
+    ) -> Result<wire::CommitReply, Failure> {
         if let Some(ms) = confirm_ms
             && (ms == 0 || ms > MAX_CONFIRM_WINDOW.as_millis() as u64)
         {
@@ -159,12 +171,13 @@ impl Core {
             // Nothing to change; a plain commit still confirms a pending one (like Junos).
             let confirmed = self.take_pending();
             let _ = self.store(Store::clear_candidate);
-            return Ok(json!({
-                "committed": false,
-                "message": "no changes; nothing committed",
-                "confirmed": confirmed,
-                "generation": prev.as_ref().map(|p| p.meta.number),
-            }));
+            return Ok(wire::CommitReply {
+                committed: Some(false),
+                message: Some("no changes; nothing committed".to_owned()),
+                confirmed,
+                generation: prev.as_ref().map(|p| p.meta.number),
+                ..wire::CommitReply::default()
+            });
         }
         let confirmed = self.take_pending();
         let info = self.info(author, comment);
@@ -206,23 +219,24 @@ impl Core {
         self.shared.clear("interrupted-commit");
         self.shared.clear("store-repaired");
         let _ = self.store(Store::clear_candidate);
-        let mut reply = json!({
-            "committed": true,
-            "generation": next.meta.number,
-            "fingerprint": next.meta.fingerprint,
-            "changes": changes,
-            "applied": true,
-            "confirmed": confirmed,
-            "nodes": [self.node_label()],
-            "warnings": loaded.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        });
+        let mut reply = wire::CommitReply {
+            committed: Some(true),
+            generation: Some(next.meta.number),
+            fingerprint: Some(next.meta.fingerprint.clone()),
+            changes: Some(wire_changes(&changes)),
+            applied: Some(true),
+            confirmed,
+            nodes: Some(vec![self.node_label()]),
+            warnings: Some(loaded.warnings.iter().map(ToString::to_string).collect()),
+            ..wire::CommitReply::default()
+        };
         if let (Some(ms), Some(mut pending)) = (confirm_ms, pending) {
             // The window counts from the end of the check, as the operator sees it.
             pending.deadline_ms = now_ms() + ms;
             self.store(|s| s.set_pending_confirm(&pending))
                 .map_err(store_failure)?;
             self.arm_confirm(pending.clone());
-            reply["pending_confirm"] = json!(pending);
+            reply.pending_confirm = Some(wire_pending(pending));
         }
         Ok(reply)
     }
@@ -389,8 +403,10 @@ impl Core {
         } else {
             format!("rollback to generation {n}: {comment}")
         };
-        let mut reply = self.commit(Some(text), author, &comment, None).await?;
-        reply["restores"] = json!(n);
-        Ok(reply)
+        let mut reply = self
+            .commit_reply(Some(text), author, &comment, None)
+            .await?;
+        reply.restores = Some(n);
+        data(reply)
     }
 }
