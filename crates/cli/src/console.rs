@@ -37,8 +37,8 @@ pub const FAILURES_FILE: &str = "login-failures";
 pub const AUTH_LOG: &str = "console-auth.log";
 /// The console settings (`idle_timeout = 15m`).
 pub const SETTINGS_FILE: &str = "console.conf";
-/// The recovery code's Argon2id hash.
-pub const RECOVERY_FILE: &str = "recovery.argon2";
+/// The recovery code's Argon2id hash (`setup` writes it).
+pub use crate::setup::RECOVERY_FILE;
 /// How long a session may wait at a prompt, by default.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// The longest idle timeout accepted.

@@ -4,19 +4,20 @@
 //! Pure: functions take the reply (`serde_json::Value`) and the current time, so snapshot
 //! tests cover them without a supervisor. Must not talk to the socket.
 //!
-//! Replies with a type in `tandem_control::supervisor` (`show_servers`, `show_stats`,
-//! `history`, `diff`, `commit`, `sync_pair`, `candidate_set`, failures with their
-//! diagnostics) are read into it ([`typed`]) and rendered from its fields; the others
-//! (`status`, `sync_status`, and `show_config`'s configuration model) are still
-//! read by key ([`get`]).
+//! Replies are read into their type in `tandem_control::supervisor` ([`typed`]: `status`
+//! with its peer and sync state, `sync_status`, `show_servers`, `show_stats`, `history`,
+//! `diff`, `commit`, `sync_pair`, `candidate_set`, failures with their diagnostics) and
+//! rendered from its fields; only `show_config`'s configuration model (the config crate's
+//! model, every default written out) and the VRRP instances the VRRP daemon reports are
+//! still read by key ([`get`]).
 
 use std::fmt::Write as _;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tandem_control::supervisor::{
-    CandidateSaved, CommitReply, Diagnostic, Diff, FailureReply, History, PairReply, ShowServers,
-    ShowStats, StatsRow,
+    CandidateSaved, CommitReply, Diagnostic, Diff, FailureReply, GenerationRef, History, PairReply,
+    PeerSummary, ShowServers, ShowStats, StatsRow, Status, SyncState, SyncStatus, VrrpRoles,
 };
 
 /// The reply as its type, or the line saying why it is not one.
@@ -148,16 +149,20 @@ pub fn ago(ms: u64) -> String {
 
 /// `status`.
 pub fn status(v: &Value) -> String {
-    let now = get(v, "now_ms").as_u64().unwrap_or(0);
+    let st = match typed::<Status>(v) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let now = st.now_ms.unwrap_or(0);
     let mut out = String::new();
-    let node = get(v, "node").as_str().unwrap_or("(unnamed node)");
-    let maintenance = if get(v, "maintenance").as_bool() != Some(true) {
+    let node = st.node.as_deref().unwrap_or("(unnamed node)");
+    let maintenance = if st.maintenance != Some(true) {
         String::new()
-    } else if let Some(since) = get(v, "maintenance_since_ms").as_u64() {
+    } else if let Some(since) = st.maintenance_since_ms {
         format!(
             "  MAINTENANCE since {} ago by {} (holds VRRP backup; `maintenance off` ends it)",
             ago(now.saturating_sub(since)),
-            s(get(v, "maintenance_by"))
+            opt(st.maintenance_by.as_ref())
         )
     } else {
         "  MAINTENANCE".to_owned()
@@ -165,70 +170,70 @@ pub fn status(v: &Value) -> String {
     let _ = writeln!(
         out,
         "node     {node}  firmware {}  up {}{maintenance}",
-        s(get(v, "version")),
-        ago(get(v, "uptime_s").as_u64().unwrap_or(0) * 1000),
+        opt(st.version.as_ref()),
+        ago(st.uptime_s.unwrap_or(0) * 1000),
     );
-    match get(v, "generation") {
-        Value::Null => {
+    match &st.generation {
+        None => {
             let _ = writeln!(out, "config   none committed");
         }
-        g => {
+        Some(g) => {
+            let time_ms = g.time_ms.unwrap_or(0);
             let _ = writeln!(
                 out,
                 "config   generation {} by {} at {} ({} ago){}",
-                s(get(g, "number")),
-                s(get(g, "author")),
-                utc(get(g, "time_ms").as_u64().unwrap_or(0)),
-                ago(now.saturating_sub(get(g, "time_ms").as_u64().unwrap_or(0))),
-                match get(g, "comment").as_str() {
+                opt(g.number),
+                opt(g.author.as_ref()),
+                utc(time_ms),
+                ago(now.saturating_sub(time_ms)),
+                match g.comment.as_deref() {
                     Some(c) if !c.is_empty() => format!(": {c}"),
                     _ => String::new(),
                 }
             );
         }
     }
-    if let p @ Value::Object(_) = get(v, "pending_confirm") {
-        let left = get(p, "deadline_ms")
-            .as_u64()
-            .unwrap_or(0)
-            .saturating_sub(now);
+    if let Some(p) = &st.pending_confirm {
+        let left = p.deadline_ms.unwrap_or(0).saturating_sub(now);
         let _ = writeln!(
             out,
             "confirm  generation {} reverts to {} in {} unless confirmed (`config confirm`)",
-            s(get(p, "generation")),
-            s(get(p, "restore")),
+            opt(p.generation),
+            opt(p.restore),
             ago(left)
         );
     }
-    let peer = get(v, "peer");
-    if get(peer, "name").is_null() {
+    let (peer, sync) = match typed::<Option<PeerSummary>>(&st.peer)
+        .and_then(|p| Ok((p.unwrap_or_default(), typed::<Option<SyncState>>(&st.sync)?)))
+    {
+        Ok((p, s)) => (p, s.unwrap_or_default()),
+        Err(e) => return e,
+    };
+    if peer.name.is_none() {
         let _ = writeln!(
             out,
             "peer     {} ({})",
-            s(get(peer, "state")),
-            s(get(peer, "detail"))
+            opt(peer.state.as_ref()),
+            opt(peer.detail.as_ref())
         );
     } else {
-        let g = get(peer, "generation");
         let _ = writeln!(
             out,
             "peer     {}: link {}, {}, generation {}",
-            s(get(peer, "name")),
-            s(get(peer, "link")),
-            s(get(get(peer, "relation"), "state")).replace('_', " "),
-            if g.is_null() {
-                "none".into()
-            } else {
-                s(get(g, "number"))
+            opt(peer.name.as_ref()),
+            opt(peer.link.as_ref()),
+            opt(peer.relation.state.as_ref()).replace('_', " "),
+            match &peer.generation {
+                None => "none".into(),
+                Some(g) => opt(g.number),
             },
         );
     }
-    let sync = get(v, "sync");
-    let queued = arr(get(get(sync, "core"), "queued"));
+    let queued = sync.core.map(|c| c.queued).unwrap_or_default();
     let _ = writeln!(
         out,
         "sync     {}{}",
-        s(get(sync, "state")),
+        opt(sync.state.as_ref()),
         if queued.is_empty() {
             String::new()
         } else {
@@ -248,40 +253,39 @@ pub fn status(v: &Value) -> String {
         "HEALTH",
         "LAST EXIT",
     ]);
-    for svc in arr(get(v, "services")) {
-        let health = match get(svc, "healthy").as_bool() {
+    for svc in &st.services {
+        let health = match svc.healthy {
             Some(true) => "ok",
             Some(false) => "failed",
             None => "-",
         };
-        let mut state = s(get(svc, "state"));
-        if get(svc, "flapping").as_bool() == Some(true) {
+        let mut state = opt(svc.state.as_ref());
+        if svc.flapping == Some(true) {
             state.push_str(" (flapping)");
         }
         t.row(vec![
-            s(get(svc, "name")),
+            opt(svc.name.as_ref()),
             state,
-            s(get(svc, "pid")),
-            ago(now.saturating_sub(get(svc, "since_ms").as_u64().unwrap_or(now))),
-            s(get(svc, "restarts")),
+            opt(svc.pid),
+            ago(now.saturating_sub(svc.since_ms.unwrap_or(now))),
+            opt(svc.restarts),
             health.to_owned(),
-            s(get(svc, "last_exit")),
+            opt(svc.last_exit.as_ref()),
         ]);
     }
     out.push_str(&t.render());
     out.push('\n');
-    out.push_str(&vrrp(get(v, "vrrp")));
+    out.push_str(&vrrp_roles(&st.vrrp));
     out.push('\n');
-    let alarms = arr(get(v, "alarms"));
-    if alarms.is_empty() {
+    if st.alarms.is_empty() {
         out.push_str("no alarms\n");
     } else {
         let mut t = Table::new(&["SEVERITY", "SINCE", "ALARM"]);
-        for a in alarms {
+        for a in &st.alarms {
             t.row(vec![
-                s(get(a, "severity")).to_uppercase(),
-                utc(get(a, "since_ms").as_u64().unwrap_or(0)),
-                s(get(a, "message")),
+                opt(a.severity.as_ref()).to_uppercase(),
+                utc(a.since_ms.unwrap_or(0)),
+                opt(a.message.as_ref()),
             ]);
         }
         out.push_str(&t.render());
@@ -291,11 +295,19 @@ pub fn status(v: &Value) -> String {
 
 /// `show vrrp` (the `vrrp` object of `status`).
 pub fn vrrp(v: &Value) -> String {
-    if get(v, "available").as_bool() != Some(true) {
-        return format!("vrrp: role unknown ({})\n", s(get(v, "reason")));
+    match typed::<Option<VrrpRoles>>(v) {
+        Ok(r) => vrrp_roles(&r.unwrap_or_default()),
+        Err(e) => e,
+    }
+}
+
+/// The VRRP roles: one row per instance, as the VRRP daemon reports them.
+fn vrrp_roles(v: &VrrpRoles) -> String {
+    if v.available != Some(true) {
+        return format!("vrrp: role unknown ({})\n", opt(v.reason.as_ref()));
     }
     let mut t = Table::new(&["INSTANCE", "VRID", "ROLE", "VIPS", "MASTER"]);
-    for i in arr(get(v, "instances")) {
+    for i in &v.instances {
         let vips: Vec<String> = arr(get(i, "vips")).iter().map(s).collect();
         t.row(vec![
             s(get(i, "name")),
@@ -556,45 +568,42 @@ pub fn diff(v: &Value) -> String {
 
 /// `show sync`.
 pub fn sync(v: &Value) -> String {
+    let (reply, st) = match typed::<SyncStatus>(v)
+        .and_then(|r| Ok((typed::<Option<SyncState>>(&r.sync)?.unwrap_or_default(), r)))
+    {
+        Ok((st, r)) => (r, st),
+        Err(e) => return e,
+    };
     let mut out = String::new();
-    let st = get(v, "sync");
-    let c = get(st, "core");
-    let _ = writeln!(out, "state        {}", s(get(st, "state")));
-    if let Some(d) = get(st, "detail").as_str() {
+    let _ = writeln!(out, "state        {}", opt(st.state.as_ref()));
+    if let Some(d) = &st.detail {
         let _ = writeln!(out, "detail       {d}");
     }
-    let gen_text = |g: &Value| {
-        if g.is_null() {
-            "none".to_owned()
-        } else {
-            format!("{} ({})", s(get(g, "number")), s(get(g, "fingerprint")))
-        }
+    let gen_text = |g: &Option<GenerationRef>| match g {
+        None => "none".to_owned(),
+        Some(g) => format!("{} ({})", opt(g.number), opt(g.fingerprint.as_ref())),
     };
-    if !c.is_null() {
+    if let Some(c) = &st.core {
         let _ = writeln!(
             out,
             "peer         {} at {}",
-            s(get(c, "peer")),
-            s(get(st, "remote"))
+            opt(c.peer.as_ref()),
+            opt(st.remote.as_ref())
         );
-        let _ = writeln!(out, "link         {}", s(get(c, "link")));
-        let rel = get(c, "relation");
+        let _ = writeln!(out, "link         {}", opt(c.link.as_ref()));
+        let rel = &c.relation;
         let _ = writeln!(
             out,
             "relation     {}{}",
-            s(get(rel, "state")).replace('_', " "),
-            get(rel, "reason")
-                .as_str()
+            opt(rel.state.as_ref()).replace('_', " "),
+            rel.reason
+                .as_ref()
                 .map(|r| format!(": {r}"))
                 .unwrap_or_default()
         );
-        let _ = writeln!(out, "local        generation {}", gen_text(get(c, "local")));
-        let _ = writeln!(
-            out,
-            "peer has     generation {}",
-            gen_text(get(c, "peer_current"))
-        );
-        let queued: Vec<String> = arr(get(c, "queued")).iter().map(s).collect();
+        let _ = writeln!(out, "local        generation {}", gen_text(&c.local));
+        let _ = writeln!(out, "peer has     generation {}", gen_text(&c.peer_current));
+        let queued: Vec<String> = c.queued.iter().map(s).collect();
         let _ = writeln!(
             out,
             "queued       {}",
@@ -607,32 +616,31 @@ pub fn sync(v: &Value) -> String {
         let _ = writeln!(
             out,
             "firmware     {} here, {} on the peer",
-            s(get(c, "firmware")),
-            s(get(c, "peer_firmware"))
+            opt(c.firmware.as_ref()),
+            opt(c.peer_firmware.as_ref())
         );
-        if let Some(ms) = get(st, "last_exchange_ms").as_u64() {
+        if let Some(ms) = st.last_exchange_ms {
             let _ = writeln!(out, "last exchange {}", utc(ms));
         }
-        if let Some(r) = get(c, "last_refusal").as_str() {
+        if let Some(r) = &c.last_refusal {
             let _ = writeln!(out, "last refusal {r}");
         }
     }
-    if let Some(e) = get(st, "last_error").as_str() {
+    if let Some(e) = &st.last_error {
         let _ = writeln!(out, "last error   {e}");
     }
-    let _ = writeln!(out, "fingerprint  {}", s(get(st, "fingerprint")));
-    let _ = writeln!(out, "peer pinned  {}", s(get(st, "peer_fingerprint")));
-    let d = get(v, "divergence");
-    if !d.is_null() {
+    let _ = writeln!(out, "fingerprint  {}", opt(st.fingerprint.as_ref()));
+    let _ = writeln!(out, "peer pinned  {}", opt(st.peer_fingerprint.as_ref()));
+    if let Some(d) = &reply.divergence {
         let _ = writeln!(
             out,
             "\nDIVERGED: here generation {}, on the peer generation {} (by {}); nothing was overwritten",
-            gen_text(get(d, "local")),
-            gen_text(get(d, "peer")),
-            s(get(d, "peer_author"))
+            gen_text(&d.local),
+            gen_text(&d.peer),
+            opt(d.peer_author.as_ref())
         );
         let _ = writeln!(out, "changes from this node's configuration to the peer's:");
-        let _ = write!(out, "{}", s(get(d, "text")));
+        let _ = write!(out, "{}", opt(d.text.as_ref()));
         let _ = writeln!(
             out,
             "\npick a side: `sync resolve use-local` (keep this node's) or `sync resolve use-peer`"

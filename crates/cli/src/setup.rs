@@ -21,6 +21,8 @@ use clap::Args;
 
 /// Where the node's identity lives.
 pub const DIR: &str = "/data/tandem";
+/// The console recovery code's Argon2id hash, under [`DIR`] (the console checks it).
+pub const RECOVERY_FILE: &str = "recovery.argon2";
 
 /// `tandemctl setup`: each value missing from the flags is asked for.
 #[derive(Debug, Clone, Default, Args)]
@@ -284,7 +286,7 @@ pub(crate) fn new_recovery_code(dir: &Path, out: &mut dyn Write) -> anyhow::Resu
         .map(|b| CODE_ALPHABET[usize::from(b % 32)] as char)
         .collect();
     write_file(
-        &dir.join(crate::console::RECOVERY_FILE),
+        &dir.join(RECOVERY_FILE),
         &format!("{}\n", hash_password(&code)?),
         0o600,
     )?;

@@ -823,9 +823,9 @@ pub struct Status {
     /// The VRRP roles.
     pub vrrp: VrrpRoles,
     /// The peer: `name`, `state`, `link`, `relation`, `generation`, ... (or `state` and
-    /// `detail` while the link is not up).
+    /// `detail` while the link is not up); `tandemctl` reads it as [`PeerSummary`].
     pub peer: Value,
-    /// As `sync_status`' `sync`; null when config sync is not running.
+    /// As `sync_status`' `sync` ([`SyncState`]); null when config sync is not running.
     pub sync: Value,
     /// The raised alarms.
     pub alarms: Vec<AlarmRow>,
@@ -879,7 +879,7 @@ pub struct Divergence {
 pub struct SyncStatus {
     /// The config sync's state as it reports it (`state`, `detail`, `fingerprint`,
     /// `peer_fingerprint`, `remote`, `core` {...}, `last_exchange_ms`, `errors`,
-    /// `last_error`), passed on.
+    /// `last_error`), passed on; `tandemctl` reads it as [`SyncState`].
     pub sync: Value,
     /// When diverged.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -899,6 +899,95 @@ pub struct MaintenanceReply {
     /// What the VRRP daemon did: its reply to `hold` (on), `{"released": [...]}` (off), or
     /// `{"skipped": why}`; passed on.
     pub switchover: Value,
+}
+
+/// The config sync's relation to the peer (`sync` → `core` → `relation`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SyncRelation {
+    /// `in_sync`, `peer_behind`, `local_behind`, `diverged`, `blocked`, `unknown`.
+    pub state: Option<String>,
+    /// `blocked`: the refusal's kind.
+    pub kind: Option<String>,
+    /// `blocked`: why.
+    pub reason: Option<String>,
+}
+
+/// The config sync's protocol state while the link is up (`sync` → `core`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SyncCore {
+    /// This node.
+    pub node: Option<String>,
+    /// The peer.
+    pub peer: Option<String>,
+    /// `down`, `handshake`, `up`.
+    pub link: Option<String>,
+    /// Where the two configurations stand.
+    pub relation: SyncRelation,
+    /// This node's current generation.
+    pub local: Option<GenerationRef>,
+    /// The peer's.
+    pub peer_current: Option<GenerationRef>,
+    /// The peer's firmware version.
+    pub peer_firmware: Option<String>,
+    /// This node's.
+    pub firmware: Option<String>,
+    /// Generation numbers waiting to be pushed.
+    pub queued: Vec<Value>,
+    /// The peer's last refusal.
+    pub last_refusal: Option<String>,
+}
+
+/// `sync_status` → `sync` (and `status` → `sync`) as `tandemctl` reads it. The supervisor
+/// passes the config sync's state on as that reports it ([`SyncStatus::sync`]); this reads
+/// the fields `tandemctl` shows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SyncState {
+    /// `idle`, `unpaired`, `connecting`, `running`.
+    pub state: Option<String>,
+    /// Why it is in that state.
+    pub detail: Option<String>,
+    /// This node's certificate fingerprint.
+    pub fingerprint: Option<String>,
+    /// The pinned peer's.
+    pub peer_fingerprint: Option<String>,
+    /// The peer's sync address.
+    pub remote: Option<String>,
+    /// While connected.
+    pub core: Option<SyncCore>,
+    /// The last exchange with the peer, ms since the Unix epoch.
+    pub last_exchange_ms: Option<u64>,
+    /// Errors since start.
+    pub errors: Option<u64>,
+    /// The last one.
+    pub last_error: Option<String>,
+}
+
+/// `status` → `peer` as `tandemctl` reads it ([`Status::peer`] is passed on as the
+/// supervisor builds it from the config sync's state).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PeerSummary {
+    /// The peer's node name; absent while the link is not up.
+    pub name: Option<String>,
+    /// The config sync's state.
+    pub state: Option<String>,
+    /// Why, while the link is not up.
+    pub detail: Option<String>,
+    /// `down`, `handshake`, `up`.
+    pub link: Option<String>,
+    /// Where the two configurations stand.
+    pub relation: SyncRelation,
+    /// The peer's current generation.
+    pub generation: Option<GenerationRef>,
+    /// The peer's firmware version.
+    pub firmware: Option<String>,
+    /// The last exchange, ms since the Unix epoch.
+    pub last_exchange_ms: Option<u64>,
+    /// Generation numbers waiting to be pushed.
+    pub queued: Vec<Value>,
 }
 
 #[cfg(test)]
@@ -1026,6 +1115,22 @@ mod tests {
     fn round_trip<T: serde::de::DeserializeOwned + Serialize>(doc: Value) {
         let r: Reply<T> = Reply::from_value(doc.clone()).unwrap();
         assert_eq!(r.to_value(), doc);
+    }
+
+    #[test]
+    fn status_peer_reads_both_shapes() {
+        let p: PeerSummary = serde_json::from_value(json!({"name":"lb2","state":"running",
+            "link":"up","relation":{"state":"in_sync"},"generation":{"number":3,
+            "fingerprint":"ab"},"firmware":null,"last_exchange_ms":null,"queued":[4]}))
+        .unwrap();
+        assert_eq!(p.relation.state.as_deref(), Some("in_sync"));
+        assert_eq!(p.generation.and_then(|g| g.number), Some(3));
+        let p: PeerSummary = serde_json::from_value(
+            json!({"state":"unknown","detail":"config sync is not running"}),
+        )
+        .unwrap();
+        assert_eq!(p.name, None);
+        assert_eq!(p.detail.as_deref(), Some("config sync is not running"));
     }
 
     #[test]
