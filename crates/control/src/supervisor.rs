@@ -990,6 +990,26 @@ pub struct PeerSummary {
     pub queued: Vec<Value>,
 }
 
+/// `confirm`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Confirmed {
+    /// The generation confirmed.
+    pub confirmed: Option<u64>,
+}
+
+/// `sync_resolve`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Resolved {
+    /// Always true.
+    pub resolved: Option<bool>,
+    /// The generation committed above both sides.
+    pub generation: Option<u64>,
+    /// Its commit comment (which side was taken).
+    pub comment: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1209,6 +1229,9 @@ mod tests {
             "fingerprint":"ab","changes":[],"applied":true,"confirmed":null,"nodes":["lb1"],
             "warnings":[],"message":"committed on lb1 (generation 5)",
             "peer":"config sync is not running; the peer was not updated","restores":2}));
+        round_trip::<Confirmed>(json!({"ok":true,"confirmed":4}));
+        round_trip::<Resolved>(json!({"ok":true,"resolved":true,"generation":6,
+            "comment":"divergence resolved: keep lb1's generation 5"}));
         round_trip::<MaintenanceReply>(json!({"ok":true,"maintenance":true,"since_ms":1,
             "by":"alice","switchover":{"ok":true,"instances":[]}}));
         round_trip::<MaintenanceReply>(json!({"ok":true,"maintenance":false,"since_ms":2,

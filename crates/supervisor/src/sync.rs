@@ -683,7 +683,11 @@ impl Core {
             supersedes: peer,
         });
         info!(generation = next.meta.number, side, "divergence resolved");
-        Ok(json!({"resolved": true, "generation": next.meta.number, "comment": comment}))
+        data(wire::Resolved {
+            resolved: Some(true),
+            generation: Some(next.meta.number),
+            comment: Some(comment),
+        })
     }
 
     /// Runtime state for the peer: this node's VRRP roles and split-brain holds, and, when this

@@ -386,7 +386,7 @@ impl Core {
         match self.take_pending() {
             Some(g) => {
                 self.event(&format!("generation {g} confirmed"));
-                Ok(json!({"confirmed": g}))
+                data(wire::Confirmed { confirmed: Some(g) })
             }
             None => Err(Failure::new(
                 "there is no commit waiting for confirmation",
