@@ -794,7 +794,7 @@ pub fn candidate_saved(v: &Value) -> String {
         let mut out = String::from(
             "candidate saved and valid; review with `config diff`, apply with `config commit`\n",
         );
-        for w in &saved.warnings {
+        for w in saved.warnings.iter().flatten() {
             let _ = writeln!(out, "  {w}");
         }
         return out;
@@ -804,7 +804,7 @@ pub fn candidate_saved(v: &Value) -> String {
         "candidate saved with {n} error{}; fix them (`config edit`) and run `config validate`\n",
         if n == 1 { "" } else { "s" }
     );
-    for d in &saved.diagnostics {
+    for d in saved.diagnostics.iter().flatten() {
         let _ = writeln!(out, "  {}", diagnostic_line(d));
     }
     out

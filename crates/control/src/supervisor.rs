@@ -577,12 +577,15 @@ pub struct CandidateSaved {
     pub saved: Option<bool>,
     /// Whether it validates.
     pub valid: Option<bool>,
-    /// Warnings of a valid candidate.
-    pub warnings: Vec<String>,
-    /// Errors of an invalid one.
+    /// Warnings of a valid candidate (absent for an invalid one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warnings: Option<Vec<String>>,
+    /// Errors of an invalid one (absent for a valid one).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error_count: Option<u64>,
-    /// Their diagnostics.
-    pub diagnostics: Vec<Diagnostic>,
+    /// Their diagnostics (absent for a valid candidate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diagnostics: Option<Vec<Diagnostic>>,
 }
 
 /// `logs`: the newest lines, oldest first.
@@ -1230,6 +1233,11 @@ mod tests {
             "warnings":[],"message":"committed on lb1 (generation 5)",
             "peer":"config sync is not running; the peer was not updated","restores":2}));
         round_trip::<Confirmed>(json!({"ok":true,"confirmed":4}));
+        round_trip::<CandidateSaved>(json!({"ok":true,"saved":true,"valid":true,
+            "warnings":["w"]}));
+        round_trip::<CandidateSaved>(json!({"ok":true,"saved":true,"valid":false,
+            "error_count":1,"diagnostics":[{"severity":"error","origin":"candidate","line":3,
+            "column":5,"path":"backends[a].balance","message":"unknown balance `x`"}]}));
         round_trip::<Resolved>(json!({"ok":true,"resolved":true,"generation":6,
             "comment":"divergence resolved: keep lb1's generation 5"}));
         round_trip::<MaintenanceReply>(json!({"ok":true,"maintenance":true,"since_ms":1,

@@ -14,8 +14,8 @@ use tandem_store::{Store, StoreError};
 use crate::ask::ask;
 use crate::core::Core;
 use crate::reply::{
-    Failure, Reply, alarm_row, data, diagnostics_json, history_entry, service_row, store_failure,
-    vrrp_roles, wire_changes, wire_pending,
+    Failure, Reply, alarm_row, data, history_entry, service_row, store_failure, vrrp_roles,
+    wire_changes, wire_diagnostics, wire_pending,
 };
 use crate::state::now_ms;
 
@@ -101,13 +101,20 @@ impl Core {
     pub fn candidate_set(&self, text: &str) -> Reply {
         self.store(|s| s.set_candidate(text))
             .map_err(store_failure)?;
-        Ok(match self.store(|s| s.validate(text)) {
-            Ok(l) => {
-                json!({"saved": true, "valid": true, "warnings": l.warnings.iter().map(ToString::to_string).collect::<Vec<_>>()})
-            }
-            Err(StoreError::Invalid(r)) => {
-                json!({"saved": true, "valid": false, "error_count": r.error_count(), "diagnostics": diagnostics_json(&r)})
-            }
+        data(match self.store(|s| s.validate(text)) {
+            Ok(l) => wire::CandidateSaved {
+                saved: Some(true),
+                valid: Some(true),
+                warnings: Some(l.warnings.iter().map(ToString::to_string).collect()),
+                ..wire::CandidateSaved::default()
+            },
+            Err(StoreError::Invalid(r)) => wire::CandidateSaved {
+                saved: Some(true),
+                valid: Some(false),
+                error_count: Some(r.error_count() as u64),
+                diagnostics: Some(wire_diagnostics(&r)),
+                ..wire::CandidateSaved::default()
+            },
             Err(e) => return Err(store_failure(e)),
         })
     }

@@ -142,24 +142,25 @@ pub(crate) fn vrrp_roles(v: VrrpView) -> wire::VrrpRoles {
     }
 }
 
+/// Diagnostics as `tandemctl` prints them, with line and column.
+pub(crate) fn wire_diagnostics(report: &Report) -> Vec<wire::Diagnostic> {
+    report
+        .diagnostics
+        .iter()
+        .map(|d| wire::Diagnostic {
+            severity: Some(d.severity.to_string()),
+            origin: Some(d.origin.clone()),
+            line: Some(u64::from(d.line)),
+            column: Some(u64::from(d.column)),
+            path: Some(d.path.clone()),
+            message: Some(d.message.clone()),
+        })
+        .collect()
+}
+
 /// Diagnostics as JSON, for `tandemctl` to print with line and column.
 pub fn diagnostics_json(report: &Report) -> Value {
-    Value::Array(
-        report
-            .diagnostics
-            .iter()
-            .map(|d| {
-                json!({
-                    "severity": d.severity.to_string(),
-                    "origin": d.origin,
-                    "line": d.line,
-                    "column": d.column,
-                    "path": d.path,
-                    "message": d.message,
-                })
-            })
-            .collect(),
-    )
+    json!(wire_diagnostics(report))
 }
 
 pub(crate) fn invalid(report: &Report) -> Failure {
