@@ -3,13 +3,19 @@
 //!
 //! Owns [`Request`] (one variant per `cmd`, with its fields), read leniently by the
 //! supervisor ([`Request::from_value`]: a field of the wrong type counts as absent, as it
-//! always did) and written by `tandemctl` (absent fields are left out); and the reply types
-//! the CLI reads ([`History`], [`Diff`], ...). Must not run commands (the supervisor's
-//! `control.rs` dispatches them) nor open sockets.
+//! always did) and written by `tandemctl` (absent fields are left out); and the reply types,
+//! which the supervisor builds its replies from and the CLI reads ([`Status`], [`History`],
+//! [`Diff`], [`CommitReply`], ...). Must not run commands (the supervisor's `control.rs`
+//! dispatches them) nor open sockets.
 //!
 //! Reply types read what the supervisor writes but never fail on a field they do not
 //! know, and every field the CLI shows is optional: a reply from an older or newer
-//! supervisor still renders, with `-` where a field is missing.
+//! supervisor still renders, with `-` where a field is missing. Written, they give the
+//! documented bytes: a field the reply carries as null is a plain `Option`, one it leaves
+//! out when absent has `skip_serializing_if`. Parts that other components report and the
+//! supervisor passes on stay [`Value`] on the wire (`Status::peer`/`sync`,
+//! `SyncStatus::sync`, the VRRP instances, `ShowConfig::config`, `show_servers`,
+//! `show_stats`); the CLI reads the first ones as [`PeerSummary`] and [`SyncState`].
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
