@@ -57,6 +57,8 @@ pub struct Core {
     /// `sync.rs`).
     pub(crate) last_persistence: Mutex<Option<Instant>>,
     pub(crate) started: Instant,
+    /// The traffic history, opened on first use (`recorder.rs`).
+    pub(crate) traffic: crate::recorder::TrafficStore,
 }
 
 impl Core {
@@ -96,6 +98,7 @@ impl Core {
             applying_peer: Mutex::new(None),
             last_persistence: Mutex::new(None),
             started: Instant::now(),
+            traffic: crate::recorder::TrafficStore::default(),
         })
     }
 
@@ -198,9 +201,10 @@ impl Core {
     }
 
     /// Background tasks: proxy health and socket problems from its log (the services'
-    /// watchers), VRRP role polling.
+    /// watchers), VRRP role polling, the traffic recorder (`recorder.rs`).
     fn spawn_watchers(self: &Arc<Self>) {
         Arc::clone(&self.services).watch();
+        crate::recorder::spawn(Arc::downgrade(self), self.opts.history_interval);
         let core = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(VRRP_POLL);
