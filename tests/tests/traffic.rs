@@ -209,6 +209,7 @@ fn requests_through_the_proxy_show_up_in_show_traffic() {
 
     // The default target: every frontend and the node; the chart fits 80 columns.
     let chart = stack.ok(&["show", "traffic", "--last", "1h"]);
+    println!("{chart}");
     assert!(chart.contains("frontend/web"), "{chart}");
     assert!(chart.contains("requests_per_s"), "{chart}");
     assert!(chart.lines().all(|l| l.chars().count() <= 80), "{chart}");

@@ -324,7 +324,7 @@ pub fn run(global: &Global, command: Command, out: &mut dyn Write) -> anyhow::Re
             what: ShowWhat::Traffic,
             traffic,
             ..
-        } => return crate::traffic::run(global, traffic, out),
+        } => return crate::traffic::run(&global.socket, global.json, traffic, out),
         Command::Setup(args) => return crate::setup::run(args, out),
         Command::Console(args) => return crate::console::run(args, global),
         Command::IdleTimeout { duration } => {

@@ -3,16 +3,17 @@
 //! supervisor's reply, [`tandem_control::supervisor::Traffic`]).
 //!
 //! Owns the arguments, the chart and the CSV. Must not compute the history (the supervisor's
-//! `recorder.rs` does) nor speak the socket itself (`client`).
+//! `recorder.rs` does), speak the socket itself (`client`) nor name `commands` (which calls
+//! it: no import cycle).
 
 use std::io::Write;
+use std::path::Path;
 
 use clap::Args;
 use serde_json::Value;
 use tandem_control::supervisor::{Request, Traffic, TrafficSeries};
 
 use crate::client::Client;
-use crate::commands::Global;
 use crate::render;
 
 /// The widest line the chart prints.
@@ -41,15 +42,20 @@ pub struct TrafficArgs {
 }
 
 /// Asks the supervisor and prints the chart, the CSV or (`--json`) the reply; the exit code.
-pub fn run(global: &Global, args: &TrafficArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
-    let mut client = Client::connect(&global.socket)?;
+pub fn run(
+    socket: &Path,
+    json: bool,
+    args: &TrafficArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
+    let mut client = Client::connect(socket)?;
     let request = Request::ShowTraffic {
         target: args.name.clone(),
         last: Some(args.last.clone()),
     };
     let reply = client.call(&request)?;
     let ok = reply.get("ok") == Some(&Value::Bool(true));
-    if global.json {
+    if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&reply)?)?;
     } else if !ok {
         write!(out, "{}", render::error(&reply))?;
@@ -176,8 +182,8 @@ pub fn chart(t: &Traffic, last: &str) -> String {
             .map(|p| p.max)
             .fold(f64::NEG_INFINITY, f64::max);
         let latest = s.points.last().map_or(0.0, |p| p.last);
-        let mut label: String = format!("  {}", s.metric).chars().take(LABEL).collect();
-        if s.metric.len() + 2 > LABEL {
+        let mut label: String = format!(" {}", s.metric).chars().take(LABEL).collect();
+        if s.metric.len() + 1 > LABEL {
             label.pop();
             label.push('…');
         }

@@ -288,7 +288,7 @@ impl Core {
 
     /// `show_traffic`: the recorded traffic history of `target` over `last` (`recorder.rs`).
     pub fn show_traffic(&self, target: Option<&str>, last: Option<&str>) -> Reply {
-        let traffic = self.traffic_history(target, last).map_err(|e| {
+        let traffic = self.traffic.show(target, last).map_err(|e| {
             Failure::new(
                 e,
                 "name a frontend, backend or server (`show stats`) and a range like 1h, 7d or 1y; the history starts when the proxy runs",

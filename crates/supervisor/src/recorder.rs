@@ -5,10 +5,12 @@
 //!
 //! Owns the pure [`Recorder`] (counters to samples, counter resets, which series the running
 //! configuration has), the [`TrafficStore`] the supervisor keeps open, and the thin loop
-//! ([`spawn`]) doing the IO. Must not change anything of the node: an error here is logged
+//! ([`spawn`]) doing the IO through a [`Source`] (the core implements it in `core.rs`; this
+//! module must not name the core, so the two do not import each other). Must not change anything of the node: an error here is logged
 //! and the next interval tries again. Must not touch the store's format (`tandem-history`).
 
 use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -21,8 +23,7 @@ use tandem_history::{
 };
 use tracing::{debug, info, warn};
 
-use crate::core::Core;
-use crate::state::lock;
+use crate::state::{VrrpView, lock};
 
 /// How often the recorder samples the proxy by default (the store's finest archive).
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
@@ -275,17 +276,29 @@ pub fn vrrp_role(instances: &[Value]) -> Option<VrrpState> {
     .map(|(_, r)| r)
 }
 
-/// The history store the supervisor keeps open (opened, and created, on first use).
-#[derive(Default)]
+/// The history store the supervisor keeps open (opened, and created, on first use), and
+/// the node name its own series carry.
 pub struct TrafficStore {
+    dir: PathBuf,
+    node: String,
     history: Mutex<Option<History<FsDir>>>,
 }
 
 impl TrafficStore {
-    /// Runs `f` on the store in `dir`, opening it first when needed.
-    fn with<R>(&self, dir: &Path, f: impl FnOnce(&mut History<FsDir>) -> R) -> Result<R, String> {
+    /// The store in `dir` (not opened yet) for node `node`.
+    pub fn new(dir: PathBuf, node: String) -> TrafficStore {
+        TrafficStore {
+            dir,
+            node,
+            history: Mutex::new(None),
+        }
+    }
+
+    /// Runs `f` on the store, opening it first when needed.
+    fn with<R>(&self, f: impl FnOnce(&mut History<FsDir>) -> R) -> Result<R, String> {
         let mut h = lock(&self.history);
         if h.is_none() {
+            let dir = &self.dir;
             let fs = FsDir::new(dir).map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
             let (history, opened) =
                 History::open(fs, tandem_history::Options::default()).map_err(|e| e.to_string())?;
@@ -294,6 +307,13 @@ impl TrafficStore {
             *h = Some(history);
         }
         Ok(f(h.as_mut().expect("opened above")))
+    }
+
+    /// `show_traffic`: the recorded history of `target` over `last` (default `1h`).
+    pub fn show(&self, target: Option<&str>, last: Option<&str>) -> Result<wire::Traffic, String> {
+        let last = parse_last(last.unwrap_or("1h"))?;
+        let now = now_ms().div_euclid(1000);
+        self.with(|h| traffic(h, &self.node, target, last, now))?
     }
 }
 
@@ -414,60 +434,41 @@ pub fn traffic<D: Dir>(
     })
 }
 
-impl Core {
-    /// `show_traffic` (`query.rs` serves it): the recorded history of `target`.
-    pub(crate) fn traffic_history(
-        &self,
-        target: Option<&str>,
-        last: Option<&str>,
-    ) -> Result<wire::Traffic, String> {
-        let last = parse_last(last.unwrap_or("1h"))?;
-        let now = now_ms().div_euclid(1000);
-        let node = self.history_node();
-        self.traffic.with(&history_dir(&self.opts.data_dir), |h| {
-            traffic(h, &node, target, last, now)
-        })?
-    }
-
-    fn history_node(&self) -> String {
-        self.opts.node.clone().unwrap_or_else(|| "local".into())
-    }
-
+/// What the recorder loop reads: the supervisor's core in production.
+pub trait Source: Send + Sync + 'static {
+    /// Whether a proxy runs now (the recorder samples only then).
+    fn running(&self) -> bool;
     /// One reading of the proxy's counters and the node's VRRP role.
-    async fn read_stats(&self) -> Result<Stats, String> {
-        let socket = self
-            .store(tandem_store::Store::load_current)
-            .map(|g| self.runtime_socket(&g.config))
-            .map_err(|e| e.to_string())?;
-        let ask = |r: Request| {
-            let socket = socket.clone();
-            async move {
-                let v =
-                    crate::ask::ask(&socket, &serde_json::to_value(&r).unwrap_or_default()).await?;
-                if v.get("ok") != Some(&Value::Bool(true)) {
-                    return Err(format!("the proxy refused: {v}"));
-                }
-                Ok::<Value, String>(v)
-            }
-        };
-        let frontends = field(ask(Request::ShowFrontends).await?, "frontends")?;
-        let backends = field(ask(Request::ShowBackends).await?, "backends")?;
-        let servers = field(
-            ask(Request::ShowServers { backend: None }).await?,
-            "servers",
-        )?;
-        let vrrp = self.shared.vrrp();
-        Ok(Stats {
-            frontends,
-            backends,
-            servers,
-            vrrp_role: if vrrp.available {
-                vrrp_role(&vrrp.instances)
-            } else {
-                None
-            },
-        })
-    }
+    fn stats(&self) -> impl Future<Output = Result<Stats, String>> + Send;
+    /// The store to write.
+    fn traffic(&self) -> &TrafficStore;
+}
+
+/// One reading of the proxy runtime API at `socket`, with the VRRP role of `vrrp`.
+pub async fn read_stats(socket: &Path, vrrp: &VrrpView) -> Result<Stats, String> {
+    let ask = |r: Request| async move {
+        let v = crate::ask::ask(socket, &serde_json::to_value(&r).unwrap_or_default()).await?;
+        if v.get("ok") != Some(&Value::Bool(true)) {
+            return Err(format!("the proxy refused: {v}"));
+        }
+        Ok::<Value, String>(v)
+    };
+    let frontends = field(ask(Request::ShowFrontends).await?, "frontends")?;
+    let backends = field(ask(Request::ShowBackends).await?, "backends")?;
+    let servers = field(
+        ask(Request::ShowServers { backend: None }).await?,
+        "servers",
+    )?;
+    Ok(Stats {
+        frontends,
+        backends,
+        servers,
+        vrrp_role: if vrrp.available {
+            vrrp_role(&vrrp.instances)
+        } else {
+            None
+        },
+    })
 }
 
 /// The `key` array of a runtime API reply.
@@ -483,7 +484,7 @@ fn now_ms() -> i64 {
 
 /// Starts the recorder loop: every `interval`, while a proxy runs, one reading recorded.
 /// Ends when the core is dropped. Errors are logged and never reach the node.
-pub fn spawn(core: Weak<Core>, interval: Duration) {
+pub fn spawn<S: Source>(source: Weak<S>, interval: Duration) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -491,11 +492,11 @@ pub fn spawn(core: Weak<Core>, interval: Duration) {
         let mut wanted = BTreeSet::new();
         loop {
             tick.tick().await;
-            let Some(core) = core.upgrade() else { return };
-            if !core.is_started("proxy") {
+            let Some(core) = source.upgrade() else { return };
+            if !core.running() {
                 continue;
             }
-            let stats = match core.read_stats().await {
+            let stats = match core.stats().await {
                 Ok(s) => s,
                 Err(e) => {
                     debug!(cause = %e, "traffic recorder: no reading this interval");
@@ -503,15 +504,14 @@ pub fn spawn(core: Weak<Core>, interval: Duration) {
                 }
             };
             let now_ms = now_ms();
-            let r = recorder.get_or_insert_with(|| Recorder::new(core.history_node()));
+            let node = core.traffic().node.clone();
+            let r = recorder.get_or_insert_with(|| Recorder::new(node.clone()));
             let samples = r.observe(now_ms, &stats);
             let want = r.wanted(&stats);
-            let origin = core.history_node();
-            let dir = history_dir(&core.opts.data_dir);
             let reconcile = (want != wanted).then(|| want.clone());
             let core2 = Arc::clone(&core);
             let done = tokio::task::spawn_blocking(move || {
-                core2.traffic.with(&dir, |h| {
+                core2.traffic().with(|h| {
                     let now = now_ms.div_euclid(1000);
                     if let Some(want) = &reconcile {
                         let r = h.reconcile(want, now).map_err(|e| e.to_string())?;
@@ -526,7 +526,7 @@ pub fn spawn(core: Weak<Core>, interval: Duration) {
                     if samples.is_empty() {
                         return Ok(0);
                     }
-                    let batch = SampleBatch::interval(origin, now, samples);
+                    let batch = SampleBatch::interval(node, now, samples);
                     h.record(&batch).map(|w| w.cells).map_err(|e| e.to_string())
                 })?
             })
