@@ -58,30 +58,16 @@ pub struct Recorder {
     last: HashMap<String, (i64, u64)>,
 }
 
-/// The metrics the recorder produces per kind of entity (no percentiles nor agent load yet).
-const FRONTEND_METRICS: &[Metric] = &[
-    Metric::RequestsPerS,
-    Metric::Sessions,
-    Metric::BytesInPerS,
-    Metric::BytesOutPerS,
-    Metric::Responses2xxPerS,
-    Metric::Responses3xxPerS,
-    Metric::Responses4xxPerS,
-    Metric::Responses5xxPerS,
+/// Metrics of [`Metric::for_entity`] the recorder does not produce yet (response-time
+/// percentiles, the agent's load, node CPU and memory): left out of the wanted series.
+const NOT_PRODUCED: &[Metric] = &[
+    Metric::P50Ms,
+    Metric::P95Ms,
+    Metric::P99Ms,
+    Metric::Load,
+    Metric::Cpu,
+    Metric::Memory,
 ];
-const BACKEND_METRICS: &[Metric] = &[
-    Metric::RequestsPerS,
-    Metric::Sessions,
-    Metric::Queue,
-    Metric::BytesInPerS,
-    Metric::BytesOutPerS,
-    Metric::Responses2xxPerS,
-    Metric::Responses3xxPerS,
-    Metric::Responses4xxPerS,
-    Metric::Responses5xxPerS,
-    Metric::Health,
-];
-const NODE_METRICS: &[Metric] = &[Metric::Connections, Metric::VrrpRole];
 
 /// The cumulative counters and gauges of one entity, as the recorder reads them.
 struct Reading {
@@ -173,20 +159,18 @@ impl Recorder {
     /// [`History::reconcile`] keeps; the others are retired.
     pub fn wanted(&self, stats: &Stats) -> BTreeSet<SeriesName> {
         let mut wanted = BTreeSet::new();
-        for r in readings(stats) {
-            let metrics = match r.entity {
-                Entity::Frontend(_) => FRONTEND_METRICS,
-                _ => BACKEND_METRICS,
-            };
-            for &m in metrics {
-                if let Ok(s) = SeriesName::new(r.entity.clone(), m) {
+        let entities = readings(stats)
+            .into_iter()
+            .map(|r| r.entity)
+            .chain([Entity::Node(self.node.clone())]);
+        for e in entities {
+            for &m in Metric::for_entity(&e) {
+                if NOT_PRODUCED.contains(&m) {
+                    continue;
+                }
+                if let Ok(s) = SeriesName::new(e.clone(), m) {
                     wanted.insert(s);
                 }
-            }
-        }
-        for &m in NODE_METRICS {
-            if let Ok(s) = SeriesName::node(&self.node, m) {
-                wanted.insert(s);
             }
         }
         wanted
@@ -621,6 +605,8 @@ mod tests {
         assert_eq!(value(&second, "frontend/web/bytes_in_per_s"), Some(500.0));
         assert_eq!(value(&second, "frontend/web/bytes_out_per_s"), Some(5000.0));
         assert_eq!(value(&second, "server/app/web1/requests_per_s"), Some(50.0));
+        let wanted = r.wanted(&stats(600, 6000));
+        assert!(second.iter().all(|(s, _)| wanted.contains(s)), "{second:?}");
         // The proxy restarted: 40 requests since, over the 10 s.
         let third = r.observe(20_000, &stats(40, 400));
         assert_eq!(value(&third, "frontend/web/requests_per_s"), Some(4.0));
@@ -645,7 +631,9 @@ mod tests {
         assert_eq!(value(&s, "server/app/web2/health"), Some(0.0));
         assert_eq!(value(&s, "node/lb1/vrrp_role"), None);
         let wanted = r.wanted(&stats);
-        assert_eq!(wanted.len(), 2 * BACKEND_METRICS.len() + NODE_METRICS.len());
+        // Per server: 9 rates and gauges and health; per node: connections and role.
+        assert_eq!(wanted.len(), 2 * 10 + 2);
+        assert!(wanted.iter().all(|s| !NOT_PRODUCED.contains(&s.metric())));
         // web2 leaves: its counters are forgotten.
         let fewer = Stats {
             servers: vec![server("web1", 0, Health::Down)],
