@@ -265,15 +265,26 @@ pub fn vrrp_role(instances: &[Value]) -> Option<VrrpState> {
 pub struct TrafficStore {
     dir: PathBuf,
     node: String,
+    options: tandem_history::Options,
     history: Mutex<Option<History<FsDir>>>,
 }
 
 impl TrafficStore {
-    /// The store in `dir` (not opened yet) for node `node`.
+    /// The store in `dir` (not opened yet) for node `node`, with the standard geometry.
     pub fn new(dir: PathBuf, node: String) -> TrafficStore {
+        TrafficStore::with_options(dir, node, tandem_history::Options::default())
+    }
+
+    /// The same with other store options (a small geometry in tests).
+    pub fn with_options(
+        dir: PathBuf,
+        node: String,
+        options: tandem_history::Options,
+    ) -> TrafficStore {
         TrafficStore {
             dir,
             node,
+            options,
             history: Mutex::new(None),
         }
     }
@@ -284,8 +295,7 @@ impl TrafficStore {
         if h.is_none() {
             let dir = &self.dir;
             let fs = FsDir::new(dir).map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
-            let (history, opened) =
-                History::open(fs, tandem_history::Options::default()).map_err(|e| e.to_string())?;
+            let (history, opened) = History::open(fs, self.options).map_err(|e| e.to_string())?;
             info!(dir = %dir.display(), created = opened.created, series = opened.series,
                 replayed_rows = opened.replayed_rows, "traffic history open");
             *h = Some(history);
@@ -651,6 +661,81 @@ mod tests {
         assert_eq!(vrrp_role(&[]), None);
     }
 
+    /// A source whose first reading fails, then counts 100 requests per reading.
+    struct Fake {
+        traffic: TrafficStore,
+        readings: Mutex<u64>,
+    }
+
+    impl Source for Fake {
+        fn running(&self) -> bool {
+            true
+        }
+
+        fn stats(&self) -> impl Future<Output = Result<Stats, String>> + Send {
+            let n = {
+                let mut n = lock(&self.readings);
+                *n += 1;
+                *n
+            };
+            async move {
+                if n == 1 {
+                    return Err("the proxy is restarting".into());
+                }
+                Ok(Stats {
+                    frontends: vec![frontend(n * 100, n)],
+                    ..Stats::default()
+                })
+            }
+        }
+
+        fn traffic(&self) -> &TrafficStore {
+            &self.traffic
+        }
+    }
+
+    #[tokio::test]
+    async fn the_loop_survives_a_failed_reading_and_records_into_the_store() {
+        let dir = std::env::temp_dir().join(format!("tandem-recorder-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let fake = Arc::new(Fake {
+            traffic: TrafficStore::with_options(dir.clone(), "lb1".into(), small()),
+            readings: Mutex::new(0),
+        });
+        spawn(Arc::downgrade(&fake), Duration::from_millis(100));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let rate = loop {
+            let t = fake.traffic.show(Some("web"), Some("1h"));
+            let peak = t.ok().and_then(|t| {
+                t.series
+                    .iter()
+                    .find(|s| s.metric == "requests_per_s")
+                    .and_then(|s| s.points.iter().map(|p| p.max).reduce(f64::max))
+            });
+            if let Some(v) = peak {
+                break v;
+            }
+            assert!(std::time::Instant::now() < deadline, "nothing recorded");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        // 100 requests per 100 ms reading: about 1000/s; a loaded machine stretches an
+        // interval (and jitters when the counters are read).
+        assert!(rate > 20.0 && rate < 2000.0, "{rate}");
+        assert!(dir.join(tandem_history::DATA_FILE).exists());
+        drop(fake);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn small() -> tandem_history::Options {
+        tandem_history::Options {
+            geometry: tandem_history::Geometry {
+                slots: [720, 120, 200, 100],
+                columns: 8,
+            },
+            ..tandem_history::Options::default()
+        }
+    }
+
     #[test]
     fn last_parses_and_the_query_buckets_to_about_72_points() {
         assert_eq!(parse_last("1h"), Ok(3600));
@@ -658,17 +743,7 @@ mod tests {
         assert_eq!(parse_last("1y"), Ok(365 * 86_400));
         assert!(parse_last("1x").is_err() && parse_last("h").is_err() && parse_last("0h").is_err());
 
-        let (mut h, _) = History::open(
-            tandem_history::MemDir::new(),
-            tandem_history::Options {
-                geometry: tandem_history::Geometry {
-                    slots: [720, 120, 200, 100],
-                    columns: 8,
-                },
-                ..tandem_history::Options::default()
-            },
-        )
-        .unwrap();
+        let (mut h, _) = History::open(tandem_history::MemDir::new(), small()).unwrap();
         let now = 1_767_225_600;
         let name = SeriesName::frontend("web", Metric::RequestsPerS).unwrap();
         let mut wanted = BTreeSet::new();
