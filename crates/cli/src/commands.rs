@@ -58,6 +58,9 @@ pub enum Command {
         /// For `history`: how many generations.
         #[arg(long, default_value_t = 20)]
         limit: u64,
+        /// For `traffic`: the target, `--last`, `--csv` (`traffic.rs`).
+        #[command(flatten)]
+        traffic: crate::traffic::TrafficArgs,
     },
     /// Change a server at run time: `server web1 drain`, `server shop/web1 weight 50`.
     Server {
@@ -154,6 +157,8 @@ pub enum ShowWhat {
     Servers,
     /// Traffic statistics per frontend and backend, live from the proxy.
     Stats,
+    /// Recorded traffic history as sparklines: `show traffic [NAME] [--last 1h|7d|1y] [--csv]`.
+    Traffic,
     /// VRRP instances and this node's role in each.
     Vrrp,
     /// Config sync with the peer.
@@ -315,6 +320,11 @@ pub fn run(global: &Global, command: Command, out: &mut dyn Write) -> anyhow::Re
             what: ShowWhat::Boot,
             ..
         } => return crate::firmware::show_boot(out),
+        Command::Show {
+            what: ShowWhat::Traffic,
+            traffic,
+            ..
+        } => return crate::traffic::run(&global.socket, global.json, traffic, out),
         Command::Setup(args) => return crate::setup::run(args, out),
         Command::Console(args) => return crate::console::run(args, global),
         Command::IdleTimeout { duration } => {
@@ -390,6 +400,7 @@ fn request(command: &Command, client: &mut Client) -> anyhow::Result<(Option<Env
             what,
             generation,
             limit,
+            ..
         } => match what {
             ShowWhat::Frontends => (
                 Some(Request::ShowConfig { generation: None }.into()),
@@ -430,7 +441,7 @@ fn request(command: &Command, client: &mut Client) -> anyhow::Result<(Option<Env
                 render::vrrp(v.get("vrrp").unwrap_or(&Value::Null))
             }),
             ShowWhat::Sync => (Some(Request::SyncStatus.into()), render::sync),
-            ShowWhat::Version | ShowWhat::Boot => (None, |_| String::new()),
+            ShowWhat::Version | ShowWhat::Boot | ShowWhat::Traffic => (None, |_| String::new()),
             ShowWhat::Stats => (Some(Request::ShowStats.into()), render::stats),
         },
         Command::Server {

@@ -17,3 +17,4 @@ pub mod http;
 pub mod interactive;
 pub mod render;
 pub mod setup;
+pub mod traffic;

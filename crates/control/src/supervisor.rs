@@ -30,6 +30,7 @@ pub const COMMANDS: &[&str] = &[
     "show_config",
     "show_servers",
     "show_stats",
+    "show_traffic",
     "candidate_get",
     "candidate_set",
     "candidate_clear",
@@ -52,6 +53,7 @@ pub const READ_COMMANDS: &[&str] = &[
     "show_config",
     "show_servers",
     "show_stats",
+    "show_traffic",
     "logs",
 ];
 
@@ -113,6 +115,14 @@ pub enum Request {
     },
     /// `show_stats`, live from the proxy.
     ShowStats,
+    /// `show_traffic`: the recorded history ([`Traffic`]).
+    ShowTraffic {
+        /// A frontend, backend or server (`NAME` or `BACKEND/NAME`); default every
+        /// frontend and the node.
+        target: Option<String>,
+        /// How far back: `1h` (default), `7d`, `1y`.
+        last: Option<String>,
+    },
     /// `server`: forwarded to the proxy as `set server`.
     Server {
         /// The backend.
@@ -209,6 +219,7 @@ impl Request {
             Request::Rollback { .. } => "rollback",
             Request::ShowServers { .. } => "show_servers",
             Request::ShowStats => "show_stats",
+            Request::ShowTraffic { .. } => "show_traffic",
             Request::Server { .. } => "server",
             Request::Failover { .. } => "failover",
             Request::Maintenance { .. } => "maintenance",
@@ -259,6 +270,10 @@ impl Request {
                 backend: text(v, "backend"),
             },
             "show_stats" => Request::ShowStats,
+            "show_traffic" => Request::ShowTraffic {
+                target: text(v, "target"),
+                last: text(v, "last"),
+            },
             "server" => Request::Server {
                 backend: text(v, "backend"),
                 server: text(v, "server"),
@@ -315,6 +330,10 @@ impl Request {
                 put("confirm_ms", n(confirm_ms));
             }
             Request::ShowServers { backend } => put("backend", s(backend)),
+            Request::ShowTraffic { target, last } => {
+                put("target", s(target));
+                put("last", s(last));
+            }
             Request::Server {
                 backend,
                 server,
@@ -1019,6 +1038,50 @@ pub struct Resolved {
     pub comment: Option<String>,
 }
 
+/// `show_traffic`: the recorded traffic history of a target, about 72 points per series.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Traffic {
+    /// The target asked for; none for every frontend and the node.
+    pub target: Option<String>,
+    /// Start of the range, unix seconds.
+    pub from: Option<i64>,
+    /// End of the range, unix seconds.
+    pub to: Option<i64>,
+    /// The archive read (`10s`, `1m`, `15m`, `1h`).
+    pub resolution: Option<String>,
+    /// Seconds each point covers (a multiple of the archive's step).
+    pub step_s: Option<i64>,
+    /// The series, in name order.
+    pub series: Vec<TrafficSeries>,
+}
+
+/// One series of [`Traffic`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrafficSeries {
+    /// Its name (`frontend/web/requests_per_s`).
+    pub name: String,
+    /// The metric (`requests_per_s`).
+    pub metric: String,
+    /// Points with data, oldest first (gaps are missing points).
+    pub points: Vec<TrafficPoint>,
+}
+
+/// One point of a [`TrafficSeries`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrafficPoint {
+    /// Start, unix seconds.
+    pub ts: i64,
+    /// Mean (states: fraction of the time in the good state).
+    pub avg: f64,
+    /// Maximum (states: the worst).
+    pub max: f64,
+    /// The latest value.
+    pub last: f64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1041,6 +1104,7 @@ mod tests {
             json!({"cmd":"rollback","generation":2,"comment":"back"}),
             json!({"cmd":"show_servers","backend":"shop"}),
             json!({"cmd":"show_stats"}),
+            json!({"cmd":"show_traffic","target":"web","last":"7d"}),
             json!({"cmd":"server","backend":"shop","server":"web1","action":"weight","weight":5}),
             json!({"cmd":"failover","instance":"www"}),
             json!({"cmd":"maintenance","on":true}),
@@ -1054,7 +1118,7 @@ mod tests {
             assert_eq!(e.to_value(), doc);
             assert_ne!(e.request, Request::Unknown(String::new()), "{doc}");
         }
-        assert_eq!(COMMANDS.len(), 20);
+        assert_eq!(COMMANDS.len(), 21);
         let all: Vec<&str> = COMMANDS.to_vec();
         for r in READ_COMMANDS {
             assert!(all.contains(r));

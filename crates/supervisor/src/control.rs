@@ -338,6 +338,9 @@ pub async fn dispatch(core: &Arc<Core>, req: &Envelope, user: &str) -> Value {
         },
         Request::ShowServers { backend } => core.show_servers(backend.as_deref()).await,
         Request::ShowStats => core.show_stats().await,
+        Request::ShowTraffic { target, last } => {
+            core.show_traffic(target.as_deref(), last.as_deref())
+        }
         Request::Server {
             backend,
             server,

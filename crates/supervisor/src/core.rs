@@ -57,6 +57,8 @@ pub struct Core {
     /// `sync.rs`).
     pub(crate) last_persistence: Mutex<Option<Instant>>,
     pub(crate) started: Instant,
+    /// The traffic history, opened on first use (`recorder.rs`).
+    pub(crate) traffic: crate::recorder::TrafficStore,
 }
 
 impl Core {
@@ -83,6 +85,10 @@ impl Core {
         let shared = Arc::new(Shared::new(opts.node.clone()));
         let store = Arc::new(Mutex::new(store));
         let services = children(&opts, &shared, &store);
+        let traffic = crate::recorder::TrafficStore::new(
+            crate::recorder::history_dir(&opts.data_dir),
+            opts.node.clone().unwrap_or_else(|| "local".into()),
+        );
         Arc::new(Core {
             maintenance: Arc::new(maintenance),
             shared,
@@ -96,6 +102,7 @@ impl Core {
             applying_peer: Mutex::new(None),
             last_persistence: Mutex::new(None),
             started: Instant::now(),
+            traffic,
         })
     }
 
@@ -198,9 +205,10 @@ impl Core {
     }
 
     /// Background tasks: proxy health and socket problems from its log (the services'
-    /// watchers), VRRP role polling.
+    /// watchers), VRRP role polling, the traffic recorder (`recorder.rs`).
     fn spawn_watchers(self: &Arc<Self>) {
         Arc::clone(&self.services).watch();
+        crate::recorder::spawn(Arc::downgrade(self), self.opts.history_interval);
         let core = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(VRRP_POLL);
@@ -212,6 +220,19 @@ impl Core {
                 core.shared.set_vrrp(view);
             }
         });
+    }
+
+    /// The proxy's counters for the traffic recorder (`recorder.rs`).
+    fn traffic_stats(
+        &self,
+    ) -> impl std::future::Future<Output = Result<crate::recorder::Stats, String>> + Send + use<>
+    {
+        let socket = self
+            .store(Store::load_current)
+            .map(|g| self.runtime_socket(&g.config))
+            .map_err(|e| e.to_string());
+        let vrrp = self.shared.vrrp();
+        async move { crate::recorder::read_stats(&socket?, &vrrp).await }
     }
 
     async fn poll_vrrp(&self) -> VrrpView {
@@ -350,5 +371,21 @@ impl Core {
             services.join(", "),
             self.shared.alarms().len()
         )
+    }
+}
+
+impl crate::recorder::Source for Core {
+    fn running(&self) -> bool {
+        self.is_started("proxy")
+    }
+
+    fn stats(
+        &self,
+    ) -> impl std::future::Future<Output = Result<crate::recorder::Stats, String>> + Send {
+        self.traffic_stats()
+    }
+
+    fn traffic(&self) -> &crate::recorder::TrafficStore {
+        &self.traffic
     }
 }

@@ -26,6 +26,7 @@ pub mod maintenance;
 pub mod notify;
 pub mod options;
 pub mod query;
+pub mod recorder;
 pub mod reply;
 pub mod services;
 pub mod sockets;

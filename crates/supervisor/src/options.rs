@@ -3,6 +3,7 @@
 //! Owns only the shape of the options; must not read flags or the environment itself.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::child;
 
@@ -33,4 +34,7 @@ pub struct Options {
     /// Generate and load the host firewall at every apply (`--firewall`, set by the
     /// appliance's unit; `firewall.rs`). Off by default: it changes the host's netfilter rules.
     pub firewall: bool,
+    /// How often the traffic recorder samples the proxy (`--history-interval`; default
+    /// [`crate::recorder::DEFAULT_INTERVAL`], shorter in tests).
+    pub history_interval: Duration,
 }

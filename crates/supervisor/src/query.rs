@@ -311,6 +311,17 @@ impl Core {
         }))
     }
 
+    /// `show_traffic`: the recorded traffic history of `target` over `last` (`recorder.rs`).
+    pub fn show_traffic(&self, target: Option<&str>, last: Option<&str>) -> Reply {
+        let traffic = self.traffic.show(target, last).map_err(|e| {
+            Failure::new(
+                e,
+                "name a frontend, backend or server (`show stats`) and a range like 1h, 7d or 1y; the history starts when the proxy runs",
+            )
+        })?;
+        data(traffic)
+    }
+
     /// `failover`: planned switchover through the VRRP daemon.
     pub async fn failover(&self, instance: Option<&str>) -> Reply {
         if !self.is_started("vrrp") {

@@ -142,6 +142,10 @@ enum Command {
         /// unit sets it; tests only inside network namespaces.
         #[arg(long)]
         firewall: bool,
+        /// How often the traffic history samples the proxy, seconds (tests use 1).
+        #[arg(long, value_name = "SECONDS", default_value_t = 10,
+              value_parser = clap::value_parser!(u64).range(1..=3600))]
+        history_interval: u64,
     },
 }
 
@@ -241,6 +245,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             monitor_group,
             service_user,
             firewall,
+            history_interval,
         } => {
             init_tracing();
             let service_user = service_user.and_then(|name| {
@@ -265,6 +270,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
                 service_user,
                 firewall,
+                history_interval: std::time::Duration::from_secs(history_interval),
             };
             runtime(2)?
                 .block_on(tandem_supervisor::run(options, shutdown_signal()))

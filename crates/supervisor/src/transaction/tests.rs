@@ -70,6 +70,7 @@ fn options() -> Options {
         access_groups: crate::access::Groups::default(),
         service_user: None,
         firewall: false,
+        history_interval: crate::recorder::DEFAULT_INTERVAL,
     }
 }
 
