@@ -284,7 +284,7 @@ fn other_users_are_refused_monitors_read_and_admins_commit() {
         let (code, out) = ctl_as(NOBODY, monitor, &[], &socket, words);
         assert_eq!(code, 1, "{words:?}: {out}");
         assert!(
-            out.contains("changes the node and needs group daemon or root; nobody has read-only access (group nogroup: status, sync_status, history, show_config, show_servers, show_stats, logs)"),
+            out.contains("changes the node and needs group daemon or root; nobody has read-only access (group nogroup: status, sync_status, history, show_config, show_servers, show_stats, show_traffic, logs)"),
             "{words:?}: {out}"
         );
     }
