@@ -1,15 +1,19 @@
 //! The shared harness of the end-to-end tests (`tests/tests/*.rs`): where the `tandem`
 //! binary under test is ([`tandem_bin`]), where the workspace is ([`workspace_root`]), and the
-//! pair test bed of the `pair_*` namespace tests ([`pair`]).
+//! pair test bed of the `pair_*` namespace tests ([`pair`]), and the loopback demo web server
+//! and free ports of the single-node stack tests ([`demo_server`], [`free_port`]).
 //!
 //! Owns only test scaffolding; must not be a dependency of any product crate. The tests
 //! start the real binary as child processes, so they live in their own package (the design's
 //! top-level `tests/`) and cannot use `CARGO_BIN_EXE_tandem`, which only exists inside the
 //! `tandem` package: [`tandem_bin`] builds and finds it instead.
 
+use std::io::{Read as _, Write as _};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 pub mod pair;
 
@@ -61,4 +65,49 @@ pub fn tandem_bin() -> &'static Path {
         assert!(bin.is_file(), "{} was not built", bin.display());
         bin
     })
+}
+
+/// A demo server on 127.0.0.1 as `cargo xtask run` has: every request of a keep-alive
+/// connection gets 200 `hello from NAME`. Returns its port; it lives as long as the test
+/// process.
+pub fn demo_server(name: &'static str) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let at = seen.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+                    seen.drain(..at + 4);
+                    let body = format!("hello from {name}\n");
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if s.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

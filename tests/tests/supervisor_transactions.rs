@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use tandem_e2e::free_port;
 
 /// A liveness bound for waits; acceptance figures come from the printed measurements.
 const WAIT: Duration = Duration::from_secs(20);
@@ -33,14 +34,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A backend answering `200 ok` to every request, on an ephemeral port.

@@ -7,12 +7,13 @@
 //! 127.0.0.1, ephemeral ports and temporary directories.
 
 use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser as _;
+use tandem_e2e::{demo_server, free_port};
 
 /// A liveness bound for waits.
 const WAIT: Duration = Duration::from_secs(30);
@@ -35,44 +36,6 @@ impl Drop for Stack {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// An HTTP server answering every request with 200 `hello`.
-fn server() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut s in l.incoming().map_while(Result::ok) {
-            std::thread::spawn(move || {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut seen = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut buf) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => seen.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let at = seen.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-                    seen.drain(..at + 4);
-                    let reply = "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nhello\n";
-                    if s.write_all(reply.as_bytes()).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    port
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `GET /` through the frontend: whether it answered 200.
@@ -180,7 +143,7 @@ fn in_dir(dir: &Path, name: &str) -> bool {
 #[test]
 fn requests_through_the_proxy_show_up_in_show_traffic() {
     let stack = Stack::start();
-    let (front, app1, app2) = (free_port(), server(), server());
+    let (front, app1, app2) = (free_port(), demo_server("app1"), demo_server("app2"));
     let file = stack.lab_yaml(front, app1, app2);
     stack.ok(&["config", "load", file.to_str().unwrap()]);
     stack.ok(&["config", "commit", "traffic"]);
