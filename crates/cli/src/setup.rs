@@ -242,19 +242,10 @@ fn check_gateway(mgmt: &str, v: &str) -> anyhow::Result<()> {
     let gw: std::net::IpAddr = v
         .parse()
         .with_context(|| format!("`{v}` is not an IP address"))?;
-    let (addr, prefix) = mgmt.split_once('/').context("management address")?;
-    let addr: std::net::IpAddr = addr.parse().context("management address")?;
-    let prefix: u32 = prefix.parse().context("management prefix")?;
-    let network = |ip: std::net::IpAddr| -> Option<u128> {
-        let (bits, width) = match ip {
-            std::net::IpAddr::V4(a) => (u128::from(u32::from(a)), 32u32),
-            std::net::IpAddr::V6(a) => (u128::from(a), 128),
-        };
-        let host = width.checked_sub(prefix)?;
-        Some(bits.checked_shr(host).unwrap_or(0))
-    };
+    let subnet: tandem_config::Cidr = mgmt.parse().context("management address")?;
+    let addr = subnet.addr();
     ensure!(
-        gw.is_ipv4() == addr.is_ipv4() && network(gw).is_some() && network(gw) == network(addr),
+        subnet.contains(gw),
         "the gateway {gw} is not on the management subnet {mgmt}"
     );
     ensure!(
